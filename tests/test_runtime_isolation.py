@@ -31,7 +31,8 @@ def test_load_and_step_leave_heavy_modules_unimported(tmp_path):
     edgernn.artifact.write(path, plan, tensors)
     code = (
         "import sys, numpy as np, edgernn\n"
-        f"m = edgernn.load({str(path)!r}); s = m.stream(); s.step(np.zeros(4, np.float32)); m.predict(np.zeros((3, 4)))\n"
+        f"m = edgernn.load({str(path)!r}); s = m.stream(); s.step(np.zeros(4, np.float32))\n"
+        "m.predict(np.zeros((3, 4)))\n"
         f"print(sorted(x for x in {HEAVY!r} if x in sys.modules))"
     )
     assert _run(code) == "[]"
