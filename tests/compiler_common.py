@@ -56,7 +56,8 @@ def mismatch(actual: np.ndarray, expected: np.ndarray, atol: float = ATOL, rtol:
     bound = atol + rtol * np.abs(e[ok])
     if np.any(err > bound):
         k = int(np.argmax(err - bound))
-        return f"max excess error {float((err - bound)[k]):.3g} (|a-e| = {float(err[k]):.3g}, e = {float(e[ok][k]):.4g})"
+        ex = float((err - bound)[k])
+        return f"max excess error {ex:.3g} (|a-e| = {float(err[k]):.3g}, e = {float(e[ok][k]):.4g})"
     return None
 
 

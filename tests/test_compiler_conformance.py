@@ -46,7 +46,9 @@ def _cases() -> list[tuple[str, object, list[np.ndarray], list[np.ndarray]]]:
             for ds in sorted(glob.glob(os.path.join(d, "test_data_set_*"))):
 
                 def load(kind: str, ds: str = ds) -> list[np.ndarray]:
-                    files = sorted(glob.glob(os.path.join(ds, f"{kind}_*.pb")), key=lambda f: int(f[:-3].split("_")[-1]))
+                    files = sorted(
+                        glob.glob(os.path.join(ds, f"{kind}_*.pb")), key=lambda f: int(f[:-3].split("_")[-1])
+                    )
                     res = []
                     for f in files:
                         t = onnx.TensorProto()
@@ -55,7 +57,9 @@ def _cases() -> list[tuple[str, object, list[np.ndarray], list[np.ndarray]]]:
                         res.append(numpy_helper.to_array(t))
                     return res
 
-                out.append((f"{os.path.basename(d)}/{os.path.basename(ds)}", model, load("input"), load("output")))
+                out.append(
+                    (f"{os.path.basename(d)}/{os.path.basename(ds)}", model, load("input"), load("output"))
+                )
         return out
     import warnings
 
