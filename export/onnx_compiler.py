@@ -798,7 +798,10 @@ class _Compiler:
                     continue
                 raise CompileError(
                     f"{_where(node)}: slicing [{s}:{e}:{st}] of the symbolic axis {d} is not supported "
-                    "(only the whole axis or its last element)"
+                    "(only the whole axis or its last element; a graph unrolled over time steps, as "
+                    "torch's dynamo exporter writes for nn.RNN, cannot be compiled: export "
+                    "RNN/LSTM/GRU nodes, "
+                    "e.g. torch.onnx.export(..., dynamo=False))"
                 )
             sl = slice(s, max(min(e, INT_BIG), -INT_BIG), st)
             isl[fpos.index(a)] = sl
