@@ -138,6 +138,25 @@ class Data:
 
 
 @dataclass
+class Multi:
+    """A Concat of data values along an int axis; only Gather/Slice picking inside one part may use it."""
+
+    parts: list
+    axis: int
+
+    def locate(self, idx: np.ndarray, node) -> tuple[Any, np.ndarray]:
+        sizes = [p.axes[self.axis] for p in self.parts]
+        total = sum(sizes)
+        idx = np.where(idx < 0, idx + total, idx)
+        starts = np.cumsum([0] + sizes)
+        which = {int(np.searchsorted(starts, i, side="right") - 1) for i in idx.ravel()}
+        if len(which) != 1 or np.any(idx < 0) or np.any(idx >= total):
+            raise CompileError(f"{_where(node)}: selects across parts of a Concat of data-dependent tensors")
+        k = which.pop()
+        return self.parts[k], idx - starts[k]
+
+
+@dataclass
 class QScale:
     """``scale`` output of DynamicQuantizeLinear times a constant ``coef`` (per output column or scalar)."""
 
@@ -761,6 +780,26 @@ class _Compiler:
             axes = np.arange(len(starts))
         if steps is None:
             steps = np.ones(len(starts), np.int64)
+        if isinstance(v, Multi):
+            r = len(v.parts[0].axes)
+            if len(starts) != 1 or (int(axes[0]) + r if int(axes[0]) < 0 else int(axes[0])) != v.axis:
+                raise CompileError(f"{_where(node)}: Slice of a Concat of data-dependent tensors")
+            total = sum(p.axes[v.axis] for p in v.parts)
+            rng = np.arange(total)[
+                slice(int(starts[0]), int(max(min(ends[0], INT_BIG), -INT_BIG)), int(steps[0]))
+            ]
+            if rng.size == 0:
+                raise CompileError(f"{_where(node)}: empty Slice")
+            part, local = v.locate(rng, node)
+            if int(steps[0]) != 1:
+                raise CompileError(f"{_where(node)}: strided Slice of a Concat of data-dependent tensors")
+            sub = [
+                part,
+                Const(np.array([local[0]])),
+                Const(np.array([local[-1] + 1])),
+                Const(np.array([v.axis])),
+            ]
+            return self._op_Slice(node, sub, {})
         if isinstance(v, ShapeVal):
             sl = [slice(None)] * v.arr.ndim
             for s, e, a, st in zip(starts, ends, axes, steps, strict=False):
@@ -817,6 +856,12 @@ class _Compiler:
     def _op_Gather(self, node, vals, at):
         v, iv = vals[0], vals[1]
         axis = at.get("axis", 0)
+        if isinstance(v, Multi):
+            r = len(v.parts[0].axes)
+            if (axis + r if axis < 0 else axis) != v.axis or not isinstance(iv, Const):
+                raise CompileError(f"{_where(node)}: Gather on a Concat of data-dependent tensors")
+            part, local = v.locate(np.asarray(iv.arr).astype(np.int64), node)
+            return self._op_Gather(node, [part, Const(local)], at)
         if isinstance(v, Const) and isinstance(iv, Data):
             return self._embedding(node, v.arr, iv, axis)
         if isinstance(v, ShapeVal):
@@ -880,6 +925,13 @@ class _Compiler:
         if all(isinstance(v, (Const, ShapeVal)) for v in vals):
             arrs = [v.arr.astype(object) if isinstance(v, Const) else v.arr for v in vals]
             return self._shapeval(np.concatenate(arrs, axis=axis))
+        if any(isinstance(v, Data) for v in vals) and all(isinstance(v, Data) for v in vals):
+            r = len(vals[0].axes)
+            axis = axis + r if axis < 0 else axis
+            for v in vals:
+                if len(v.axes) != r or isinstance(v.axes[axis], Sym):
+                    raise CompileError(f"{_where(node)}: Concat of data-dependent tensors along {v.axes}")
+            return Multi(list(vals), axis)
         raise CompileError(f"{_where(node)}: Concat of data-dependent tensors is not supported")
 
     def _op_Mul(self, node, vals, at):
@@ -939,6 +991,22 @@ class _Compiler:
             else:
                 tg.append(int(t))
         syms_in = [d for d in axes if isinstance(d, Sym)]
+        if sum(isinstance(d, Sym) for d in tg) < len(syms_in):
+            # exporters sometimes bake the traced batch/time size into a Reshape target
+            for k, t in enumerate(tg):
+                d = axes[k] if k < len(axes) else None
+                if (
+                    isinstance(d, Sym)
+                    and not isinstance(t, Sym)
+                    and t > 0
+                    and d.static in (None, t)
+                    and not any(x is d for x in tg)
+                ):
+                    tg[k] = d
+                    self.notes.append(
+                        f"{_where(node)}: the static size {t} in the Reshape target is taken as the symbolic "
+                        f"axis {d.name} ({d.role or 'batch/time'}); the compiled model accepts any size"
+                    )
         syms_out = [d for d in tg if isinstance(d, Sym)]
         n_neg = sum(1 for d in tg if not isinstance(d, Sym) and d == -1)
         if n_neg > 1:
