@@ -191,6 +191,11 @@ def quantization_report(
                 {"accuracy_float32": af, "accuracy": aq, "accuracy_change_pp": round(100 * (aq - af), 4)}
             )
         else:
+            if lab.size != yf.size:
+                raise QuantizationError(
+                    f"labels of shape {lab.shape} fit neither class ids {yf.shape[:-1]} "
+                    f"nor targets {yf.shape}"
+                )
             tgt = lab.astype(np.float64).reshape(yf.shape)
             rf = float(np.sqrt(np.mean((yf - tgt) ** 2)))
             rq = float(np.sqrt(np.mean((yq - tgt) ** 2)))

@@ -15,9 +15,9 @@ ATOL, RTOL = 1e-5, 1e-4
 def input_to_btf(x: np.ndarray, axes: list) -> np.ndarray:
     """ONNX input ``x`` (axes roles ``axes``) -> the (B, T, I) array ``Model.predict`` takes."""
     roles = [a if isinstance(a, str) else "F" for a in axes]
-    order = [roles.index(r) for r in ("B", "N", "T") if r in roles]
+    order = [k for k, r in enumerate(roles) if r in ("B", "N")]
+    order += [k for k, r in enumerate(roles) if r == "T"]
     order += [k for k, r in enumerate(roles) if r == "F"]
-    order += [k for k in range(len(roles)) if k not in order]
     y = np.transpose(x, order)
     has_t = "T" in roles
     b = int(np.prod([x.shape[k] for k, r in enumerate(roles) if r in ("B", "N")], dtype=np.int64))
@@ -66,3 +66,14 @@ def predict(path: str, x_btf: np.ndarray) -> np.ndarray:
     import edgernn
 
     return np.asarray(edgernn.load(path).predict(np.ascontiguousarray(x_btf, np.float32)))
+
+
+def predict_onnx_layout(path: str, x: np.ndarray, io: dict) -> tuple[np.ndarray, callable]:
+    """Predict on an ONNX-layout input; returns the (B, T, O) / (B, O) output and the converter
+    that brings an ONNX output to the same layout. A graph without a time axis is run as one step
+    per row (T = 1), and its output compared without the step axis."""
+    y = predict(path, input_to_btf(x, io["input_axes"]))
+    roles = [a if isinstance(a, str) else "F" for a in io["output_axes"]]
+    if "T" not in roles and y.ndim == 3 and y.shape[1] == 1:
+        y = y[:, 0]
+    return y, lambda e: output_to_bf(e, io["output_axes"])
