@@ -1088,13 +1088,28 @@ class _Compiler:
             )
         return v.axes[-1]
 
-    def _dense(self, node, v: Data, w: np.ndarray, b: np.ndarray | None) -> Data:
+    def _pop_affine(self, v: Data) -> tuple[np.ndarray, np.ndarray] | None:
+        """Remove a trailing affine layer (x*scale + shift) so the next matrix layer can absorb it."""
+        if not self.layers or self.layers[-1]["kind"] != "affine" or v.pos != len(self.layers):
+            return None
+        layer = self.layers.pop()
+        sc = self.tensors.pop(layer["tensors"]["scale"]).astype(np.float64)
+        sh = self.tensors.pop(layer["tensors"]["shift"]).astype(np.float64)
+        return sc, sh
+
+    def _dense(self, node, v: Data, w: np.ndarray, b: np.ndarray | None, fold_affine: bool = True) -> Data:
         """Append ``y = w @ x + b`` (w: [O, I] in the value's current feature order)."""
         self._check_tip(v, node)
         if v.step is False and v.tokens:
             raise CompileError(f"{_where(node)}: MatMul on token ids")
         w = self._fold_cols(v, np.asarray(w, np.float64), node)
         o = w.shape[0]
+        aff = self._pop_affine(v) if fold_affine else None
+        if aff is not None:  # W (x*sc + sh) + b = (W diag(sc)) x + (W sh + b)
+            sc, sh = aff
+            b = (0.0 if b is None else np.broadcast_to(np.asarray(b, np.float64).reshape(-1), (o,))) + w @ sh
+            w = w * sc[None, :]
+            v = Data(v.axes, v.perm, v.bad, len(self.layers), v.last, v.step)
         name = self._name("dense")
         t = {"W": w.astype(np.float32)}
         if b is not None:
@@ -1349,7 +1364,7 @@ class _Compiler:
         n = self._whole_features(v, node)
         if w.shape[0] != n:
             raise CompileError(f"{_where(node)}: weight {w.shape} does not match {n} features")
-        out = self._dense(node, v, w.T, None)
+        out = self._dense(node, v, w.T, None, fold_affine=False)
         self._pending_q = (self.layers[-1], wq, zp)
         out.quant = "int"
         return out
@@ -1387,7 +1402,7 @@ class _Compiler:
         if w.shape[0] != n:
             raise CompileError(f"{_where(node)}: weight {w.shape} does not match {n} features")
         bv = None if bias is None else np.asarray(bias.arr, np.float64)
-        out = self._dense(node, a, w.T, bv)
+        out = self._dense(node, a, w.T, bv, fold_affine=False)
         if wq.dtype == np.int8 and np.all(zp == 0) and wq.min() >= -127 and _is_identity(a.perm, n):
             self.exact_int8[self.layers[-1]["tensors"]["W"]] = (
                 np.ascontiguousarray(wq.T),
@@ -1509,6 +1524,15 @@ class _Compiler:
                 "and its state as a graph input"
             )
         w = self._fold_cols(x, w, node)
+        aff = None if exact_int8 else self._pop_affine(x)
+        if aff is not None:  # W (x*sc + sh) = (W diag(sc)) x + W sh, added to the input bias Wb
+            sc, sh = aff
+            extra_b = np.einsum("dgi,i->dg", w, sh)
+            w = w * sc[None, None, :]
+            add = np.concatenate([extra_b, np.zeros_like(extra_b)], axis=1)
+            if bv is not None and np.shape(bv.arr) != add.shape:
+                raise CompileError(f"{_where(node)}: B has shape {np.shape(bv.arr)}, expected {add.shape}")
+            bv = Const(add + (0.0 if bv is None else np.asarray(bv.arr, np.float64)))
         # sequence_lens
         if lens is not None:
             self._check_lens(node, lens, t_ax)

@@ -55,6 +55,7 @@ def random_spec(rng: np.random.Generator, quant_safe: bool = False) -> dict:
         "head": str(rng.choice(["none", "last_gemm", "seq_matmul"])),
         "head_act": None if quant_safe else HEAD_ACTS[int(rng.integers(len(HEAD_ACTS)))],
         "O": int(rng.integers(1, 5)),
+        "norm": bool(rng.random() < 0.3),
     }
     for _ in range(1 if rng.random() < 0.75 else 2):
         op = str(rng.choice(["LSTM", "GRU", "RNN"]))
@@ -111,6 +112,9 @@ def build(spec: dict, rng: np.random.Generator, twin: bool = False) -> onnx.Mode
     cur = "x"
     cur_bf = spec["batch_first"]  # current tensor is [B, T, F] (else [T, B, F])
     feat = i_size
+    if spec.get("norm"):  # input normalization as exporters write it: (x - mean) / std
+        cur = op("Sub", [cur, const(rng.normal(0, 1, i_size).astype(np.float32), "mean")])
+        cur = op("Div", [cur, const(rng.uniform(0.5, 2.0, i_size).astype(np.float32), "std")])
     for layer in spec["layers"]:
         g, h = GATES[layer["op"]], layer["H"]
         nd = 2 if layer["direction"] == "bidirectional" else 1
@@ -179,6 +183,8 @@ def build(spec: dict, rng: np.random.Generator, twin: bool = False) -> onnx.Mode
     elif head == "seq_matmul":
         cur = op("MatMul", [cur, const(rng.normal(0, 0.5, (feat, o)).astype(np.float32), "mm")])
         cur = op("Add", [cur, const(rng.normal(0, 0.3, o).astype(np.float32), "mb")])
+        if spec.get("norm"):  # an output de-normalization
+            cur = op("Mul", [cur, const(rng.uniform(0.5, 2.0, o).astype(np.float32), "oscale")])
     if head != "none" and spec["head_act"]:
         kw = {"axis": -1} if spec["head_act"] == "Softmax" else {}
         cur = op(spec["head_act"], [cur], **kw)
@@ -247,6 +253,7 @@ def test_layout1_twin_is_a_real_twin(tmp_path):
         "head": "none",
         "head_act": None,
         "O": 1,
+        "norm": False,
         "layers": [
             {
                 "op": "RNN",
