@@ -226,6 +226,7 @@ _PLUMBING = {
     "Slice",
     "Gather",
     "Concat",
+    "Split",
     "Shape",
     "ConstantOfShape",
     "Expand",
@@ -919,6 +920,33 @@ class _Compiler:
             {"table": table.astype(np.float32)},
         )
         return Data(list(iv.axes) + [int(e)], np.arange(e), np.zeros(e, bool), len(self.layers))
+
+    def _op_Split(self, node, vals, at):
+        v = vals[0]
+        if not isinstance(v, Data):
+            raise CompileError(f"{_where(node)}: Split of an unsupported value")
+        r = len(v.axes)
+        axis = at.get("axis", 0)
+        axis = axis + r if axis < 0 else axis
+        d = v.axes[axis]
+        if isinstance(d, Sym):
+            raise CompileError(f"{_where(node)}: Split along the batch/time axis {d}")
+        n_out = len(node.output)
+        if len(vals) > 1 and vals[1] is not None:
+            sizes = [int(x) for x in self._ints(vals[1], node, "split")]
+        elif "split" in at:
+            sizes = [int(x) for x in at["split"]]
+        else:
+            k = -(-d // n_out)
+            sizes = [min(k, d - k * j) for j in range(n_out)]
+        if sum(sizes) != d or len(sizes) != n_out:
+            raise CompileError(f"{_where(node)}: split sizes {sizes} do not cover axis {axis} of size {d}")
+        outs, start = [], 0
+        for size in sizes:
+            sub = [v, Const(np.array([start])), Const(np.array([start + size])), Const(np.array([axis]))]
+            outs.append(self._op_Slice(node, sub, {}))
+            start += size
+        return outs
 
     def _op_Concat(self, node, vals, at):
         axis = at["axis"]

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
 
+sys.path.insert(0, os.path.dirname(__file__))
 onnx = pytest.importorskip("onnx")
 from edgernn.export import compile_onnx  # noqa: E402
 from edgernn.export.onnx_compiler import CompileError  # noqa: E402
@@ -188,3 +190,40 @@ def test_cli_compile_and_inspect(tmp_path, capsys):
     onnx.save(_lstm_graph([helper.make_node("LogSoftmax", ["Y"], ["z"], name="ls")], out="z"), bad)
     assert main(["compile", bad, "-o", os.path.join(str(tmp_path), "bad.ernn")]) == 1
     assert "LogSoftmax node 'ls'" in capsys.readouterr().err
+
+
+def test_split_of_bidirectional_output(tmp_path):
+    """Split of Y along the direction axis keeps the forward half: compiled and checked against ORT."""
+    ort = pytest.importorskip("onnxruntime")
+    from compiler_common import mismatch, predict
+
+    rng = np.random.default_rng(1)
+    h, i = 3, 2
+    inits = [
+        numpy_helper.from_array(rng.normal(size=(2, 3 * h, i)).astype(np.float32), "W"),
+        numpy_helper.from_array(rng.normal(size=(2, 3 * h, h)).astype(np.float32), "R"),
+        numpy_helper.from_array(np.array([1, 1], np.int64), "sp"),
+    ]
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]),
+        helper.make_node("GRU", ["xt", "W", "R"], ["Y"], hidden_size=h, direction="bidirectional"),
+        helper.make_node("Split", ["Y", "sp"], ["fw", "bw"], axis=1, name="split_dirs"),
+        helper.make_node("Transpose", ["fw"], ["fwt"], perm=[2, 0, 1, 3]),
+        helper.make_node("Reshape", ["fwt", "shape"], ["y"]),
+    ]
+    inits.append(numpy_helper.from_array(np.array([0, 0, -1], np.int64), "shape"))
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "t", i])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    res = _compile(tmp_path, m)
+    x = rng.normal(size=(2, 5, i)).astype(np.float32)
+    exp = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[
+        0
+    ]
+    assert res["plan"]["layers"][-1]["kind"] == "dense"  # the selection of the forward half
+    assert mismatch(predict(res["path"], x), exp) is None
