@@ -657,7 +657,7 @@ class _Compiler:
     def _op_Cast(self, node, vals, at):
         v = vals[0]
         if isinstance(v, Data):
-            if at.get("to") not in (1, 11, 10, 16) and v.quant != "int":
+            if at.get("to") not in (1, 11, 10, 16) and v.quant != "int" and not v.tokens:
                 raise CompileError(f"{_where(node)}: casting the data to a non-float type")
             return v
         if isinstance(v, ShapeVal):
@@ -947,6 +947,27 @@ class _Compiler:
             outs.append(self._op_Slice(node, sub, {}))
             start += size
         return outs
+
+    def _op_OneHot(self, node, vals, at):
+        iv, depth, values = vals
+        if not (isinstance(iv, Data) and iv.tokens and iv.pos == 0 and not self.layers):
+            raise CompileError(f"{_where(node)}: OneHot is only supported on the model's token ids")
+        if not isinstance(depth, Const) or not isinstance(values, Const):
+            raise CompileError(f"{_where(node)}: depth and values must be constant")
+        axis = at.get("axis", -1)
+        if axis not in (-1, len(iv.axes)):
+            raise CompileError(f"{_where(node)}: OneHot axis {axis} (only the last axis is supported)")
+        v = int(np.asarray(depth.arr).ravel()[0])
+        off, on = (float(a) for a in np.asarray(values.arr).ravel()[:2])
+        self.vocab_size = v
+        self._add_layer(
+            {"kind": "onehot", "name": self._name("onehot"), "input_size": 1, "vocab_size": v}, {}
+        )
+        self.layers[-1]["output_size"] = v
+        out = Data(list(iv.axes) + [v], np.arange(v), np.zeros(v, bool), len(self.layers))
+        if (off, on) != (0.0, 1.0):
+            out = self._affine(node, out, np.full(v, on - off), np.full(v, off))
+        return out
 
     def _op_Concat(self, node, vals, at):
         axis = at["axis"]

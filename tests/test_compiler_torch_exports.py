@@ -221,3 +221,47 @@ def test_ort_int8_lstm_compiles(tmp_path):
     np.testing.assert_array_equal(wq, np.transpose(src[qname], (0, 2, 1)))
     got8 = predict(res8["path"], x)
     assert mismatch(got8, got, atol=1e-4, rtol=1e-3) is None
+
+
+class TokenNet(torch.nn.Module):
+    """Token ids [B, T] -> Embedding or one-hot -> GRU -> Linear per step."""
+
+    def __init__(self, vocab=13, onehot=False):
+        super().__init__()
+        self.vocab, self.onehot = vocab, onehot
+        self.emb = torch.nn.Embedding(vocab, 5)
+        self.rnn = torch.nn.GRU(vocab if onehot else 5, 6, batch_first=True)
+        self.fc = torch.nn.Linear(6, 2)
+
+    def forward(self, ids):
+        x = torch.nn.functional.one_hot(ids, self.vocab).float() if self.onehot else self.emb(ids)
+        return self.fc(self.rnn(x)[0])
+
+
+@pytest.mark.parametrize("onehot", [False, True])
+def test_token_models(onehot, tmp_path):
+    from edgernn.export import compile_onnx
+
+    torch.manual_seed(0)
+    net = TokenNet(onehot=onehot).eval()
+    ids = torch.randint(0, 13, (3, 8))
+    path = os.path.join(str(tmp_path), "tok.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net,
+            (ids,),
+            path,
+            input_names=["ids"],
+            output_names=["y"],
+            dynamo=False,
+            dynamic_axes={"ids": {0: "b", 1: "t"}},
+        )
+    res = compile_onnx(path, os.path.join(str(tmp_path), "tok.ernn"))
+    assert res["plan"]["input"] == {"kind": "tokens", "size": 1, "vocab_size": 13}
+    assert res["plan"]["layers"][0]["kind"] == ("onehot" if onehot else "embedding")
+    ids2 = torch.randint(0, 13, (2, 11))
+    with torch.no_grad():
+        ref = net(ids2).numpy()
+    got = predict(res["path"], ids2.numpy()[..., None].astype(np.float32))
+    assert mismatch(got, ref) is None
