@@ -113,9 +113,14 @@ class Bcast:
 
 @dataclass
 class State:
-    """A value derived only from a state graph input (the stream keeps the state at run time)."""
+    """A value derived only from a state graph input (the stream keeps the state at run time).
+
+    ``ix`` is a :class:`Bcast` of the flat positions (batch axis collapsed) of the state input each
+    element comes from, or None when the plumbing could not be followed.
+    """
 
     src: str
+    ix: Any = None
 
 
 @dataclass
@@ -319,6 +324,11 @@ def _load_model(path: str):
 # ------------------------------------------------------------------------------------------ compiler
 
 
+def _state_code(layer: int, which: str, unit: np.ndarray) -> np.ndarray:
+    """An integer naming (layer, h|c, unit) for the state wiring check."""
+    return (layer * 2 + (which == "c")) * (1 << 24) + unit
+
+
 class _Compiler:
     def __init__(self, model, output: str | None):
         self.model = model
@@ -332,6 +342,8 @@ class _Compiler:
         self.input_syms: list = []
         self.state_inputs: list[str] = []
         self.notes: list[str] = []
+        self.state_feeds: list[tuple] = []  # (state input, layer index, "h"|"c", [D, H] positions or None)
+        self.state_codes: dict[str, Bcast] = {}  # Y_h / Y_c output name -> codes of (layer, h|c, unit)
         outs = [o.name for o in self.g.output]
         if output is None:
             if not outs:
@@ -480,7 +492,7 @@ class _Compiler:
             )
         for i in used_inputs:
             if i not in data_inputs:
-                self.env[i.name] = State(i.name)
+                self.env[i.name] = State(i.name, self._state_index(i))
                 self.state_inputs.append(i.name)
         self._bind_input(data_inputs[0])
         for n in nodes:
@@ -489,6 +501,78 @@ class _Compiler:
         if not isinstance(out, Data):
             raise CompileError(f"output {self.output!r} does not depend on the model input")
         self._finish(out)
+        if self.state_feeds:
+            self._check_state_wiring(producers)
+
+    def _check_state_wiring(self, producers: dict) -> None:
+        """The step graph's contract: state output k returns, at each position, the state that the same
+        position of state input k fed (the stream keeps each layer's own state). Checked when the graph
+        has as many state outputs as state inputs; otherwise noted."""
+        outs = [o for o in self.ignored_outputs]
+        if len(outs) != len(self.state_inputs):
+            self.notes.append(
+                f"state inputs {self.state_inputs} but other outputs {outs}: the state wiring was not checked"
+            )
+            return
+        env2: dict[str, Any] = {k: v for k, v in self.env.items() if isinstance(v, Const)}
+        env2.update(self.state_codes)
+        for sin, sout in zip(self.state_inputs, outs, strict=True):
+            try:
+                got = self._eval_codes(sout, producers, env2)
+            except CompileError as e:
+                raise CompileError(
+                    f"state output {sout!r}: cannot follow it back to the recurrent nodes: {e}"
+                ) from None
+            feeds = [f for f in self.state_feeds if f[0] == sin]
+            if got is None or any(f[3] is None for f in feeds):
+                raise CompileError(f"state input {sin!r} / output {sout!r}: cannot follow the state wiring")
+            gi = np.asarray(got.arr)
+            expected = np.full(gi.size, -1, np.int64)
+            for _, li, which, ix in feeds:
+                nd, h = ix.shape
+                codes = _state_code(li, which, np.arange(nd * h)).reshape(nd, h)
+                if ix.max() >= expected.size:
+                    raise CompileError(f"state output {sout!r} is smaller than state input {sin!r}")
+                expected[ix.ravel()] = codes.ravel()
+            used = expected >= 0
+            if gi.size != expected.size or np.any(gi.ravel()[used] != expected[used]):
+                raise CompileError(
+                    f"state output {sout!r} does not return, position by position, the states that input "
+                    f"{sin!r} feeds into the recurrent layers; the stream could not reproduce this graph"
+                )
+
+    def _eval_codes(self, name: str, producers: dict, env2: dict) -> Bcast | None:
+        if name in env2:
+            v = env2[name]
+            return v if isinstance(v, Bcast) else None
+        node = producers.get(name)
+        if node is None or node.op_type not in _PLUMBING:
+            raise CompileError(f"{name!r} is not plumbing over Y_h/Y_c")
+        vals = []
+        for i in node.input:
+            vals.append(None if not i else self._eval_codes(i, producers, env2) if i not in env2 else env2[i])
+        if node.op_type == "Concat" and all(isinstance(v, Bcast) for v in vals):
+            axis = _attrs(node)["axis"]
+            res = [Bcast(np.concatenate([v.arr for v in vals], axis=axis), list(vals[0].dims))]
+            r = len(vals[0].dims)
+            res[0].dims[axis % r] = sum(v.dims[axis % r] for v in vals)
+        else:
+            res = getattr(self, f"_op_{node.op_type}")(node, vals, _attrs(node))
+            res = res if isinstance(res, list) else [res]
+        for o, v in zip(node.output, res, strict=False):
+            env2[o] = v
+        v = env2.get(name)
+        return v if isinstance(v, Bcast) else None
+
+    def _state_index(self, vi) -> Bcast | None:
+        """Positions of a state input [..., batch, ...] as a Bcast (the symbolic batch axis collapsed)."""
+        dims = []
+        for d in vi.type.tensor_type.shape.dim:
+            dims.append(d.dim_value if d.HasField("dim_value") else Sym(f"{vi.name}:state"))
+        if sum(isinstance(d, Sym) for d in dims) > 1:
+            return None
+        shape = [1 if isinstance(d, Sym) else d for d in dims]
+        return Bcast(np.arange(int(np.prod(shape, dtype=np.int64))).reshape(shape), dims)
 
     def _bind_input(self, vi) -> None:
         from onnx import TensorProto
@@ -547,7 +631,18 @@ class _Compiler:
             if op not in _PLUMBING:
                 raise CompileError(f"{_where(node)}: state input used by a non-plumbing op")
             src = next(v for v in present if isinstance(v, State)).src
-            self._set(node, [State(src)] * len(node.output))
+            outs = [State(src)] * len(node.output)
+            states = [v for v in vals if isinstance(v, State)]
+            if all(v.ix is not None for v in states) and len({v.src for v in states}) == 1:
+                sub = [v.ix if isinstance(v, State) else v for v in vals]
+                try:
+                    handler = getattr(self, f"_op_{op}")
+                    res = handler(node, sub, _attrs(node))
+                    res = res if isinstance(res, list) else [res]
+                    outs = [State(src, r if isinstance(r, Bcast) else None) for r in res]
+                except (CompileError, AttributeError, ValueError, IndexError):
+                    pass
+            self._set(node, outs)
             return
         handler = getattr(self, f"_op_{op}", None)
         if dom not in ("", "ai.onnx", "com.microsoft") or handler is None:
@@ -1602,6 +1697,14 @@ class _Compiler:
             arr = self._initial_state(node, nm, sv, nd, h, layout)
             if arr is not None:
                 tensors[nm] = arr
+            if isinstance(sv, State):
+                ix = None
+                if sv.ix is not None and len(sv.ix.dims) == 3:
+                    a = np.asarray(sv.ix.arr)
+                    a = np.transpose(a, (1, 0, 2)) if layout == 1 else a
+                    if a.shape == (nd, 1, h):
+                        ix = a[:, 0, :]
+                self.state_feeds.append((sv.src, len(self.layers), nm[-1], ix))
         # activations
         acts_in = at.get("activations")
         n_act = len(_CELL_DEFAULT_ACTS[op])
@@ -1666,6 +1769,15 @@ class _Compiler:
             why=f"Y_h of the reverse direction of {_where(node)} "
             "(its final state, which the plan cannot output)",
         )
+        if step:
+            li = len(self.layers) - 1
+            for k, which in ((1, "h"), (2, "c")):
+                if len(node.output) > k and node.output[k]:
+                    codes = _state_code(li, which, np.arange(f)).reshape(nd, 1, h)
+                    if layout == 1:
+                        codes = np.transpose(codes, (1, 0, 2))
+                    dims = [nd, b_ax, h] if layout == 0 else [b_ax, nd, h]
+                    self.state_codes[node.output[k]] = Bcast(codes, dims)
         yc = Data(
             yh_axes,
             ident,

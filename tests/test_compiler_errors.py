@@ -227,3 +227,67 @@ def test_split_of_bidirectional_output(tmp_path):
     ]
     assert res["plan"]["layers"][-1]["kind"] == "dense"  # the selection of the forward half
     assert mismatch(predict(res["path"], x), exp) is None
+
+
+def _step_graph(swap: bool):
+    """x_t [B, I] + h [2, B, H] -> two stacked GRU steps -> y [B, H], h_out [2, B, H]."""
+    rng = np.random.default_rng(3)
+    i, h = 3, 4
+    inits = [
+        numpy_helper.from_array(rng.normal(size=(1, 3 * h, i)).astype(np.float32), "W0"),
+        numpy_helper.from_array(rng.normal(size=(1, 3 * h, h)).astype(np.float32), "R0"),
+        numpy_helper.from_array(rng.normal(size=(1, 3 * h, h)).astype(np.float32), "W1"),
+        numpy_helper.from_array(rng.normal(size=(1, 3 * h, h)).astype(np.float32), "R1"),
+        numpy_helper.from_array(np.array([0], np.int64), "zero"),
+        numpy_helper.from_array(np.array([0], np.int64), "s0"),
+        numpy_helper.from_array(np.array([1], np.int64), "s1"),
+        numpy_helper.from_array(np.array([2], np.int64), "s2"),
+    ]
+    nodes = [
+        helper.make_node("Unsqueeze", ["x", "zero"], ["x1"]),
+        helper.make_node("Slice", ["h", "s0", "s1", "zero"], ["h0"]),
+        helper.make_node("Slice", ["h", "s1", "s2", "zero"], ["h1"]),
+        helper.make_node("GRU", ["x1", "W0", "R0", "", "", "h0"], ["Y0", "Yh0"], hidden_size=h, name="g0"),
+        helper.make_node("Squeeze", ["Y0", "s1"], ["y0"]),
+        helper.make_node("GRU", ["y0", "W1", "R1", "", "", "h1"], ["Y1", "Yh1"], hidden_size=h, name="g1"),
+        helper.make_node("Squeeze", ["Y1", "s1"], ["y1"]),
+        helper.make_node("Squeeze", ["y1", "zero"], ["y"]),
+        helper.make_node("Concat", ["Yh1", "Yh0"] if swap else ["Yh0", "Yh1"], ["h_out"], axis=0),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "step",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", i]),
+            helper.make_tensor_value_info("h", TensorProto.FLOAT, [2, "b", h]),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+            helper.make_tensor_value_info("h_out", TensorProto.FLOAT, None),
+        ],
+        inits,
+    )
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_step_graph_state_wiring(tmp_path):
+    """A step graph compiles to a stream whose step() follows ORT fed with its own state outputs; a
+    graph that returns the layers' states in swapped positions is refused (the stream could not
+    reproduce it)."""
+    ort = pytest.importorskip("onnxruntime")
+    from compiler_common import mismatch
+
+    import edgernn
+
+    m = _step_graph(swap=False)
+    res = _compile(tmp_path, m)
+    assert res["state_inputs"] == ["h"] and res["ignored_outputs"] == ["h_out"]
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    s = edgernn.load(res["path"]).stream()
+    h = np.zeros((2, 1, 4), np.float32)
+    xs = np.random.default_rng(0).normal(size=(10, 1, 3)).astype(np.float32)
+    for t in range(10):
+        y, h = sess.run(None, {"x": xs[t], "h": h})
+        assert mismatch(s.step(xs[t, 0]), y[0]) is None, f"step {t}"
+    with pytest.raises(CompileError, match="state output 'h_out'"):
+        _compile(tmp_path, _step_graph(swap=True))
