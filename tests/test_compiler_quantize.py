@@ -298,5 +298,7 @@ def test_quantized_esn(sparse, mode, tmp_path):
     rep = quantization_report(plan, t, qplan, qt)
     atol, rtol = (INT8_ATOL, INT8_RTOL) if mode == "int8" else (FP16_ATOL, FP16_RTOL)
     assert rep["max_abs_error"] <= atol + rtol * rep["max_abs_output"], rep
-    assert rep["size_ratio"] < (0.35 if mode == "int8" else 0.55)
+    # dense W: 1 (int8) or 2 (fp16) bytes per 4; CSR keeps its int32 indices: (1 + 4) / (4 + 4) for int8
+    limit = {("int8", False): 0.35, ("fp16", False): 0.55, ("int8", True): 0.7, ("fp16", True): 0.8}
+    assert rep["size_ratio"] < limit[(mode, sparse)]
     artifact.write(os.path.join(str(tmp_path), "e.ernn"), qplan, qt)
