@@ -90,7 +90,7 @@ def random_spec(rng: np.random.Generator, quant_safe: bool = False) -> dict:
 
 def build(spec: dict, rng: np.random.Generator, twin: bool = False) -> onnx.ModelProto:
     """The ONNX graph of ``spec``; ``twin`` = every layout-1 node replaced by a layout-0 equivalent."""
-    nodes, inits = [], []
+    nodes, inits, rec_outputs = [], [], []
     cnt = [0]
 
     def name(p: str) -> str:
@@ -158,6 +158,7 @@ def build(spec: dict, rng: np.random.Generator, twin: bool = False) -> onnx.Mode
             attrs["linear_before_reset"] = int(layer["lbr"])
         y = name("Y")
         nodes.append(helper.make_node(layer["op"], ins, [y], name=name(layer["op"]), **attrs))
+        rec_outputs.append(y)
         # Y: layout 0 [T, D, B, H]; layout 1 [B, T, D, H]  -> [B, T, D*H] or [T, B, D*H]
         if node_layout == 0:
             if layout == 1 and twin:
@@ -193,7 +194,10 @@ def build(spec: dict, rng: np.random.Generator, twin: bool = False) -> onnx.Mode
         nodes,
         "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [
+            helper.make_tensor_value_info(o, TensorProto.FLOAT, None)
+            for o in ["y"] + (rec_outputs if twin else [])
+        ],
         inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
@@ -215,23 +219,39 @@ def run_one(seed: int, tmp: str, quantize: str | None = None, quant_safe: bool =
     so = ort.SessionOptions()
     so.log_severity_level = 3
     sess = ort.InferenceSession(twin.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    expected = sess.run(None, {"x": x})[0]
+    expected, *hidden = sess.run(None, {"x": x})
+    # the recurrence itself overflowed in ORT (unbounded cell activations on random weights)
+    spec["overflow"] = any(not np.all(np.isfinite(h)) for h in hidden)
     got = predict(res["path"], input_to_btf(x, res["io"]["input_axes"]))
     return got, output_to_bf(expected, res["io"]["output_axes"]), spec, res
 
 
 def _run_range(seeds, tmp_path):
-    failures = []
+    """Compare every graph. NaN must match NaN and ±Inf match exactly. A graph whose recurrence overflows
+    to Inf/NaN inside ORT (unbounded cell activations such as Softplus/Relu/Affine on random weights) has
+    no meaningful values: where its NaN/Inf pattern differs it is counted, not failed, and such graphs must
+    stay rare (at most 2 % of the graphs)."""
+    failures, overflowed, n_overflow = [], [], 0
     for seed in seeds:
         try:
             got, exp, spec, _ = run_one(seed, str(tmp_path))
         except Exception as e:  # noqa: BLE001 - report every failing seed at once
             failures.append(f"seed {seed}: {type(e).__name__}: {e}")
             continue
+        n_overflow += spec["overflow"]
         msg = mismatch(got, exp)
-        if msg:
+        if msg and spec["overflow"]:
+            overflowed.append(seed)
+        elif msg:
             failures.append(f"seed {seed}: {msg}; spec={spec}")
-    assert not failures, f"{len(failures)} of {len(seeds)} graphs differ:\n" + "\n".join(failures[:10])
+    n = len(seeds)
+    print(
+        f"{n} graphs: {n - len(failures) - len(overflowed)} match, {len(failures)} differ, "
+        f"{n_overflow} overflow inside the recurrence ({len(overflowed)} of them with a different NaN/Inf "
+        f"pattern: seeds {overflowed})"
+    )
+    assert not failures, f"{len(failures)} of {n} graphs differ:\n" + "\n".join(failures[:10])
+    assert len(overflowed) <= max(2, n // 50), f"too many overflowing graphs: {overflowed}"
 
 
 def test_differential_fast(tmp_path):
