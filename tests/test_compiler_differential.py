@@ -220,17 +220,18 @@ def run_one(seed: int, tmp: str, quantize: str | None = None, quant_safe: bool =
     so.log_severity_level = 3
     sess = ort.InferenceSession(twin.SerializeToString(), so, providers=["CPUExecutionProvider"])
     expected, *hidden = sess.run(None, {"x": x})
-    # the recurrence itself overflowed in ORT (unbounded cell activations on random weights)
-    spec["overflow"] = any(not np.all(np.isfinite(h)) for h in hidden)
+    # the recurrence itself overflowed or exploded in ORT (unbounded cell activations on random weights:
+    # hidden values beyond 1e6, where float32 summation order alone moves results past the tolerance)
+    spec["overflow"] = any(not np.all(np.isfinite(h)) or np.max(np.abs(h), initial=0) > 1e6 for h in hidden)
     got = predict(res["path"], input_to_btf(x, res["io"]["input_axes"]))
     return got, output_to_bf(expected, res["io"]["output_axes"]), spec, res
 
 
 def _run_range(seeds, tmp_path):
     """Compare every graph. NaN must match NaN and ±Inf match exactly. A graph whose recurrence overflows
-    to Inf/NaN inside ORT (unbounded cell activations such as Softplus/Relu/Affine on random weights) has
-    no meaningful values: where its NaN/Inf pattern differs it is counted, not failed, and such graphs must
-    stay rare (at most 2 % of the graphs)."""
+    to Inf/NaN or explodes beyond 1e6 inside ORT (unbounded cell activations such as Softplus/Relu/Affine
+    on random weights) has no meaningful float32 values: where it differs it is counted, not failed, and
+    such graphs must stay rare (at most 2 % of the graphs)."""
     failures, overflowed, n_overflow = [], [], 0
     for seed in seeds:
         try:
@@ -247,8 +248,8 @@ def _run_range(seeds, tmp_path):
     n = len(seeds)
     print(
         f"{n} graphs: {n - len(failures) - len(overflowed)} match, {len(failures)} differ, "
-        f"{n_overflow} overflow inside the recurrence ({len(overflowed)} of them with a different NaN/Inf "
-        f"pattern: seeds {overflowed})"
+        f"{n_overflow} overflow or explode inside the recurrence ({len(overflowed)} of them differ: "
+        f"seeds {overflowed})"
     )
     assert not failures, f"{len(failures)} of {n} graphs differ:\n" + "\n".join(failures[:10])
     assert len(overflowed) <= max(2, n // 50), f"too many overflowing graphs: {overflowed}"
