@@ -340,3 +340,39 @@ def test_int8_dense_error_within_the_analytic_bound(width, tmp_path):
     )  # float32 sum rounding, both sides
     assert np.all(err <= bound + fp_eps), float(np.max(err - bound - fp_eps))
     assert np.max(err) > 0  # it is really quantized
+
+
+def _builder_models():
+    import builders as b
+
+    rng = np.random.default_rng(11)
+    return {
+        "rnn_bi": b.model(
+            [b.recurrent(rng, "rnn", "r", 4, 12, "bidirectional"), b.dense(rng, "d", 24, 3)], 4
+        ),
+        "lstm_peep": b.model(
+            [b.recurrent(rng, "lstm", "l", 4, 12, P=True, initial_h=True), b.dense(rng, "d", 12, 3)], 4
+        ),
+        "gru_rev": b.model([b.recurrent(rng, "gru", "g", 4, 12, "reverse"), b.dense(rng, "d", 12, 3)], 4),
+        "attention": b.model(
+            [b.recurrent(rng, "gru", "g", 4, 12), b.attention(rng, "a", 12, 8), b.dense(rng, "d", 12, 3)], 4
+        ),
+    }
+
+
+@pytest.mark.parametrize("name", ["rnn_bi", "lstm_peep", "gru_rev", "attention"])
+@pytest.mark.parametrize("mode", ["int8", "fp16"])
+def test_quantized_plan_kinds(name, mode):
+    """Plans not compiled from ONNX (bidirectional, peepholes + initial state, reverse, attention pooling)
+    quantize too; the report's error is within the stated bound."""
+    from edgernn.export.quantize import quantization_report, quantize_plan
+
+    plan, tensors = _builder_models()[name]
+    qplan, qt = quantize_plan(plan, tensors, mode)
+    if mode == "int8":
+        for layer in qplan["layers"]:
+            if layer["kind"] in ("rnn", "lstm", "gru", "dense", "attention"):
+                assert qt[layer["tensors"]["W"]].dtype == np.int8
+    rep = quantization_report(plan, tensors, qplan, qt)
+    atol, rtol = (INT8_ATOL, INT8_RTOL) if mode == "int8" else (FP16_ATOL, FP16_RTOL)
+    assert 0 < rep["max_abs_error"] <= atol + rtol * rep["max_abs_output"], rep
