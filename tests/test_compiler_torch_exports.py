@@ -265,3 +265,31 @@ def test_token_models(onehot, tmp_path):
         ref = net(ids2).numpy()
     got = predict(res["path"], ids2.numpy()[..., None].astype(np.float32))
     assert mismatch(got, ref) is None
+
+
+@pytest.mark.parametrize("opset", [9, 11, 13, 20])
+def test_legacy_export_opsets(opset, tmp_path):
+    """Older opsets (Squeeze/Unsqueeze/Slice attributes, opset < 13 Softmax) compile the same."""
+    from edgernn.export import compile_onnx
+
+    torch.manual_seed(0)
+    model = SeqNet("lstm", 4, 6, 3, layers=2, bi=True, mode="last", act="softmax").eval()
+    x = torch.randn(3, 7, 4)
+    path = os.path.join(str(tmp_path), "m.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (x,),
+            path,
+            input_names=["x"],
+            output_names=["y"],
+            dynamo=False,
+            opset_version=opset,
+            dynamic_axes={"x": {0: "b", 1: "t"}},
+        )
+    res = compile_onnx(path, os.path.join(str(tmp_path), "m.ernn"))
+    x2 = torch.randn(2, 9, 4)
+    with torch.no_grad():
+        ref = model(x2).numpy()
+    assert mismatch(predict(res["path"], x2.numpy()), ref) is None
