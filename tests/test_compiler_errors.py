@@ -291,3 +291,54 @@ def test_step_graph_state_wiring(tmp_path):
         assert mismatch(s.step(xs[t, 0]), y[0]) is None, f"step {t}"
     with pytest.raises(CompileError, match="state output 'h_out'"):
         _compile(tmp_path, _step_graph(swap=True))
+
+
+def test_concat_built_weights_with_external_data(tmp_path):
+    """Weights built by Concat/Unsqueeze of initializers (as torch's dynamo exporter writes them), stored
+    in an .onnx.data side file: folded to constants, compiled, and equal to ORT."""
+    ort = pytest.importorskip("onnxruntime")
+    from compiler_common import mismatch, predict
+
+    rng = np.random.default_rng(4)
+    i, h = 3, 5
+    inits, nodes = [], []
+    for role, cols in (("W", i), ("R", h)):
+        parts = []
+        for gate in "iofc":
+            n = f"{role}_{gate}"
+            inits.append(numpy_helper.from_array(rng.normal(size=(h, cols)).astype(np.float32), n))
+            parts.append(n)
+        nodes.append(helper.make_node("Concat", parts, [f"{role}2"], axis=0))
+        nodes.append(helper.make_node("Unsqueeze", [f"{role}2", "ax0"], [role]))
+    inits.append(numpy_helper.from_array(np.array([0], np.int64), "ax0"))
+    nodes += [
+        helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]),
+        helper.make_node("LSTM", ["xt", "W", "R"], ["Y"], hidden_size=h),
+        helper.make_node("Squeeze", ["Y", "ax1"], ["ys"]),
+        helper.make_node("Transpose", ["ys"], ["y"], perm=[1, 0, 2]),
+    ]
+    inits.append(numpy_helper.from_array(np.array([1], np.int64), "ax1"))
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "t", i])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    d = os.path.join(str(tmp_path), "model")
+    os.makedirs(d)
+    p = os.path.join(d, "m.onnx")
+    onnx.save_model(
+        m,
+        p,
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="m.onnx.data",
+        size_threshold=32,
+    )
+    assert os.path.getsize(p + ".data") > 0
+    res = compile_onnx(p, os.path.join(str(tmp_path), "m.ernn"))
+    x = rng.normal(size=(2, 6, i)).astype(np.float32)
+    exp = ort.InferenceSession(p, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert mismatch(predict(res["path"], x), exp) is None
