@@ -335,7 +335,7 @@ def test_concat_built_weights_with_external_data(tmp_path):
         save_as_external_data=True,
         all_tensors_to_one_file=True,
         location="m.onnx.data",
-        size_threshold=32,
+        size_threshold=64,
     )
     assert os.path.getsize(p + ".data") > 0
     res = compile_onnx(p, os.path.join(str(tmp_path), "m.ernn"))
