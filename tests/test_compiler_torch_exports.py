@@ -293,3 +293,27 @@ def test_legacy_export_opsets(opset, tmp_path):
     with torch.no_grad():
         ref = model(x2).numpy()
     assert mismatch(predict(res["path"], x2.numpy()), ref) is None
+
+
+@pytest.mark.parametrize("weight_type,per_channel", [("QUInt8", False), ("QUInt8", True), ("QInt8", True)])
+def test_ort_quantized_variants(weight_type, per_channel, tmp_path):
+    """uint8 weights with zero points and per-channel scales dequantize correctly: the compiled model
+    matches the float32 model within the weight-quantization error ORT itself shows."""
+    from edgernn.export import compile_onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    torch.manual_seed(0)
+    model = SeqNet("lstm", 4, 16, 3, layers=1, bi=True, mode="last", act="none").eval()
+    f32 = os.path.join(str(tmp_path), "m.onnx")
+    q8 = os.path.join(str(tmp_path), "m.int8.onnx")
+    _export(model, torch.randn(2, 6, 4), f32, dynamo=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_dynamic(f32, q8, weight_type=getattr(QuantType, weight_type), per_channel=per_channel)
+    x = np.random.default_rng(0).normal(size=(3, 9, 4)).astype(np.float32)
+    ref = ort.InferenceSession(f32, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    ort_q = ort.InferenceSession(q8, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = predict(compile_onnx(q8, os.path.join(str(tmp_path), "q.ernn"))["path"], x)
+    ort_err = float(np.max(np.abs(ort_q - ref)))
+    assert np.max(np.abs(got - ref)) <= 2 * ort_err + 1e-4
+    assert np.max(np.abs(got - ort_q)) <= 2 * ort_err + 1e-4
