@@ -68,6 +68,7 @@ def random_spec(rng: np.random.Generator, quant_safe: bool = False) -> dict:
             "bias": bool(rng.integers(2)) or quant_safe,
             "clip": None if (quant_safe or rng.random() < 0.6) else float(rng.uniform(0.3, 3.0)),
             "initial_h": bool(rng.random() < 0.4),
+            "state_input": bool(rng.random() < 0.2),
             "initial_c": op == "LSTM" and bool(rng.random() < 0.4),
             "peepholes": op == "LSTM" and bool(rng.random() < 0.4),
             "input_forget": op == "LSTM" and not quant_safe and bool(rng.random() < 0.25),
@@ -90,7 +91,7 @@ def random_spec(rng: np.random.Generator, quant_safe: bool = False) -> dict:
 
 def build(spec: dict, rng: np.random.Generator, twin: bool = False) -> onnx.ModelProto:
     """The ONNX graph of ``spec``; ``twin`` = every layout-1 node replaced by a layout-0 equivalent."""
-    nodes, inits, rec_outputs = [], [], []
+    nodes, inits, rec_outputs, state_inputs = [], [], [], []
     cnt = [0]
 
     def name(p: str) -> str:
@@ -131,6 +132,16 @@ def build(spec: dict, rng: np.random.Generator, twin: bool = False) -> onnx.Mode
         if layer["bias"]:
             opt[3] = const(rng.normal(0, 0.4, (nd, 2 * g * h)).astype(np.float32), "B")
         for slot, key in ((5, "initial_h"), (6, "initial_c")):
+            if (
+                layer.get("state_input")
+                and not layer.get(key)
+                and (key == "initial_h" or layer["op"] == "LSTM")
+            ):
+                # the initial state as a graph input: compiled as stream state (zero at start), fed zeros
+                sname = name(f"{key}_in")
+                dims = [nd, "batch", h] if node_layout == 0 else ["batch", nd, h]
+                state_inputs.append(helper.make_tensor_value_info(sname, TensorProto.FLOAT, dims))
+                opt[slot] = sname
             if layer.get(key):
                 s = np.tile(rng.normal(0, 0.5, (nd, 1, h)).astype(np.float32), (1, b_size, 1))  # [D, B, H]
                 if node_layout == 1:
@@ -193,7 +204,7 @@ def build(spec: dict, rng: np.random.Generator, twin: bool = False) -> onnx.Mode
     graph = helper.make_graph(
         nodes,
         "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape), *state_inputs],
         [
             helper.make_tensor_value_info(o, TensorProto.FLOAT, None)
             for o in ["y"] + (rec_outputs if twin else [])
@@ -219,12 +230,27 @@ def run_one(seed: int, tmp: str, quantize: str | None = None, quant_safe: bool =
     so = ort.SessionOptions()
     so.log_severity_level = 3
     sess = ort.InferenceSession(twin.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    expected, *hidden = sess.run(None, {"x": x})
+    feeds = {"x": x}
+    for vi in sess.get_inputs()[1:]:  # state inputs: zeros, as the compiled stream starts
+        feeds[vi.name] = np.zeros([b if isinstance(d, str) else d for d in vi.shape], np.float32)
+    expected, *hidden = sess.run(None, feeds)
     # the recurrence itself overflowed or exploded in ORT (unbounded cell activations on random weights:
     # hidden values beyond 1e6, where float32 summation order alone moves results past the tolerance)
     spec["overflow"] = any(not np.all(np.isfinite(h)) or np.max(np.abs(h), initial=0) > 1e6 for h in hidden)
-    got = predict(res["path"], input_to_btf(x, res["io"]["input_axes"]))
+    spec["x_btf"] = input_to_btf(x, res["io"]["input_axes"])
+    got = predict(res["path"], spec["x_btf"])
     return got, output_to_bf(expected, res["io"]["output_axes"]), spec, res
+
+
+def float64_reference(path: str, x_btf: np.ndarray) -> np.ndarray:
+    """tests/reference.py (the float64 numpy references, no runtime code) on the compiled plan."""
+    import reference
+
+    from edgernn import artifact
+
+    plan, tensors = artifact.read(path)
+    y = np.stack([reference.reference_predict(plan, tensors, xb) for xb in x_btf])
+    return y[:, -1] if plan["output"]["sequence"] == "many_to_one" else y
 
 
 def _run_range(seeds, tmp_path):
@@ -232,10 +258,10 @@ def _run_range(seeds, tmp_path):
     to Inf/NaN or explodes beyond 1e6 inside ORT (unbounded cell activations such as Softplus/Relu/Affine
     on random weights) has no meaningful float32 values: where it differs it is counted, not failed, and
     such graphs must stay rare (at most 2 % of the graphs)."""
-    failures, overflowed, n_overflow = [], [], 0
+    failures, overflowed, ort_imprecise, n_overflow = [], [], [], 0
     for seed in seeds:
         try:
-            got, exp, spec, _ = run_one(seed, str(tmp_path))
+            got, exp, spec, res = run_one(seed, str(tmp_path))
         except Exception as e:  # noqa: BLE001 - report every failing seed at once
             failures.append(f"seed {seed}: {type(e).__name__}: {e}")
             continue
@@ -244,15 +270,25 @@ def _run_range(seeds, tmp_path):
         if msg and spec["overflow"]:
             overflowed.append(seed)
         elif msg:
-            failures.append(f"seed {seed}: {msg}; spec={spec}")
+            # ORT's own float32 error (its fast activation approximations) can exceed the tolerance on
+            # graphs with unbounded gate activations. Accepted only when ORT agrees with the float64
+            # reference of the compiled plan to 1e-3 (so the plan is ONNX's graph) and edgernn agrees
+            # with that reference within the float32 tolerance.
+            ref = float64_reference(res["path"], spec.pop("x_btf"))
+            if mismatch(exp, ref, atol=1e-4, rtol=1e-3) is None and mismatch(got, ref) is None:
+                ort_imprecise.append(seed)
+            else:
+                failures.append(f"seed {seed}: {msg}; spec={spec}")
     n = len(seeds)
     print(
-        f"{n} graphs: {n - len(failures) - len(overflowed)} match, {len(failures)} differ, "
-        f"{n_overflow} overflow or explode inside the recurrence ({len(overflowed)} of them differ: "
-        f"seeds {overflowed})"
+        f"{n} graphs: {n - len(failures) - len(overflowed) - len(ort_imprecise)} match ORT, "
+        f"{len(failures)} differ, {len(ort_imprecise)} match the float64 reference where ORT's float32 "
+        f"error exceeds the tolerance (seeds {ort_imprecise}), {n_overflow} overflow or explode inside "
+        f"the recurrence ({len(overflowed)} of them differ: seeds {overflowed})"
     )
     assert not failures, f"{len(failures)} of {n} graphs differ:\n" + "\n".join(failures[:10])
     assert len(overflowed) <= max(2, n // 50), f"too many overflowing graphs: {overflowed}"
+    assert len(ort_imprecise) <= max(2, n // 50), f"too many graphs off ORT: {ort_imprecise}"
 
 
 def test_differential_fast(tmp_path):
@@ -284,6 +320,7 @@ def test_layout1_twin_is_a_real_twin(tmp_path):
                 "bias": False,
                 "clip": None,
                 "initial_h": False,
+                "state_input": False,
                 "initial_c": False,
                 "peepholes": False,
                 "input_forget": False,
