@@ -1508,13 +1508,15 @@ class _Compiler:
         n = self._whole_features(v, node)
         if w.shape[0] != n:
             raise CompileError(f"{_where(node)}: weight {w.shape} does not match {n} features")
+        # the source's int8 values stay exact only if the input features reach the layer unpermuted
+        ident = _is_identity(v.perm, self._tip_size()) and not v.bad.any()
         out = self._dense(node, v, w.T, None, fold_affine=False)
-        self._pending_q = (self.layers[-1], wq, zp)
+        self._pending_q = (self.layers[-1], wq, zp, ident)
         out.quant = "int"
         return out
 
     def _apply_qscale(self, node, v: Data, s: QScale) -> Data:
-        layer, wq, zp = self._pending_q
+        layer, wq, zp, ident = self._pending_q
         if layer is not self.layers[-1] or v.pos != len(self.layers):
             raise CompileError(f"{_where(node)}: the quantized MatMul result is not the last layer")
         coef = np.asarray(s.coef, np.float64).reshape(-1)
@@ -1524,7 +1526,7 @@ class _Compiler:
         coef = np.broadcast_to(coef, (o,))
         wn = layer["tensors"]["W"]
         self.tensors[wn] = (self.tensors[wn].astype(np.float64) * coef[:, None]).astype(np.float32)
-        if wq.dtype == np.int8 and np.all(zp == 0) and wq.min() >= -127 and _is_identity(v.perm, o):
+        if wq.dtype == np.int8 and np.all(zp == 0) and wq.min() >= -127 and ident:
             q = np.ascontiguousarray(wq.T)
             if q.shape == self.tensors[wn].shape:
                 self.exact_int8[wn] = (q, coef.astype(np.float32))
@@ -1546,8 +1548,9 @@ class _Compiler:
         if w.shape[0] != n:
             raise CompileError(f"{_where(node)}: weight {w.shape} does not match {n} features")
         bv = None if bias is None else np.asarray(bias.arr, np.float64)
+        ident = _is_identity(a.perm, self._tip_size()) and not a.bad.any()
         out = self._dense(node, a, w.T, bv, fold_affine=False)
-        if wq.dtype == np.int8 and np.all(zp == 0) and wq.min() >= -127 and _is_identity(a.perm, n):
+        if wq.dtype == np.int8 and np.all(zp == 0) and wq.min() >= -127 and ident:
             self.exact_int8[self.layers[-1]["tensors"]["W"]] = (
                 np.ascontiguousarray(wq.T),
                 np.broadcast_to(sc, (w.shape[1],)).astype(np.float32),
@@ -1667,6 +1670,7 @@ class _Compiler:
                 f"{_where(node)}: a single-step recurrent node needs a forward direction "
                 "and its state as a graph input"
             )
+        x_ident = _is_identity(x.perm, self._tip_size()) and not x.bad.any()
         w = self._fold_cols(x, w, node)
         aff = None if exact_int8 else self._pop_affine(x)
         if aff is not None:  # W (x*sc + sh) = (W diag(sc)) x + W sh, added to the input bias Wb
@@ -1747,7 +1751,7 @@ class _Compiler:
         self._add_layer(layer, tensors)
         if exact_int8:
             for role, qs in exact_int8.items():
-                self.exact_int8[layer["tensors"][role]] = qs if _is_identity(x.perm, n_in) else None
+                self.exact_int8[layer["tensors"][role]] = qs if (role == "R" or x_ident) else None
             self.exact_int8 = {k: v for k, v in self.exact_int8.items() if v is not None}
         pos = len(self.layers)
         f = nd * h

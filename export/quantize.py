@@ -99,9 +99,15 @@ def quantize_plan(
                     )
                 out[name] = arr.astype(np.float16)
             elif role in qroles:
-                if name in exact_int8:
-                    q, s = exact_int8[name]
-                    q, s = np.asarray(q, np.int8), np.asarray(s, np.float32)
+                exact = exact_int8.get(name)
+                if exact is not None:  # use the source's int8 only if it dequantizes to these very weights
+                    q, s = np.asarray(exact[0], np.int8), np.asarray(exact[1], np.float32)
+                    ok = q.shape == arr.shape and s.shape == arr.shape[:-1]
+                    deq = q.astype(np.float64) * s.astype(np.float64)[..., None] if ok else None
+                    if not ok or not np.allclose(deq, arr, rtol=1e-6, atol=1e-30):
+                        exact = None
+                if exact is not None:
+                    pass
                 elif role == "W_data":
                     q, s = _quantize_csr(arr, np.asarray(tensors[roles["W_indptr"]]), layer["reservoir_size"])
                 else:

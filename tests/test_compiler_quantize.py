@@ -376,3 +376,25 @@ def test_quantized_plan_kinds(name, mode):
     rep = quantization_report(plan, tensors, qplan, qt)
     atol, rtol = (INT8_ATOL, INT8_RTOL) if mode == "int8" else (FP16_ATOL, FP16_RTOL)
     assert 0 < rep["max_abs_error"] <= atol + rtol * rep["max_abs_output"], rep
+
+
+def test_exact_int8_used_only_when_it_matches_the_weights():
+    """Source int8 values are kept when they dequantize to the plan's weights, ignored otherwise."""
+    from edgernn.export.quantize import quantize_plan
+
+    plan = {
+        "format": "ernn",
+        "format_version": 1,
+        "input": {"size": 3},
+        "output": {"size": 2},
+        "layers": [
+            {"kind": "dense", "name": "d", "input_size": 3, "output_size": 2, "tensors": {"W": "d.W"}}
+        ],
+    }
+    q = np.array([[100, -3, 7], [1, 2, -50]], np.int8)
+    s = np.array([0.01, 0.02], np.float32)
+    w = (q * s[:, None]).astype(np.float32)
+    _, t = quantize_plan(plan, {"d.W": w}, "int8", exact_int8={"d.W": (q, s)})
+    np.testing.assert_array_equal(t["d.W"], q)  # kept (not re-scaled to use the full [-127, 127])
+    _, t2 = quantize_plan(plan, {"d.W": w}, "int8", exact_int8={"d.W": (q[:, ::-1].copy(), s)})
+    np.testing.assert_array_equal(np.max(np.abs(t2["d.W"]), axis=1), [127, 127])  # mismatch: re-quantized
