@@ -32,7 +32,9 @@ Supported operators (anything else is a :class:`CompileError` naming the op and 
   ``MatMulInteger`` + ``Cast`` + ``Mul`` pattern and ``com.microsoft.DynamicQuantizeMatMul``;
 * activations: ``Relu``, ``Tanh``, ``Sigmoid``, ``Softmax`` (over the whole feature vector), ``LeakyRelu``,
   ``Elu``, ``HardSigmoid``, ``Softsign``, ``Softplus``, ``ThresholdedRelu``;
-* embedding: ``Gather`` of a constant table by the (integer) model input;
+* embedding: ``Gather`` of a constant table by the (integer) model input, or ``OneHot`` of it;
+* attention: additive attention pooling over time as torch exports it
+  (``ReduceSum(Unsqueeze(Softmax_t(MatMul(Tanh(MatMul(h, Wt) + b), v))) * h, t)``) → an ``attention`` layer;
 * plumbing: ``Identity``, ``Dropout``, ``Cast``, ``Squeeze``, ``Unsqueeze``, ``Reshape``, ``Flatten``,
   ``Transpose``, ``Slice``, ``Gather``, ``Concat``, ``Shape``, ``ConstantOfShape``, ``Expand``, and any op
   whose inputs are all constant (evaluated with ``onnx.reference``).
@@ -342,6 +344,7 @@ class _Compiler:
         self.input_syms: list = []
         self.state_inputs: list[str] = []
         self.notes: list[str] = []
+        self.fused: dict[str, dict] = {}  # fused attention pooling nodes
         self.state_feeds: list[tuple] = []  # (state input, layer index, "h"|"c", [D, H] positions or None)
         self.state_codes: dict[str, Bcast] = {}  # Y_h / Y_c output name -> codes of (layer, h|c, unit)
         outs = [o.name for o in self.g.output]
@@ -428,8 +431,9 @@ class _Compiler:
         inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
         for name, arr in inits.items():
             self.env[name] = Const(np.asarray(arr))
+        graph_nodes = self._fuse_attention(list(g.node), inits)
         producers = {}
-        for n in g.node:
+        for n in graph_nodes:
             for o in n.output:
                 if o:
                     producers[o] = n
@@ -449,7 +453,7 @@ class _Compiler:
             if n is not None and id(n) not in needed:
                 needed.add(id(n))
                 stack.extend(n.input)
-        nodes = [n for n in g.node if id(n) in needed]
+        nodes = [n for n in graph_nodes if id(n) in needed]
         # classify graph inputs: state (only reaches initial_h/initial_c) or data
         graph_inputs = [i for i in g.input if i.name not in inits]
         used_inputs = [i for i in graph_inputs if i.name in seen]
@@ -503,6 +507,140 @@ class _Compiler:
         self._finish(out)
         if self.state_feeds:
             self._check_state_wiring(producers)
+
+    # ------------------------------------------------------------------ attention pooling
+    def _fuse_attention(self, nodes: list, inits: dict) -> list:
+        """Replace additive attention pooling subgraphs by one ``edgernn.AttentionPool`` node.
+
+        Pattern (what torch exports for ``softmax_t(tanh(h W^T + b) · v)`` pooling)::
+
+            s = MatMul(Tanh(Add(MatMul(h, Wt), b)), v)      (v: [A] or [A, 1] + Squeeze)
+            y = ReduceSum(Mul(Unsqueeze(Softmax(s, axis=time)), h), axes=time)
+        """
+        from onnx import helper, numpy_helper
+
+        prod = {o: n for n in nodes for o in n.output if o}
+        consts = dict(inits)
+        for n in nodes:
+            if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+                consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+
+        def node_of(name, op):
+            n = prod.get(name)
+            return n if n is not None and n.op_type == op else None
+
+        def const(name):
+            return consts.get(name) if name else None
+
+        out = list(nodes)
+        for red in nodes:
+            if red.op_type != "ReduceSum" or red.domain not in ("", "ai.onnx"):
+                continue
+            mul = node_of(red.input[0], "Mul")
+            if mul is None:
+                continue
+            for ui in (0, 1):
+                uns = node_of(mul.input[ui], "Unsqueeze")
+                h_name = mul.input[1 - ui]
+                if uns is None:
+                    continue
+                sm = node_of(uns.input[0], "Softmax")
+                if sm is None:
+                    continue
+                sc = prod.get(sm.input[0])
+                squeeze = None
+                if sc is not None and sc.op_type == "Squeeze":
+                    squeeze, sc = sc, prod.get(sc.input[0])
+                if sc is None or sc.op_type != "MatMul" or const(sc.input[1]) is None:
+                    continue
+                v = np.asarray(const(sc.input[1]), np.float64)
+                if not (v.ndim == 1 or (v.ndim == 2 and v.shape[1] == 1 and squeeze is not None)):
+                    continue
+                th = node_of(sc.input[0], "Tanh")
+                if th is None:
+                    continue
+                add = prod.get(th.input[0])
+                b = None
+                mm = add
+                if add is not None and add.op_type == "Add":
+                    for k in (0, 1):
+                        if const(add.input[k]) is not None:
+                            b, mm = np.asarray(const(add.input[k]), np.float64), prod.get(add.input[1 - k])
+                            break
+                if (
+                    mm is None
+                    or mm.op_type != "MatMul"
+                    or mm.input[0] != h_name
+                    or const(mm.input[1]) is None
+                ):
+                    continue
+                wt = np.asarray(const(mm.input[1]), np.float64)  # [H, A]
+                a = wt.shape[-1] if wt.ndim == 2 else -1
+                if wt.ndim != 2 or v.reshape(-1).size != a or (b is not None and b.reshape(-1).size != a):
+                    continue
+                at = _attrs(red)
+                r_axes = const(red.input[1]) if len(red.input) > 1 and red.input[1] else at.get("axes")
+                u_axes = (
+                    const(uns.input[1]) if len(uns.input) > 1 and uns.input[1] else _attrs(uns).get("axes")
+                )
+                if r_axes is None or u_axes is None:
+                    continue
+                name = f"edgernn_attention_{len(self.fused)}"
+                self.fused[name] = {
+                    "W": wt.T,
+                    "b": np.zeros(a) if b is None else b.reshape(-1),
+                    "v": v.reshape(-1),
+                    "softmax_axis": _attrs(sm).get("axis", -1 if self.opset.get("", 13) >= 13 else 1),
+                    "unsqueeze_axes": [int(x) for x in np.asarray(u_axes).ravel()],
+                    "reduce_axes": [int(x) for x in np.asarray(r_axes).ravel()],
+                    "keepdims": int(at.get("keepdims", 1)),
+                    "nodes": [x.name for x in (mm, add, th, sc, squeeze, sm, uns, mul, red) if x is not None],
+                }
+                fused = helper.make_node(
+                    "AttentionPool", [h_name], [red.output[0]], name=name, domain="edgernn"
+                )
+                out[out.index(red)] = fused
+                break
+        return out
+
+    def _op_AttentionPool(self, node, vals, at):
+        f = self.fused[node.name]
+        v = vals[0]
+        where = f"additive attention pooling over nodes {f['nodes']}"
+        if not isinstance(v, Data):
+            raise CompileError(f"{where}: input does not depend on the model input")
+        self._check_tip(v, node)
+        r = len(v.axes)
+        n = self._whole_features(v, node)
+        sa = f["softmax_axis"] + (r - 1) if f["softmax_axis"] < 0 else f["softmax_axis"]  # scores: rank r-1
+        ua = [a + r if a < 0 else a for a in f["unsqueeze_axes"]]
+        ra = [a + r if a < 0 else a for a in f["reduce_axes"]]
+        t_ax = v.axes[sa] if 0 <= sa < r - 1 else None
+        if not isinstance(t_ax, Sym) or t_ax.role == "B" or ua != [r - 1] or ra != [sa]:
+            raise CompileError(f"{where}: softmax/sum are not over the time axis of {v.axes}")
+        if v.last or v.step:
+            raise CompileError(f"{where}: needs the time axis")
+        t_ax.role = "T"
+        if f["W"].shape[1] != n:
+            raise CompileError(f"{where}: W {f['W'].shape} does not match {n} features")
+        w = self._fold_cols(v, f["W"], node)
+        tip = self._tip_size()
+        self._add_layer(
+            {
+                "kind": "attention",
+                "name": self._name("attention"),
+                "input_size": tip,
+                "output_size": tip,
+                "attention_size": int(w.shape[0]),
+            },
+            {"W": w, "b": f["b"], "v": f["v"]},
+        )
+        axes = list(v.axes)
+        if f["keepdims"]:
+            axes[sa] = 1
+        else:
+            del axes[sa]
+        return Data(axes, v.perm, v.bad, len(self.layers), True, False, why=v.why)
 
     def _check_state_wiring(self, producers: dict) -> None:
         """The step graph's contract: state output k returns, at each position, the state that the same
@@ -645,7 +783,7 @@ class _Compiler:
             self._set(node, outs)
             return
         handler = getattr(self, f"_op_{op}", None)
-        if dom not in ("", "ai.onnx", "com.microsoft") or handler is None:
+        if dom not in ("", "ai.onnx", "com.microsoft", "edgernn") or handler is None:
             raise CompileError(
                 f"unsupported op {(dom + '.') if dom else ''}{op!r} ({_where(node)}) on the model's data path"
             )

@@ -317,3 +317,31 @@ def test_ort_quantized_variants(weight_type, per_channel, tmp_path):
     ort_err = float(np.max(np.abs(ort_q - ref)))
     assert np.max(np.abs(got - ref)) <= 2 * ort_err + 1e-4
     assert np.max(np.abs(got - ort_q)) <= 2 * ort_err + 1e-4
+
+
+class AttnNet(torch.nn.Module):
+    """GRU -> additive attention pooling softmax_t(tanh(h W^T + b) · v) -> Linear."""
+
+    def __init__(self, i=4, h=8, a=5, o=3, vec=True):
+        super().__init__()
+        self.rnn = torch.nn.GRU(i, h, batch_first=True)
+        self.proj = torch.nn.Linear(h, a)
+        self.v = torch.nn.Parameter(torch.randn(a) / a**0.5) if vec else None
+        self.vlin = None if vec else torch.nn.Linear(a, 1, bias=False)
+        self.fc = torch.nn.Linear(h, o)
+        self.bf = True
+
+    def forward(self, x):
+        h, _ = self.rnn(x)
+        t = torch.tanh(self.proj(h))
+        s = t @ self.v if self.v is not None else self.vlin(t).squeeze(-1)
+        alpha = torch.softmax(s, dim=1)
+        return self.fc((alpha.unsqueeze(-1) * h).sum(dim=1))
+
+
+@pytest.mark.parametrize("vec,dynamo", [(True, False), (False, False), (True, True)])
+def test_attention_pooling(vec, dynamo, tmp_path):
+    torch.manual_seed(0)
+    res = _check(AttnNet(vec=vec).eval(), str(tmp_path), dynamo=dynamo)
+    assert [lyr["kind"] for lyr in res["plan"]["layers"]] == ["gru", "attention", "dense"]
+    assert res["plan"]["output"]["sequence"] == "many_to_one"
