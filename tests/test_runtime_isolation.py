@@ -41,3 +41,28 @@ def test_load_and_step_leave_heavy_modules_unimported(tmp_path):
         f"{HEAVY!r} if m in sys.modules))"
     )
     assert cli == "[]"
+
+
+def test_numba_disabled_runs_on_numpy_with_same_results(tmp_path):
+    rng = np.random.default_rng(1)
+    plan, tensors = model([recurrent(rng, "gru", "g", 4, 8, linear_before_reset=1), dense(rng, "d", 8, 2)], 4)
+    path = tmp_path / "m.ernn"
+    edgernn.artifact.write(path, plan, tensors)
+    X = rng.normal(size=(50, 4)).astype(np.float32)
+    np.save(tmp_path / "x.npy", X)
+    code = (
+        "import sys, numpy as np, edgernn\n"
+        f"m = edgernn.load({str(path)!r}); X = np.load({str(tmp_path / 'x.npy')!r})\n"
+        "s = m.stream(); Y = np.stack([s.step(x) for x in X])\n"
+        f"np.save({str(tmp_path / 'y.npy')!r}, Y); print(m.info['backend'])"
+    )
+    import os
+
+    env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "numpy"
+    Y_jit = edgernn.load(path, backend="numba").stream().run(X)
+    from reference import assert_close
+
+    assert_close(np.load(tmp_path / "y.npy"), Y_jit, what="numpy backend vs numba")
