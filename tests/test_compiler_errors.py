@@ -343,3 +343,39 @@ def test_concat_built_weights_with_external_data(tmp_path):
     x = rng.normal(size=(2, 6, i)).astype(np.float32)
     exp = ort.InferenceSession(p, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     assert mismatch(predict(res["path"], x), exp) is None
+
+
+@pytest.mark.parametrize("op", ["RNN", "GRU", "LSTM"])
+def test_bidirectional_initial_state(op, tmp_path):
+    """Both directions of a bidirectional node start from their own constant initial state (ORT oracle)."""
+    ort = pytest.importorskip("onnxruntime")
+    from compiler_common import mismatch, predict
+
+    rng = np.random.default_rng(2)
+    g, i, h, b = {"RNN": 1, "GRU": 3, "LSTM": 4}[op], 3, 4, 2
+    inits = [
+        numpy_helper.from_array(rng.normal(size=(2, g * h, i)).astype(np.float32), "W"),
+        numpy_helper.from_array(rng.normal(size=(2, g * h, h)).astype(np.float32), "R"),
+        numpy_helper.from_array(np.tile(rng.normal(size=(2, 1, h)), (1, b, 1)).astype(np.float32), "h0"),
+        numpy_helper.from_array(np.tile(rng.normal(size=(2, 1, h)), (1, b, 1)).astype(np.float32), "c0"),
+    ]
+    ins = ["xt", "W", "R", "", "", "h0"] + (["c0"] if op == "LSTM" else [])
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]),
+        helper.make_node(op, ins, ["Y"], hidden_size=h, direction="bidirectional"),
+        helper.make_node("Transpose", ["Y"], ["y"], perm=[2, 0, 1, 3]),  # [B, T, 2, H]
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "t", i])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits if op == "LSTM" else inits[:3],
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    res = _compile(tmp_path, m)
+    x = rng.normal(size=(b, 5, i)).astype(np.float32)
+    exp = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[
+        0
+    ]
+    assert mismatch(predict(res["path"], x), exp.reshape(b, 5, 2 * h)) is None
