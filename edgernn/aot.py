@@ -172,6 +172,7 @@ def load_module(path: str | None = None) -> Kernels:
     path = os.path.abspath(path)
     k = _LOADED.get(path)
     if k is not None:
+        _check_fingerprint(k.module, path)
         return k
     loader = importlib.machinery.ExtensionFileLoader(MODULE, path)
     spec = importlib.util.spec_from_file_location(MODULE, path, loader=loader)
@@ -185,14 +186,18 @@ def load_module(path: str | None = None) -> Kernels:
     missing = [n for n in (*ENTRIES, "kernels_fingerprint") if not hasattr(mod, n)]
     if missing:
         raise EdgeRNNError(f"AOT module {path} lacks {missing}; rebuild it with: edgernn aot")
+    _check_fingerprint(mod, path)
+    k = _LOADED[path] = Kernels(mod, path)
+    return k
+
+
+def _check_fingerprint(mod: Any, path: str) -> None:
     built, now = int(mod.kernels_fingerprint()), kernels_fingerprint()
     if built != now:
         raise EdgeRNNError(
             f"AOT module {path} was built from other kernel sources (fingerprint {built:x}, the installed "
             f"kernels are {now:x}); rebuild it with: edgernn aot"
         )
-    k = _LOADED[path] = Kernels(mod, path)
-    return k
 
 
 @contextlib.contextmanager
