@@ -7,45 +7,25 @@ the JIT kernels for the AOT module (same kernels, same flags: they must agree to
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 import textwrap
 
+import arm_cases as cases
 import numpy as np
 import pytest
+from reference import assert_close
 
 import edgernn
 from edgernn import aot, artifact
 
 pytestmark = pytest.mark.slow
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def _load_helper(name: str):
-    spec = importlib.util.spec_from_file_location(f"_edgernn_tests_{name}", os.path.join(_HERE, f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-cases = _load_helper("arm_cases")
-reference = _load_helper("reference")
 
 CASES = cases.cases()
 IDS = [cases.case_id(c, q) for c, q in CASES]
-ATOL, RTOL = 1e-5 + 2e-5, 1e-4  # project float32 tolerance + the activation approximation bound
-
-
-def _close(got, want, atol=ATOL, rtol=RTOL):
-    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    assert got.shape == want.shape
-    excess = np.abs(got - want) - (atol + rtol * np.abs(want))
-    assert np.all(excess <= 0), f"max abs diff {np.abs(got - want).max():.3g}"
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +53,8 @@ def artifacts(tmp_path_factory):
 @pytest.fixture
 def use_aot(aot_dir, monkeypatch):
     monkeypatch.setenv("EDGERNN_AOT_DIR", aot_dir)
-    return aot_dir
+    yield aot_dir
+    edgernn.runtime._BACKENDS.pop("aot", None)  # later tests choose their backend afresh
 
 
 def _outputs(m, X):
@@ -90,17 +71,17 @@ def _outputs(m, X):
 @pytest.mark.parametrize("cid", IDS)
 def test_aot_jit_numpy_give_the_same_outputs(artifacts, use_aot, cid):
     X = cases.inputs(seed=7, t=9)
-    want = cases.reference_run(reference, artifacts[cid], X)
-    want_rev = cases.reference_run(reference, artifacts[cid], X[::-1].copy())
+    want = cases.reference_run(artifacts[cid], X)
+    want_rev = cases.reference_run(artifacts[cid], X[::-1].copy())
     outs = {}
     for backend in ("aot", "numba", "numpy"):
         m = edgernn.load(artifacts[cid], backend=backend)
         assert m.info["backend"] == backend
         o = outs[backend] = _outputs(m, X)
         for k in ("steps", "run", "batch0"):
-            _close(o[k], want)
-        _close(o["batch1"], want_rev)
-        _close(o["predict"], want if m.plan["output"]["sequence"] == "many_to_many" else want[-1])
+            assert_close(o[k], want)
+        assert_close(o["batch1"], want_rev)
+        assert_close(o["predict"], want if m.plan["output"]["sequence"] == "many_to_many" else want[-1])
     for k in outs["aot"]:  # same kernels, same flags: AOT and JIT agree to rounding
         np.testing.assert_allclose(outs["aot"][k], outs["numba"][k], rtol=1e-5, atol=1e-6)
 
@@ -111,7 +92,7 @@ def test_runtime_prefers_the_aot_module(artifacts, use_aot, monkeypatch):
     assert "aot" in edgernn.available_backends()
 
 
-def test_missing_or_stale_module_falls_back(artifacts, aot_dir, tmp_path, monkeypatch):
+def test_missing_or_stale_module_is_refused(artifacts, aot_dir, tmp_path, monkeypatch):
     monkeypatch.delenv("EDGERNN_BACKEND", raising=False)
     monkeypatch.setenv("EDGERNN_AOT_DIR", str(tmp_path))  # empty
     if aot.find() is None:  # (a module built into the package directory would be found instead)
@@ -192,4 +173,4 @@ def test_aot_module_runs_every_cell_without_numba(artifacts, aot_dir, tmp_path):
         assert out[cid]["backend"] == "aot"
         jit = edgernn.load(path, backend="numba").stream().run(X)
         np.testing.assert_allclose(out[cid]["y"], jit, rtol=1e-5, atol=1e-6)
-        _close(out[cid]["y"], cases.reference_run(reference, path, X))
+        assert_close(out[cid]["y"], cases.reference_run(path, X))
