@@ -29,6 +29,7 @@ import os
 import platform
 import sys
 import tempfile
+import warnings
 from typing import Any
 
 import numpy as np
@@ -236,7 +237,9 @@ def build(out_dir: str | None = None, cpu: str = "", verbose: bool = False) -> s
     ``"host"`` = this machine's CPU. Needs numba, setuptools and a C compiler; takes ~1 minute natively.
     """
     try:
-        from numba.pycc import CC
+        with warnings.catch_warnings():  # "pending deprecation" since numba 0.57; no replacement yet
+            warnings.simplefilter("ignore")
+            from numba.pycc import CC
     except ImportError as e:
         raise MissingDependencyError(
             f"building the AOT module needs numba, setuptools and a C compiler ({e}); "
