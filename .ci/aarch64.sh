@@ -27,8 +27,10 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${EDGERNN_ARM_CACHE:-/var/cache/edgernn-arm64}
 ROOT=$CACHE/rootfs
 HOST_PY=${EDGERNN_HOST_PYTHON:-python3}
-# Bump when the userland's package list changes: forces a fresh debootstrap.
-ROOTFS_STAMP="v1 python3 python3-venv python3-dev gcc libc6-dev ca-certificates"
+# Debian packages of the userland (g++ too: numba.pycc checks for a C++ compiler). Adding one to an
+# existing userland installs it with apt; bump "v1" to force a fresh debootstrap.
+ROOTFS_PKGS="python3 python3-venv python3-dev gcc g++ libc6-dev ca-certificates"
+ROOTFS_STAMP="v1"
 VENV=/opt/edgernn-venv           # inside the chroot
 SRC=/opt/edgernn-src             # inside the chroot
 FIX=/opt/edgernn-fixtures        # inside the chroot
@@ -101,7 +103,7 @@ apt_mirror() {  # prints "MIRROR SUITE" from this machine's apt configuration
     echo "$uri $suite"
 }
 
-rootfs_ready() { [ -f "$ROOT/.edgernn-rootfs" ] && [ "$(cat "$ROOT/.edgernn-rootfs")" = "$ROOTFS_STAMP" ]; }
+rootfs_ready() { [ -f "$ROOT/.edgernn-rootfs" ] && [ "$(head -1 "$ROOT/.edgernn-rootfs")" = "$ROOTFS_STAMP" ]; }
 
 umount_all() {  # unmount everything below $1, deepest first
     local m
@@ -125,10 +127,10 @@ if ! rootfs_ready; then
         rm -rf "$d"
     done
     debootstrap --arch=arm64 --variant=minbase \
-        --include=python3,python3-venv,python3-dev,gcc,libc6-dev,ca-certificates \
+        --include="${ROOTFS_PKGS// /,}" \
         "$SUITE" "$ROOT.tmp" "$MIRROR" >"$CACHE/debootstrap.log" 2>&1 \
         || { tail -30 "$CACHE/debootstrap.log" >&2; die "debootstrap failed (log: $CACHE/debootstrap.log)"; }
-    echo "$ROOTFS_STAMP" >"$ROOT.tmp/.edgernn-rootfs"
+    printf '%s\n%s\n' "$ROOTFS_STAMP" "$ROOTFS_PKGS" >"$ROOT.tmp/.edgernn-rootfs"
     mv "$ROOT.tmp" "$ROOT"
     log "userland ready ($(du -sh "$ROOT" | cut -f1))"
 else
@@ -160,7 +162,7 @@ mkdir -p "$ROOT/dev/shm" "$ROOT/var/cache/edgernn/pip" "$ROOT/var/cache/edgernn/
 # what a user sets explicitly for this job (index/proxy variables).
 CHROOT_ENV=(HOME=/root LANG=C.UTF-8 PATH="$VENV/bin:/usr/local/bin:/usr/bin:/bin"
     PIP_CACHE_DIR=/var/cache/edgernn/pip PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=180
-    NUMBA_CACHE_DIR=/var/cache/edgernn/numba PYTHONDONTWRITEBYTECODE=1)
+    NUMBA_CACHE_DIR=/var/cache/edgernn/numba)
 [ -f "$ROOT/etc/ssl/certs/edgernn-host-ca.crt" ] && CHROOT_ENV+=(PIP_CERT=/etc/ssl/certs/edgernn-host-ca.crt)
 for v in PIP_INDEX_URL PIP_EXTRA_INDEX_URL http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
     [ -n "${!v:-}" ] && CHROOT_ENV+=("$v=${!v}")
@@ -171,12 +173,30 @@ arch=$(in_arm uname -m)
 [ "$arch" = aarch64 ] || die "the chroot reports machine '$arch', expected aarch64"
 log "chroot runs: $(in_arm /usr/bin/python3 -c 'import platform, sys; print(platform.machine(), "Python", sys.version.split()[0])')"
 
+if [ "$(sed -n 2p "$ROOT/.edgernn-rootfs")" != "$ROOTFS_PKGS" ]; then
+    log "apt-get install $ROOTFS_PKGS (package list changed)"
+    in_arm /usr/bin/apt-get update -qq >/dev/null && in_arm /usr/bin/env DEBIAN_FRONTEND=noninteractive \
+        /usr/bin/apt-get install -y -qq --no-install-recommends $ROOTFS_PKGS >/dev/null \
+        || die "apt-get install in the userland failed"
+    printf '%s\n%s\n' "$ROOTFS_STAMP" "$ROOTFS_PKGS" >"$ROOT/.edgernn-rootfs"
+fi
+
 # ---------------------------------------------------------------- 3. venv + package
 if [ ! -f "$ROOT$VENV/.edgernn-venv" ] || [ "$(cat "$ROOT$VENV/.edgernn-venv")" != "$VENV_REQS" ]; then
-    log "venv: pip install $VENV_REQS (aarch64 wheels)"
+    # Wheels are fetched by the host's pip (native TLS and network, the host's index configuration),
+    # for the userland's Python and arm64, then installed inside without any index.
+    pyver=$(in_arm /usr/bin/python3 -c 'import sys; print("%d%d" % sys.version_info[:2])')
+    WHEELS=$ROOT/var/cache/edgernn/wheels
+    mkdir -p "$WHEELS"
+    log "host pip download: $VENV_REQS (cp$pyver, aarch64 wheels)"
+    # shellcheck disable=SC2086
+    "$HOST_PY" -m pip download -q --disable-pip-version-check --only-binary=:all: -d "$WHEELS" \
+        --platform manylinux_2_28_aarch64 --platform manylinux_2_17_aarch64 --platform manylinux2014_aarch64 \
+        --implementation cp --python-version "$pyver" $VENV_REQS || die "downloading the aarch64 wheels failed"
+    log "venv: pip install from the downloaded wheels (emulated)"
     in_arm /usr/bin/python3 -m venv "$VENV"
     # shellcheck disable=SC2086
-    in_arm "$VENV/bin/pip" install -q --only-binary=numpy,numba,llvmlite,safetensors $VENV_REQS \
+    in_arm "$VENV/bin/pip" install -q --no-compile --no-index --find-links /var/cache/edgernn/wheels $VENV_REQS \
         || die "pip install in the aarch64 venv failed"
     echo "$VENV_REQS" >"$ROOT$VENV/.edgernn-venv"
 fi
@@ -237,6 +257,9 @@ in_arm "$VENV/bin/python" -c 'import edgernn, numba, numpy; print("edgernn", edg
 # ---------------------------------------------------------------- 4. fixtures on x86-64, tests on aarch64
 rm -rf "$ROOT$FIX"
 mkdir -p "$ROOT$FIX"
+host_pkg=$("$HOST_PY" -c 'import edgernn, os; print(os.path.dirname(os.path.dirname(os.path.realpath(edgernn.__file__))))' 2>/dev/null) \
+    || die "$HOST_PY cannot import edgernn: set EDGERNN_HOST_PYTHON to the python of the CI venv"
+[ "$host_pkg" = "$(realpath "$REPO")" ] || log "warning: host edgernn comes from $host_pkg, not from $REPO"
 log "host ($(uname -m)): writing artifacts + expected outputs with $HOST_PY"
 "$HOST_PY" "$REPO/tests/arm_cases.py" write "$ROOT$FIX" || die "writing the x86-64 fixtures failed"
 
