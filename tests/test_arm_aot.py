@@ -30,9 +30,13 @@ IDS = [cases.case_id(c, q) for c, q in CASES]
 
 @pytest.fixture(scope="session")
 def aot_dir(tmp_path_factory):
+    """`edgernn aot -o DIR`, once per session (about 15-30 s here)."""
+    from edgernn.cli import main
+
     d = tmp_path_factory.mktemp("aot")
-    path = aot.build(str(d))
-    assert os.path.basename(path).startswith(aot.MODULE)
+    assert main(["aot", "-o", str(d)]) == 0
+    (path,) = aot.module_files(str(d))
+    assert aot.describe(path)["matches_kernels"]
     return str(d)
 
 
