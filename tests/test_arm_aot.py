@@ -1,8 +1,9 @@
 """The AOT device mode (``edgernn aot``): a numba.pycc module of the engine, used without numba.
 
-The module is built once per test session into a temporary directory (it takes about a minute, so
-these tests are marked slow). Oracles: the numpy reference (tests/reference.py) for every backend, and
-the JIT kernels for the AOT module (same kernels, same flags: they must agree to rounding).
+The module is built once per test session into a temporary directory with ``edgernn aot -o DIR``
+(15-30 s on the CI machine: under a minute, so these tests are not marked slow). Oracles: the numpy
+reference (tests/reference.py) for every backend, and the JIT kernels for the AOT module (same
+kernels, same flags: they must agree to rounding).
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ from reference import assert_close
 
 import edgernn
 from edgernn import aot, artifact
-
-pytestmark = pytest.mark.slow
 
 
 CASES = cases.cases()
