@@ -22,7 +22,6 @@ from reference import assert_close
 import edgernn
 from edgernn import aot, artifact
 
-
 CASES = cases.cases()
 IDS = [cases.case_id(c, q) for c, q in CASES]
 
