@@ -9,7 +9,8 @@ calls ``step`` once; it reports the time from the moment the process was spawned
 * ``aot``: the AOT module (``EDGERNN_AOT_DIR``), numba and llvmlite blocked from importing;
 * ``numba-warm``: numba JIT with its kernel cache already filled (a board after its first run);
 * ``numba-cold``: numba JIT with an empty cache (the first run on a board: the kernels compile);
-* ``numpy``: the numpy backend, numba blocked.
+* ``numpy``: the numpy backend, numba blocked;
+* ``baseline``: ``import numpy`` alone, the floor under every mode (interpreter + numpy start-up).
 
 The median over ``--repeat`` runs is printed (numba-cold runs once). Timings under qemu emulation say
 nothing about a real board; measure on the board itself.
@@ -29,6 +30,10 @@ import time
 CHILD = r"""
 import sys, time, resource
 t0 = time.perf_counter()
+if sys.argv[3] == "baseline":
+    import numpy
+    print("0.0 none", time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, 0)
+    sys.exit(0)
 if sys.argv[2] == "1":
     import importlib.abc
     class Block(importlib.abc.MetaPathFinder):
@@ -51,6 +56,7 @@ MODES = {  # name -> (block numba, backend, fresh cache)
     "numba-warm": (False, "numba", False),
     "numba-cold": (False, "numba", True),
     "numpy": (True, "numpy", False),
+    "baseline": (True, "baseline", False),
 }
 
 
