@@ -192,7 +192,8 @@ if [ ! -f "$ROOT$VENV/.edgernn-venv" ] || [ "$(cat "$ROOT$VENV/.edgernn-venv")" 
     # shellcheck disable=SC2086
     "$HOST_PY" -m pip download -q --disable-pip-version-check --only-binary=:all: -d "$WHEELS" \
         --platform manylinux_2_28_aarch64 --platform manylinux_2_17_aarch64 --platform manylinux2014_aarch64 \
-        --implementation cp --python-version "$pyver" $VENV_REQS || die "downloading the aarch64 wheels failed"
+        --implementation cp --python-version "$pyver" $VENV_REQS 2>"$CACHE/pip-download.log" \
+        || { tail -20 "$CACHE/pip-download.log" >&2; die "downloading the aarch64 wheels failed"; }
     log "venv: pip install from the downloaded wheels (emulated)"
     in_arm /usr/bin/python3 -m venv "$VENV"
     # shellcheck disable=SC2086
@@ -265,9 +266,11 @@ log "host ($(uname -m)): writing artifacts + expected outputs with $HOST_PY"
 
 log "aarch64: pytest (emulated; timings are not benchmarks)"
 rc=0
-in_arm /usr/bin/env EDGERNN_ARM_FIXTURES="$FIX" EDGERNN_ARM_AOT="${EDGERNN_ARM_AOT:-1}" \
-    EDGERNN_ARM_AOT_DIR=/var/cache/edgernn/aot \
-    sh -c "cd $SRC && $VENV/bin/python -m pytest -q -p no:cacheprovider tests/test_arm_device.py" || rc=$?
+timeout "${EDGERNN_ARM_TIMEOUT:-3000}" chroot "$ROOT" /usr/bin/env -i "${CHROOT_ENV[@]}" \
+    EDGERNN_ARM_FIXTURES="$FIX" EDGERNN_ARM_AOT="${EDGERNN_ARM_AOT:-1}" EDGERNN_ARM_AOT_DIR=/var/cache/edgernn/aot \
+    sh -c "cd $SRC && exec $VENV/bin/python -m pytest -v --tb=short -p no:cacheprovider tests/test_arm_device.py" \
+    || rc=$?
+[ $rc -eq 124 ] && log "pytest hit the ${EDGERNN_ARM_TIMEOUT:-3000} s limit (EDGERNN_ARM_TIMEOUT)"
 
 if [ $rc -ne 0 ]; then
     log "FAILED (pytest exit $rc) after $(($(date +%s) - T0)) s"
