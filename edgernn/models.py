@@ -121,8 +121,14 @@ class SequenceModel(nn.Module):
         if cell not in CELLS:
             raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
         if output_activation not in OUTPUT_ACTIVATIONS:
-            raise ValueError(f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got {output_activation!r}")
-        for name, v in (("hidden_size", hidden_size), ("output_size", output_size), ("num_layers", num_layers)):
+            raise ValueError(
+                f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got {output_activation!r}"
+            )
+        for name, v in (
+            ("hidden_size", hidden_size),
+            ("output_size", output_size),
+            ("num_layers", num_layers),
+        ):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if attention and many_to_many:
@@ -272,7 +278,11 @@ class ESN(nn.Module):
         labels: Sequence[str] | None = None,
     ):
         super().__init__()
-        for name, v in (("input_size", input_size), ("reservoir_size", reservoir_size), ("output_size", output_size)):
+        for name, v in (
+            ("input_size", input_size),
+            ("reservoir_size", reservoir_size),
+            ("output_size", output_size),
+        ):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if not 0.0 < leak_rate <= 1.0:
@@ -284,7 +294,9 @@ class ESN(nn.Module):
         if readout_input not in ("state", "extended"):
             raise ValueError(f"readout_input must be 'state' or 'extended', got {readout_input!r}")
         if output_activation not in OUTPUT_ACTIVATIONS:
-            raise ValueError(f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got {output_activation!r}")
+            raise ValueError(
+                f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got {output_activation!r}"
+            )
         if labels is not None:
             labels = [str(s) for s in labels]
             if len(labels) != output_size:
@@ -337,7 +349,9 @@ class ESN(nn.Module):
 
     def _check(self, u: torch.Tensor) -> torch.Tensor:
         if u.dim() != 3 or u.shape[-1] != self.config["input_size"]:
-            raise InputError(f"inputs must be (batch, time, {self.config['input_size']}), got {tuple(u.shape)}")
+            raise InputError(
+                f"inputs must be (batch, time, {self.config['input_size']}), got {tuple(u.shape)}"
+            )
         return u.to(torch.float32)
 
     def states(self, u: torch.Tensor) -> torch.Tensor:
@@ -353,7 +367,7 @@ class ESN(nn.Module):
         return torch.stack(out, dim=1)
 
     def features(self, u: torch.Tensor) -> torch.Tensor:
-        """Readout inputs ``(batch, time, F)``: the states, or ``[1; u; x]`` for ``readout_input="extended"``."""
+        """Readout inputs ``(batch, time, F)``: states, or ``[1; u; x]`` (``readout_input="extended"``)."""
         u = self._check(u)
         x = self.states(u)
         if self.config["readout_input"] == "extended":
@@ -414,7 +428,7 @@ _CLASSES = {"SequenceModel": SequenceModel, "ESN": ESN}
 
 
 def save(model: nn.Module, path: str | os.PathLike) -> None:
-    """Save an edgernn model as one safetensors file: weights as tensors, constructor args as JSON metadata."""
+    """Save an edgernn model as one safetensors file: weights as tensors, constructor args as JSON."""
     from safetensors.torch import save_file
 
     name = type(model).__name__
@@ -455,6 +469,8 @@ def load(path: str | os.PathLike) -> nn.Module:
     model = cls(**config)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:
-        raise ValueError(f"{path}: checkpoint tensors do not match the model (missing {missing}, extra {unexpected})")
+        raise ValueError(
+            f"{path}: checkpoint tensors do not match the model (missing {missing}, extra {unexpected})"
+        )
     model.eval()
     return model

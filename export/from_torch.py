@@ -170,7 +170,13 @@ def _dense(name: str, linear, activation: str) -> tuple[dict, dict, Callable]:
 
 
 def _activation(name: str, size: int, activation: str) -> tuple[dict, dict, Callable]:
-    layer = {"kind": "activation", "name": name, "input_size": size, "output_size": size, "activation": activation}
+    layer = {
+        "kind": "activation",
+        "name": name,
+        "input_size": size,
+        "output_size": size,
+        "activation": activation,
+    }
     return layer, {}, _act_fn(activation)
 
 
@@ -285,7 +291,9 @@ def _call_order(module) -> list:
 
         class _Tracer(torch.fx.Tracer):
             def is_leaf_module(self, m, qualname):
-                return isinstance(m, (nn.RNNBase, nn.Linear, nn.Embedding)) or super().is_leaf_module(m, qualname)
+                return isinstance(m, (nn.RNNBase, nn.Linear, nn.Embedding)) or super().is_leaf_module(
+                    m, qualname
+                )
 
         graph = _Tracer().trace(module)
         order: list = []
@@ -445,7 +453,7 @@ def describe(module, example_output_ndim: int | None = None) -> Description:
 
 
 def quantize_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric per-output-row int8: ``w ≈ q * scale[..., None]``; ``scale = max|row| / 127`` (0 for zero rows)."""
+    """Symmetric per-output-row int8: ``w ≈ q * scale[..., None]``, ``scale = max|row| / 127``."""
     w = np.asarray(w, dtype=np.float32)
     amax = np.max(np.abs(w), axis=-1)
     scale = (amax / 127.0).astype(np.float32)
@@ -455,10 +463,10 @@ def quantize_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def quantize_plan(plan: dict, tensors: dict[str, np.ndarray]) -> tuple[dict, dict[str, np.ndarray]]:
-    """An int8 copy of a float plan: every quantizable matrix role (ARTIFACT.md) becomes I8 + ``<role>_scale``."""
-    from ..artifact import QUANTIZABLE
-
+    """An int8 copy of a float plan: each quantizable matrix role (ARTIFACT.md) -> I8 + ``<role>_scale``."""
     import copy
+
+    from ..artifact import QUANTIZABLE
 
     plan = copy.deepcopy(plan)
     out = dict(tensors)

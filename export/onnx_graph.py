@@ -141,7 +141,9 @@ def _check_matmul_cell(layer: dict) -> None:
     acts = layer["activations"]
     if k == "rnn" and any(a not in ("tanh", "relu") for a in acts):
         raise NotImplementedError(f"{layer['name']}: activations {acts}")
-    if k == "lstm" and (acts[:3] != ["sigmoid", "tanh", "tanh"] or layer.get("input_forget") or "P" in layer["tensors"]):
+    if k == "lstm" and (
+        acts[:3] != ["sigmoid", "tanh", "tanh"] or layer.get("input_forget") or "P" in layer["tensors"]
+    ):
         raise NotImplementedError(f"{layer['name']}: only the default LSTM without peepholes is supported")
     if k == "gru" and (acts[:2] != ["sigmoid", "tanh"] or layer.get("linear_before_reset") != 1):
         raise NotImplementedError(f"{layer['name']}: only GRU with linear_before_reset=1 is supported")
@@ -183,7 +185,10 @@ def _cell_consts(g: _Graph, layer: dict, tensors: dict, d: int) -> dict:
     bname = layer["tensors"].get("B")
     B = _f32(tensors[bname])[d] if bname else np.zeros(2 * gates * H, np.float32)
     wb, rb = B[: gates * H], B[gates * H :]
-    c = {"WT": g.const(_f32(W.T), f"{layer['name']}.WT{d}"), "RT": g.const(_f32(R.T), f"{layer['name']}.RT{d}")}
+    c = {
+        "WT": g.const(_f32(W.T), f"{layer['name']}.WT{d}"),
+        "RT": g.const(_f32(R.T), f"{layer['name']}.RT{d}"),
+    }
     if k == "gru":
         c["xb"] = g.const(_f32(wb), f"{layer['name']}.Wb{d}")
         c["Rb"] = g.const(_f32(rb), f"{layer['name']}.Rb{d}")
@@ -238,9 +243,13 @@ def _pointwise(g: _Graph, layer: dict, tensors: dict, x: str) -> str:
     k = layer["kind"]
     t = layer["tensors"]
     if k == "normalize":
-        return g.op("Div", [g.op("Sub", [x, g.const(_f32(tensors[t["mean"]]))]), g.const(_f32(tensors[t["std"]]))])
+        return g.op(
+            "Div", [g.op("Sub", [x, g.const(_f32(tensors[t["mean"]]))]), g.const(_f32(tensors[t["std"]]))]
+        )
     if k == "affine":
-        return g.op("Add", [g.op("Mul", [x, g.const(_f32(tensors[t["scale"]]))]), g.const(_f32(tensors[t["shift"]]))])
+        return g.op(
+            "Add", [g.op("Mul", [x, g.const(_f32(tensors[t["scale"]]))]), g.const(_f32(tensors[t["shift"]]))]
+        )
     if k == "activation":
         return _act(g, x, layer["activation"], layer.get("alpha"), layer.get("beta"))
     if k == "dense":
@@ -259,7 +268,7 @@ def _pointwise(g: _Graph, layer: dict, tensors: dict, x: str) -> str:
 def _zeros(g: _Graph, batch: str, n: int) -> str:
     """zeros (batch, n) float32; ``batch`` is a 1-element int64 tensor."""
     shape = g.op("Concat", [batch, g.const(np.array([n], np.int64))], axis=0)
-    from onnx import helper, TensorProto
+    from onnx import TensorProto, helper
 
     return g.op("ConstantOfShape", [shape], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.0]))
 
@@ -293,7 +302,9 @@ def _model(g: _Graph, inputs, outputs, name: str):
     return model
 
 
-def _native_recurrent(g: _Graph, layer: dict, tensors: dict, x: str, h0: str | None = None, c0: str | None = None):
+def _native_recurrent(
+    g: _Graph, layer: dict, tensors: dict, x: str, h0: str | None = None, c0: str | None = None
+):
     """Native ONNX node on a time-major sequence x (T, B, I); returns (Y (T,B,D*H), Y_h, Y_c)."""
     k = layer["kind"]
     op = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}[k]
@@ -344,9 +355,13 @@ def sequence_graph(plan: dict, tensors: dict, flavor: str = "native"):
         inp = helper.make_tensor_value_info("input", TensorProto.INT64, ["batch", "time"])
         x = g.op("Transpose", ["input"], perm=[1, 0])
     else:
-        inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", "time", plan["input"]["size"]])
+        inp = helper.make_tensor_value_info(
+            "input", TensorProto.FLOAT, ["batch", "time", plan["input"]["size"]]
+        )
         x = g.op("Transpose", ["input"], perm=[1, 0, 2])
-    batch = g.op("Slice", [g.op("Shape", [x]), g.const(np.array([1], np.int64)), g.const(np.array([2], np.int64))])
+    batch = g.op(
+        "Slice", [g.op("Shape", [x]), g.const(np.array([1], np.int64)), g.const(np.array([2], np.int64))]
+    )
     for layer in plan["layers"]:
         k = layer["kind"]
         if k in ("rnn", "lstm", "gru"):
@@ -363,7 +378,9 @@ def sequence_graph(plan: dict, tensors: dict, flavor: str = "native"):
                 body = _Graph(g)
                 names = ["h_in"] + (["c_in"] if k == "lstm" else []) + ["xp_t"]
                 h_new, c_new = _cell(body, layer, d, "xp_t", "h_in", "c_in" if k == "lstm" else None, c)
-                outs_b = [body.op("Identity", [h_new])] + ([body.op("Identity", [c_new])] if k == "lstm" else [])
+                outs_b = [body.op("Identity", [h_new])] + (
+                    [body.op("Identity", [c_new])] if k == "lstm" else []
+                )
                 outs_b.append(body.op("Identity", [h_new]))
                 bgraph = helper.make_graph(
                     body.nodes,
@@ -397,12 +414,23 @@ def sequence_graph(plan: dict, tensors: dict, flavor: str = "native"):
                 [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in (o1, o2)],
             )
             _, states = g.op(
-                "Scan", [_zeros(g, batch, layer["reservoir_size"]), drive], n_out=2, body=bgraph, num_scan_inputs=1
+                "Scan",
+                [_zeros(g, batch, layer["reservoir_size"]), drive],
+                n_out=2,
+                body=bgraph,
+                num_scan_inputs=1,
             )
             if layer["readout_input"] == "extended":
-                tb = g.op("Slice", [g.op("Shape", [x]), g.const(np.array([0], np.int64)), g.const(np.array([2], np.int64))])
+                tb = g.op(
+                    "Slice",
+                    [g.op("Shape", [x]), g.const(np.array([0], np.int64)), g.const(np.array([2], np.int64))],
+                )
                 ones_shape = g.op("Concat", [tb, g.const(np.array([1], np.int64))], axis=0)
-                ones = g.op("ConstantOfShape", [ones_shape], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0]))
+                ones = g.op(
+                    "ConstantOfShape",
+                    [ones_shape],
+                    value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0]),
+                )
                 states = g.op("Concat", [ones, x, states], axis=-1)
             x = states
         elif k == "attention":
@@ -413,7 +441,10 @@ def sequence_graph(plan: dict, tensors: dict, flavor: str = "native"):
             bgraph = helper.make_graph(
                 body.nodes,
                 g.name("body"),
-                [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("m_in", "l_in", "acc_in", "h_t")],
+                [
+                    helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
+                    for n in ("m_in", "l_in", "acc_in", "h_t")
+                ],
                 [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outs_b],
             )
             init = [_zeros(g, batch, 1), _zeros(g, batch, 1), _zeros(g, batch, layer["input_size"])]
@@ -490,10 +521,15 @@ def step_graph(plan: dict, tensors: dict, flavor: str = "native"):
             xs = _esn_step(g, drive, st["x"], c)
             new = {"x": xs}
             if layer["readout_input"] == "extended":
-                bshape = g.op("Slice", [g.op("Shape", [x]), g.const(np.array([0], np.int64)),
-                                         g.const(np.array([1], np.int64))])
-                ones = g.op("ConstantOfShape", [g.op("Concat", [bshape, g.const(np.array([1], np.int64))], axis=0)],
-                            value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0]))
+                bshape = g.op(
+                    "Slice",
+                    [g.op("Shape", [x]), g.const(np.array([0], np.int64)), g.const(np.array([1], np.int64))],
+                )
+                ones = g.op(
+                    "ConstantOfShape",
+                    [g.op("Concat", [bshape, g.const(np.array([1], np.int64))], axis=0)],
+                    value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0]),
+                )
                 x = g.op("Concat", [ones, x, xs], axis=-1)
             else:
                 x = xs
