@@ -165,8 +165,8 @@ def _quantize(src: str, dst: str) -> None:
 
 
 def minify(model) -> None:
-    """Rename every internal tensor of ``model`` (subgraphs included) to a short id and drop node names and
-    doc strings, in place. Graph inputs/outputs of the main graph keep their names; behaviour is unchanged."""
+    """Rename every internal tensor of ``model`` (subgraphs included) to a short id, drop node names, doc
+    strings and value_info shape hints, in place. The main graph's inputs/outputs keep their names."""
     keep = {v.name for v in model.graph.input} | {v.name for v in model.graph.output}
     names: dict[str, str] = {}
 
@@ -182,7 +182,8 @@ def minify(model) -> None:
         for t in g.initializer:
             t.name = new(t.name)
             t.doc_string = ""
-        for coll in (g.input, g.output, g.value_info):
+        del g.value_info[:]  # optional shape hints; ONNX Runtime infers them again
+        for coll in (g.input, g.output):
             for v in coll:
                 v.name = new(v.name)
                 v.doc_string = ""
