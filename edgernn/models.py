@@ -466,8 +466,14 @@ def load(path: str | os.PathLike) -> nn.Module:
     if cls is SequenceModel and "input_mean" in tensors:
         config["input_mean"] = tensors["input_mean"].numpy()
         config["input_std"] = tensors["input_std"].numpy()
-    model = cls(**config)
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    try:
+        model = cls(**config)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: bad checkpoint configuration ({e})") from None
+    try:
+        missing, unexpected = model.load_state_dict(tensors, strict=False)
+    except RuntimeError as e:  # shape mismatch
+        raise ValueError(f"{path}: checkpoint tensors do not match the model: {e}") from None
     if missing or unexpected:
         raise ValueError(
             f"{path}: checkpoint tensors do not match the model (missing {missing}, extra {unexpected})"
