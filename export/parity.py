@@ -127,7 +127,7 @@ def locate_divergence(desc, X: np.ndarray, backend: str, workdir: str) -> str:
     from .onnx_graph import sequence_graph
 
     plan, tensors = desc.plan, desc.tensors
-    with torch.no_grad():
+    with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False):
         h = torch.from_numpy(X)
         for k, (layer, stage) in enumerate(zip(plan["layers"], desc.stages, strict=True)):
             h = stage(h)

@@ -79,7 +79,8 @@ def _example(m, T=12):
 
 
 def _torch(m, X):
-    with torch.no_grad():
+    # oneDNN's LSTM re-plans for every new input shape (slow); ATen's kernels are the same math
+    with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False):
         return m(torch.from_numpy(X)).numpy()
 
 
