@@ -389,9 +389,7 @@ def _verify(report, wrapper, desc, files, example, quantize, compiled_from_onnx,
     inputs.update(_random_inputs(example, desc.tokens, desc.plan["input"].get("vocab_size"), seed))
 
     def torch_fn(X):
-        # oneDNN's LSTM re-plans for every new input shape (~0.1 s each); ATen's own kernels do not
-        with torch.no_grad(), warnings.catch_warnings(), torch.backends.mkldnn.flags(enabled=False):
-            warnings.simplefilter("ignore")
+        with parity.torch_reference():
             return wrapper(torch.from_numpy(X)).numpy()
 
     backends = {"torch": torch_fn, "onnx": parity.ort_sequence(files["model.onnx"])}
@@ -478,7 +476,7 @@ def _verify(report, wrapper, desc, files, example, quantize, compiled_from_onnx,
         return True, None
     first = failed[0].split(" ")[0]
     with parity.tmpdir() as tmp:
-        where = parity.locate_divergence(desc, inputs["random"], first, tmp)
+        where = parity.locate_divergence(desc, inputs["random"], first, tmp, module=wrapper)
     detail = checks.get(first, {})
     msg = (
         f"export parity failed: {', '.join(failed)} disagree with torch beyond "

@@ -21,6 +21,7 @@ where two backends diverge.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,8 @@ class Description:
     plan: dict
     tensors: dict[str, np.ndarray]
     stages: list[Callable] = field(default_factory=list)
+    #: per plan layer: the (submodule, call index) of a user module whose output is that layer's output
+    sources: list = field(default_factory=list)
     time_first: bool = False
     tokens: bool = False
     many_to_one: bool = False
@@ -319,7 +322,11 @@ def _user_module(module) -> tuple[list, dict]:
     info: dict[str, Any] = {"tokens": False, "bidirectional": False, "labels": None}
     batch_first = set()
     size = None
+    seen: Counter = Counter()
     for i, m in enumerate(_call_order(module)):
+        src = None if isinstance(m, str) else (m, seen[id(m)])
+        if src is not None:
+            seen[id(m)] += 1
         if isinstance(m, str) or type(m) in acts:
             act = m if isinstance(m, str) else acts[type(m)]
             if isinstance(m, nn.Softmax) and m.dim not in (-1, None, 1, 2):
@@ -331,8 +338,10 @@ def _user_module(module) -> tuple[list, dict]:
                 linear = lay.pop("_module")
                 layers.append(_dense(lay["name"], linear, act))
                 layers[-1][0]["_module"] = linear
+                layers[-1][0]["_source"] = src
             else:
                 layers.append(_activation(f"activation{i}", size, act))
+                layers[-1][0]["_source"] = src
         elif isinstance(m, nn.Embedding):
             if layers:
                 raise UnsupportedModuleError("nn.Embedding must be the first layer")
@@ -346,18 +355,21 @@ def _user_module(module) -> tuple[list, dict]:
                 "vocab_size": m.num_embeddings,
             }
             layers.append((layer, {"table": _np(m.weight)}, lambda ids, e=m: e(ids.long())))
+            layers[-1][0]["_source"] = src
             size = m.embedding_dim
         elif isinstance(m, (nn.RNN, nn.LSTM, nn.GRU)):
             batch_first.add(bool(m.batch_first))
             info["bidirectional"] = info["bidirectional"] or m.bidirectional
             for item in _recurrent_layers(m, "", counter):
                 layers.append(item)
+            layers[-1][0]["_source"] = src
             size = layers[-1][0]["output_size"]
         elif isinstance(m, nn.Linear):
             n = counter.setdefault("dense", 0)
             counter["dense"] += 1
             layer, t, fn = _dense(f"dense{n}", m, "linear")
             layer["_module"] = m
+            layer["_source"] = src
             layers.append((layer, t, fn))
             size = m.out_features
         elif isinstance(m, ignore):
@@ -395,8 +407,9 @@ def describe(module, example_output_ndim: int | None = None) -> Description:
         if example_output_ndim not in (2, 3):
             raise UnsupportedModuleError("a user module's output must be (batch, out) or (batch, time, out)")
         info["many_to_one"] = example_output_ndim == 2
-    plan_layers, tensors, stages = [], {}, []
+    plan_layers, tensors, stages, sources = [], {}, [], []
     for layer, t, fn in layers:
+        sources.append(layer.pop("_source", None))
         roles = {}
         for role, arr in t.items():
             tname = f"{layer['name']}.{role}"
@@ -442,6 +455,7 @@ def describe(module, example_output_ndim: int | None = None) -> Description:
         plan=plan,
         tensors=tensors,
         stages=stages,
+        sources=sources,
         time_first=info["time_first"],
         tokens=info["tokens"],
         many_to_one=info["many_to_one"],

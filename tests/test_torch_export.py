@@ -19,6 +19,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from edgernn.export import ExportParityError, export  # noqa: E402
 from edgernn.export.from_torch import UnsupportedModuleError, describe, quantize_plan  # noqa: E402
+from edgernn.export.parity import torch_reference  # noqa: E402
 from torch import nn  # noqa: E402
 
 from edgernn import artifact  # noqa: E402
@@ -79,8 +80,7 @@ def _example(m, T=12):
 
 
 def _torch(m, X):
-    # oneDNN's LSTM re-plans for every new input shape (slow); ATen's kernels are the same math
-    with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False):
+    with torch_reference():
         return m(torch.from_numpy(X)).numpy()
 
 
@@ -360,6 +360,8 @@ def test_parity_failure_is_loud(tmp_path):
         export(Hidden().eval(), tmp_path, X)
     report = json.load(open(tmp_path / "report.json"))
     assert report["ok"] is False and "onnx_step" in report["failure"]
+    # the module's own nn.Linear output (seen by a forward hook) is where it first differs from the plan
+    assert "first divergence: layer 1 ('dense0', dense)" in report["failure"]
 
 
 def test_divergence_is_located_at_the_changed_layer(tmp_path):
