@@ -100,12 +100,17 @@ def ort_step(path: str, many_to_one: bool, every_step: bool = False) -> Callable
     return run
 
 
+def _batched(X: np.ndarray) -> np.ndarray:
+    """(B, T) token ids -> (B, T, 1): unambiguous for ``predict`` (a (1, 1) array could be (T, I))."""
+    return X[..., None] if X.ndim == 2 else X
+
+
 def ernn_backends(path: str, many_to_one: bool, streamable: bool, prefix: str) -> dict[str, Callable]:
     """``predict``, ``step`` and ``run`` of the edgernn runtime on one artifact."""
     import edgernn
 
     model = edgernn.load(path)
-    out: dict[str, Callable] = {f"{prefix}_predict": lambda X: np.asarray(model.predict(X))}
+    out: dict[str, Callable] = {f"{prefix}_predict": lambda X: np.asarray(model.predict(_batched(X)))}
     if not streamable:
         return out
 
@@ -193,7 +198,7 @@ def locate_divergence(desc, X: np.ndarray, backend: str, workdir: str, module=No
 
                     p = os.path.join(workdir, f"prefix{k}.ernn")
                     write(p, sub, subt)
-                    got = np.asarray(edgernn.load(p).predict(X))
+                    got = np.asarray(edgernn.load(p).predict(_batched(X)))
                 else:
                     got = ort_sequence_model(sequence_graph(sub, subt, "native"))(X)
             except Exception as e:  # noqa: BLE001 - report, do not mask the parity failure
