@@ -220,7 +220,7 @@ class SequenceModel(nn.Module):
                 x = x[..., 0]
             if x.dim() != 2:
                 raise InputError(f"token ids must be (batch, time), got shape {tuple(x.shape)}")
-            ids = x.long()
+            ids = x if x.dtype == torch.long else x.long()
             if self.config["token_input"] == "embedding":
                 return self.embedding(ids)
             return nn.functional.one_hot(ids, self.config["vocab_size"]).to(torch.float32)

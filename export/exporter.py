@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import warnings
 from typing import Any
 
@@ -220,14 +222,23 @@ def _random_inputs(example, tokens: bool, vocab: int | None, seed: int = 0) -> d
 
 
 def _compile_onnx():
-    """The ONNX compiler (issue-compiler's ``compile_onnx``) when it is installed, else None."""
+    """The ONNX compiler (``export/onnx_compiler.py``, issue 4) when it is present, else None."""
     try:
-        from . import compiler  # noqa: F401
+        from .onnx_compiler import compile_onnx
     except ImportError:
         return None
-    from . import compile_onnx  # type: ignore[attr-defined]
-
     return compile_onnx
+
+
+def _quantize_plan(plan: dict, tensors: dict) -> tuple[dict, dict]:
+    """Per-row symmetric int8 of a float plan: the compiler's quantizer when present, else from_torch's."""
+    try:
+        from .quantize import quantize_plan
+    except ImportError:
+        from .from_torch import quantize_plan as fallback
+
+        return fallback(plan, tensors)
+    return quantize_plan(plan, tensors, "int8")
 
 
 def export(
@@ -253,17 +264,25 @@ def export(
     Returns the report (also written to ``out_dir/report.json``). Raises :class:`ExportParityError` when a
     float32 backend disagrees with torch beyond ``1e-5 + 1e-4·|e|``.
     """
-    import torch
-
-    from ..artifact import write
-    from ..models import ESN
-    from .from_torch import describe, quantize_plan
-    from .onnx_graph import sequence_graph, step_graph
-
     if quantize not in (None, "int8"):
         raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix="edgernn-export-")
+    try:
+        return _export(module, out_dir, example_input, quantize, verify, seed, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _export(module, out_dir, example_input, quantize, verify, seed, scratch) -> dict:
+    import torch
+
+    from ..artifact import write
+    from ..models import ESN
+    from .from_torch import describe
+    from .onnx_graph import sequence_graph, step_graph
+
     module = module.eval()
     tokens = _is_token_module(module)
     example = _as_input(example_input, tokens)
@@ -299,13 +318,14 @@ def export(
     compile_onnx = _compile_onnx()
     ernn_direct = path("model.ernn")
     compiled_from_onnx = False
+    labels = plan["output"].get("labels")
     if compile_onnx is not None and not (kinds & {"esn", "attention"}):
         try:
-            compile_onnx(files["model.onnx"], ernn_direct)
+            compile_onnx(files["model.onnx"], ernn_direct, labels=labels)
             compiled_from_onnx = True
-            write(path("model.torch.ernn"), plan, tensors)
             notes.append(
-                "model.ernn compiled from model.onnx; model.torch.ernn mapped from torch for the check"
+                "model.ernn compiled from model.onnx (ONNX is the source of truth); checked against an "
+                "artifact mapped straight from the torch weights (ernn_torch_predict)"
             )
         except Exception as e:  # noqa: BLE001 - fall back to the direct mapping, say so
             notes.append(f"compile_onnx failed ({type(e).__name__}: {e}); model.ernn mapped from torch")
@@ -319,26 +339,24 @@ def export(
             int8_seq_src = files["model.onnx"]
             step_src = files.get("model.step.onnx")
         else:
-            int8_seq_src = os.path.join(out_dir, ".model.matmul.onnx")
+            int8_seq_src = os.path.join(scratch, "model.matmul.onnx")
             _save_onnx(sequence_graph(plan, tensors, "matmul"), int8_seq_src)
             step_src = None
             if desc.streamable:
-                step_src = os.path.join(out_dir, ".model.step.matmul.onnx")
+                step_src = os.path.join(scratch, "model.step.matmul.onnx")
                 _save_onnx(step_graph(plan, tensors, "matmul"), step_src)
             notes.append(
                 "int8 ONNX from the MatMul form of the cells "
                 "(ONNX Runtime's quantizer leaves GRU/RNN nodes float)"
             )
-        try:
-            _quantize(int8_seq_src, path("model.int8.onnx"))
-            if step_src:
-                _quantize(step_src, path("model.step.int8.onnx"))
-        finally:
-            for p in (int8_seq_src, step_src):
-                if p and os.path.basename(p).startswith(".model."):
-                    os.remove(p)
-        qplan, qtensors = quantize_plan(plan, tensors)
-        write(path("model.int8.ernn"), qplan, qtensors)
+        _quantize(int8_seq_src, path("model.int8.onnx"))
+        if step_src:
+            _quantize(step_src, path("model.step.int8.onnx"))
+        if compiled_from_onnx:
+            compile_onnx(files["model.onnx"], path("model.int8.ernn"), "int8", labels=labels)
+        else:
+            qplan, qtensors = _quantize_plan(plan, tensors)
+            write(path("model.int8.ernn"), qplan, qtensors)
     # ---- parity
     report: dict[str, Any] = {
         "model": {
@@ -358,9 +376,11 @@ def export(
     ok = True
     failure = None
     if verify:
-        ok, failure = _verify(
-            report, wrapper, desc, files, example, quantize, compiled_from_onnx, seed, out_dir
-        )
+        direct = None
+        if compiled_from_onnx:
+            direct = os.path.join(scratch, "model.torch.ernn")
+            write(direct, plan, tensors)
+        ok, failure = _verify(report, wrapper, desc, files, example, quantize, direct, seed, out_dir)
     sizes = {name: os.path.getsize(p) for name, p in files.items()}
     report["files"] = sizes
     ratios = {}
@@ -381,7 +401,7 @@ def export(
     return report
 
 
-def _verify(report, wrapper, desc, files, example, quantize, compiled_from_onnx, seed, out_dir):
+def _verify(report, wrapper, desc, files, example, quantize, direct_ernn, seed, out_dir):
     import torch
 
     many_to_one = desc.many_to_one
@@ -407,8 +427,8 @@ def _verify(report, wrapper, desc, files, example, quantize, compiled_from_onnx,
         b = parity.ernn_backends(files["model.ernn"], many_to_one, desc.streamable, "ernn")
         backends.update(b)
         fp32 += list(b)
-        if compiled_from_onnx:
-            b = parity.ernn_backends(files["model.torch.ernn"], many_to_one, False, "ernn_torch")
+        if direct_ernn:
+            b = parity.ernn_backends(direct_ernn, many_to_one, False, "ernn_torch")
             backends.update(b)
             fp32 += list(b)
     else:

@@ -403,3 +403,29 @@ def test_export_rejects_bad_example(tmp_path):
         export(m, tmp_path, np.zeros((5, 3), np.float32))
     with pytest.raises(ValueError, match="quantize"):
         export(m, tmp_path, np.zeros((1, 5, 3), np.float32), quantize="int4")
+
+
+@pytest.mark.parametrize("kind", ["rnn_tanh", "lstm", "gru", "stacked", "tokens_embedding"])
+def test_compiled_and_directly_mapped_artifacts_agree(exported, kind):
+    """With the ONNX compiler present, model.ernn comes from model.onnx; the torch mapping must agree."""
+    pytest.importorskip("edgernn.export.onnx_compiler")
+    import edgernn
+
+    if not hasattr(edgernn, "load"):
+        pytest.skip("the edgernn runtime is not available")
+    m, out, report = exported(kind)
+    if "ernn_torch_predict" not in report["backends"]:
+        pytest.skip("compile_onnx did not handle this model: " + "; ".join(report["notes"]))
+    # independent of the report: compile model.onnx again and compare with the torch mapping in the runtime
+    from edgernn.export import compile_onnx
+
+    compiled = os.path.join(out, "recompiled.ernn")
+    compile_onnx(os.path.join(out, "model.onnx"), compiled)
+    d = describe(m)
+    direct = os.path.join(out, "direct.ernn")
+    artifact.write(direct, d.plan, d.tensors)
+    X = _example(m, T=7)
+    a = edgernn.load(compiled).predict(X[..., None] if X.ndim == 2 else X)
+    b = edgernn.load(direct).predict(X[..., None] if X.ndim == 2 else X)
+    _assert_close(a, b)
+    _assert_close(b, _torch(m, X))
