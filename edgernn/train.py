@@ -144,8 +144,9 @@ def fit(
         raise ValueError("epochs and batch_size must be >= 1")
     if not 0.0 <= validation_split < 1.0:
         raise ValueError(f"validation_split must be in [0, 1), got {validation_split}")
-    tokens = getattr(model, "tokens", False)
-    Xt = _tensor(X, torch.long if tokens else torch.float32)
+    Xt = _tensor(X)
+    tokens = getattr(model, "tokens", False) or not (Xt.is_floating_point() or Xt.is_complex())
+    Xt = Xt.to(torch.long if tokens else torch.float32)
     ydtype = torch.long if loss in ("cross_entropy", "token_cross_entropy") else torch.float32
     Yt = _tensor(Y, ydtype)
     if len(Xt) != len(Yt):

@@ -171,3 +171,21 @@ def test_bleu_by_hand():
     assert got == pytest.approx(math.exp(1 - 4 / 3))
     assert train.bleu([[list("abcd")]], [list("wxyz")]) == 0.0
     assert train.bleu([[list("abcd")]], [list("abxy")], smooth=True) > 0.0
+
+
+def test_fit_a_user_token_module():
+    torch.manual_seed(4)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(4, 8)
+            self.rnn = torch.nn.GRU(8, 8, batch_first=True)
+            self.out = torch.nn.Linear(8, 4)
+
+        def forward(self, ids):
+            return self.out(self.rnn(self.emb(ids))[0])
+
+    ids = np.random.default_rng(0).integers(0, 4, (32, 6))
+    h = train.fit(Net(), ids, (ids + 1) % 4, loss="token_cross_entropy", lr=0.05, epochs=15, progress=False)
+    assert h["loss"][-1] < 0.3 * h["loss"][0]
