@@ -394,11 +394,22 @@ def _export(module, out_dir, example_input, quantize, verify, seed, scratch) -> 
     report["size_ratio_int8_vs_fp32"] = ratios
     report["ok"] = ok
     with open(os.path.join(out_dir, "report.json"), "w") as f:
-        json.dump(report, f, indent=2, allow_nan=True)
+        json.dump(_json_safe(report), f, indent=2, allow_nan=False)
         f.write("\n")
     if not ok:
         raise ExportParityError(failure)
     return report
+
+
+def _json_safe(obj):
+    """Non-finite floats as strings ("inf", "nan"): report.json stays strict JSON."""
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
 
 
 def _verify(report, wrapper, desc, files, example, quantize, direct_ernn, seed, out_dir):
