@@ -151,6 +151,39 @@ def test_export_every_kind(exported, kind):
     assert on_disk["ok"] is True and on_disk["files"] == sizes
     assert all(c["ok"] for c in on_disk["fp32_vs_torch"].values())
     assert "onnx|torch" in on_disk["pairs"] and "onnx_int8|torch" in on_disk["pairs"]
+    # the edgernn runtime ran every mode it supports on model.ernn and model.int8.ernn
+    modes = ["predict"] if bidir else ["predict", "step", "run"]
+    for prefix in ("ernn", "ernn_int8"):
+        for mode in modes:
+            assert f"{prefix}_{mode}|torch" in on_disk["pairs"], (prefix, mode)
+    assert all(f"ernn_{mode}" in on_disk["fp32_vs_torch"] for mode in modes)
+
+
+@pytest.mark.parametrize("kind", [*KINDS, "esn"])
+def test_ernn_against_the_numpy_reference_and_runtime(exported, kind):
+    """model.ernn through tests/reference.py (numpy, ONNX semantics) and the runtime equals torch."""
+    import edgernn
+    from reference import reference_predict
+
+    m, out, _ = exported(kind)
+    plan, tensors = artifact.read(os.path.join(out, "model.ernn"))
+    X = _example(m, T=8)
+    e = _torch(m, X)
+    Xr = X[..., None] if X.ndim == 2 else X
+    ref = np.stack([reference_predict(plan, tensors, x) for x in Xr])
+    model = edgernn.load(os.path.join(out, "model.ernn"))
+    got = model.predict(Xr)
+    if not m.many_to_many:
+        ref = ref[:, -1]
+    _assert_close(ref, e)
+    _assert_close(got, e)
+    if kind != "bidirectional":
+        s = model.stream()
+        ys = np.stack([s.step(x) for x in Xr[0]])
+        _assert_close(ys[-1] if not m.many_to_many else ys, e[0])
+    else:
+        with pytest.raises(edgernn.EdgeRNNError, match="predict"):
+            model.stream()
 
 
 def test_int8_formulations(exported):
