@@ -162,8 +162,9 @@ def test_export_every_kind(exported, kind):
 @pytest.mark.parametrize("kind", [*KINDS, "esn"])
 def test_ernn_against_the_numpy_reference_and_runtime(exported, kind):
     """model.ernn through tests/reference.py (numpy, ONNX semantics) and the runtime equals torch."""
-    import edgernn
     from reference import reference_predict
+
+    import edgernn
 
     m, out, _ = exported(kind)
     plan, tensors = artifact.read(os.path.join(out, "model.ernn"))
