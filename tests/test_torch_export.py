@@ -63,12 +63,16 @@ KINDS = {
 
 def _model(kind):
     torch.manual_seed(0)
+    t = np.arange(400) * 0.05
+    U = np.stack([np.sin(t * (k + 1)) for k in range(8)], -1)[None].astype(np.float32)
     if kind == "esn":
         m = ESN(8, 200, 2, leak_rate=0.3, sparsity=0.9, seed=0)
-        t = np.arange(400) * 0.05
-        U = np.stack([np.sin(t * (k + 1)) for k in range(8)], -1)[None].astype(np.float32)
-        m.fit(U[:, :-1], U[:, 1:, :2], washout=20)
-        return m
+        return m.fit(U[:, :-1], U[:, 1:, :2], washout=20)
+    if kind == "esn_extended":  # many-to-one, readout on [1; u; x], a dense reservoir, a bias
+        m = ESN(8, 150, 3, leak_rate=0.6, sparsity=0.2, bias_scaling=0.1, readout_input="extended",
+                many_to_many=False, output_activation="softmax", seed=1)  # fmt: skip
+        windows = np.stack([U[0, i : i + 20] for i in range(0, 300, 10)])
+        return m.fit(windows, np.eye(3)[np.arange(len(windows)) % 3])
     return SequenceModel(**KINDS[kind]).eval()
 
 
@@ -118,7 +122,7 @@ def exported(tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("kind", [*KINDS, "esn"])
+@pytest.mark.parametrize("kind", [*KINDS, "esn", "esn_extended"])
 def test_export_every_kind(exported, kind):
     m, out, report = exported(kind)
     bidir = kind == "bidirectional"
@@ -159,7 +163,7 @@ def test_export_every_kind(exported, kind):
     assert all(f"ernn_{mode}" in on_disk["fp32_vs_torch"] for mode in modes)
 
 
-@pytest.mark.parametrize("kind", [*KINDS, "esn"])
+@pytest.mark.parametrize("kind", [*KINDS, "esn", "esn_extended"])
 def test_ernn_against_the_numpy_reference_and_runtime(exported, kind):
     """model.ernn through tests/reference.py (numpy, ONNX semantics) and the runtime equals torch."""
     from reference import reference_predict
