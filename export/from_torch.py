@@ -235,8 +235,6 @@ def _sequence_model(m) -> tuple[list, dict]:
 
 
 def _esn(m) -> tuple[list, dict]:
-    import torch
-
     cfg = m.config
     n, i = cfg["reservoir_size"], cfg["input_size"]
     w = _np(m.W)
@@ -263,7 +261,6 @@ def _esn(m) -> tuple[list, dict]:
     layer["output_size"] = n if cfg["readout_input"] == "state" else 1 + i + n
     layers = [(layer, t, lambda u, m=m: m.features(u))]
     layers.append(_dense("dense0", m.readout, cfg["output_activation"]))
-    del torch
     return layers, {
         "tokens": False,
         "many_to_one": not cfg["many_to_many"],
