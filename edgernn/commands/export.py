@@ -136,8 +136,18 @@ def _load_module(args):
 
 def run(args: argparse.Namespace) -> int:
     """Run the export; prints the files, size ratios and parity summary. Returns the exit code."""
-    from ..errors import require
+    from ..errors import EdgeRNNError, require
 
+    # cheap argument checks first: no torch import for a typo
+    if args.factory:
+        if args.checkpoint:
+            raise EdgeRNNError("give either CHECKPOINT or --factory/--weights, not both")
+        if not args.weights:
+            raise EdgeRNNError("--factory needs --weights W.safetensors")
+    elif not args.checkpoint:
+        raise EdgeRNNError("give a CHECKPOINT, or --factory MODULE:FUNCTION with --weights")
+    elif not os.path.isfile(args.checkpoint):
+        raise EdgeRNNError(f"no checkpoint file {args.checkpoint!r}")
     require("torch", "export")
     require("onnx", "export")
     require("onnxruntime", "export")
