@@ -1,0 +1,123 @@
+"""What device code looks like: load an artifact, read sensor samples at a fixed rate, print predictions.
+
+Imports only the core package (numpy + edgernn; no torch, no onnx). Samples come from a CSV file or from
+stdin (``-``), one sample per line, ``input_size`` comma-separated numbers (a header line of names is
+skipped). The loop ticks at ``--rate`` Hz: at each tick it reads one sample, steps the model, and prints
+the prediction (for a model with labels, the most likely label too). A sample whose prediction is printed
+after its deadline (the next tick, or ``--deadline-ms`` after its tick) counts as an overrun. At the end a
+summary goes to stderr: samples, overruns, per-step latency p50/p99/max in microseconds. Run::
+
+    python examples/device_loop.py model.ernn samples.csv --rate 100
+    some_sensor_reader | python examples/device_loop.py model.ernn - --rate 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Iterator
+from typing import TextIO
+
+import numpy as np
+
+import edgernn
+
+
+def samples(f: TextIO, input_size: int) -> Iterator[np.ndarray]:
+    """Yield one float32 sample (input_size,) per non-empty line of ``f``; skips one header line of names."""
+    for lineno, line in enumerate(f, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.replace(";", ",").split(",")
+        try:
+            x = np.array([float(v) for v in fields], dtype=np.float32)
+        except ValueError:
+            if lineno == 1:
+                continue  # header
+            raise SystemExit(f"line {lineno}: not {input_size} numbers: {line[:80]!r}") from None
+        if x.shape != (input_size,):
+            raise SystemExit(f"line {lineno}: {x.size} values, the model takes {input_size}")
+        yield x
+
+
+def run(
+    artifact: str,
+    source: TextIO,
+    rate: float,
+    deadline_ms: float | None = None,
+    out: TextIO = sys.stdout,
+    max_samples: int | None = None,
+) -> dict:
+    """Stream ``source`` through ``artifact`` at ``rate`` Hz; return the summary (counts, latency in µs)."""
+    model = edgernn.load(artifact)
+    labels = model.info.get("labels")
+    stream = model.stream()
+    period = 1.0 / rate
+    deadline = period if deadline_ms is None else deadline_ms / 1000.0
+    step_us: list[float] = []
+    overruns = 0
+    n = 0
+    start = time.perf_counter()
+    for x in samples(source, model.info["input_size"]):
+        tick = start + n * period
+        t0 = time.perf_counter()
+        y = stream.step(x)
+        t1 = time.perf_counter()
+        text = " ".join(f"{v:.6g}" for v in y)
+        if labels:
+            text += f" {labels[int(np.argmax(y))]}"
+        print(f"{n} {text}", file=out, flush=True)
+        if time.perf_counter() - tick > deadline:
+            overruns += 1
+        step_us.append((t1 - t0) * 1e6)
+        n += 1
+        if max_samples is not None and n >= max_samples:
+            break
+        wait = start + n * period - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
+    lat = np.array(step_us) if step_us else np.zeros(1)
+    return {
+        "samples": n,
+        "rate_hz": rate,
+        "deadline_ms": deadline * 1000.0,
+        "overruns": overruns,
+        "step_us_p50": float(np.percentile(lat, 50)),
+        "step_us_p99": float(np.percentile(lat, 99)),
+        "step_us_max": float(lat.max()),
+        "elapsed_s": time.perf_counter() - start,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("artifact", help="model.ernn")
+    ap.add_argument("input", help="CSV file of samples, or - for stdin")
+    ap.add_argument("--rate", type=float, default=100.0, help="samples per second (default 100)")
+    ap.add_argument("--deadline-ms", type=float, default=None, help="deadline per sample (default 1/rate)")
+    ap.add_argument("--max-samples", type=int, default=None, help="stop after this many samples")
+    args = ap.parse_args(argv)
+    if not args.rate > 0:
+        ap.error(f"--rate must be > 0 Hz, got {args.rate}")
+    try:
+        if args.input == "-":
+            summary = run(args.artifact, sys.stdin, args.rate, args.deadline_ms, max_samples=args.max_samples)
+        else:
+            with open(args.input) as f:
+                summary = run(args.artifact, f, args.rate, args.deadline_ms, max_samples=args.max_samples)
+    except (edgernn.ArtifactError, edgernn.InputError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(
+        "summary: {samples} samples at {rate_hz:g} Hz, {overruns} overruns (deadline {deadline_ms:.3g} ms), "
+        "step p50 {step_us_p50:.1f} us, p99 {step_us_p99:.1f} us, max {step_us_max:.1f} us, "
+        "{elapsed_s:.2f} s".format(**summary),
+        file=sys.stderr,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
