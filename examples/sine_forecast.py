@@ -113,17 +113,25 @@ def main(argv: list[str] | None = None) -> int:
         "files_bytes": report["files"],
     }
 
-    fig, ax = plt.subplots(figsize=(10, 4))
+    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
     tt = t[WINDOW:][split:]
     ax.plot(tt, Yte[:, 0], "k-", lw=2, label="actual")
     ax.plot(tt, pred_torch[:, 0], "--", label="PyTorch")
     ax.plot(tt, pred_fp32[:, 0], ":", label="edgernn fp32 (streamed)")
     ax.plot(tt, pred_int8[:, 0], "-.", label="edgernn int8 (streamed)")
-    ax.set_xlabel("t")
     ax.set_ylabel("sin(t)")
     rmse8 = results["rmse"]["edgernn_int8"]
     ax.set_title(f"Sine forecast, test windows: LSTM {hidden} units, edgernn int8 RMSE {rmse8:.4f}")
     ax.legend(loc="upper right")
+    # the curves overlap at this scale: the errors show the differences
+    ax2.plot(tt, pred_torch[:, 0] - Yte[:, 0], "--", label="PyTorch")
+    ax2.plot(tt, pred_ort[:, 0] - Yte[:, 0], "-", lw=0.8, label="ONNX Runtime")
+    ax2.plot(tt, pred_fp32[:, 0] - Yte[:, 0], ":", label="edgernn fp32")
+    ax2.plot(tt, pred_int8[:, 0] - Yte[:, 0], "-.", label="edgernn int8")
+    ax2.axhline(0, color="gray", lw=0.5)
+    ax2.set_xlabel("t")
+    ax2.set_ylabel("predicted - actual")
+    ax2.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     png = os.path.join(args.out, "sine_forecast.png")
     fig.savefig(png, dpi=100)
