@@ -301,16 +301,22 @@ def validate_plan(plan: Any) -> dict:
         names.add(layer["name"])
         if layer["kind"] in ("embedding", "onehot"):
             if inp["kind"] != "tokens" or layer["vocab_size"] != inp["vocab_size"]:
-                raise _fail("bad layer", f"layer {idx}: token layer needs a token input of the same vocab_size")
+                raise _fail(
+                    "bad layer", f"layer {idx}: token layer needs a token input of the same vocab_size"
+                )
     if inp["kind"] == "tokens" and layers[0]["kind"] not in ("embedding", "onehot"):
         raise _fail("bad layer", "a token input must be followed by an embedding or onehot layer")
     if size != out_size:
-        raise _fail("layers do not chain", f"the last layer produces {size} values but output.size is {out_size}")
+        raise _fail(
+            "layers do not chain", f"the last layer produces {size} values but output.size is {out_size}"
+        )
     plan.setdefault("producer", {})
     return plan
 
 
-def validate_tensors(plan: dict, tensors: Mapping[str, np.ndarray], max_parameters: int = MAX_PARAMETERS) -> None:
+def validate_tensors(
+    plan: dict, tensors: Mapping[str, np.ndarray], max_parameters: int = MAX_PARAMETERS
+) -> None:
     """Check that ``tensors`` holds exactly what the validated ``plan`` needs, with sane values."""
     used: set[str] = set()
     quant = plan["quantization"]
@@ -337,7 +343,9 @@ def validate_tensors(plan: dict, tensors: Mapping[str, np.ndarray], max_paramete
             used.add(name)
             arr = tensors[name]
             if tuple(arr.shape) != tuple(shape):
-                raise _fail("shape mismatch", f"tensor {name!r}: shape {tuple(arr.shape)} != expected {shape}")
+                raise _fail(
+                    "shape mismatch", f"tensor {name!r}: shape {tuple(arr.shape)} != expected {shape}"
+                )
             total += int(np.prod(shape, dtype=object))
             if total > max_parameters:
                 raise _fail("too many parameters", f"more than {max_parameters} weights")
@@ -361,7 +369,9 @@ def validate_tensors(plan: dict, tensors: Mapping[str, np.ndarray], max_paramete
             if dt == np.dtype("i1"):
                 sname = roles.get(scale_role)
                 if sname is None or sname not in tensors:
-                    raise _fail("tensor missing", f"{where}: int8 role {role!r} needs tensor role {scale_role!r}")
+                    raise _fail(
+                        "tensor missing", f"{where}: int8 role {role!r} needs tensor role {scale_role!r}"
+                    )
                 if sname in used:
                     raise _fail("bad plan", f"{where}: tensor {sname!r} is used twice")
                 used.add(sname)
@@ -416,7 +426,10 @@ def write(path: str | os.PathLike, plan: Mapping, tensors: Mapping[str, np.ndarr
     plan = validate_plan(dict(plan))
     tensors = {str(k): np.ascontiguousarray(v) for k, v in tensors.items()}
     for name, arr in tensors.items():
-        if np.dtype(arr.dtype).newbyteorder("<") not in _DTYPE_NAMES and np.dtype(arr.dtype) not in _DTYPE_NAMES:
+        if (
+            np.dtype(arr.dtype).newbyteorder("<") not in _DTYPE_NAMES
+            and np.dtype(arr.dtype) not in _DTYPE_NAMES
+        ):
             raise _fail("dtype not allowed", f"tensor {name!r} has dtype {arr.dtype}")
     tensors = {k: v.astype(np.dtype(v.dtype).newbyteorder("<"), copy=False) for k, v in tensors.items()}
     validate_tensors(plan, tensors)
@@ -504,7 +517,9 @@ def parse(data: bytes, max_parameters: int = MAX_PARAMETERS) -> tuple[dict, dict
             raise _fail("bad tensor entry", f"tensor {name!r}: data_offsets {offs!r}")
         begin, end = offs
         if not 0 <= begin <= end <= body:
-            raise _fail("tensor out of bounds", f"tensor {name!r}: bytes [{begin}, {end}) outside [0, {body})")
+            raise _fail(
+                "tensor out of bounds", f"tensor {name!r}: bytes [{begin}, {end}) outside [0, {body})"
+            )
         if end - begin != count * dt.itemsize:
             raise _fail(
                 "shape mismatch",
@@ -516,7 +531,9 @@ def parse(data: bytes, max_parameters: int = MAX_PARAMETERS) -> tuple[dict, dict
     pos = 0
     for begin, end, name in ranges:
         if begin < pos:
-            raise _fail("overlapping tensors", f"tensor {name!r} starts at {begin}, inside the previous tensor")
+            raise _fail(
+                "overlapping tensors", f"tensor {name!r} starts at {begin}, inside the previous tensor"
+            )
         if begin > pos:
             raise _fail("gap between tensors", f"{begin - pos} unused bytes before tensor {name!r}")
         pos = end

@@ -67,7 +67,7 @@ def _f32(tensors: Mapping[str, np.ndarray], layer: dict, role: str) -> np.ndarra
 
 
 def dequantized(layer: dict, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Every role of ``layer`` as float32 (int8 dequantized, fp16 widened; CSR reservoirs made dense as ``W``).
+    """Every role of ``layer`` as float32 (int8 dequantized, fp16 widened; a CSR reservoir made dense, ``W``).
 
     Returns role -> array in the ONNX layouts of ``docs/ARTIFACT.md`` (e.g. LSTM ``W`` [D, 4H, I]).
     """
@@ -299,7 +299,7 @@ class TorchBaseline:
             return self._step(self.torch.from_numpy(x).view(1, -1))[0].numpy()
 
     def streams_step(self, X: np.ndarray) -> np.ndarray:
-        """One step of n streams (after ``reset(n)``): X (n, input_size) -> (n, output_size), batched cells."""
+        """One step of n streams (after ``reset(n)``): X (n, input_size) -> (n, output_size), batched."""
         with self.torch.inference_mode():
             return self._step(self.torch.from_numpy(X)).numpy()
 
@@ -636,3 +636,36 @@ class OrtStep:
         """The current states (copies), in the order of ``graph.states``."""
         cur = self._sa if self._phase == 0 else self._sb
         return [a.copy() for a in cur]
+
+
+def step_graph_from_file(path: str) -> StepGraph:
+    """A step graph from an ONNX file written by someone else (e.g. ``edgernn export``'s model.step.onnx).
+
+    Convention: the first graph input is x_t, the other inputs are states; the first output is y_t and the
+    next outputs are the new states, in the order of the state inputs and with their shapes. Symbolic
+    dimensions are taken as 1 (one stream). States start at zero. Raises :class:`Unsupported` otherwise.
+    """
+    import onnx
+
+    m = onnx.load(path)
+    inits = {i.name for i in m.graph.initializer}
+    ins = [i for i in m.graph.input if i.name not in inits]
+    outs = list(m.graph.output)
+
+    def shape(v) -> tuple[int, ...]:
+        t = v.type.tensor_type
+        if t.elem_type != onnx.TensorProto.FLOAT:
+            raise Unsupported(f"{path}: {v.name!r} is not float32")
+        return tuple(d.dim_value if d.HasField("dim_value") else 1 for d in t.shape.dim)
+
+    if not ins or len(outs) != len(ins):
+        raise Unsupported(
+            f"{path}: not a step graph ({len(ins)} inputs, {len(outs)} outputs; expected x + states in, "
+            "y + the same states out)"
+        )
+    states = []
+    for si, so in zip(ins[1:], outs[1:], strict=True):
+        if shape(si) != shape(so):
+            raise Unsupported(f"{path}: state {si.name!r} {shape(si)} != output {so.name!r} {shape(so)}")
+        states.append(StateSpec(si.name, so.name, shape(si), np.zeros(shape(si)[-1], np.float32)))
+    return StepGraph(m, ins[0].name, outs[0].name, shape(ins[0]), shape(outs[0]), states)
