@@ -491,8 +491,9 @@ def bench(
     microseconds), x real-time at ``rate`` Hz with the count of steps over the 1/rate deadline, chunk
     throughput over ``chunk`` steps, throughput of n = 1, 4, ... ``max_streams`` streams stepped at once,
     ``separate`` single streams stepped one by one (edgernn), cold start (fresh process to the first output)
-    with an empty and a warm kernel cache, peak RSS, achieved GFLOP/s and weight GB/s, and the agreement of
-    its outputs with edgernn's over ``check_steps`` steps (checked after timing).
+    with an empty and a warm kernel cache (median of ``cold_runs`` warm runs; 0 skips it), peak RSS,
+    achieved GFLOP/s and weight GB/s, and the agreement of its outputs with edgernn's over ``check_steps``
+    steps (checked after timing).
     """
     import importlib.util
 
@@ -544,7 +545,7 @@ def bench(
         "backends": {},
         "skipped": {},
     }
-    units_per_backend = 50 + 3 + len(ns) + 2 * max(cold_runs, 1) + 1
+    units_per_backend = 50 + 3 + len(ns) + cold_runs + (cold_runs > 0) + 1
     bar = Progress(len(backends) * units_per_backend + 2, enabled=progress)
     latency: dict[str, np.ndarray] = {}
     made: dict[str, Backend] = {}
@@ -669,7 +670,7 @@ def bench(
             res["backends"][name]["check"] = chk
         del yr
     # --- cold start and memory, in fresh processes
-    for name in made:
+    for name in made if cold_runs > 0 else ():
         bar.advance(0, f"{name}: cold start")
         target = path
         if name == "onnxruntime":
@@ -683,7 +684,7 @@ def bench(
         try:
             with tempfile.TemporaryDirectory(prefix="edgernn-bench-cache-") as cache:
                 runs = []
-                for _ in range(max(cold_runs, 1) + 1):
+                for _ in range(cold_runs + 1):
                     runs.append(cold_start(name, target, cache))
                     bar.advance(1)
             cold = runs[0]
@@ -755,7 +756,7 @@ def format_table(res: Mapping[str, Any]) -> str:
         f"machine {mach['cpu']} ({mach['arch']}, {mach['usable_cores']}/{mach['cores']} cores, load "
         f"{mach['load_average']}); python {mach['python']}, "
         + ", ".join(f"{k} {v}" for k, v in mach["versions"].items() if v),
-        f"work    {mdl['flops'] / 1e3:,.1f} kFLOP and {mdl['weight_bytes'] / 1e3:,.1f} kB of weights per step; "
+        f"work    {mdl['flops'] / 1e3:,.1f} kFLOP and {mdl['weight_bytes'] / 1e3:,.1f} kB of weights/step; "
         f"{st['steps']:,} timed steps after {st['warmup']:,} warm-up; timer overhead "
         f"{st['timer_overhead_ns']:.0f} ns per step included in the percentiles",
         "",
@@ -811,8 +812,8 @@ def format_table(res: Mapping[str, Any]) -> str:
             sep = bk[name].get("separate")
             if sep:
                 msg = (
-                    f"{name}: {sep['n']:,} separate Stream.step calls take {sep['us_per_stream_step']:.3g} us "
-                    "per stream-step"
+                    f"{name}: {sep['n']:,} separate Stream.step calls take "
+                    f"{sep['us_per_stream_step']:.3g} us per stream-step"
                 )
                 if "streams_speedup" in sep:
                     msg += f"; streams({sep['n']:,}).step is {sep['streams_speedup']:.1f}x faster"

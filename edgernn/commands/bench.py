@@ -1,4 +1,4 @@
-"""``edgernn bench MODEL.ernn``: latency, throughput, start-up and memory, next to ONNX Runtime and PyTorch."""
+"""``edgernn bench MODEL.ernn``: latency, throughput, start-up and memory, next to ONNX Runtime and torch."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--backends",
         default=None,
-        help="comma-separated, among: edgernn (numba kernels), numpy (edgernn's numpy fallback), onnxruntime, "
-        "torch. Default: edgernn plus onnxruntime and torch when installed",
+        help="comma-separated, among: edgernn (numba kernels), numpy (edgernn's numpy fallback), "
+        "onnxruntime, torch. Default: edgernn plus onnxruntime and torch when installed",
     )
     p.add_argument(
         "--onnx",
@@ -39,9 +39,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--separate", type=int, default=1024, help="separate streams stepped one by one (default 1024)"
     )
-    p.add_argument("--cold-runs", type=int, default=3, help="warm-cache cold starts to take the median of")
     p.add_argument(
-        "--quick", action="store_true", help="fast settings: 500 steps, up to 256 streams, 1 cold run"
+        "--cold-runs",
+        type=int,
+        default=3,
+        help="warm-cache cold starts to take the median of (0: no cold start)",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="fast settings: at most 500 steps, 256 streams, 1 cold run"
     )
     p.add_argument("--json", default=None, metavar="F", help="write the results as JSON to F")
     p.add_argument("--plot", default=None, metavar="F.png", help="write latency/throughput plots to F.png")
@@ -82,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         max_streams, separate, cold_runs, chunk = (
             min(max_streams, 256),
             min(separate, 256),
-            1,
+            min(cold_runs, 1),
             min(chunk, 200),
         )
     res = bench(
