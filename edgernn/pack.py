@@ -101,13 +101,15 @@ def pack(plan: dict, tensors: dict[str, np.ndarray]) -> Packed:
     def set_vec(rec, slot, arr):
         _put_off(rec, L.R_VEC + 2 * slot, wf.add(_float(arr)))
 
-    def set_params(rec, acts, alphas, betas, clip=None, leak=0.0):
+    def set_params(rec, acts, alphas, betas, clip=None, leak=0.0, per_direction=1):
+        """Activation j of direction d goes to slot 3d + j (the kernels' layout)."""
         fp = np.zeros(L.NP, np.float32)
         for i, a in enumerate(acts):
-            rec[L.R_ACT + i] = ACTIVATIONS.index(a)
+            slot = 3 * (i // per_direction) + i % per_direction
+            rec[L.R_ACT + slot] = ACTIVATIONS.index(a)
             da, db = ACTIVATION_DEFAULTS.get(a, (0.0, 0.0))
-            fp[L.P_ALPHA + i] = da if alphas is None else alphas[i]
-            fp[L.P_BETA + i] = db if betas is None else betas[i]
+            fp[L.P_ALPHA + slot] = da if alphas is None else alphas[i]
+            fp[L.P_BETA + slot] = db if betas is None else betas[i]
         fp[L.P_CLIP] = np.inf if clip is None else clip
         fp[L.P_LEAK] = leak
         _put_off(rec, L.R_FP, wf.add(fp))
@@ -219,6 +221,7 @@ def pack(plan: dict, tensors: dict[str, np.ndarray]) -> Packed:
                 layer["activation_alpha"],
                 layer["activation_beta"],
                 layer.get("clip"),
+                per_direction=len(layer["activations"]) // D,
             )
             h0 = T(layer, "initial_h")
             if h0 is not None and direction == "forward":

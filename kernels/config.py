@@ -3,7 +3,8 @@
 * ``FASTMATH``: reassociation and contraction (so reductions vectorize and FMAs are used), but *not*
   ``nnan``/``ninf``: the activations must propagate NaN and handle ±Inf as the tests require.
 * ``CACHE``: on-disk caching of compiled kernels, on only when a private writable cache directory exists.
-  The directory is ``$EDGERNN_CACHE_DIR``, else ``$NUMBA_CACHE_DIR``, else ``~/.cache/edgernn/numba``.
+  The directory is a per-kernel-version subdirectory (see :func:`cache_dir`) of ``$EDGERNN_CACHE_DIR``,
+  else ``$NUMBA_CACHE_DIR``, else ``~/.cache/edgernn``.
   A directory writable by group or others is refused (numba unpickles its cache index), and so is one
   we cannot create: then kernels compile in memory at first use, which works on read-only boards.
 * ``EDGERNN_DISABLE_JIT=1`` or ``NUMBA_DISABLE_JIT=1``: the runtime uses its numpy backend.
@@ -21,12 +22,27 @@ DISABLE_JIT = os.environ.get("EDGERNN_DISABLE_JIT", "0") not in ("", "0") or os.
 ) not in ("", "0")
 
 
+def _kernels_digest() -> str:
+    """Hash of the kernel sources: numba's cache only watches the file of the cached function, not
+    the files of the kernels it calls, so each version of the kernels gets its own cache subdirectory."""
+    import hashlib
+
+    h = hashlib.sha256()
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name in sorted(os.listdir(here)):
+        if name.endswith(".py"):
+            with open(os.path.join(here, name), "rb") as f:
+                h.update(name.encode() + b"\0" + f.read())
+    return h.hexdigest()[:16]
+
+
 def cache_dir() -> str:
-    """The kernel cache directory (may not exist yet)."""
+    """The kernel cache directory (may not exist yet): a per-kernel-version subdirectory of
+    ``$EDGERNN_CACHE_DIR``, else ``$NUMBA_CACHE_DIR``, else ``~/.cache/edgernn``."""
     d = os.environ.get("EDGERNN_CACHE_DIR") or os.environ.get("NUMBA_CACHE_DIR")
     if not d:
-        d = os.path.join(os.path.expanduser("~"), ".cache", "edgernn", "numba")
-    return os.path.abspath(d)
+        d = os.path.join(os.path.expanduser("~"), ".cache", "edgernn")
+    return os.path.join(os.path.abspath(d), "kernels-" + _kernels_digest())
 
 
 def _usable_cache_dir(path: str) -> bool:
