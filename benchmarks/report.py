@@ -104,18 +104,23 @@ def tables(res: dict, machine: dict) -> str:
     lines += [
         "",
         "**`Stream.run(X)` over 1,000 steps** (µs per step) vs torch's fused `nn.LSTM`/`nn.GRU` over the "
-        "same sequence (torch ESN: input projections in one matmul, then the recurrence per step):",
+        "same sequence (torch ESN: input projections in one matmul, then the recurrence per step) and ORT's "
+        "sequence graph (ONNX LSTM/GRU over all steps; none for ESN):",
         "",
-        "| model | weights | edgernn run | torch fused | torch / edgernn | run ≤ torch fused |",
-        "|---|---|---:|---:|---:|:---:|",
+        "| model | weights | edgernn run | torch fused | ORT sequence graph | torch / edgernn "
+        "| ORT / edgernn | run ≤ torch fused |",
+        "|---|---|---:|---:|---:|---:|---:|:---:|",
     ]
     for m in MODELS:
         for q in QUANT:
-            e, t = us("run", m, q, "edgernn"), us("run", m, q, "torch")
+            e, t, o = us("run", m, q, "edgernn"), us("run", m, q, "torch"), us("run", m, q, "ort")
             if e is None:
                 continue
             ok = "" if t is None else ("yes" if e <= t else "**no**")
-            lines.append(f"| {m} + dense | {q} | {_f(e)} | {_f(t)} | {_ratio(t, e)} | {ok} |")
+            lines.append(
+                f"| {m} + dense | {q} | {_f(e)} | {_f(t)} | {_f(o)} | {_ratio(t, e)} | {_ratio(o, e)} "
+                f"| {ok} |"
+            )
     lines += [
         "",
         "**1,024 streams** (µs per stream-step): `streams(1024).step` vs 1,024 separate `Stream.step` calls "

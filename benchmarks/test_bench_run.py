@@ -39,3 +39,21 @@ def test_run_torch(benchmark, artifacts, inputs, model, quant):
     )
     tb.reset(1)
     assert_agree(tb.run(Xk), edgernn_step_outputs(path, Xk), quant, "torch fused run")
+
+
+@pytest.mark.parametrize(
+    ("model", "quant"), [c for c in CASES if not c[0].startswith("esn")], ids=lambda v: v
+)
+def test_run_ort(benchmark, artifacts, inputs, model, quant):
+    """ONNX Runtime's chunk mode: a sequence graph (ONNX LSTM/GRU over all T steps) with IOBinding."""
+    pytest.importorskip("onnxruntime")
+    from edgernn.baselines import OrtStep, onnx_step_model
+
+    path, plan, tensors = artifacts[model, quant]
+    X, Xk = inputs
+    r = OrtStep(onnx_step_model(plan, tensors, seq_len=len(X)))
+    benchmark.group = f"run {model} {quant}"
+    benchmark.extra_info.update(backend="ort", model=model, quant=quant, mode="run", steps=STEPS)
+    benchmark.pedantic(r.step, args=(X,), rounds=20, iterations=1, warmup_rounds=1)
+    fresh = OrtStep(onnx_step_model(plan, tensors, seq_len=len(Xk)))
+    assert_agree(fresh.step(Xk), edgernn_step_outputs(path, Xk), quant, "ORT sequence graph")

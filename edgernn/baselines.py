@@ -384,7 +384,7 @@ _RNN_ACT = {
 
 
 def onnx_step_model(
-    plan: dict, tensors: Mapping[str, np.ndarray], batch: int = 1, opset: int = 17
+    plan: dict, tensors: Mapping[str, np.ndarray], batch: int = 1, opset: int = 17, seq_len: int = 1
 ) -> StepGraph:
     """Build the ONNX step graph of ``plan`` for ``batch`` streams (static shapes).
 
@@ -392,6 +392,10 @@ def onnx_step_model(
     per recurrent/ESN layer; outputs ``y`` [batch, output_size] (or [1, batch, output_size] when the last
     layer is not ``dense``) and the matching ``<layer>.h_out``/``.c_out``. Weights are float32 initializers
     (int8/fp16 dequantized). Raises :class:`Unsupported` for layers ONNX cannot express here.
+
+    ``seq_len`` T > 1 makes a *sequence* graph instead (ORT's chunk mode): x [T, batch, input_size] ->
+    y [T, batch, output_size], recurrent ops over all T steps, same state inputs/outputs. ESN layers have
+    no ONNX sequence op and raise :class:`Unsupported` there.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -407,7 +411,9 @@ def onnx_step_model(
         return name
 
     in_size = plan["input"]["size"]
-    x_shape = (1, batch, in_size)
+    T = int(seq_len)
+    seq = T > 1
+    x_shape = (T, batch, in_size)
     inputs.append(helper.make_tensor_value_info("x", f32, list(x_shape)))
     cur, rank, width = "x", 3, in_size
     for li, layer in enumerate(plan["layers"]):
@@ -426,7 +432,7 @@ def onnx_step_model(
                 o = layer["output_size"]
                 bias = w.get("b", np.zeros(o, np.float32))
                 pre = f"{name}.pre" if layer["activation"] != "linear" else out
-                if rank == 3 and li == len(plan["layers"]) - 1 or rank == 2:
+                if not seq and (rank == 3 and li == len(plan["layers"]) - 1 or rank == 2):
                     if rank == 3:
                         shp = init(f"{name}.shape", np.array([batch, width], np.int64))
                         nodes.append(helper.make_node("Reshape", [cur, shp], [f"{name}.2d"]))
@@ -450,7 +456,7 @@ def onnx_step_model(
             ins.append(f"{name}.h_in")
             st_shape = (1, batch, h)
             inputs.append(helper.make_tensor_value_info(f"{name}.h_in", f32, list(st_shape)))
-            outs = ["", f"{name}.h_out"]
+            outs = [f"{name}.Y" if seq else "", f"{name}.h_out"]
             h0 = w["initial_h"][0] if "initial_h" in w else np.zeros(h, np.float32)
             states.append(StateSpec(f"{name}.h_in", f"{name}.h_out", st_shape, h0))
             if k == "lstm":
@@ -480,7 +486,15 @@ def onnx_step_model(
             for s in states[-(2 if k == "lstm" else 1) :]:
                 outputs.append(helper.make_tensor_value_info(s.name_out, f32, list(st_shape)))
             out, width = f"{name}.h_out", h
+            if seq:  # Y [T, 1, batch, H] -> [T, batch, H]
+                axes = init(f"{name}.axes", np.array([1], np.int64))
+                nodes.append(helper.make_node("Squeeze", [f"{name}.Y", axes], [f"{name}.Ys"]))
+                out = f"{name}.Ys"
         elif k == "esn":
+            if seq:
+                raise Unsupported(
+                    f"layer {layer['name']!r}: an ESN has no ONNX sequence op (step graph only)"
+                )
             n, a = layer["reservoir_size"], float(layer["leak_rate"])
             st_shape = (1, batch, n) if rank == 3 else (batch, n)
             hin, hout = f"{name}.h_in", f"{name}.h_out"
@@ -516,7 +530,7 @@ def onnx_step_model(
                 nodes.append(helper.make_node("Concat", [ones, cur, hout], [f"{name}.ext"], axis=-1))
                 out, width = f"{name}.ext", 1 + layer["input_size"] + n
         cur = out
-    y_shape = (batch, width) if rank == 2 else (1, batch, width)
+    y_shape = (batch, width) if rank == 2 else (T, batch, width)
     nodes.append(helper.make_node("Identity", [cur], ["y"]))
     outputs.insert(0, helper.make_tensor_value_info("y", f32, list(y_shape)))
     graph = helper.make_graph(nodes, "edgernn_step", inputs, outputs, inits)
@@ -585,7 +599,8 @@ class OrtStep:
     """Runs an ONNX step graph one step at a time with IOBinding and ping-pong state buffers.
 
     ``step(x)``: x (input_size,) or (batch, input_size) float32 -> y (output_size,) / (batch, output_size),
-    a new array. States live in two preallocated buffer sets, A and B: even steps read A and write B, odd
+    a new array (for a sequence graph: X (T, input_size) -> Y (T, output_size)).
+    States live in two preallocated buffer sets, A and B: even steps read A and write B, odd
     steps read B and write A, through two IOBindings made once; the input and output are preallocated too.
     ``run_with_iobinding`` is called on the session's C++ object directly, with no ``RunOptions``.
     """
@@ -600,9 +615,9 @@ class OrtStep:
         self._bind = [self._binding(self._sa, self._sb), self._binding(self._sb, self._sa)]
         self._raw = [b._iobinding for b in self._bind]
         self._run = self.sess._sess.run_with_iobinding
-        b = graph.x_shape[-2]
-        self._x1, self._x2 = self._x.reshape(b, -1)[0], self._x.reshape(b, -1)
-        self._y1, self._y2 = self._y.reshape(b, -1)[0], self._y.reshape(b, -1)
+        self._x2 = self._x.reshape(-1, graph.x_shape[-1])  # (batch or T, input_size)
+        self._y2 = self._y.reshape(-1, graph.y_shape[-1])
+        self._x1, self._y1 = self._x2[0], self._y2[0]
         self.reset()
 
     def _binding(self, src: list[np.ndarray], dst: list[np.ndarray]):

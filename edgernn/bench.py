@@ -362,11 +362,32 @@ def _ort_backend(plan: dict, tensors: Mapping, onnx_path: str | None) -> tuple[B
             return bl.OrtStep(bl.onnx_step_model(plan, tensors, batch=n)).step
 
     o = bl.OrtStep(graph)
+    seqs: dict[int, Any] = {}
+    run_kind = "step loop"
+    if not onnx_path:
+        try:  # ORT's chunk mode: one sequence graph per T, state carried over like the step graph's
+            bl.onnx_step_model(plan, tensors, seq_len=2)
+            run_kind = "sequence graph"
+        except bl.Unsupported:
+            pass
 
     def run(X: np.ndarray) -> np.ndarray:
-        return np.stack([o.step(x) for x in X])
+        if run_kind == "step loop" or len(X) < 2:
+            return np.stack([o.step(x) for x in X])
+        r = seqs.get(len(X))
+        if r is None:
+            r = seqs[len(X)] = bl.OrtStep(bl.onnx_step_model(plan, tensors, seq_len=len(X)))
+        # continue the state of the step graph's stream
+        cur = o._sa if o._phase == 0 else o._sb
+        for a, v in zip(r._sa, cur, strict=True):
+            a[...] = v
+        r._phase = 0
+        y = r.step(X)
+        for a, v in zip(cur, r._sb, strict=True):
+            a[...] = v
+        return y
 
-    return Backend("onnxruntime", o.step, o.reset, run, "step loop", streams, source), graph
+    return Backend("onnxruntime", o.step, o.reset, run, run_kind, streams, source), graph
 
 
 def _torch_backend(plan: dict, tensors: Mapping) -> Backend:
@@ -815,7 +836,7 @@ def format_table(res: Mapping[str, Any]) -> str:
             d = d[k]
         return d
 
-    rows = []
+    rows = [["runs"] + [str(bk[n].get("source", ""))[:40] for n in names]]
     spec = [
         ("step p50 (us)", ("step", "p50_us")),
         ("step p90 (us)", ("step", "p90_us")),

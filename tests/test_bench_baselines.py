@@ -73,6 +73,9 @@ def test_baselines_match_reference(name, pt, quant):
     tb.reset()
     assert_close(tb.run(X[:25]), ref[:25], what=f"{name} torch fused run")
     assert_close(tb.run(X[25:]), ref[25:], what=f"{name} torch run continues the state")
+    if "esn" not in name:  # ORT's sequence graph (chunk mode), state carried from the step graph's
+        seq = OrtStep(onnx_step_model(plan, tensors, seq_len=len(X)))
+        assert_close(seq.step(X), ref, what=f"{name} ORT sequence graph")
     # three streams: stream j sees X scaled by (j + 1)
     scales = np.array([1.0, 0.5, -1.0], np.float32)[:, None]
     refs = [reference_predict(plan, tensors, X * s) for s in scales[:, 0]]
@@ -105,3 +108,6 @@ def test_unsupported_layers_are_named():
         onnx_step_model(plan, tensors)
     with pytest.raises(Unsupported, match="'bi'"):
         TorchBaseline(plan, tensors)
+    plan, tensors = model([esn(rng, "e", 3, 10), dense(rng, "d", 10, 1)], 3)
+    with pytest.raises(Unsupported, match="ESN has no ONNX sequence op"):
+        onnx_step_model(plan, tensors, seq_len=5)
