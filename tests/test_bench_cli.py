@@ -170,3 +170,29 @@ def test_quantize_int8_error_bound():
     rows = np.repeat(np.arange(50), np.diff(tensors["rec.W_indptr"]))
     assert q.dtype == np.int8 and np.abs(q).max() == 127
     assert np.all(np.abs(q * sc[rows] - w) <= sc[rows] / 2 + 1e-7)
+
+
+def test_bench_on_the_core_install(lstm, tmp_path):
+    """Without torch, onnx, onnxruntime and matplotlib (blocked in the child): edgernn's column alone, and
+    --plot fails with one line naming the extra to install."""
+    block = (
+        "import sys\nfor m in ('torch', 'onnx', 'onnxruntime', 'matplotlib'):\n    sys.modules[m] = None\n"
+    )
+    code = block + "from edgernn.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    out = tmp_path / "r.json"
+    args = [str(lstm), "--cold-runs", "0", "--json", str(out), *FAST]
+    p = subprocess.run(
+        [sys.executable, "-c", code, "bench", *args], capture_output=True, text=True, timeout=900
+    )
+    assert p.returncode == 0, p.stderr
+    r = json.loads(out.read_text())
+    assert list(r["backends"]) == ["edgernn"] and r["skipped"] == {}
+    p = subprocess.run(
+        [sys.executable, "-c", code, "bench", *args, "--plot", str(tmp_path / "x.png")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert p.returncode == 1
+    assert "matplotlib is not installed" in p.stderr and "edgernn[bench]" in p.stderr
+    assert "Traceback" not in p.stderr
