@@ -684,3 +684,29 @@ def step_graph_from_file(path: str) -> StepGraph:
             raise Unsupported(f"{path}: state {si.name!r} {shape(si)} != output {so.name!r} {shape(so)}")
         states.append(StateSpec(si.name, so.name, shape(si), np.zeros(shape(si)[-1], np.float32)))
     return StepGraph(m, ins[0].name, outs[0].name, shape(ins[0]), shape(outs[0]), states)
+
+
+def ort_dynamic_int8(graph: StepGraph) -> StepGraph:
+    """The step graph quantized by ONNX Runtime's own ``quantize_dynamic`` (int8 weights, per channel;
+    activations quantized at run time; LSTM -> DynamicQuantizeLSTM, MatMul/Gemm -> integer kernels, GRU/RNN
+    stay float). Its outputs differ from edgernn's int8 model by ORT's activation quantization error."""
+    import os
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(prefix="edgernn-ortq-") as d:
+        src, dst = os.path.join(d, "f32.onnx"), os.path.join(d, "int8.onnx")
+        onnx.save(graph.model, src)
+        import logging
+
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # "consider pre-processing" advice on every call
+        try:
+            quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True)
+        finally:
+            root.setLevel(level)
+        model = onnx.load(dst)
+    return StepGraph(model, graph.x, graph.y, graph.x_shape, graph.y_shape, list(graph.states))

@@ -7,7 +7,7 @@ import os
 
 HELP = "benchmark an .ernn model: per-step latency, streams throughput, cold start, memory (vs ORT/torch)"
 
-BACKENDS = ("edgernn", "numpy", "onnxruntime", "torch")
+BACKENDS = ("edgernn", "numpy", "onnxruntime", "onnxruntime-int8", "torch")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,7 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--backends",
         default=None,
         help="comma-separated, among: edgernn (numba kernels), numpy (edgernn's numpy fallback), "
-        "onnxruntime, torch. Default: edgernn plus onnxruntime and torch when installed",
+        "onnxruntime, onnxruntime-int8 (ORT's own dynamic quantization), torch. Default: edgernn plus "
+        "onnxruntime (and onnxruntime-int8 for an int8 artifact) and torch when installed",
     )
     p.add_argument(
         "--onnx",
