@@ -30,7 +30,7 @@ TARGETS_US = {
 }
 STEPS = 1000
 #: |a - e| <= atol + rtol |e| between a baseline and edgernn (baselines run the dequantized weights)
-TOL = {"fp32": (1e-4, 1e-3), "int8": (5e-3, 1e-2)}
+TOL = {"fp32": (1e-4, 1e-3), "int8": (5e-3, 1e-2), "ort-int8": (2e-2, 5e-2)}  # ort-int8: ORT's own int8
 
 
 def assert_agree(got, ref, quant: str, what: str) -> None:
@@ -52,13 +52,15 @@ def edgernn_step_outputs(path: str, X: np.ndarray) -> np.ndarray:
 
 
 def make_baseline(backend: str, plan: dict, tensors: dict, batch: int = 1):
-    """A fresh baseline: ``("ort", OrtStep)`` or ``("torch", TorchBaseline)``; skips when not installed."""
-    if backend == "ort":
+    """A fresh baseline: ``ort`` (step graph), ``ort-int8`` (ORT's quantize_dynamic of it) or ``torch``;
+    skips when not installed."""
+    if backend in ("ort", "ort-int8"):
         pytest.importorskip("onnx")
         pytest.importorskip("onnxruntime")
-        from edgernn.baselines import OrtStep, onnx_step_model
+        from edgernn.baselines import OrtStep, onnx_step_model, ort_dynamic_int8
 
-        return OrtStep(onnx_step_model(plan, tensors, batch=batch))
+        graph = onnx_step_model(plan, tensors, batch=batch)
+        return OrtStep(ort_dynamic_int8(graph) if backend == "ort-int8" else graph)
     pytest.importorskip("torch")
     from edgernn.baselines import TorchBaseline
 

@@ -83,22 +83,24 @@ def tables(res: dict, machine: dict) -> str:
         "",
         "**`Stream.step`, one stream** (µs per step; ORT: step graph with IOBinding and ping-pong state "
         "buffers, no RunOptions; torch: `torch.lstm_cell`/`gru_cell` + `F.linear` per step, "
-        "`inference_mode`; both on the same — for int8, dequantized — weights):",
+        "`inference_mode`; both on the same — for int8, dequantized — weights; ORT own int8: ORT's "
+        "`quantize_dynamic` of the step graph, int8 weights and activations):",
         "",
-        "| model | weights | edgernn | spread | ORT | torch | ORT / edgernn | torch / edgernn | target "
-        "| met |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|:---:|",
+        "| model | weights | edgernn | spread | ORT | ORT own int8 | torch | ORT / edgernn | torch / edgernn "
+        "| target | met |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|",
     ]
     for m in MODELS:
         for q in QUANT:
             e = res.get(("step", m, q, "edgernn"))
             if e is None:
                 continue
-            o, t = us("step", m, q, "ort"), us("step", m, q, "torch")
+            o, t, oq = us("step", m, q, "ort"), us("step", m, q, "torch"), us("step", m, q, "ort-int8")
             tgt = e.get("target")
             met = "" if tgt is None else ("yes" if e["us"] <= tgt else "**no**")
             lines.append(
-                f"| {m} + dense | {q} | {_f(e['us'])} | {e['spread'] * 100:.0f}% | {_f(o)} | {_f(t)} | "
+                f"| {m} + dense | {q} | {_f(e['us'])} | {e['spread'] * 100:.0f}% | {_f(o)} | {_f(oq)} "
+                f"| {_f(t)} | "
                 f"{_ratio(o, e['us'])} | {_ratio(t, e['us'])} | {_f(tgt) if tgt else ''} | {met} |"
             )
     lines += [

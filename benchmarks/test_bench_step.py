@@ -42,8 +42,10 @@ def test_step_edgernn(benchmark, artifacts, inputs, model, quant):
 
 
 @pytest.mark.parametrize(("model", "quant"), CASES, ids=IDS)
-@pytest.mark.parametrize("backend", ["ort", "torch"])
+@pytest.mark.parametrize("backend", ["ort", "ort-int8", "torch"])
 def test_step_baseline(benchmark, artifacts, inputs, model, quant, backend):
+    if backend == "ort-int8" and quant != "int8":
+        pytest.skip("ORT's own int8 is compared with int8 artifacts")
     path, plan, tensors = artifacts[model, quant]
     X, Xk = inputs
     b = make_baseline(backend, plan, tensors)

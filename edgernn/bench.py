@@ -422,7 +422,7 @@ def _torch_backend(plan: dict, tensors: Mapping) -> Backend:
         tb.reset(1)
 
     return Backend(
-        "torch", tb.step, reset, tb.run, "fused nn.LSTM/GRU/RNN", streams, "cells + F.linear, 1 thread"
+        "torch", tb.step, reset, tb.run, "fused nn.LSTM/GRU/RNN", streams, "torch cells + F.linear"
     )
 
 
