@@ -126,11 +126,13 @@ def tables(res: dict, machine: dict) -> str:
     lines += [
         "",
         "**1,024 streams** (µs per stream-step): `streams(1024).step` vs 1,024 separate `Stream.step` calls "
-        "vs torch's batched cell vs ORT's step graph with batch 1,024:",
+        "vs torch's batched cell vs ORT's step graph with batch 1,024; *blocked kernel*: "
+        "kernels/batch_blocked.py (proposed, not yet wired into `streams`) on the same buffers:",
         "",
-        "| model | weights | streams(1024) | separate | torch batched | ORT batched | separate / streams "
-        "(goal ≥ 10×) | torch / streams (goal ≥ 1×) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| model | weights | streams(1024) | blocked kernel | separate | torch batched | ORT batched "
+        "| separate / streams (goal ≥ 10×) | torch / streams (goal ≥ 1×) | separate / blocked "
+        "| torch / blocked |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m in MODELS:
         for q in QUANT:
@@ -139,9 +141,10 @@ def tables(res: dict, machine: dict) -> str:
             if e is None:
                 continue
             sep, t, o = us(mode, m, q, "edgernn-separate"), us(mode, m, q, "torch"), us(mode, m, q, "ort")
+            blk = us(mode, m, q, "edgernn-blocked")
             lines.append(
-                f"| {m} + dense | {q} | {_f(e)} | {_f(sep)} | {_f(t)} | {_f(o)} | {_ratio(sep, e)} | "
-                f"{_ratio(t, e)} |"
+                f"| {m} + dense | {q} | {_f(e)} | {_f(blk)} | {_f(sep)} | {_f(t)} | {_f(o)} | {_ratio(sep, e)} "
+                f"| {_ratio(t, e)} | {_ratio(sep, blk)} | {_ratio(t, blk)} |"
             )
     return "\n".join(lines)
 

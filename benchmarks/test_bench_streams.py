@@ -75,3 +75,27 @@ def test_streams_baseline(benchmark, artifacts, model, quant, backend):
     fresh = make_baseline(backend, plan, tensors, batch=N)
     got = fresh.streams_step(X) if backend == "torch" else fresh.step(X)
     assert_agree(got, _edgernn_batched(path, X), quant, f"{backend} batched")
+
+
+@pytest.mark.parametrize(("model", "quant"), CASES, ids=IDS)
+def test_streams_blocked_kernel(benchmark, artifacts, model, quant):
+    """The blocked batch kernel proposed in kernels/batch_blocked.py, on a Streams object's buffers."""
+    import edgernn
+    from edgernn.kernels import batch_blocked
+
+    path, plan, tensors = artifacts[model, quant]
+    X = _X()
+    b = edgernn.load(path).streams(N)
+    batch_blocked.step_batch(X, b._wf, b._wb, b._MB)  # compile outside the timing
+
+    def go():
+        return batch_blocked.step_batch(X, b._wf, b._wb, b._MB)
+
+    benchmark.group = f"streams{N} {model} {quant}"
+    benchmark.extra_info.update(
+        backend="edgernn-blocked", model=model, quant=quant, mode=f"streams{N}", steps=N
+    )
+    benchmark.pedantic(go, rounds=30, iterations=1, warmup_rounds=3)
+    b.reset()
+    assert batch_blocked.step_batch(X, b._wf, b._wb, b._MB) == 0
+    assert_agree(b._MB[:, b._o], _edgernn_batched(path, X), quant, "blocked kernel vs streams(n)")

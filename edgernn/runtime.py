@@ -42,22 +42,21 @@ class _Backend:
 def _numba_backend() -> _Backend:
     from numba import types as nt
 
-    from .kernels import batch_blocked, engine
+    from .kernels import engine
 
     f32v = nt.Array(nt.float32, 1, "C")
     f32m = nt.Array(nt.float32, 2, "C")
     i8v = nt.Array(nt.int8, 1, "C")
     sigs = {
         engine.step: (f32v, f32v, i8v, f32v),
+        engine.step_batch: (f32m, f32v, i8v, f32m),
         engine.seq: (f32m, f32v, i8v, f32v, f32m, f32v),
     }
     for fn, sig in sigs.items():
         if not fn.signatures:
             fn.compile(sig)
         fn.disable_compile()  # anything but these exact types raises TypeError -> the slow path
-    # many streams: the blocked kernel (weight rows shared by 16 streams), compiled on first use
-    step_batch = batch_blocked.LazyStepBatch((f32m, f32v, i8v, f32m))
-    return _Backend("numba", engine.step, step_batch, engine.seq)
+    return _Backend("numba", engine.step, engine.step_batch, engine.seq)
 
 
 def _numpy_backend() -> _Backend:

@@ -12,6 +12,12 @@ peepholes or input_forget; forward GRU (sigmoid/tanh, either ``linear_before_res
 (tanh/relu, no clip); ESN (dense or CSR, state or extended readout); dense (linear/relu/tanh/sigmoid);
 float32 or int8 weights. Any other model goes through ``engine.step_batch``'s per-stream loop unchanged.
 Same entry point, arguments and status codes as ``engine.step_batch``.
+
+Not wired into the runtime yet (a proposal for issue 5.4): to use it, ``runtime._numba_backend`` returns
+``batch_blocked.LazyStepBatch((f32m, f32v, i8v, f32m))`` as ``step_batch`` (and drops the eager compile of
+``engine.step_batch``); compiling it takes ~2x as long as ``engine.step``, hence the lazy wrapper. Its sums
+run in a different order than the single-stream GEMV, so ``streams(n)`` then equals n separate streams to
+float32 rounding (~3e-8 here), not bit for bit as ``tests/test_runtime_cells.py`` asserts today.
 """
 
 from __future__ import annotations

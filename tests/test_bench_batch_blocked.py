@@ -1,8 +1,9 @@
 """The blocked many-stream kernel (kernels/batch_blocked.py) against n separate single-stream steps.
 
-``Model.streams(n).step`` runs the blocked kernel under the numba backend; every supported layer kind, odd
-sizes (rows not a multiple of 4, streams not a multiple of 16), int8 weights, and the models it hands to
-the per-stream loop (clip, peepholes, attention...) must give what n separate ``Stream.step`` calls give.
+The kernel runs on a ``Streams`` object's own buffers (it is a drop-in for ``engine.step_batch``, not yet
+wired into the runtime); every supported layer kind, odd sizes (rows not a multiple of 4, streams not a
+multiple of 16), int8 weights, and the models it hands to the per-stream loop (clip, peepholes,
+attention...) must give what n separate ``Stream.step`` calls give, up to float32 summation order.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from builders import attention, dense, esn, model, quantize_int8, recurrent
+from edgernn.kernels import batch_blocked
 from reference import assert_close
 
 import edgernn
@@ -92,7 +94,8 @@ def test_streams_equal_separate_streams(tmp_path, name, pt, quant, n):
     rng = np.random.default_rng(n)
     for t in range(6):
         X = rng.standard_normal((n, plan["input"]["size"])).astype(np.float32)
-        got = batch.step(X)
+        assert batch_blocked.step_batch(X, batch._wf, batch._wb, batch._MB) == 0
+        got = batch._MB[:, batch._o]
         want = np.stack([s.step(x) for s, x in zip(single, X, strict=True)])
         assert_close(got, want, atol=1e-5, rtol=1e-4, what=f"{name} {quant} n={n} t={t}")
     assert_close(batch.state, np.stack([s.state for s in single]), atol=1e-5, rtol=1e-4, what="states")
@@ -103,9 +106,11 @@ def test_bad_row_leaves_every_stream_untouched(tmp_path):
     artifact.write(tmp_path / "m.ernn", plan, tensors)
     b = edgernn.load(tmp_path / "m.ernn", backend="numba").streams(20)
     X = np.random.default_rng(0).standard_normal((20, 3)).astype(np.float32)
-    b.step(X)
+    assert batch_blocked.step_batch(X, b._wf, b._wb, b._MB) == 0
     before = b.state
     X[17, 1] = np.nan
-    with pytest.raises(edgernn.InputError, match="17"):
-        b.step(X)
+    status = batch_blocked.step_batch(X, b._wf, b._wb, b._MB)
+    assert status >> 3 == 17 and status & 7 == 2  # ST_NONFINITE in row 17, as engine.step_batch reports
     np.testing.assert_array_equal(b.state, before)
+    bad = np.zeros((19, 3), np.float32)
+    assert batch_blocked.step_batch(bad, b._wf, b._wb, b._MB) == 1  # ST_SIZE: one row per stream
