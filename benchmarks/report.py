@@ -143,8 +143,8 @@ def tables(res: dict, machine: dict) -> str:
             sep, t, o = us(mode, m, q, "edgernn-separate"), us(mode, m, q, "torch"), us(mode, m, q, "ort")
             blk = us(mode, m, q, "edgernn-blocked")
             lines.append(
-                f"| {m} + dense | {q} | {_f(e)} | {_f(blk)} | {_f(sep)} | {_f(t)} | {_f(o)} | {_ratio(sep, e)} "
-                f"| {_ratio(t, e)} | {_ratio(sep, blk)} | {_ratio(t, blk)} |"
+                f"| {m} + dense | {q} | {_f(e)} | {_f(blk)} | {_f(sep)} | {_f(t)} | {_f(o)} "
+                f"| {_ratio(sep, e)} | {_ratio(t, e)} | {_ratio(sep, blk)} | {_ratio(t, blk)} |"
             )
     return "\n".join(lines)
 

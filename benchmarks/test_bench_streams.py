@@ -80,8 +80,9 @@ def test_streams_baseline(benchmark, artifacts, model, quant, backend):
 @pytest.mark.parametrize(("model", "quant"), CASES, ids=IDS)
 def test_streams_blocked_kernel(benchmark, artifacts, model, quant):
     """The blocked batch kernel proposed in kernels/batch_blocked.py, on a Streams object's buffers."""
-    import edgernn
     from edgernn.kernels import batch_blocked
+
+    import edgernn
 
     path, plan, tensors = artifacts[model, quant]
     X = _X()
