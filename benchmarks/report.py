@@ -74,9 +74,10 @@ def tables(res: dict, machine: dict) -> str:
         return r["us"] if r else None
 
     v = machine["versions"]
+    load = machine.get("load_average_during_run") or (machine["load_average"] or [None])[0]
     lines = [
         f"Measured on {machine['cpu']} ({machine['arch']}, {machine['usable_cores']} usable of "
-        f"{machine['cores']} cores, load average {machine['load_average']}), {machine['os']}; Python "
+        f"{machine['cores']} cores, 1-minute load average {load} while it ran), {machine['os']}; Python "
         f"{machine['python']}, numpy {v['numpy']}, numba {v['numba']}, onnxruntime {v['onnxruntime']}, "
         f"torch {v['torch']}. One thread everywhere. Median of the rounds; spread = IQR / median of "
         "edgernn's rounds. Produced by `python benchmarks/report.py`.",
@@ -180,7 +181,14 @@ def main(argv: list[str] | None = None) -> int:
         path = args.from_json
     else:
         path = args.json or os.path.join(tempfile.mkdtemp(prefix="edgernn-bench-"), "bench.json")
+        before = machine()
         code = run_suite(path, args.pytest_args)
+        after = machine()
+        # the load while the suite ran: the worse of the 1-minute averages before and after it
+        loads = [m["load_average"][0] for m in (before, after) if m["load_average"]]
+        after["load_average_during_run"] = max(loads) if loads else None
+        with open(path + ".machine.json", "w", encoding="utf-8") as f:
+            json.dump(after, f, indent=2)
         if code not in (0, 1) or not os.path.exists(path):
             print(f"pytest failed (exit {code})", file=sys.stderr)
             return 1
@@ -188,7 +196,11 @@ def main(argv: list[str] | None = None) -> int:
             print("warning: some benchmarks failed (see above); reporting the others", file=sys.stderr)
     with open(path, encoding="utf-8") as f:
         data = json.load(f)
-    md = tables(collect(data), machine())
+    mach = machine()
+    if os.path.exists(path + ".machine.json"):  # recorded when the suite ran
+        with open(path + ".machine.json", encoding="utf-8") as f:
+            mach = json.load(f)
+    md = tables(collect(data), mach)
     print(md)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
