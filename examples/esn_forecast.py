@@ -47,25 +47,19 @@ def forecasts(stream, z: np.ndarray, split: int, horizon: int) -> tuple[np.ndarr
     """
     stream.reset()
     one_step = np.empty(len(z) - 1, np.float32)
-    origins = range(split, len(z) - horizon + 1)
-    free = np.empty((len(origins), horizon), np.float32)
-    k = 0
-    y = None
+    n_origins = len(z) - horizon + 1 - split
+    free = np.empty((n_origins, horizon), np.float32)
     for t in range(len(z) - 1):
-        if t == origins[0] + k - 1 and k < len(origins):
-            # z[:t + 1] seen; y forecasts z[t + 1] = z[origin]. Run free for horizon steps, then restore.
+        k = t - (split - 1)  # origin split + k: z[:t + 1] is known, forecast z[t + 1 :]
+        if 0 <= k < n_origins:
             snap = stream.state
             pred = float(stream.step(z[t : t + 1])[0])
-            traj = [pred]
-            for _ in range(horizon - 1):
+            free[k, 0] = pred
+            for h in range(1, horizon):  # feed the forecast back as the next input
                 pred = float(stream.step(np.array([pred], np.float32))[0])
-                traj.append(pred)
-            free[k] = traj
-            stream.state = snap
-            k += 1
-        y = stream.step(z[t : t + 1])
-        one_step[t] = y[0]
-    assert k == len(origins), (k, len(origins))
+                free[k, h] = pred
+            stream.state = snap  # back to the true history
+        one_step[t] = stream.step(z[t : t + 1])[0]
     return one_step, free
 
 
