@@ -96,9 +96,13 @@ def get_backend(name: str | None = None) -> _Backend:
     if name is None:
         name = os.environ.get("EDGERNN_BACKEND") or None
     if name is None:
+        try:  # first, and before kernels.config imports numba: an AOT device never loads it
+            return get_backend("aot")
+        except (ImportError, OSError, EdgeRNNError):
+            pass
         from .kernels.config import DISABLE_JIT, HAVE_NUMBA
 
-        order = ["aot"] + (["numba"] if HAVE_NUMBA and not DISABLE_JIT else []) + ["numpy"]
+        order = (["numba"] if HAVE_NUMBA and not DISABLE_JIT else []) + ["numpy"]
         for cand in order:
             try:
                 return get_backend(cand)
@@ -334,6 +338,12 @@ class Model:
             )
         if code == 3:
             raise InputError(f"token id {x[0]!r} is not an integer in [0, {self._vocab}){where}")
+        if code == 4:
+            raise InputError(
+                "the model overflowed to NaN/Inf (in its state or output) on a finite but extreme "
+                f"input{where}; the state is unchanged "
+                "(load with nonfinite='propagate' to let such values through)"
+            )
         raise EdgeRNNError(f"kernel status {code}{where}")  # pragma: no cover
 
 

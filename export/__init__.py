@@ -1,10 +1,8 @@
-"""Export side of edgernn (installed as ``edgernn.export``): torch -> ONNX -> ``.ernn``, with parity proof.
-
-Imports torch/onnx/onnxruntime lazily, inside the functions that need them.
-"""
-
-from __future__ import annotations
+"""Host-side export (installed as ``edgernn.export``): torch -> ONNX -> ``.ernn`` with a parity proof
+(:func:`export`), and the ONNX -> ``.ernn`` compiler with quantization (:func:`compile_onnx`).
+Imports torch/onnx/onnxruntime lazily, inside the functions that need them."""
 
 from .exporter import ExportParityError, export
+from .onnx_compiler import compile_onnx
 
-__all__ = ["ExportParityError", "export"]
+__all__ = ["ExportParityError", "compile_onnx", "export"]
