@@ -1,10 +1,6 @@
-"""Export side of edgernn (installed as ``edgernn.export``): torch -> ONNX -> ``.ernn`` with a parity
-proof, and the ONNX -> ``.ernn`` compiler with quantization.
-
-Imports torch/onnx/onnxruntime lazily, inside the functions that need them.
-"""
-
-from __future__ import annotations
+"""Host-side export (installed as ``edgernn.export``): torch -> ONNX -> ``.ernn`` with a parity proof
+(:func:`export`), and the ONNX -> ``.ernn`` compiler with quantization (:func:`compile_onnx`).
+Imports torch/onnx/onnxruntime lazily, inside the functions that need them."""
 
 from .exporter import ExportParityError, export
 from .onnx_compiler import compile_onnx

@@ -231,13 +231,9 @@ def _compile_onnx():
 
 
 def _quantize_plan(plan: dict, tensors: dict) -> tuple[dict, dict]:
-    """Per-row symmetric int8 of a float plan: the compiler's quantizer when present, else from_torch's."""
-    try:
-        from .quantize import quantize_plan
-    except ImportError:
-        from .from_torch import quantize_plan as fallback
+    """Per-row symmetric int8 of a float plan, by the compiler's quantizer (``export/quantize.py``)."""
+    from .quantize import quantize_plan
 
-        return fallback(plan, tensors)
     return quantize_plan(plan, tensors, "int8")
 
 

@@ -18,7 +18,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from edgernn.export import ExportParityError, export  # noqa: E402
-from edgernn.export.from_torch import UnsupportedModuleError, describe, quantize_plan  # noqa: E402
+from edgernn.export.from_torch import UnsupportedModuleError, describe  # noqa: E402
 from edgernn.export.parity import torch_reference  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -425,14 +425,6 @@ def test_many_to_one_step_is_the_prediction_so_far(exported):
     for t in range(6):
         _assert_close(Y[:, t], _torch(m, X[:, : t + 1]))
     assert all(c["ok"] for c in report["step_so_far_vs_torch_prefixes"].values())
-
-
-def test_quantize_plan_rejects_nothing_and_marks_int8():
-    m = SequenceModel("lstm", 3, 4, 2)
-    d = describe(m)
-    qp, qt = quantize_plan(d.plan, d.tensors)
-    artifact.validate_tensors(artifact.validate_plan(qp), qt)
-    assert qp["quantization"] == "int8" and d.plan["quantization"] == "none"
 
 
 def test_export_rejects_bad_example(tmp_path):
