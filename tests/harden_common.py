@@ -253,3 +253,93 @@ def write_tmp(data: bytes, suffix: str = ".ernn") -> str:
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     return path
+
+
+def attention_model(i: int = 3, h: int = 4, a: int = 3, o: int = 2) -> tuple[dict, dict]:
+    """lstm -> additive attention pooling -> dense, many_to_one."""
+    layer, t = recurrent("lstm", "enc", i, h)
+    att = {
+        "kind": "attention",
+        "name": "att",
+        "input_size": h,
+        "output_size": h,
+        "attention_size": a,
+        "tensors": {"W": "att.W", "b": "att.b", "v": "att.v"},
+    }
+    t.update({"att.W": _w(a, h), "att.b": _w(a, scale=0.1), "att.v": _w(a)})
+    d, td = dense("head", h, o, activation="sigmoid")
+    plan = base_plan(i, o, [layer, att, d])
+    plan["output"]["sequence"] = "many_to_one"
+    return plan, {**t, **td}
+
+
+def onehot_model(vocab: int = 7, h: int = 3) -> tuple[dict, dict]:
+    oh = {
+        "kind": "onehot",
+        "name": "oh",
+        "input_size": 1,
+        "vocab_size": vocab,
+        "output_size": vocab,
+        "tensors": {},
+    }
+    layer, t = recurrent("rnn", "rnn0", vocab, h)
+    d, td = dense("head", h, vocab)
+    plan = base_plan(
+        1,
+        vocab,
+        [
+            oh,
+            layer,
+            d,
+            {"kind": "activation", "name": "sm", "input_size": vocab, "activation": "softmax", "tensors": {}},
+        ],
+    )
+    plan["input"] = {"kind": "tokens", "size": 1, "vocab_size": vocab}
+    return plan, {**t, **td}
+
+
+def bidirectional_model(i: int = 3, h: int = 3) -> tuple[dict, dict]:
+    """Not streamable: runs through Model.predict only."""
+    layer, t = recurrent("gru", "bi", i, h, direction="bidirectional")
+    d, td = dense("head", 2 * h, 2)
+    return base_plan(i, 2, [layer, d]), {**t, **td}
+
+
+def int8_esn(sparse: bool) -> tuple[dict, dict]:
+    """An esn with int8 W_in and W (dense: per-row scales; CSR: one scale per reservoir row)."""
+    n = 8
+    layer, t = esn("res", 3, n, sparse=sparse)
+    for r in ("W_in", "W_data" if sparse else "W"):
+        name = layer["tensors"][r]
+        w = t[name].astype(np.float64)
+        if r == "W_data":
+            rows = np.repeat(np.arange(n), np.diff(t["res.W_indptr"]))
+            amax = np.zeros(n)
+            np.maximum.at(amax, rows, np.abs(w))
+        else:
+            amax = np.abs(w).max(axis=-1)
+        scale = np.where(amax > 0, amax / 127.0, 1.0)
+        per = scale[rows] if r == "W_data" else scale[:, None]
+        t[name] = np.clip(np.round(w / per), -127, 127).astype(np.int8)
+        t[name + "_scale"] = scale.astype(np.float32)
+        layer["tensors"][r + "_scale"] = name + "_scale"
+    d, td = dense("head", n, 2)
+    return base_plan(3, 2, [layer, d], quantization="int8"), {**t, **td}
+
+
+SEEDS = {
+    "lstm": lambda: model("lstm"),
+    "gru": lambda: model("gru"),
+    "rnn": lambda: model("rnn"),
+    "esn": lambda: model("esn"),
+    "everything": everything,
+    "tokens": tokens_model,
+    "onehot": onehot_model,
+    "attention": attention_model,
+    "bidirectional": bidirectional_model,
+    "int8": lambda: quantize_int8(*everything()),
+    "int8_tokens": lambda: quantize_int8(*tokens_model()),
+    "int8_esn_dense": lambda: int8_esn(False),
+    "int8_esn_sparse": lambda: int8_esn(True),
+    "fp16": lambda: to_fp16(*everything()),
+}
