@@ -12,5 +12,17 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .errors import ArtifactError, EdgeRNNError, InputError, MissingDependencyError
+from .runtime import Model, Stream, Streams, available_backends, load
 
-__all__ = ["ArtifactError", "EdgeRNNError", "InputError", "MissingDependencyError", "__version__"]
+__all__ = [
+    "ArtifactError",
+    "EdgeRNNError",
+    "InputError",
+    "MissingDependencyError",
+    "Model",
+    "Stream",
+    "Streams",
+    "__version__",
+    "available_backends",
+    "load",
+]

@@ -10,7 +10,8 @@ class EdgeRNNError(Exception):
 class ArtifactError(EdgeRNNError, ValueError):
     """An ``.ernn`` file (or a plan/tensor set about to be written) is malformed.
 
-    The message names the check that failed, e.g. ``"tensor 'lstm0.W': shape (4, 8) != expected (1, 256, 8)"``.
+    The message starts with the name of the check that failed, e.g.
+    ``"shape mismatch: tensor 'lstm0.W': shape (4, 8) != expected (1, 256, 8)"``.
     """
 
 

@@ -1,0 +1,467 @@
+"""The device-side runtime: :func:`load`, :class:`Model`, :class:`Stream`, :class:`Streams`.
+
+Imports numpy (and numba through the kernels) only. A model is packed once at load into read-only
+flat buffers; each stream owns one float32 buffer holding its state and work memory, so ``step`` makes
+exactly one jitted call and allocates nothing inside the kernel.
+
+Thread safety: a :class:`Model` may be shared by threads (its buffers are never written after load);
+each :class:`Stream`/:class:`Streams` must be driven by one thread at a time (the kernels release the
+GIL, so streams in different threads run in parallel).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from . import artifact
+from .errors import EdgeRNNError, InputError
+from .pack import Packed, pack
+
+_F32 = np.dtype(np.float32)
+_MAX_EXACT_INT = 1 << 24
+
+_BACKENDS: dict[str, Any] = {}
+
+
+# --------------------------------------------------------------------------------------- backends
+
+
+class _Backend:
+    """The three kernel entry points of one implementation (numba JIT, AOT module or numpy)."""
+
+    def __init__(self, name: str, step, step_batch, seq):
+        self.name = name
+        self.step = step
+        self.step_batch = step_batch
+        self.seq = seq
+
+
+def _numba_backend() -> _Backend:
+    from numba import types as nt
+
+    from .kernels import engine
+
+    f32v = nt.Array(nt.float32, 1, "C")
+    f32m = nt.Array(nt.float32, 2, "C")
+    i8v = nt.Array(nt.int8, 1, "C")
+    sigs = {
+        engine.step: (f32v, f32v, i8v, f32v),
+        engine.step_batch: (f32m, f32v, i8v, f32m),
+        engine.seq: (f32m, f32v, i8v, f32v, f32m, f32v),
+    }
+    for fn, sig in sigs.items():
+        if not fn.signatures:
+            fn.compile(sig)
+        fn.disable_compile()  # anything but these exact types raises TypeError -> the slow path
+    return _Backend("numba", engine.step, engine.step_batch, engine.seq)
+
+
+def _numpy_backend() -> _Backend:
+    from . import numpy_backend as nb
+
+    return _Backend("numpy", nb.step, nb.step_batch, nb.seq)
+
+
+def _aot_backend() -> _Backend:
+    from . import aot  # built by `edgernn aot`; absent unless built
+
+    mod = aot.load_module()
+    return _Backend("aot", mod.step, mod.step_batch, mod.seq)
+
+
+_FACTORIES = {"numba": _numba_backend, "numpy": _numpy_backend, "aot": _aot_backend}
+
+
+def available_backends() -> list[str]:
+    """Names of the backends that load on this machine, in the order ``load`` prefers them."""
+    out = []
+    for name in ("aot", "numba", "numpy"):
+        try:
+            get_backend(name)
+            out.append(name)
+        except Exception:
+            pass
+    return out
+
+
+def get_backend(name: str | None = None) -> _Backend:
+    """The backend ``name`` (``"aot"``, ``"numba"``, ``"numpy"``), or the best available one.
+
+    ``None`` picks ``$EDGERNN_BACKEND`` if set, else the AOT module when built, else numba (unless
+    numba is missing or ``NUMBA_DISABLE_JIT``/``EDGERNN_DISABLE_JIT`` is set), else numpy.
+    """
+    if name is None:
+        name = os.environ.get("EDGERNN_BACKEND") or None
+    if name is None:
+        from .kernels.config import DISABLE_JIT, HAVE_NUMBA
+
+        order = ["aot"] + (["numba"] if HAVE_NUMBA and not DISABLE_JIT else []) + ["numpy"]
+        for cand in order:
+            try:
+                return get_backend(cand)
+            except (ImportError, OSError, EdgeRNNError):
+                continue
+        raise EdgeRNNError("no backend could be loaded")  # pragma: no cover - numpy always loads
+    if name not in _FACTORIES:
+        raise EdgeRNNError(f"unknown backend {name!r}; choose one of {sorted(_FACTORIES)}")
+    if name not in _BACKENDS:
+        _BACKENDS[name] = _FACTORIES[name]()
+    return _BACKENDS[name]
+
+
+# -------------------------------------------------------------------------------------------- load
+
+
+def load(
+    path: str | os.PathLike,
+    backend: str | None = None,
+    nonfinite: str = "raise",
+    max_parameters: int = artifact.MAX_PARAMETERS,
+) -> Model:
+    """Load and validate an ``.ernn`` artifact.
+
+    Parameters
+    ----------
+    path : the ``.ernn`` file.
+    backend : ``"aot"``, ``"numba"``, ``"numpy"`` or ``None`` (best available, see :func:`get_backend`).
+    nonfinite : ``"raise"`` (default: a NaN/Inf input raises :class:`InputError` before any state
+        changes) or ``"propagate"`` (let it through; the state then holds NaN until ``reset``).
+    max_parameters : refuse files with more weights than this.
+
+    Raises :class:`~edgernn.ArtifactError` naming the failed check for any malformed file.
+    """
+    plan, tensors = artifact.read(path, max_parameters=max_parameters)
+    return Model(plan, tensors, backend=backend, nonfinite=nonfinite, source=os.fspath(path))
+
+
+class Model:
+    """A loaded model. Create streams with :meth:`stream`/:meth:`streams`, or run :meth:`predict`.
+
+    ``Model(plan, tensors)`` validates like :func:`load` (plan and tensors as in docs/ARTIFACT.md).
+    """
+
+    def __init__(
+        self,
+        plan: dict,
+        tensors: dict[str, np.ndarray],
+        backend: str | None = None,
+        nonfinite: str = "raise",
+        source: str | None = None,
+    ):
+        plan = artifact.validate_plan(plan)
+        artifact.validate_tensors(plan, tensors)
+        if nonfinite not in ("raise", "propagate"):
+            raise EdgeRNNError(f"nonfinite must be 'raise' or 'propagate', got {nonfinite!r}")
+        self.plan = plan
+        self.source = source
+        self.nonfinite = nonfinite
+        self._packed: Packed = pack(plan, tensors)
+        p = self._packed
+        if nonfinite == "propagate":
+            from .kernels.layout import H_FLAGS
+
+            p.wf[H_FLAGS] = 1
+        p.wf.flags.writeable = True  # numba signatures take mutable arrays; never written after this
+        self._backend = get_backend(backend)
+        self._m0 = np.zeros(p.m_size, np.float32)
+        self._m0[: p.n_state] = p.state0
+        self._tokens = plan["input"]["kind"] == "tokens"
+        self._vocab = plan["input"].get("vocab_size", 0)
+        self._n_params = int(sum(np.prod(t.shape) for t in tensors.values()))
+        self._bytes = int(sum(t.nbytes for t in tensors.values()))
+
+    # ------------------------------------------------------------------ info
+    @property
+    def input_size(self) -> int:
+        """Features per step (1 for token inputs: the id)."""
+        return self._packed.in_size
+
+    @property
+    def output_size(self) -> int:
+        """Values per output step."""
+        return self._packed.out_size
+
+    @property
+    def state_size(self) -> int:
+        """Length of the flat float32 state vector of one stream."""
+        return self._packed.n_state
+
+    @property
+    def backend(self) -> str:
+        """``"aot"``, ``"numba"`` or ``"numpy"``."""
+        return self._backend.name
+
+    @property
+    def info(self) -> dict:
+        """A summary: sizes, layers, parameter count, quantization, labels, backend, streamability."""
+        p = self.plan
+        return {
+            "input_size": self.input_size,
+            "input_kind": p["input"]["kind"],
+            "vocab_size": p["input"].get("vocab_size"),
+            "output_size": self.output_size,
+            "sequence": p["output"]["sequence"],
+            "labels": p["output"]["labels"],
+            "layers": [_layer_summary(layer) for layer in p["layers"]],
+            "parameters": self._n_params,
+            "weight_bytes": self._bytes,
+            "quantization": p["quantization"],
+            "backend": self.backend,
+            "streamable": self._packed.streamable,
+            "state_size": self.state_size,
+            "state_layout": [{"name": n, "offset": o, "size": s} for n, o, s in self._packed.state_layout],
+            "nonfinite": self.nonfinite,
+            "producer": p.get("producer", {}),
+            "source": self.source,
+        }
+
+    def __repr__(self) -> str:
+        kinds = "+".join(layer["kind"] for layer in self.plan["layers"])
+        return f"<edgernn.Model {kinds} {self.input_size}->{self.output_size} [{self.backend}]>"
+
+    # ---------------------------------------------------------------- streams
+    def _check_streamable(self) -> None:
+        if not self._packed.streamable:
+            raise EdgeRNNError(f"cannot stream this model: {self._packed.not_streamable_reason}")
+
+    def stream(self) -> Stream:
+        """A new stream with its own state (after ``reset``)."""
+        self._check_streamable()
+        return Stream(self)
+
+    def streams(self, n: int) -> Streams:
+        """``n`` independent streams advanced together: ``step(X)`` with X of shape (n, input_size)."""
+        self._check_streamable()
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise InputError(f"streams(n) needs a positive integer, got {n!r}")
+        return Streams(self, int(n))
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Whole-sequence inference from a fresh state.
+
+        X: (T, input_size) or (B, T, input_size) (token models: (T,) or (B, T) ids also accepted).
+        Returns (T, output_size) for many-to-many models, (output_size,) for many-to-one; with a
+        batch axis, (B, T, output_size) or (B, output_size).
+        """
+        X = np.asarray(X) if not isinstance(X, np.ndarray) else X
+        if self._tokens and X.ndim in (1, 2) and (X.ndim == 1 or X.shape[-1] != 1):
+            X = X[..., None]
+        if X.ndim == 3:
+            return np.stack([self.predict(x) for x in X]) if len(X) else self._empty_batch(X)
+        X = self._coerce(X, 2)
+        M = self._m0.copy()
+        Y = self._run_seq(X, M)
+        if self.plan["output"]["sequence"] == "many_to_one":
+            if len(Y) == 0:
+                raise InputError("a many-to-one prediction needs at least one time step")
+            return Y[-1].copy()
+        return Y
+
+    def _empty_batch(self, X: np.ndarray) -> np.ndarray:
+        if self.plan["output"]["sequence"] == "many_to_one":
+            return np.zeros((0, self.output_size), np.float32)
+        return np.zeros((0, X.shape[1], self.output_size), np.float32)
+
+    # ------------------------------------------------------------ internals
+    def _run_seq(self, X: np.ndarray, M: np.ndarray) -> np.ndarray:
+        p = self._packed
+        T = X.shape[0]
+        Y = np.empty((T, p.out_size), np.float32)
+        if T == 0:
+            return Y
+        buf = np.empty(2 * T * p.seq_width + p.seq_extra + 1, np.float32)
+        st = self._backend.seq(X, p.wf, p.wb, M, Y, buf)
+        if st:
+            self._raise_status(st & 7, X[st >> 3], f" at time step {st >> 3}")
+        return Y
+
+    def _coerce(self, x: Any, ndim: int) -> np.ndarray:
+        """x as a C-contiguous float32 array with ``ndim`` dims and the right last axis, or InputError."""
+        what = "x" if ndim == 1 else "X"
+        try:
+            a = np.asarray(x)
+        except Exception as e:
+            raise InputError(f"{what} is not array-like: {e}") from None
+        if a.dtype.kind not in "fiu":
+            raise InputError(f"{what} must be real numbers (float or int), got dtype {a.dtype}")
+        if ndim == 1 and a.ndim == 0 and self.input_size == 1:
+            a = a.reshape(1)
+        if ndim == 2 and a.ndim == 1 and self.input_size == 1 and not self._tokens:
+            a = a.reshape(-1, 1)
+        want = "(input_size,)" if ndim == 1 else "(T, input_size)"
+        if a.ndim != ndim or a.shape[-1] != self.input_size:
+            raise InputError(
+                f"{what} must have shape {want} = {'(' if ndim == 1 else '(T, '}{self.input_size},), "
+                f"got shape {a.shape}".replace(",)", ")")
+            )
+        if a.dtype.kind in "iu":
+            if a.size and (a.max() > _MAX_EXACT_INT or a.min() < -_MAX_EXACT_INT):
+                raise InputError(f"{what} has integers beyond ±2**24, which float32 cannot hold exactly")
+        elif a.dtype.itemsize > 4:
+            finite = np.isfinite(a)
+            if np.any(np.abs(a[finite]) > np.finfo(np.float32).max):
+                raise InputError(f"{what} has values beyond the float32 range")
+        return np.ascontiguousarray(a, dtype=np.float32)
+
+    def _raise_status(self, code: int, x: np.ndarray, where: str = "") -> None:
+        if code == 1:
+            raise InputError(f"x must have {self.input_size} values, got {x.shape[0]}{where}")
+        if code == 2:
+            bad = np.flatnonzero(~np.isfinite(x))
+            raise InputError(
+                f"non-finite input (NaN/Inf at index {bad.tolist()[:8]}){where}; the state is unchanged "
+                "(load with nonfinite='propagate' to let such values through)"
+            )
+        if code == 3:
+            raise InputError(f"token id {x[0]!r} is not an integer in [0, {self._vocab}){where}")
+        raise EdgeRNNError(f"kernel status {code}{where}")  # pragma: no cover
+
+
+def _layer_summary(layer: dict) -> dict:
+    keep = (
+        "kind",
+        "name",
+        "input_size",
+        "output_size",
+        "hidden_size",
+        "direction",
+        "activation",
+        "activations",
+        "reservoir_size",
+        "attention_size",
+        "vocab_size",
+        "leak_rate",
+        "sparse",
+    )
+    return {k: layer[k] for k in keep if k in layer}
+
+
+class Stream:
+    """One stream: persistent state advanced by :meth:`step` (one sample) or :meth:`run` (a chunk)."""
+
+    __slots__ = ("_model", "_M", "_y", "_k", "_wf", "_wb", "_n_state")
+
+    def __init__(self, model: Model):
+        p = model._packed
+        self._model = model
+        self._M = model._m0.copy()
+        self._y = self._M[p.out_off : p.out_off + p.out_size]
+        self._k = model._backend.step
+        self._wf = p.wf
+        self._wb = p.wb
+        self._n_state = p.n_state
+
+    def step(self, x: Any, out: np.ndarray | None = None) -> np.ndarray:
+        """Feed one sample x (input_size,) (a token id for token models); returns y (output_size,).
+
+        For many-to-one models y is the prediction for the sequence seen so far. A new array is
+        returned unless ``out`` (float32, (output_size,)) is given, which is filled and returned.
+        Raises :class:`InputError` (state unchanged) for a wrong shape/dtype, NaN/Inf or a bad token id.
+        """
+        try:
+            st = self._k(x, self._wf, self._wb, self._M)
+        except TypeError:  # not a C-contiguous float32 vector: convert (or refuse), then retry
+            x = self._model._coerce(x, 1)
+            st = self._k(x, self._wf, self._wb, self._M)
+        if st:
+            self._model._raise_status(st, np.asarray(x, np.float32).reshape(-1))
+        if out is None:
+            return self._y.copy()
+        out[...] = self._y
+        return out
+
+    def run(self, X: Any) -> np.ndarray:
+        """Feed a chunk X (T, input_size); returns Y (T, output_size) and keeps the state after X.
+
+        Equivalent to T calls of :meth:`step`; if any row is invalid nothing is consumed.
+        """
+        m = self._model
+        Xc = m._coerce(X[..., None] if m._tokens and np.ndim(X) == 1 else X, 2)
+        return m._run_seq(Xc, self._M)
+
+    def reset(self) -> None:
+        """Back to the initial state (zeros, or the model's initial states)."""
+        self._M[:] = self._model._m0
+
+    @property
+    def state(self) -> np.ndarray:
+        """A copy of the flat float32 state (layout in ``model.info['state_layout']``)."""
+        return self._M[: self._n_state].copy()
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        v = np.asarray(value)
+        if v.shape != (self._n_state,) or v.dtype.kind != "f":
+            raise InputError(
+                f"state must be a float array of shape ({self._n_state},), got {v.dtype}{v.shape}"
+            )
+        if not np.all(np.isfinite(v)):
+            raise InputError("state has NaN/Inf values")
+        self._M[: self._n_state] = v
+
+    @property
+    def model(self) -> Model:
+        """The model this stream runs."""
+        return self._model
+
+
+class Streams:
+    """``n`` independent streams advanced by one call: ``step(X)`` with X (n, input_size)."""
+
+    def __init__(self, model: Model, n: int):
+        p = model._packed
+        self._model = model
+        self.n = n
+        self._MB = np.tile(model._m0, (n, 1))
+        self._k = model._backend.step_batch
+        self._wf = p.wf
+        self._wb = p.wb
+        self._o = slice(p.out_off, p.out_off + p.out_size)
+        self._n_state = p.n_state
+
+    def __len__(self) -> int:
+        return self.n
+
+    def step(self, X: Any, out: np.ndarray | None = None) -> np.ndarray:
+        """Feed one sample per stream, X (n, input_size); returns Y (n, output_size).
+
+        If any row is invalid, :class:`InputError` names it and no stream advances.
+        """
+        try:
+            st = self._k(X, self._wf, self._wb, self._MB)
+        except TypeError:  # not C-contiguous float32 (n, I): convert (or refuse), then retry
+            m = self._model
+            Xa = np.asarray(X)
+            if m._tokens and Xa.ndim == 1:
+                Xa = Xa[:, None]
+            X = m._coerce(Xa, 2)
+            if X.shape[0] != self.n:
+                raise InputError(
+                    f"X must have one row per stream: shape ({self.n}, {m.input_size}), got {X.shape}"
+                ) from None
+            st = self._k(X, self._wf, self._wb, self._MB)
+        if st:
+            self._model._raise_status(st & 7, np.asarray(X, np.float32)[st >> 3], f" (stream {st >> 3})")
+        if out is None:
+            return self._MB[:, self._o].copy()
+        out[...] = self._MB[:, self._o]
+        return out
+
+    def reset(self) -> None:
+        """Reset every stream."""
+        self._MB[:] = self._model._m0
+
+    @property
+    def state(self) -> np.ndarray:
+        """Copy of the states, (n, state_size)."""
+        return self._MB[:, : self._n_state].copy()
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        v = np.asarray(value)
+        if v.shape != (self.n, self._n_state) or v.dtype.kind != "f" or not np.all(np.isfinite(v)):
+            raise InputError(f"state must be finite floats of shape ({self.n}, {self._n_state})")
+        self._MB[:, : self._n_state] = v

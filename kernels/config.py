@@ -1,0 +1,105 @@
+"""One place for the numba flags of every kernel, and the kernel cache directory.
+
+* ``FASTMATH``: reassociation and contraction (so reductions vectorize and FMAs are used), but *not*
+  ``nnan``/``ninf``: the activations must propagate NaN and handle ±Inf as the tests require.
+* ``CACHE``: on-disk caching of compiled kernels, on only when a private writable cache directory exists.
+  The directory is a per-kernel-version subdirectory (see :func:`cache_dir`) of ``$EDGERNN_CACHE_DIR``,
+  else ``$NUMBA_CACHE_DIR``, else ``~/.cache/edgernn``.
+  A directory writable by group or others is refused (numba unpickles its cache index), and so is one
+  we cannot create: then kernels compile in memory at first use, which works on read-only boards.
+* ``EDGERNN_DISABLE_JIT=1`` or ``NUMBA_DISABLE_JIT=1``: the runtime uses its numpy backend.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+FASTMATH = {"reassoc", "contract", "arcp", "nsz", "afn"}
+BOUNDSCHECK = False
+DISABLE_JIT = os.environ.get("EDGERNN_DISABLE_JIT", "0") not in ("", "0") or os.environ.get(
+    "NUMBA_DISABLE_JIT", "0"
+) not in ("", "0")
+
+
+def _kernels_digest() -> str:
+    """Hash of the kernel sources: numba's cache only watches the file of the cached function, not
+    the files of the kernels it calls, so each version of the kernels gets its own cache subdirectory."""
+    import hashlib
+
+    h = hashlib.sha256()
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name in sorted(os.listdir(here)):
+        if name.endswith(".py"):
+            with open(os.path.join(here, name), "rb") as f:
+                h.update(name.encode() + b"\0" + f.read())
+    return h.hexdigest()[:16]
+
+
+def cache_dir() -> str:
+    """The kernel cache directory (may not exist yet): a per-kernel-version subdirectory of
+    ``$EDGERNN_CACHE_DIR``, else ``$NUMBA_CACHE_DIR``, else ``~/.cache/edgernn``."""
+    d = os.environ.get("EDGERNN_CACHE_DIR") or os.environ.get("NUMBA_CACHE_DIR")
+    if not d:
+        d = os.path.join(os.path.expanduser("~"), ".cache", "edgernn")
+    return os.path.join(os.path.abspath(d), "kernels-" + _kernels_digest())
+
+
+def _usable_cache_dir(path: str) -> bool:
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.stat(path)
+    except OSError:
+        return False
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return False  # another user could plant a pickled index numba would load
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        return False
+    return os.access(path, os.W_OK | os.X_OK)
+
+
+CACHE_DIR = cache_dir()
+CACHE = (not DISABLE_JIT) and _usable_cache_dir(CACHE_DIR)
+if CACHE:
+    # numba reads this when the first cached function is compiled
+    os.environ["NUMBA_CACHE_DIR"] = CACHE_DIR
+
+try:  # the device may run without numba: the numpy backend takes over
+    import numba as _numba
+
+    HAVE_NUMBA = True
+    if CACHE:
+        _numba.config.CACHE_DIR = CACHE_DIR
+except ImportError:  # pragma: no cover - exercised in a subprocess test
+    _numba = None
+    HAVE_NUMBA = False
+
+
+def njit(*args, **kw):
+    """``numba.njit`` with the project's flags (``inline="always"`` etc. may be added per function)."""
+    kw.setdefault("fastmath", set(FASTMATH))
+    kw.setdefault("boundscheck", BOUNDSCHECK)
+    kw.setdefault("cache", CACHE)
+    kw.setdefault("nogil", True)
+    kw.setdefault("error_model", "numpy")
+    if not HAVE_NUMBA:
+
+        def deco(f):
+            return f
+
+        return deco(args[0]) if args and callable(args[0]) else deco
+    return _numba.njit(*args, **kw)
+
+
+def inline(f):
+    """A tiny helper inlined into its callers at numba IR level (scalar activations, offsets).
+
+    numba does not inline across ``@njit`` functions at the LLVM level, so a per-element call would
+    block vectorization; but IR-level inlining multiplies compile time, so only tiny helpers use it.
+    """
+    return njit(inline="always", cache=False)(f)
+
+
+def kernel(f):
+    """A helper kernel called from other kernels (one call per layer or block: its cost is negligible)."""
+    return njit(f)

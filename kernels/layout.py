@@ -1,0 +1,96 @@
+"""The compact plan the kernels interpret: layer records inside the float32 weight buffer.
+
+The runtime packs a model into two read-only buffers and one buffer per stream:
+
+* ``wf`` (float32): a header, one record of ``REC`` values per layer, float parameters, float32 weights,
+  biases and int8 scales. Record fields are small integers stored exactly as float32; offsets, which can
+  exceed 2**24, take two fields (``hi * 2**24 + lo``).
+* ``wb`` (int8): int8 weights, and int32 data (CSR indices) at 4-byte aligned offsets.
+* ``M`` (float32, one per stream): ``[state | work]``; the state part is what ``Stream.state`` copies.
+
+All names here are module-level ints, which numba compiles as constants.
+"""
+
+# header of wf
+H_NLAYERS = 0
+H_NIN = 1
+H_NOUT = 2
+H_IN = 3  # 2 fields: offset of the input copy in M
+H_OUT = 5  # 2 fields: offset of the model output in M
+H_VOCAB = 7  # token vocabulary size, 0 for feature inputs
+H_NSTATE = 8  # 2 fields
+H_NM = 10  # 2 fields: length of M
+H_SEQW = 12  # widest layer input/output (seq-mode buffer width)
+H_SEQS = 13  # 2 fields: seq-mode scratch length (reverse-direction states)
+H_FLAGS = 15  # bit 1: let non-finite inputs through
+HEADER = 16
+REC = 96
+
+# layer kinds
+K_NORMALIZE = 0
+K_AFFINE = 1
+K_ACTIVATION = 2
+K_EMBEDDING = 3
+K_ONEHOT = 4
+K_RNN = 5
+K_LSTM = 6
+K_GRU = 7
+K_ESN = 8
+K_DENSE = 9
+K_ATTENTION = 10
+KIND_CODES = {
+    "normalize": K_NORMALIZE,
+    "affine": K_AFFINE,
+    "activation": K_ACTIVATION,
+    "embedding": K_EMBEDDING,
+    "onehot": K_ONEHOT,
+    "rnn": K_RNN,
+    "lstm": K_LSTM,
+    "gru": K_GRU,
+    "esn": K_ESN,
+    "dense": K_DENSE,
+    "attention": K_ATTENTION,
+}
+
+# record fields (offsets within a record)
+R_KIND = 0
+R_NIN = 1
+R_NOUT = 2
+R_IN = 3  # 2: input offset in M
+R_OUT = 5  # 2: output offset in M
+R_H = 7  # hidden / reservoir / attention size
+R_D = 8  # directions
+R_ST = 9  # 2: state offset in M
+R_SCR = 11  # 2: scratch offset in M
+R_FP = 13  # 2: float params in wf: [alpha x6, beta x6, clip, leak_rate]
+R_FLAGS = 15  # bit flags, see F_*
+R_ACT = 16  # 6 activation codes: 3 per direction
+R_MAT = 24  # 6 matrix descriptors of MAT fields each
+MAT = 8
+R_VEC = 72  # 12 vector offsets (into wf, or into wb's int32 view for CSR), 2 fields each
+# matrix descriptor fields: a rows x cols block, row r starting at off + r*ld
+M_Q = 0  # 0: float32 in wf; 1: int8 in wb with float32 per-row scales in wf
+M_OFF = 1  # 2 fields
+M_ROWS = 3
+M_COLS = 4
+M_LD = 5
+M_SOFF = 6  # 2 fields
+# flags
+F_CLIP = 1
+F_LBR = 2  # gru linear_before_reset
+F_INPUT_FORGET = 4  # lstm
+F_PEEPHOLE = 8  # lstm
+F_EXTENDED = 16  # esn readout on [1; u; x]
+F_SPARSE = 32  # esn CSR reservoir
+F_BIAS = 64  # dense/esn: has bias
+F_FUSED = 128  # rnn/lstm/gru: matrix 2d is [W | R] over [x; h]
+F_REVERSE = 256  # rnn/lstm/gru: direction 'reverse'
+
+# float parameter slots (relative to R_FP offset)
+P_ALPHA = 0
+P_BETA = 6
+P_CLIP = 12
+P_LEAK = 13
+NP = 14
+
+TWO24 = 16777216

@@ -1,0 +1,221 @@
+"""Slow, obvious numpy references of every layer kind (float64), straight from the ONNX operator spec.
+
+They read a plan and its tensors (docs/ARTIFACT.md) directly, sharing no code with the runtime's packer
+or kernels, so they are an independent oracle. ``reference_predict(plan, tensors, X)`` returns the
+(T, output_size) outputs of a whole sequence from the initial state.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+ACT_DEFAULTS = {
+    "leaky_relu": (0.01, 0.0),
+    "affine": (1.0, 0.0),
+    "thresholded_relu": (1.0, 0.0),
+    "scaled_tanh": (1.0, 1.0),
+    "hard_sigmoid": (0.2, 0.5),
+    "elu": (1.0, 0.0),
+}
+
+
+def act(name: str, x: np.ndarray, alpha: float | None = None, beta: float | None = None) -> np.ndarray:
+    """ONNX activation functions (float64)."""
+    da, db = ACT_DEFAULTS.get(name, (0.0, 0.0))
+    a = da if alpha is None else alpha
+    b = db if beta is None else beta
+    x = np.asarray(x, np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if name == "linear":
+            return x
+        if name == "relu":
+            return np.where(x < 0, 0.0, x)
+        if name == "tanh":
+            return np.tanh(x)
+        if name == "sigmoid":
+            return 1.0 / (1.0 + np.exp(-x))
+        if name == "softmax":
+            e = np.exp(x - np.max(x))
+            return e / e.sum()
+        if name == "leaky_relu":
+            return np.where(x < 0, a * x, x)
+        if name == "affine":
+            return a * x + b
+        if name == "thresholded_relu":
+            return np.where(x > a, x, 0.0)
+        if name == "scaled_tanh":
+            return a * np.tanh(b * x)
+        if name == "hard_sigmoid":
+            return np.clip(a * x + b, 0.0, 1.0)
+        if name == "elu":
+            return np.where(x < 0, a * (np.exp(np.minimum(x, 0)) - 1), x)
+        if name == "softsign":
+            return x / (1 + np.abs(x))
+        if name == "softplus":
+            return np.log1p(np.exp(x))
+    raise ValueError(name)
+
+
+def _f(t):
+    if t is None:
+        return None
+    return np.asarray(t, np.float64)
+
+
+def _w(layer, tensors, role):
+    """A (dequantized) float64 tensor of a layer, or None."""
+    name = layer["tensors"].get(role)
+    if name is None:
+        return None
+    t = tensors[name]
+    if t.dtype == np.int8:
+        s = np.asarray(tensors[layer["tensors"][role + "_scale"]], np.float64)
+        if role == "W_data":
+            ptr = tensors[layer["tensors"]["W_indptr"]]
+            rows = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
+            return t.astype(np.float64) * s[rows]
+        return t.astype(np.float64) * s[..., None]
+    return np.asarray(t, np.float64)
+
+
+def _clip(v, clip):
+    return v if clip is None else np.clip(v, -clip, clip)
+
+
+def recurrent_layer(layer: dict, tensors: dict, X: np.ndarray) -> np.ndarray:
+    """ONNX RNN/LSTM/GRU over X (T, I) -> Y (T, D*H), directions concatenated per step."""
+    kind, H = layer["kind"], layer["hidden_size"]
+    direction = layer.get("direction", "forward")
+    D = 2 if direction == "bidirectional" else 1
+    W, R, B = _w(layer, tensors, "W"), _w(layer, tensors, "R"), _w(layer, tensors, "B")
+    G = {"rnn": 1, "lstm": 4, "gru": 3}[kind]
+    if B is None:
+        B = np.zeros((D, 2 * G * H))
+    defaults = {"rnn": ["tanh"], "lstm": ["sigmoid", "tanh", "tanh"], "gru": ["sigmoid", "tanh"]}[kind]
+    acts = layer.get("activations") or defaults * D
+    na = len(defaults)
+    alphas = layer.get("activation_alpha") or [None] * len(acts)
+    betas = layer.get("activation_beta") or [None] * len(acts)
+    clip = layer.get("clip")
+    T = X.shape[0]
+    Y = np.zeros((T, D * H))
+    h0, c0, P = _w(layer, tensors, "initial_h"), _w(layer, tensors, "initial_c"), _w(layer, tensors, "P")
+    for d in range(D):
+        reverse = direction == "reverse" or d == 1
+
+        def f(j, v, d=d):
+            i = d * na + j
+            return act(acts[i], v, alphas[i], betas[i])
+
+        h = np.zeros(H) if h0 is None else h0[d].copy()
+        c = np.zeros(H) if c0 is None else c0[d].copy()
+        Wd, Rd, Wb, Rb = W[d], R[d], B[d][: G * H], B[d][G * H :]
+        for t in range(T - 1, -1, -1) if reverse else range(T):
+            x = X[t]
+            if kind == "rnn":
+                h = f(0, _clip(Wd @ x + Rd @ h + Wb + Rb, clip))
+            elif kind == "lstm":
+                g = Wd @ x + Rd @ h + Wb + Rb
+                gi, go, gf, gc = g[:H], g[H : 2 * H], g[2 * H : 3 * H], g[3 * H :]
+                pi, po, pf = (P[d][:H], P[d][H : 2 * H], P[d][2 * H :]) if P is not None else (0, 0, 0)
+                i = f(0, _clip(gi + pi * c, clip))
+                fg = 1 - i if layer.get("input_forget") else f(0, _clip(gf + pf * c, clip))
+                c = fg * c + i * f(1, _clip(gc, clip))
+                o = f(0, _clip(go + po * c, clip))
+                h = o * f(2, c)
+            else:
+                z = f(0, _clip(Wd[:H] @ x + Rd[:H] @ h + Wb[:H] + Rb[:H], clip))
+                r = f(0, _clip(Wd[H : 2 * H] @ x + Rd[H : 2 * H] @ h + Wb[H : 2 * H] + Rb[H : 2 * H], clip))
+                if layer.get("linear_before_reset", 0):
+                    pre = Wd[2 * H :] @ x + r * (Rd[2 * H :] @ h + Rb[2 * H :]) + Wb[2 * H :]
+                else:
+                    pre = Wd[2 * H :] @ x + Rd[2 * H :] @ (r * h) + Rb[2 * H :] + Wb[2 * H :]
+                h = (1 - z) * f(1, _clip(pre, clip)) + z * h
+            Y[t, d * H : (d + 1) * H] = h
+    return Y
+
+
+def esn_layer(layer: dict, tensors: dict, U: np.ndarray) -> np.ndarray:
+    """Leaky ESN: x <- (1-a) x + a tanh(W_in u + W x + b); y = x or [1; u; x]."""
+    N, a = layer["reservoir_size"], layer["leak_rate"]
+    W_in = _w(layer, tensors, "W_in")
+    b = _w(layer, tensors, "b")
+    if layer.get("sparse"):
+        data = _w(layer, tensors, "W_data")
+        ind = tensors[layer["tensors"]["W_indices"]]
+        ptr = tensors[layer["tensors"]["W_indptr"]]
+        W = np.zeros((N, N))
+        for r in range(N):
+            for j in range(ptr[r], ptr[r + 1]):
+                W[r, ind[j]] += data[j]
+    else:
+        W = _w(layer, tensors, "W")
+    x = np.zeros(N)
+    out = []
+    for u in U:
+        pre = W_in @ u + W @ x + (0 if b is None else b)
+        x = (1 - a) * x + a * np.tanh(pre)
+        out.append(np.concatenate([[1.0], u, x]) if layer.get("readout_input") == "extended" else x.copy())
+    return np.array(out).reshape(len(U), -1)
+
+
+def attention_layer(layer: dict, tensors: dict, Hs: np.ndarray) -> np.ndarray:
+    """Row t: the softmax(v·tanh(W h_τ + b)) weighted mean of h_1..h_t, computed from scratch each t."""
+    W, b, v = _w(layer, tensors, "W"), _w(layer, tensors, "b"), _w(layer, tensors, "v")
+    scores = np.array([v @ np.tanh(W @ h + b) for h in Hs])
+    out = []
+    for t in range(len(Hs)):
+        s = scores[: t + 1]
+        e = np.exp(s - s.max())
+        out.append((e / e.sum()) @ Hs[: t + 1])
+    return np.array(out).reshape(len(Hs), -1)
+
+
+def reference_predict(plan: dict, tensors: dict, X: np.ndarray) -> np.ndarray:
+    """The whole model over X (T, input_size) from its initial state -> (T, output_size), float64."""
+    cur = np.asarray(X, np.float64)
+    for layer in plan["layers"]:
+        k = layer["kind"]
+        if k in ("rnn", "lstm", "gru"):
+            cur = recurrent_layer(layer, tensors, cur)
+        elif k == "esn":
+            cur = esn_layer(layer, tensors, cur)
+        elif k == "attention":
+            cur = attention_layer(layer, tensors, cur)
+        elif k == "dense":
+            W, b = _w(layer, tensors, "W"), _w(layer, tensors, "b")
+            z = cur @ W.T + (0 if b is None else b)
+            a = layer.get("activation", "linear")
+            cur = np.array([act(a, r, layer.get("alpha"), layer.get("beta")) for r in z]).reshape(len(z), -1)
+        elif k == "normalize":
+            cur = (cur - _f(tensors[layer["tensors"]["mean"]])) / _f(tensors[layer["tensors"]["std"]])
+        elif k == "affine":
+            cur = cur * _f(tensors[layer["tensors"]["scale"]]) + _f(tensors[layer["tensors"]["shift"]])
+        elif k == "activation":
+            a = layer["activation"]
+            cur = np.array([act(a, r, layer.get("alpha"), layer.get("beta")) for r in cur]).reshape(
+                len(cur), -1
+            )
+        elif k == "embedding":
+            table = _w(layer, tensors, "table")
+            cur = table[cur[:, 0].astype(int)]
+        elif k == "onehot":
+            cur = np.eye(layer["vocab_size"])[cur[:, 0].astype(int)]
+        else:
+            raise ValueError(k)
+    return cur
+
+
+def assert_close(actual, expected, atol: float = 1e-5, rtol: float = 1e-4, what: str = "") -> None:
+    """ONNX Runtime's float32 tolerance |a-e| <= atol + rtol*|e|, NaN matching NaN."""
+    a = np.asarray(actual, np.float64)
+    e = np.asarray(expected, np.float64)
+    assert a.shape == e.shape, f"{what}: shape {a.shape} != {e.shape}"
+    nan_a, nan_e = np.isnan(a), np.isnan(e)
+    assert np.array_equal(nan_a, nan_e), f"{what}: NaN positions differ"
+    ok = nan_a | (np.abs(a - e) <= atol + rtol * np.abs(e))
+    if not ok.all():
+        idx = np.unravel_index(np.argmax(np.where(ok, 0, np.abs(a - e))), a.shape)
+        raise AssertionError(
+            f"{what}: {np.count_nonzero(~ok)} values out of tolerance; worst at {idx}: {a[idx]} vs {e[idx]}"
+        )

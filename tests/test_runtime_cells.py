@@ -1,0 +1,298 @@
+"""Every layer kind, and stacks of them, against the float64 numpy reference (tests/reference.py).
+
+Parametrized over a case table; ``test_every_layer_kind_is_covered`` fails when a kind registered in
+edgernn.artifact.LAYER_KINDS has no case here.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+from builders import attention, dense, esn, model, quantize_int8, recurrent, to_fp16
+from reference import assert_close, reference_predict
+
+import edgernn
+from edgernn.artifact import LAYER_KINDS
+
+
+def _case(name, rng):
+    """(plan, tensors) for the named case."""
+    I = 5
+    if name == "rnn_tanh":
+        return model([recurrent(rng, "rnn", "r", I, 16), dense(rng, "d", 16, 3)], I)
+    if name == "rnn_relu":
+        return model([recurrent(rng, "rnn", "r", I, 16, activations=["relu"]), dense(rng, "d", 16, 2)], I)
+    if name == "rnn_onnx_acts":
+        layer = recurrent(
+            rng,
+            "rnn",
+            "r",
+            I,
+            8,
+            activations=["scaled_tanh"],
+            activation_alpha=[0.8],
+            activation_beta=[1.3],
+            clip=1.5,
+        )
+        return model([layer], I)
+    if name == "lstm":
+        return model([recurrent(rng, "lstm", "l", I, 16), dense(rng, "d", 16, 1)], I, sequence="many_to_one")
+    if name == "lstm_peephole_clip_forget":
+        layer = recurrent(
+            rng, "lstm", "l", I, 12, P=True, initial_h=True, initial_c=True, clip=0.7, input_forget=True
+        )
+        return model([layer], I)
+    if name == "lstm_acts":
+        layer = recurrent(
+            rng,
+            "lstm",
+            "l",
+            I,
+            8,
+            activations=["hard_sigmoid", "softsign", "elu"],
+            activation_alpha=[0.3, 0.0, 0.9],
+            activation_beta=[0.4, 0.0, 0.0],
+        )
+        return model([layer], I)
+    if name == "gru_lbr0":
+        return model([recurrent(rng, "gru", "g", I, 16), dense(rng, "d", 16, 2)], I)
+    if name == "gru_lbr1":
+        return model([recurrent(rng, "gru", "g", I, 16, linear_before_reset=1, initial_h=True)], I)
+    if name == "gru_acts_clip":
+        layer = recurrent(
+            rng,
+            "gru",
+            "g",
+            I,
+            8,
+            activations=["hard_sigmoid", "softplus"],
+            activation_alpha=[0.3, 0],
+            activation_beta=[0.45, 0],
+            clip=2.0,
+            linear_before_reset=1,
+        )
+        return model([layer], I)
+    if name == "bidirectional_lstm":
+        return model([recurrent(rng, "lstm", "l", I, 8, "bidirectional", P=True), dense(rng, "d", 16, 2)], I)
+    if name == "reverse_gru":
+        return model([recurrent(rng, "gru", "g", I, 8, "reverse")], I)
+    if name == "bidirectional_rnn_gru_stack":
+        return model(
+            [
+                recurrent(rng, "rnn", "r", I, 6, "bidirectional"),
+                recurrent(rng, "gru", "g", 12, 7, "bidirectional"),
+            ],
+            I,
+        )
+    if name == "stacked_lstm_gru_rnn":
+        return model(
+            [
+                recurrent(rng, "lstm", "l0", I, 12),
+                recurrent(rng, "gru", "g1", 12, 10, linear_before_reset=1),
+                recurrent(rng, "rnn", "r2", 10, 9),
+                dense(rng, "d", 9, 4, activation="softmax"),
+            ],
+            I,
+        )
+    if name == "esn_dense":
+        return model([esn(rng, "e", I, 40), dense(rng, "d", 40, 2)], I)
+    if name == "esn_sparse_extended":
+        return model([esn(rng, "e", I, 60, sparse=True, readout_input="extended"), dense(rng, "d", 66, 2)], I)
+    if name == "dense_acts":
+        return model(
+            [
+                dense(rng, "d0", I, 7, activation="relu"),
+                dense(rng, "d1", 7, 6, activation="tanh"),
+                dense(rng, "d2", 6, 5, activation="leaky_relu", alpha=0.2, bias=False),
+                dense(rng, "d3", 5, 3, activation="sigmoid"),
+            ],
+            I,
+        )
+    if name == "attention":
+        return model(
+            [
+                recurrent(rng, "gru", "g", I, 10, linear_before_reset=1),
+                attention(rng, "a", 10, 6),
+                dense(rng, "d", 10, 3, activation="softmax"),
+            ],
+            I,
+            sequence="many_to_one",
+        )
+    if name == "normalize_affine_activation":
+        t = {
+            "m": rng.normal(size=I).astype(np.float32),
+            "s": (rng.random(I) + 0.5).astype(np.float32),
+            "sc": rng.normal(size=8).astype(np.float32),
+            "sh": rng.normal(size=8).astype(np.float32),
+        }
+        norm = ({"kind": "normalize", "name": "n", "input_size": I, "tensors": {"mean": "m", "std": "s"}}, t)
+        aff = (
+            {"kind": "affine", "name": "a", "input_size": 8, "tensors": {"scale": "sc", "shift": "sh"}},
+            {},
+        )
+        actl = ({"kind": "activation", "name": "act", "input_size": 8, "activation": "elu", "alpha": 0.5}, {})
+        return model([norm, recurrent(rng, "lstm", "l", I, 8), aff, actl], I)
+    if name == "embedding":
+        emb = (
+            {
+                "kind": "embedding",
+                "name": "e",
+                "input_size": 1,
+                "vocab_size": 30,
+                "output_size": 6,
+                "tensors": {"table": "tab"},
+            },
+            {"tab": rng.normal(size=(30, 6)).astype(np.float32)},
+        )
+        return model(
+            [emb, recurrent(rng, "gru", "g", 6, 8), dense(rng, "d", 8, 30, activation="softmax")],
+            1,
+            tokens=30,
+        )
+    if name == "onehot":
+        oh = ({"kind": "onehot", "name": "o", "input_size": 1, "vocab_size": 12}, {})
+        return model(
+            [oh, recurrent(rng, "lstm", "l", 12, 8), dense(rng, "d", 8, 1, activation="sigmoid")],
+            1,
+            tokens=12,
+            sequence="many_to_one",
+        )
+    raise KeyError(name)
+
+
+CASES = [
+    "rnn_tanh", "rnn_relu", "rnn_onnx_acts", "lstm", "lstm_peephole_clip_forget", "lstm_acts", "gru_lbr0",
+    "gru_lbr1", "gru_acts_clip", "bidirectional_lstm", "reverse_gru", "bidirectional_rnn_gru_stack",
+    "stacked_lstm_gru_rnn", "esn_dense", "esn_sparse_extended", "dense_acts", "attention",
+    "normalize_affine_activation", "embedding", "onehot",
+]  # fmt: skip
+STREAMABLE = [c for c in CASES if not any(s in c for s in ("bidirectional", "reverse"))]
+
+
+def _inputs(plan, rng, T):
+    if plan["input"]["kind"] == "tokens":
+        return rng.integers(0, plan["input"]["vocab_size"], size=(T, 1)).astype(np.float32)
+    return rng.normal(0, 1, (T, plan["input"]["size"])).astype(np.float32)
+
+
+def test_every_layer_kind_is_covered():
+    covered = set()
+    rng = np.random.default_rng(0)
+    for c in CASES:
+        plan, _ = _case(c, rng)
+        covered |= {layer["kind"] for layer in plan["layers"]}
+    assert covered == set(LAYER_KINDS), f"layer kinds without a test case: {set(LAYER_KINDS) - covered}"
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("case", CASES)
+def test_predict_matches_reference(case, backend):
+    rng = np.random.default_rng(zlib.crc32(case.encode()))
+    plan, tensors = _case(case, rng)
+    m = edgernn.Model(plan, tensors, backend=backend)
+    X = _inputs(plan, rng, 40)
+    ref = reference_predict(plan, tensors, X)
+    got = m.predict(X)
+    if plan["output"]["sequence"] == "many_to_one":
+        ref = ref[-1]
+    assert_close(got, ref, what=f"{case}/{backend}")
+
+
+@pytest.mark.parametrize("case", STREAMABLE)
+def test_step_run_predict_agree_over_1000_steps(case):
+    rng = np.random.default_rng(1)
+    plan, tensors = _case(case, rng)
+    m = edgernn.Model(plan, tensors)
+    X = _inputs(plan, rng, 1000)
+    s = m.stream()
+    Y_step = np.stack([s.step(x) for x in X])
+    Y_run = m.stream().run(X)
+    s2 = m.stream()  # run in chunks continues the state
+    Y_chunks = np.concatenate([s2.run(X[:333]), s2.run(X[333:334]), s2.run(X[334:])])
+    # exotic gate activations (leaky_relu/softplus gates, scaled_tanh) make chaotic recurrences whose
+    # float32 and float64 trajectories part after a few hundred steps: compare those on 100 steps
+    n_ref = 100 if case.endswith("acts") or case.endswith("acts_clip") else len(X)
+    ref = reference_predict(plan, tensors, X[:n_ref])
+    assert_close(Y_step[:n_ref], ref, what="step vs reference")
+    assert_close(Y_run, Y_step, what="run vs step")
+    assert_close(Y_chunks, Y_step, what="chunked run vs step")
+    assert_close(s.state, s2.state, what="state after step vs run")
+    p = m.predict(X)
+    assert_close(p, Y_step[-1] if plan["output"]["sequence"] == "many_to_one" else Y_step, what="predict")
+
+
+@pytest.mark.parametrize("case", STREAMABLE)
+def test_int8_and_fp16_close_to_float(case):
+    """Independent per-row int8 quantization: the runtime matches the reference on dequantized weights."""
+    rng = np.random.default_rng(2)
+    plan, tensors = _case(case, rng)
+    X = _inputs(plan, rng, 50)
+    for conv in (quantize_int8, to_fp16):
+        qplan, qt = conv(plan, tensors)
+        if not any(t.dtype in (np.int8, np.float16) for t in qt.values()):
+            continue  # nothing to quantize in this case
+        m = edgernn.Model(qplan, qt)
+        ref = reference_predict(qplan, qt, X)  # reference dequantizes the same stored weights
+        s = m.stream()
+        assert_close(np.stack([s.step(x) for x in X]), ref, what=f"{case}/{conv.__name__} step")
+        assert_close(m.stream().run(X), ref, what=f"{case}/{conv.__name__} run")
+        assert m.info["quantization"] == qplan["quantization"]
+
+
+@pytest.mark.parametrize("case", ["lstm", "gru_lbr1", "esn_sparse_extended", "attention", "embedding"])
+def test_streams_equal_separate_streams(case):
+    rng = np.random.default_rng(3)
+    plan, tensors = _case(case, rng)
+    m = edgernn.Model(plan, tensors)
+    n, T = 7, 30
+    Xs = np.stack([_inputs(plan, rng, T) for _ in range(n)], axis=1)  # (T, n, I)
+    b = m.streams(n)
+    singles = [m.stream() for _ in range(n)]
+    for t in range(T):
+        Yb = b.step(Xs[t])
+        Ys = np.stack([singles[i].step(Xs[t, i]) for i in range(n)])
+        np.testing.assert_array_equal(Yb, Ys)
+    np.testing.assert_array_equal(b.state, np.stack([s.state for s in singles]))
+
+
+@pytest.mark.parametrize(
+    "case", ["lstm_peephole_clip_forget", "stacked_lstm_gru_rnn", "esn_dense", "attention"]
+)
+def test_state_snapshot_restore(case):
+    rng = np.random.default_rng(4)
+    plan, tensors = _case(case, rng)
+    m = edgernn.Model(plan, tensors)
+    X = _inputs(plan, rng, 200)
+    s = m.stream()
+    s.run(X[:100])
+    snap = s.state
+    Y1 = s.run(X[100:])
+    s.state = snap
+    Y2 = s.run(X[100:])
+    np.testing.assert_array_equal(Y1, Y2)
+    s.reset()
+    np.testing.assert_array_equal(s.run(X), m.stream().run(X))
+    # a state moves between backends: same layout
+    s_np = edgernn.Model(plan, tensors, backend="numpy").stream()
+    s_np.state = snap
+    assert_close(s_np.run(X[100:]), Y1, what="numpy backend from a numba snapshot")
+
+
+def test_bidirectional_refuses_streaming_with_reason():
+    plan, tensors = _case("bidirectional_lstm", np.random.default_rng(5))
+    m = edgernn.Model(plan, tensors)
+    assert m.info["streamable"] is False
+    with pytest.raises(edgernn.EdgeRNNError, match="bidirectional.*predict"):
+        m.stream()
+    with pytest.raises(edgernn.EdgeRNNError, match="predict"):
+        m.streams(2)
+
+
+def test_predict_batched_matches_unbatched():
+    rng = np.random.default_rng(6)
+    plan, tensors = _case("attention", rng)
+    m = edgernn.Model(plan, tensors)
+    X = rng.normal(size=(3, 20, 5)).astype(np.float32)
+    np.testing.assert_array_equal(m.predict(X), np.stack([m.predict(x) for x in X]))
