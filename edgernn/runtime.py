@@ -304,7 +304,8 @@ class Model:
             finite = np.isfinite(a)
             if np.any(np.abs(a[finite]) > np.finfo(np.float32).max):
                 raise InputError(f"{what} has values beyond the float32 range")
-        return np.ascontiguousarray(a, dtype=np.float32)
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        return a if a.flags.writeable else a.copy()  # the kernels' signatures take writeable arrays
 
     def _raise_status(self, code: int, x: np.ndarray, where: str = "") -> None:
         if code == 1:
@@ -444,7 +445,12 @@ class Streams:
                 ) from None
             st = self._k(X, self._wf, self._wb, self._MB)
         if st:
-            self._model._raise_status(st & 7, np.asarray(X, np.float32)[st >> 3], f" (stream {st >> 3})")
+            m = self._model
+            if (st & 7) == 1 and np.shape(X)[0] != self.n:
+                raise InputError(
+                    f"X must have one row per stream: shape ({self.n}, {m.input_size}), got {X.shape}"
+                )
+            m._raise_status(st & 7, np.asarray(X, np.float32)[st >> 3], f" (stream {st >> 3})")
         if out is None:
             return self._MB[:, self._o].copy()
         out[...] = self._MB[:, self._o]

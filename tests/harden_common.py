@@ -17,6 +17,12 @@ import numpy as np
 RNG = np.random.default_rng(1234)
 
 
+def _reseed(seed: int = 1234) -> None:
+    """Each top-level builder starts from a fixed seed: the same call gives the same weights in any order."""
+    global RNG
+    RNG = np.random.default_rng(seed)
+
+
 def _w(*shape: int, scale: float = 0.3, rng: np.random.Generator | None = None) -> np.ndarray:
     r = RNG if rng is None else rng
     return (r.standard_normal(shape) * scale).astype(np.float32)
@@ -74,6 +80,7 @@ def dense(name: str, i: int, o: int, activation: str = "linear"):
 
 def model(cell: str = "lstm", i: int = 3, h: int = 5, o: int = 2) -> tuple[dict, dict]:
     """A streamable model: one recurrent layer (or esn) then a dense readout."""
+    _reseed()
     if cell == "esn":
         layer, t = esn("esn0", i, h)
     else:
@@ -121,6 +128,7 @@ def esn(name: str, i: int, n: int, sparse: bool = False, readout: str = "state",
 
 def everything() -> tuple[dict, dict]:
     """normalize -> affine -> lstm -> gru -> rnn -> esn(sparse, extended) -> dense -> activation(softmax)."""
+    _reseed()
     i = 3
     layers, tensors = [], {}
     layers.append(
@@ -162,6 +170,7 @@ def everything() -> tuple[dict, dict]:
 
 
 def tokens_model(vocab: int = 11, e: int = 4, h: int = 3) -> tuple[dict, dict]:
+    _reseed()
     emb = {
         "kind": "embedding",
         "name": "emb",
@@ -257,6 +266,7 @@ def write_tmp(data: bytes, suffix: str = ".ernn") -> str:
 
 def attention_model(i: int = 3, h: int = 4, a: int = 3, o: int = 2) -> tuple[dict, dict]:
     """lstm -> additive attention pooling -> dense, many_to_one."""
+    _reseed()
     layer, t = recurrent("lstm", "enc", i, h)
     att = {
         "kind": "attention",
@@ -274,6 +284,7 @@ def attention_model(i: int = 3, h: int = 4, a: int = 3, o: int = 2) -> tuple[dic
 
 
 def onehot_model(vocab: int = 7, h: int = 3) -> tuple[dict, dict]:
+    _reseed()
     oh = {
         "kind": "onehot",
         "name": "oh",
@@ -300,6 +311,7 @@ def onehot_model(vocab: int = 7, h: int = 3) -> tuple[dict, dict]:
 
 def bidirectional_model(i: int = 3, h: int = 3) -> tuple[dict, dict]:
     """Not streamable: runs through Model.predict only."""
+    _reseed()
     layer, t = recurrent("gru", "bi", i, h, direction="bidirectional")
     d, td = dense("head", 2 * h, 2)
     return base_plan(i, 2, [layer, d]), {**t, **td}
