@@ -264,8 +264,8 @@ def write_tmp(data: bytes, suffix: str = ".ernn") -> str:
     return path
 
 
-def attention_model(i: int = 3, h: int = 4, a: int = 3, o: int = 2) -> tuple[dict, dict]:
-    """lstm -> additive attention pooling -> dense, many_to_one."""
+def attention_model(i: int = 3, h: int = 4, a: int = 3, o: int = 2, head: bool = True) -> tuple[dict, dict]:
+    """lstm -> additive attention pooling -> dense (unless ``head`` is false), many_to_one."""
     _reseed()
     layer, t = recurrent("lstm", "enc", i, h)
     att = {
@@ -278,9 +278,9 @@ def attention_model(i: int = 3, h: int = 4, a: int = 3, o: int = 2) -> tuple[dic
     }
     t.update({"att.W": _w(a, h), "att.b": _w(a, scale=0.1), "att.v": _w(a)})
     d, td = dense("head", h, o, activation="sigmoid")
-    plan = base_plan(i, o, [layer, att, d])
+    plan = base_plan(i, o, [layer, att, d]) if head else base_plan(i, h, [layer, att])
     plan["output"]["sequence"] = "many_to_one"
-    return plan, {**t, **td}
+    return plan, ({**t, **td} if head else t)
 
 
 def onehot_model(vocab: int = 7, h: int = 3) -> tuple[dict, dict]:
