@@ -12,6 +12,7 @@ GIL, so streams in different threads run in parallel).
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ _F32 = np.dtype(np.float32)
 _MAX_EXACT_INT = 1 << 24
 
 _BACKENDS: dict[str, Any] = {}
+_BACKENDS_LOCK = threading.RLock()
 
 
 # --------------------------------------------------------------------------------------- backends
@@ -108,7 +110,9 @@ def get_backend(name: str | None = None) -> _Backend:
     if name not in _FACTORIES:
         raise EdgeRNNError(f"unknown backend {name!r}; choose one of {sorted(_FACTORIES)}")
     if name not in _BACKENDS:
-        _BACKENDS[name] = _FACTORIES[name]()
+        with _BACKENDS_LOCK:  # first loads from several threads: compile once, then disable_compile
+            if name not in _BACKENDS:
+                _BACKENDS[name] = _FACTORIES[name]()
     return _BACKENDS[name]
 
 
