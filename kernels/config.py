@@ -5,8 +5,10 @@
 * ``CACHE``: on-disk caching of compiled kernels, on only when a private writable cache directory exists.
   The directory is a per-kernel-version subdirectory (see :func:`cache_dir`) of ``$EDGERNN_CACHE_DIR``,
   else ``$NUMBA_CACHE_DIR``, else ``~/.cache/edgernn``.
-  A directory writable by group or others is refused (numba unpickles its cache index), and so is one
-  we cannot create: then kernels compile in memory at first use, which works on read-only boards.
+  A directory writable by group or others, owned by another user, or below a directory another user
+  could rename it in, is refused (numba unpickles its cache index), and so is one we cannot create:
+  then kernels compile in memory at first use, which works on read-only boards (``CACHE_PROBLEM`` says
+  why; a warning too when the directory was set explicitly).
 * ``EDGERNN_DISABLE_JIT=1`` or ``NUMBA_DISABLE_JIT=1``: the runtime uses its numpy backend.
 """
 
@@ -45,21 +47,73 @@ def cache_dir() -> str:
     return os.path.join(os.path.abspath(d), "kernels-" + _kernels_digest())
 
 
-def _usable_cache_dir(path: str) -> bool:
-    try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        st = os.stat(path)
-    except OSError:
-        return False
+def _insecure(path: str) -> str | None:
+    """Why another user could change what numba loads from ``path`` (an existing directory), or None.
+
+    The directory must be ours and not writable by group/others, and no directory above it may let
+    another user rename or replace it: each must be owned by us or root, and not group/other-writable
+    unless it has the sticky bit (like /tmp). The same rule as OpenSSH's StrictModes.
+    """
+    if not hasattr(os, "getuid"):  # pragma: no cover - no POSIX modes (Windows)
+        return None
+    uid = os.getuid()
+    st = os.stat(path)
+    if st.st_uid != uid:
+        return f"{path} is owned by uid {st.st_uid}, not by this user (uid {uid})"
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return False  # another user could plant a pickled index numba would load
-    if hasattr(os, "getuid") and st.st_uid != os.getuid():
-        return False
-    return os.access(path, os.W_OK | os.X_OK)
+        return f"{path} is writable by group or others (numba unpickles its cache index): chmod go-w it"
+    return _insecure_above(path, False)
+
+
+def _insecure_above(path: str, include_self: bool) -> str | None:
+    if not hasattr(os, "getuid"):  # pragma: no cover
+        return None
+    uid = os.getuid()
+    for p in dict.fromkeys((os.path.abspath(path), os.path.realpath(path))):
+        d = p if include_self else os.path.dirname(p)
+        while True:
+            st = os.stat(d)
+            if st.st_uid not in (0, uid):
+                return f"{d}, at or above the cache directory, is owned by uid {st.st_uid}"
+            if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX:
+                return f"{d}, at or above the cache directory, is writable by group or others"
+            up = os.path.dirname(d)
+            if up == d:
+                break
+            d = up
+    return None
+
+
+def cache_problem(path: str) -> str | None:
+    """Why ``path`` cannot be the kernel cache (created if missing, mode 0700), or None if it can.
+
+    Nothing is created inside a directory that fails the checks."""
+    try:
+        existing = path
+        while not os.path.isdir(existing) and os.path.dirname(existing) != existing:
+            existing = os.path.dirname(existing)
+        why = _insecure_above(existing, True) if existing != path else None
+        if why:
+            return why
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        why = _insecure(path)
+    except OSError as e:
+        return f"cannot use {path}: {e.strerror or e}"
+    if why:
+        return why
+    if not os.access(path, os.W_OK | os.X_OK):
+        return f"{path} is not writable"
+    return None
 
 
 CACHE_DIR = cache_dir()
-CACHE = (not DISABLE_JIT) and _usable_cache_dir(CACHE_DIR)
+#: Why the on-disk cache is off (None when it is on, or when JIT is disabled).
+CACHE_PROBLEM = None if DISABLE_JIT else cache_problem(CACHE_DIR)
+CACHE = (not DISABLE_JIT) and CACHE_PROBLEM is None
+if CACHE_PROBLEM and (os.environ.get("EDGERNN_CACHE_DIR") or os.environ.get("NUMBA_CACHE_DIR")):
+    import warnings
+
+    warnings.warn(f"edgernn: kernel cache off, kernels compile in memory: {CACHE_PROBLEM}", stacklevel=2)
 if CACHE:
     # numba reads this when the first cached function is compiled
     os.environ["NUMBA_CACHE_DIR"] = CACHE_DIR
