@@ -59,6 +59,7 @@ def run_py(code: str, env: dict, *args: str, timeout: int = 1800) -> subprocess.
         capture_output=True,
         text=True,
         timeout=timeout,
+        cwd="/",  # `python -c` puts the cwd first on sys.path: never the repo
         preexec_fn=_drop_caps if IS_ROOT else None,
     )
 
