@@ -63,7 +63,7 @@ def _act(code, x, alpha, beta):
         if code == 6:
             return (alpha * x + beta).astype(np.float32)
         if code == 7:
-            return np.where(x <= alpha, np.float32(0), x).astype(np.float32)
+            return np.where(x > alpha, x, np.float32(0)).astype(np.float32)
         if code == 8:
             return (alpha * np.tanh(beta * x)).astype(np.float32)
         if code == 9:

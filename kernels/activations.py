@@ -132,9 +132,9 @@ def activate_vec(code, v, alpha, beta):
         for k in range(n):
             v[k] = alpha * v[k] + beta
     elif code == A_THRESHOLDED_RELU:
-        for k in range(n):
+        for k in range(n):  # ONNX/ORT: x if x > alpha else 0 (so NaN -> 0)
             x = v[k]
-            v[k] = _ZERO if x <= alpha else x
+            v[k] = x if x > alpha else _ZERO
     elif code == A_SCALED_TANH:
         for k in range(n):
             v[k] = alpha * fast_tanh(beta * v[k])

@@ -99,13 +99,13 @@ def gemv_i8_acc(Q, off, ld, r0, nrows, cols, S, soff, x, y):
         i += 1
 
 
-@kernel
+@inline
 def matvec_acc(wf, wb, rec, j, r0, nrows, x, y):
     """y[:nrows] += rows [r0, r0+nrows) of matrix descriptor ``j`` of the record times x."""
     matvec_part_acc(wf, wb, rec, j, 0, int(wf[rec + R_MAT + j * MAT + M_COLS]), r0, nrows, x, y)
 
 
-@kernel
+@inline
 def matvec_part_acc(wf, wb, rec, j, col0, cols, r0, nrows, x, y):
     """y[:nrows] += W[r0:r0+nrows, col0:col0+cols] · x[:cols] for matrix descriptor ``j``."""
     p = rec + R_MAT + j * MAT

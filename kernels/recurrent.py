@@ -22,7 +22,7 @@ def load_xh(x, h, xh):
         xh[n + k] = h[k]
 
 
-@kernel
+@inline
 def gates_acc(wf, wb, rec, d, r0, nrows, x, h, xh, y):
     """y[:nrows] += W[r0:r0+nrows]·x + R[r0:r0+nrows]·h (xh = [x; h] when the block is fused)."""
     if int(wf[rec + R_FLAGS]) & F_FUSED:
@@ -32,7 +32,7 @@ def gates_acc(wf, wb, rec, d, r0, nrows, x, h, xh, y):
         matvec_acc(wf, wb, rec, 2 * d + 1, r0, nrows, h, y)
 
 
-@kernel
+@inline
 def x_part_acc(wf, wb, rec, d, r0, nrows, x, y):
     """y[:nrows] += W[r0:r0+nrows]·x."""
     if int(wf[rec + R_FLAGS]) & F_FUSED:
@@ -41,7 +41,7 @@ def x_part_acc(wf, wb, rec, d, r0, nrows, x, y):
         matvec_acc(wf, wb, rec, 2 * d, r0, nrows, x, y)
 
 
-@kernel
+@inline
 def h_part_acc(wf, wb, rec, d, r0, nrows, nin, h, y):
     """y[:nrows] += R[r0:r0+nrows]·h (``nin`` = input size, the column where R starts when fused)."""
     if int(wf[rec + R_FLAGS]) & F_FUSED:
