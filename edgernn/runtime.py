@@ -270,16 +270,33 @@ class Model:
         return np.zeros((0, X.shape[1], self.output_size), np.float32)
 
     # ------------------------------------------------------------ internals
+    #: time steps per seq-kernel call: bounds the work buffers (2 x chunk x widest layer) for long inputs
+    SEQ_CHUNK = 4096
+
     def _run_seq(self, X: np.ndarray, M: np.ndarray) -> np.ndarray:
+        """Run X (T, I) layer by layer from the state in M (updated); Y (T, O).
+
+        Streamable models go in chunks of ``SEQ_CHUNK`` steps (memory bounded whatever T is); if a row
+        is rejected, the state is restored, so nothing is consumed. Models with reverse directions need
+        the whole sequence in one call.
+        """
         p = self._packed
         T = X.shape[0]
         Y = np.empty((T, p.out_size), np.float32)
         if T == 0:
             return Y
-        buf = np.empty(2 * T * p.seq_width + p.seq_extra + 1, np.float32)
-        st = self._backend.seq(X, p.wf, p.wb, M, Y, buf)
-        if st:
-            self._raise_status(st & 7, X[st >> 3], f" at time step {st >> 3}")
+        chunk = self.SEQ_CHUNK if p.streamable else T
+        n = min(T, chunk)
+        buf = np.empty(2 * n * p.seq_width + p.seq_extra + 1, np.float32)
+        saved = M[: p.n_state].copy() if T > chunk else None
+        for t0 in range(0, T, chunk):
+            t1 = min(T, t0 + chunk)
+            st = self._backend.seq(X[t0:t1], p.wf, p.wb, M, Y[t0:t1], buf)
+            if st:
+                if saved is not None:
+                    M[: p.n_state] = saved
+                t = t0 + (st >> 3)
+                self._raise_status(st & 7, X[t], f" at time step {t}")
         return Y
 
     def _coerce(self, x: Any, ndim: int) -> np.ndarray:

@@ -296,3 +296,19 @@ def test_predict_batched_matches_unbatched():
     m = edgernn.Model(plan, tensors)
     X = rng.normal(size=(3, 20, 5)).astype(np.float32)
     np.testing.assert_array_equal(m.predict(X), np.stack([m.predict(x) for x in X]))
+
+
+def test_long_run_in_chunks_equals_one_call_and_rejects_atomically():
+    rng = np.random.default_rng(7)
+    plan, tensors = _case("lstm", rng)
+    m = edgernn.Model(plan, tensors)
+    X = rng.normal(size=(3000, 5)).astype(np.float32)
+    whole = m.stream().run(X)
+    m.SEQ_CHUNK = 257  # instance override: many chunks
+    s = m.stream()
+    np.testing.assert_array_equal(s.run(X), whole)
+    before = s.state
+    X[2500, 3] = np.inf
+    with pytest.raises(edgernn.InputError, match="time step 2500"):
+        s.run(X)
+    np.testing.assert_array_equal(s.state, before)
