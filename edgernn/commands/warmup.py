@@ -35,7 +35,11 @@ def run(args: argparse.Namespace) -> int:
             print("edgernn warmup: error: set EDGERNN_CACHE_DIR instead of --cache-dir here", file=sys.stderr)
             return 2
         os.environ["EDGERNN_CACHE_DIR"] = wanted
-    from ..kernels import config
+    import warnings
+
+    with warnings.catch_warnings():  # the problem is reported below as the error
+        warnings.simplefilter("ignore")
+        from ..kernels import config
 
     if config.DISABLE_JIT:
         print(
