@@ -385,7 +385,7 @@ class Stream:
         """
         try:
             st = self._k(x, self._wf, self._wb, self._M)
-        except TypeError:  # not a C-contiguous float32 vector: convert (or refuse), then retry
+        except (TypeError, ValueError):  # not a C-contiguous float32 vector (numba: "[]" is a ValueError)
             x = self._model._coerce(x, 1)
             st = self._k(x, self._wf, self._wb, self._M)
         if st:
@@ -454,7 +454,7 @@ class Streams:
         """
         try:
             st = self._k(X, self._wf, self._wb, self._MB)
-        except TypeError:  # not C-contiguous float32 (n, I): convert (or refuse), then retry
+        except (TypeError, ValueError):  # not C-contiguous float32 (n, I): convert (or refuse), retry
             m = self._model
             Xa = np.asarray(X)
             if m._tokens and Xa.ndim == 1:

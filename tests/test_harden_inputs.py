@@ -371,3 +371,66 @@ def test_extreme_finite_inputs_never_poison_silently(cell, backend):
         except InputError:
             continue
         assert np.isfinite(s.state).all(), f"state poisoned silently by finite input {x}"
+
+
+# ------------------------------------------------------------------------------ property: any input
+
+
+def _any_input(entry: str):
+    from hypothesis import strategies as st
+    from hypothesis.extra import numpy as hnp
+
+    dtypes = st.sampled_from(
+        ["f4", ">f4", "f2", "f8", "i1", "i4", "i8", "u1", "u8", "?", "c8", "U2", "O"]
+    ).map(np.dtype)
+    good = {
+        "step": st.just((I,)),
+        "run": st.tuples(st.integers(0, 4), st.just(I)),
+        "streams": st.just((2, I)),
+    }
+    shapes = st.one_of(good[entry], hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5))
+
+    def elements(dt):
+        if dt.kind == "f":
+            return st.floats(width=8 * min(dt.itemsize, 4) if dt.itemsize < 8 else 64, allow_subnormal=False)
+        if dt.kind == "O":
+            return st.one_of(st.none(), st.floats(), st.text(max_size=2))
+        return None
+
+    arrays = st.tuples(dtypes, shapes).flatmap(lambda ds: hnp.arrays(ds[0], ds[1], elements=elements(ds[0])))
+    return st.one_of(arrays, st.lists(st.floats(), max_size=4), st.floats(), st.text(max_size=3), st.none())
+
+
+@pytest.mark.parametrize("entry", ["step", "run", "streams"])
+def test_any_input_is_stepped_or_refused_cleanly(feat, entry):
+    """Arbitrary arrays/dtypes/shapes/values: either a float32 result of the right shape, or InputError
+    with the state untouched. No other exception (numba's dispatcher once leaked a ValueError for [])."""
+    from hypothesis import HealthCheck, given, settings
+
+    s = feat.stream()
+    s.step(X0)
+    b = feat.streams(2)
+    b.step(np.stack([X0, X0]))
+    count = {"ok": 0, "refused": 0}
+    call = {"step": s.step, "run": s.run, "streams": b.step}[entry]
+    holder = b if entry == "streams" else s
+
+    @settings(max_examples=400, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(_any_input(entry))
+    def prop(x):
+        before = holder.state.copy()
+        try:
+            y = call(x)
+        except InputError:
+            np.testing.assert_array_equal(holder.state, before)
+            count["refused"] += 1
+            return
+        assert y.dtype == np.float32 and y.shape[-1] == feat.output_size
+        if entry == "step":
+            assert y.shape == (feat.output_size,)
+        count["ok"] += 1
+        if not np.isfinite(holder.state).all():
+            holder.reset()
+
+    prop()
+    assert count["ok"] > 0 and count["refused"] > 0, count
