@@ -512,6 +512,12 @@ def write(path: str | os.PathLike, plan: Mapping, tensors: Mapping[str, np.ndarr
             f.flush()
             os.fsync(f.fileno())  # a power cut during an update leaves the old file or the new one
         os.replace(tmp, path)
+        if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
+            fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
