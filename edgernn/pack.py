@@ -224,12 +224,12 @@ def pack(plan: dict, tensors: dict[str, np.ndarray]) -> Packed:
                 per_direction=len(layer["activations"]) // D,
             )
             h0 = T(layer, "initial_h")
-            if h0 is not None and direction == "forward":
+            if h0 is not None and direction != "reverse":
                 state0[st : st + h] = h0[0]
             state_layout.append((f"{name}.h", st, h))
             if k == "lstm":
                 c0 = T(layer, "initial_c")
-                if c0 is not None and direction == "forward":
+                if c0 is not None and direction != "reverse":
                     state0[st + h : st + 2 * h] = c0[0]
                 state_layout.append((f"{name}.c", st + h, h))
             seq_extra = max(seq_extra, 2 * h)

@@ -98,9 +98,13 @@ def get_backend(name: str | None = None) -> _Backend:
     if name is None:
         name = os.environ.get("EDGERNN_BACKEND") or None
     if name is None:
+        try:  # first, and before kernels.config imports numba: an AOT device never loads it
+            return get_backend("aot")
+        except (ImportError, OSError, EdgeRNNError):
+            pass
         from .kernels.config import DISABLE_JIT, HAVE_NUMBA
 
-        order = ["aot"] + (["numba"] if HAVE_NUMBA and not DISABLE_JIT else []) + ["numpy"]
+        order = (["numba"] if HAVE_NUMBA and not DISABLE_JIT else []) + ["numpy"]
         for cand in order:
             try:
                 return get_backend(cand)

@@ -1,0 +1,100 @@
+"""``edgernn compile MODEL.onnx -o MODEL.ernn [--quantize int8|fp16]``: the ONNX → ``.ernn`` compiler."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+HELP = "compile an ONNX model (LSTM/GRU/RNN + dense head) into an .ernn artifact, optionally int8 or fp16"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``edgernn compile``."""
+    p.add_argument("model", help="the ONNX model (.onnx; external data must sit in the same folder)")
+    p.add_argument(
+        "-o", "--output", default=None, help="the .ernn to write (default: MODEL.ernn, MODEL.int8.ernn, ...)"
+    )
+    p.add_argument("--quantize", choices=("int8", "fp16"), default=None, help="weight precision")
+    p.add_argument("--graph-output", default=None, help="graph output to compile (default: the first)")
+    p.add_argument("--labels", default=None, help="class names: comma-separated, or a file with one per line")
+    p.add_argument(
+        "--calibration",
+        default=None,
+        metavar="X.npy",
+        help="input data (T, I) or (B, T, I) for the quantization report (default: a random input)",
+    )
+    p.add_argument(
+        "--calibration-labels",
+        default=None,
+        metavar="Y.npy",
+        help="class ids or regression targets of --calibration (adds accuracy / RMSE change)",
+    )
+    p.add_argument("--json", action="store_true", help="print the compile result as JSON")
+
+
+def _labels(spec: str | None) -> list[str] | None:
+    if spec is None:
+        return None
+    if os.path.isfile(spec):
+        with open(spec, encoding="utf-8") as f:
+            return [line.strip() for line in f if line.strip()]
+    return [s.strip() for s in spec.split(",")]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Compile, print a summary; returns the exit code (errors surface as EdgeRNNError)."""
+    import numpy as np
+
+    from ..errors import InputError
+    from ..export import compile_onnx
+
+    if not os.path.isfile(args.model):
+        raise InputError(f"no such file: {args.model}")
+    out = args.output
+    if out is None:
+        stem = args.model[:-5] if args.model.endswith(".onnx") else args.model
+        out = stem + (f".{args.quantize}" if args.quantize else "") + ".ernn"
+    cal = np.load(args.calibration, allow_pickle=False) if args.calibration else None
+    cal_y = np.load(args.calibration_labels, allow_pickle=False) if args.calibration_labels else None
+    res = compile_onnx(
+        args.model,
+        out,
+        quantize=args.quantize,
+        output=args.graph_output,
+        labels=_labels(args.labels),
+        calibration=cal,
+        calibration_labels=cal_y,
+    )
+    if args.json:
+        print(json.dumps({k: v for k, v in res.items() if k != "plan"} | {"layers": res["plan"]["layers"]}))
+        return 0
+    plan = res["plan"]
+    print(f"{args.model} -> {res['path']} ({res['bytes']} bytes, {plan['quantization']})")
+    print(f"  input {plan['input']['size']}, output {plan['output']['size']} ({plan['output']['sequence']})")
+    for layer in plan["layers"]:
+        extra = layer.get("direction") or layer.get("activation") or ""
+        print(
+            f"  {layer['name']:<14} {layer['kind']:<10} "
+            f"{layer['input_size']:>6} -> {layer['output_size']:<6} {extra}"
+        )
+    if res["state_inputs"]:
+        print(f"  state inputs (kept by the stream): {', '.join(res['state_inputs'])}")
+    if res["ignored_outputs"]:
+        print(f"  graph outputs not compiled: {', '.join(res['ignored_outputs'])}")
+    for note in res["notes"]:
+        print(f"  note: {note}")
+    rep = res.get("quantization_report")
+    if rep:
+        print(
+            f"  quantization: size ratio {rep['size_ratio']:.3f} vs float32, output error max "
+            f"{rep['max_abs_error']:.3g} mean {rep['mean_abs_error']:.3g} ({rep['data']} data)"
+        )
+        if "accuracy_change_pp" in rep:
+            print(
+                f"  accuracy {rep['accuracy_float32']:.4f} -> {rep['accuracy']:.4f} "
+                f"({rep['accuracy_change_pp']:+.2f} pp)"
+            )
+        if rep.get("rmse_change_pct") is not None:
+            print(f"  RMSE {rep['rmse_float32']:.4g} -> {rep['rmse']:.4g} ({rep['rmse_change_pct']:+.2f} %)")
+    return 0

@@ -1,0 +1,233 @@
+"""``edgernn inspect FILE``: what is inside an ``.ernn`` artifact or an ONNX model.
+
+For ``.ernn``: format, producer, input/output, quantization, labels, every layer (kind, sizes, direction or
+activation, parameters, bytes, dtypes) and the quantization report when the artifact has one. Reading the
+artifact uses the strict reader only (no kernels are compiled). For ``.onnx``: opsets, inputs/outputs,
+operator counts, the recurrent nodes with their attributes, parameter count, and whether (and into what)
+it compiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections import Counter
+
+HELP = "show the layers, sizes, parameters, bytes and quantization of an .ernn or .onnx file"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``edgernn inspect``."""
+    p.add_argument("file", help="an .ernn artifact or an .onnx model")
+    p.add_argument("--json", action="store_true", help="print the information as JSON")
+
+
+def describe_ernn(path: str) -> dict:
+    """Information about an ``.ernn`` file as a JSON-able dict (raises ArtifactError if it is invalid)."""
+    import numpy as np
+
+    from ..artifact import dtype_name, read
+
+    plan, tensors = read(path)
+    layers = []
+    total = 0
+    for layer in plan["layers"]:
+        names = list(layer["tensors"].values())
+        params = int(sum(tensors[n].size for n in names if not n.endswith("_scale")))
+        nbytes = int(sum(tensors[n].nbytes for n in names))
+        total += params
+        d = {
+            "name": layer["name"],
+            "kind": layer["kind"],
+            "input_size": layer["input_size"],
+            "output_size": layer["output_size"],
+            "parameters": params,
+            "bytes": nbytes,
+            "dtypes": sorted({dtype_name(tensors[n]) for n in names}),
+        }
+        for key in (
+            "hidden_size",
+            "direction",
+            "activation",
+            "activations",
+            "clip",
+            "linear_before_reset",
+            "input_forget",
+            "reservoir_size",
+            "leak_rate",
+            "vocab_size",
+            "attention_size",
+        ):
+            if key in layer and layer[key] is not None:
+                d[key] = layer[key]
+        roles = sorted(layer["tensors"])
+        d["tensors"] = {r: list(np.shape(tensors[layer["tensors"][r]])) for r in roles}
+        layers.append(d)
+    return {
+        "file": path,
+        "type": "ernn",
+        "bytes": os.path.getsize(path),
+        "format_version": plan["format_version"],
+        "producer": plan.get("producer", {}),
+        "input": plan["input"],
+        "output": plan["output"],
+        "quantization": plan["quantization"],
+        "parameters": total,
+        "layers": layers,
+        "quantization_report": plan.get("quantization_report"),
+        "source_io": plan.get("source_io"),
+    }
+
+
+def describe_onnx(path: str) -> dict:
+    """Information about an ONNX model as a JSON-able dict, including whether it compiles."""
+    from ..errors import EdgeRNNError, require
+
+    onnx = require("onnx", "export")
+    from ..export.onnx_compiler import _load_model, compile_graph
+
+    model = _load_model(path)
+    g = model.graph
+    init_names = {t.name for t in g.initializer}
+
+    def shape(vi) -> list:
+        return [
+            d.dim_param or (d.dim_value if d.HasField("dim_value") else "?")
+            for d in vi.type.tensor_type.shape.dim
+        ]
+
+    params = 0
+    nbytes = 0
+    for t in g.initializer:
+        n = 1
+        for d in t.dims:
+            n *= d
+        params += n
+        nbytes += len(t.raw_data) if t.raw_data else n * 4
+    rec = []
+    for n in g.node:
+        if n.op_type in ("LSTM", "GRU", "RNN", "DynamicQuantizeLSTM"):
+            at = {}
+            for a in n.attribute:
+                v = onnx.helper.get_attribute_value(a)
+                if isinstance(v, bytes):
+                    v = v.decode()
+                elif isinstance(v, list):
+                    v = [x.decode() if isinstance(x, bytes) else x for x in v]
+                at[a.name] = v
+            rec.append({"op": n.op_type, "name": n.name, "attributes": at})
+    info = {
+        "file": path,
+        "type": "onnx",
+        "bytes": os.path.getsize(path),
+        "opsets": {(o.domain or "ai.onnx"): o.version for o in model.opset_import},
+        "inputs": [{"name": i.name, "shape": shape(i)} for i in g.input if i.name not in init_names],
+        "outputs": [{"name": o.name, "shape": shape(o)} for o in g.output],
+        "ops": dict(Counter(n.op_type for n in g.node)),
+        "recurrent_nodes": rec,
+        "parameters": params,
+        "weight_bytes": nbytes,
+    }
+    try:
+        res = compile_graph(model, source=os.path.basename(path))
+        info["compiles"] = True
+        info["compiled_layers"] = [
+            {k: layer[k] for k in ("name", "kind", "input_size", "output_size")}
+            for layer in res["plan"]["layers"]
+        ]
+        info["compiled_sequence"] = res["plan"]["output"]["sequence"]
+    except EdgeRNNError as e:
+        info["compiles"] = False
+        info["compile_error"] = str(e)
+    return info
+
+
+def _print_ernn(info: dict) -> None:
+    prod = info["producer"]
+    print(
+        f"{info['file']}: .ernn v{info['format_version']}, {info['bytes']} bytes, "
+        f"quantization {info['quantization']}"
+    )
+    if prod:
+        src = f" from {prod.get('source')}" if prod.get("source") else ""
+        print(f"  producer: {prod.get('name', '?')} {prod.get('version', '')}{src}")
+    inp, out = info["input"], info["output"]
+    kind = inp.get("kind", "features")
+    extra = f", vocab {inp['vocab_size']}" if kind == "tokens" else ""
+    print(f"  input:  {kind} {inp['size']}{extra}")
+    print(f"  output: {out['size']} ({out['sequence']})")
+    if out.get("labels"):
+        print(f"  labels: {', '.join(out['labels'])}")
+    print(f"  parameters: {info['parameters']}")
+    print(f"  {'layer':<14} {'kind':<10} {'in':>6}  {'out':<6} {'params':>9} {'bytes':>9}  dtype  details")
+    for layer in info["layers"]:
+        det = []
+        for key in ("hidden_size", "direction", "activation", "activations", "clip", "linear_before_reset"):
+            if key in layer:
+                det.append(f"{key}={layer[key]}")
+        print(
+            f"  {layer['name']:<14} {layer['kind']:<10} {layer['input_size']:>6}->{layer['output_size']:<6} "
+            f"{layer['parameters']:>9} {layer['bytes']:>9}  "
+            f"{'/'.join(layer['dtypes']) or '-':<5}  {' '.join(det)}"
+        )
+    rep = info.get("quantization_report")
+    if rep:
+        print("  quantization report:")
+        print(
+            f"    size {rep['bytes']} bytes vs float32 {rep['float32_bytes']} (ratio {rep['size_ratio']:.3f})"
+        )
+        print(
+            f"    output error vs float32 on {rep['data']} data "
+            f"({rep.get('n_sequences')} x {rep.get('steps')} steps): "
+            f"max {rep['max_abs_error']:.3g}, mean {rep['mean_abs_error']:.3g}"
+        )
+        if "accuracy_change_pp" in rep:
+            print(
+                f"    accuracy {rep['accuracy_float32']:.4f} -> {rep['accuracy']:.4f} "
+                f"({rep['accuracy_change_pp']:+.2f} pp)"
+            )
+        if rep.get("rmse_change_pct") is not None:
+            print(
+                f"    RMSE {rep['rmse_float32']:.4g} -> {rep['rmse']:.4g} ({rep['rmse_change_pct']:+.2f} %)"
+            )
+
+
+def _print_onnx(info: dict) -> None:
+    ops = ", ".join(f"{k}×{v}" for k, v in sorted(info["ops"].items()))
+    print(f"{info['file']}: ONNX, {info['bytes']} bytes, opsets {info['opsets']}")
+    for i in info["inputs"]:
+        print(f"  input  {i['name']}: {i['shape']}")
+    for o in info["outputs"]:
+        print(f"  output {o['name']}: {o['shape']}")
+    print(f"  parameters: {info['parameters']} ({info['weight_bytes']} weight bytes)")
+    print(f"  ops: {ops}")
+    for r in info["recurrent_nodes"]:
+        print(f"  {r['op']} {r['name']!r}: {r['attributes']}")
+    if info["compiles"]:
+        layers = " -> ".join(
+            f"{lyr['kind']}({lyr['input_size']}->{lyr['output_size']})" for lyr in info["compiled_layers"]
+        )
+        print(f"  compiles to ({info['compiled_sequence']}): {layers}")
+    else:
+        print(f"  does not compile: {info['compile_error']}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the description of ``args.file``; returns the exit code."""
+    from ..errors import InputError
+
+    path = args.file
+    if not os.path.isfile(path):
+        raise InputError(f"no such file: {path}")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    is_onnx = path.endswith(".onnx") or (not path.endswith(".ernn") and head[:1] == b"\x08")
+    info = describe_onnx(path) if is_onnx else describe_ernn(path)
+    if args.json:
+        print(json.dumps(info, indent=1, default=str))
+    elif is_onnx:
+        _print_onnx(info)
+    else:
+        _print_ernn(info)
+    return 0

@@ -1,0 +1,215 @@
+"""Quantize a ``(plan, tensors)`` pair, and measure what quantization costs.
+
+int8: every matrix role listed in docs/ARTIFACT.md (``W``/``R`` of rnn/lstm/gru, ``W_in``/``W``/``W_data``
+of esn, ``W`` of dense and attention, ``table`` of embedding) becomes int8 with one symmetric float32 scale
+per output row::
+
+    scale[r] = max_j |w[r, j]| / 127          q[r, j] = round(w[r, j] / scale[r]) in [-127, 127]
+    w[r, j] ≈ q[r, j] * scale[r]             |w - q*scale| <= scale[r] / 2
+
+(rows of an all-zero matrix row get scale 1 and q = 0). Biases, peepholes, states and the other float
+tensors stay float32. fp16: every float tensor is stored as IEEE float16 (round to nearest; a value
+outside ±65504 is an error, never a silent Inf).
+
+:func:`quantization_report` runs both artifacts through the edgernn runtime on the same input and
+reports the file-size ratio and the output error (max/mean absolute; accuracy or RMSE change when labels
+or targets are given).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+
+import numpy as np
+
+from ..artifact import QUANTIZABLE, validate_plan, write
+from ..errors import EdgeRNNError
+
+__all__ = ["quantize_plan", "quantize_rows", "quantization_report", "QuantizationError"]
+
+FP16_MAX = 65504.0
+
+
+class QuantizationError(EdgeRNNError, ValueError):
+    """A tensor cannot be stored in the requested precision."""
+
+
+def quantize_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 quantization of ``w`` (..., cols) with one scale per row (all axes but the last).
+
+    Returns ``(q, scale)``: q int8 of w's shape in [-127, 127], scale float32 of shape ``w.shape[:-1]``,
+    with ``w ≈ q * scale[..., None]`` and ``|w - q*scale| <= scale/2`` elementwise.
+    """
+    w = np.asarray(w, np.float64)
+    if not np.all(np.isfinite(w)):
+        raise QuantizationError("cannot quantize non-finite weights")
+    amax = np.max(np.abs(w), axis=-1) if w.shape[-1] else np.zeros(w.shape[:-1])
+    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    q = np.rint(w / scale.astype(np.float64)[..., None])
+    q = np.clip(q, -127, 127).astype(np.int8)
+    return q, scale
+
+
+def _quantize_csr(data: np.ndarray, indptr: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-reservoir-row int8 scales of CSR ``data`` (row r owns data[indptr[r]:indptr[r+1]])."""
+    data = np.asarray(data, np.float64)
+    rows = np.repeat(np.arange(n), np.diff(indptr.astype(np.int64)))
+    amax = np.zeros(n)
+    if data.size:
+        np.maximum.at(amax, rows, np.abs(data))
+    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    q = np.clip(np.rint(data / scale.astype(np.float64)[rows]), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def quantize_plan(
+    plan: Mapping,
+    tensors: Mapping[str, np.ndarray],
+    mode: str,
+    exact_int8: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> tuple[dict, dict[str, np.ndarray]]:
+    """Return a quantized copy ``(plan, tensors)`` of a float32 plan; ``mode`` is ``"int8"`` or ``"fp16"``.
+
+    ``exact_int8`` maps a tensor name to an (int8 q, float32 per-row scale) pair to use instead of
+    re-quantizing (weights that were already symmetric int8 in an ORT-quantized source model).
+    """
+    if mode not in ("int8", "fp16"):
+        raise QuantizationError(f"mode must be 'int8' or 'fp16', got {mode!r}")
+    plan = validate_plan(dict(plan))
+    if plan["quantization"] != "none":
+        raise QuantizationError(f"the plan is already quantized ({plan['quantization']})")
+    exact_int8 = dict(exact_int8 or {})
+    out: dict[str, np.ndarray] = {}
+    plan["quantization"] = mode
+    plan.pop("quantization_report", None)
+    for layer in plan["layers"]:
+        roles = layer["tensors"]
+        qroles = QUANTIZABLE.get(layer["kind"], ())
+        for role, name in list(roles.items()):
+            arr = np.asarray(tensors[name])
+            if arr.dtype.kind != "f":
+                out[name] = arr
+                continue
+            if mode == "fp16":
+                if np.any(np.abs(arr) > FP16_MAX):
+                    raise QuantizationError(
+                        f"tensor {name!r} has values beyond the float16 range (±{FP16_MAX})"
+                    )
+                out[name] = arr.astype(np.float16)
+            elif role in qroles:
+                exact = exact_int8.get(name)
+                if exact is not None:  # use the source's int8 only if it dequantizes to these very weights
+                    q, s = np.asarray(exact[0], np.int8), np.asarray(exact[1], np.float32)
+                    ok = q.shape == arr.shape and s.shape == arr.shape[:-1]
+                    deq = q.astype(np.float64) * s.astype(np.float64)[..., None] if ok else None
+                    if not ok or not np.allclose(deq, arr, rtol=1e-6, atol=1e-30):
+                        exact = None
+                if exact is not None:
+                    pass
+                elif role == "W_data":
+                    q, s = _quantize_csr(arr, np.asarray(tensors[roles["W_indptr"]]), layer["reservoir_size"])
+                else:
+                    q, s = quantize_rows(arr)
+                out[name] = q
+                sname = f"{name}_scale"
+                out[sname] = s
+                roles[f"{role}_scale"] = sname
+            else:
+                out[name] = arr.astype(np.float32)
+    if mode == "int8" and not any(np.asarray(a).dtype == np.int8 for a in out.values()):
+        raise QuantizationError("int8 requested but the plan has no matrix to quantize")
+    return plan, out
+
+
+def _artifact_bytes(plan: Mapping, tensors: Mapping[str, np.ndarray]) -> int:
+    with tempfile.TemporaryDirectory() as d:
+        p = os.path.join(d, "m.ernn")
+        write(p, plan, tensors)
+        return os.path.getsize(p)
+
+
+def default_input(plan: Mapping, batch: int = 8, steps: int = 32, seed: int = 0) -> np.ndarray:
+    """A deterministic input for the report when no data is given: (batch, steps, input_size)."""
+    rng = np.random.default_rng(seed)
+    inp = plan["input"]
+    if inp.get("kind") == "tokens":
+        return rng.integers(0, inp["vocab_size"], size=(batch, steps, 1)).astype(np.float32)
+    return rng.standard_normal((batch, steps, inp["size"])).astype(np.float32)
+
+
+def quantization_report(
+    plan: Mapping,
+    tensors: Mapping[str, np.ndarray],
+    qplan: Mapping,
+    qtensors: Mapping[str, np.ndarray],
+    data: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+) -> dict:
+    """Compare a quantized artifact with its float32 original through the edgernn runtime.
+
+    ``data``: (T, I) or (B, T, I) input (default: :func:`default_input`, described as ``"random"``).
+    ``labels``: class ids (one per sequence for many_to_one, per step for many_to_many) when the output is
+    a classifier (more than one output), else regression targets of the output's shape.
+    Returns a JSON-able dict: ``mode``, ``float32_bytes``, ``bytes``, ``size_ratio``, ``data``,
+    ``max_abs_error``, ``mean_abs_error``, ``max_abs_output`` and, with labels, ``accuracy_float32`` /
+    ``accuracy`` / ``accuracy_change_pp`` or ``rmse_float32`` / ``rmse`` / ``rmse_change_pct``.
+    """
+    import edgernn
+
+    fbytes = _artifact_bytes(plan, tensors)
+    qbytes = _artifact_bytes(qplan, qtensors)
+    source = "user" if data is not None else "random"
+    x = np.asarray(data if data is not None else default_input(plan), np.float32)
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim != 3 or x.shape[-1] != plan["input"]["size"]:
+        raise QuantizationError(
+            f"report data must be (T, {plan['input']['size']}) or (B, T, …), got {x.shape}"
+        )
+    with tempfile.TemporaryDirectory() as d:
+        pf, pq = os.path.join(d, "f.ernn"), os.path.join(d, "q.ernn")
+        write(pf, plan, tensors)
+        write(pq, qplan, qtensors)
+        yf = np.asarray(edgernn.load(pf).predict(x), np.float64)
+        yq = np.asarray(edgernn.load(pq).predict(x), np.float64)
+    err = np.abs(yq - yf)
+    rep = {
+        "mode": qplan["quantization"],
+        "float32_bytes": int(fbytes),
+        "bytes": int(qbytes),
+        "size_ratio": round(qbytes / fbytes, 4),
+        "data": source,
+        "n_sequences": int(x.shape[0]),
+        "steps": int(x.shape[1]),
+        "max_abs_error": float(np.nanmax(err)) if err.size else 0.0,
+        "mean_abs_error": float(np.nanmean(err)) if err.size else 0.0,
+        "max_abs_output": float(np.nanmax(np.abs(yf))) if yf.size else 0.0,
+    }
+    if labels is not None:
+        lab = np.asarray(labels)
+        n_out = plan["output"]["size"]
+        if n_out > 1 and lab.shape == yf.shape[:-1]:
+            af = float(np.mean(np.argmax(yf, -1) == lab))
+            aq = float(np.mean(np.argmax(yq, -1) == lab))
+            rep.update(
+                {"accuracy_float32": af, "accuracy": aq, "accuracy_change_pp": round(100 * (aq - af), 4)}
+            )
+        else:
+            if lab.size != yf.size:
+                raise QuantizationError(
+                    f"labels of shape {lab.shape} fit neither class ids {yf.shape[:-1]} "
+                    f"nor targets {yf.shape}"
+                )
+            tgt = lab.astype(np.float64).reshape(yf.shape)
+            rf = float(np.sqrt(np.mean((yf - tgt) ** 2)))
+            rq = float(np.sqrt(np.mean((yq - tgt) ** 2)))
+            rep.update(
+                {
+                    "rmse_float32": rf,
+                    "rmse": rq,
+                    "rmse_change_pct": round(100 * (rq - rf) / rf, 4) if rf > 0 else None,
+                }
+            )
+    return rep

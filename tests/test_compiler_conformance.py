@@ -1,0 +1,169 @@
+"""Conformance: every LSTM/GRU/RNN node case shipped with the ``onnx`` package compiles to ``.ernn`` and
+reproduces the case's expected outputs through ``edgernn.load(...).predict``.
+
+The cases come from ``onnx/backend/test/data/node/test_{lstm,gru,rnn,simple_rnn}_*`` (model.onnx +
+test_data_set_*/*.pb) when the installed wheel ships them, else from ``onnx.backend.test.case.node``, the
+generator those files are written from (same models, same inputs, expected outputs computed by ONNX's own
+numpy reference of each operator: an oracle independent of edgernn).
+
+The cases feed W, R, B, P, sequence_lens and initial states as graph inputs; the test binds those to the
+data set's values (turns them into initializers) and keeps X as the model input. Outputs:
+
+* ``Y`` and ``Y_h`` of a forward node compile directly (``Y_h`` = the last step, many_to_one);
+* ``Y_h`` of a reverse/bidirectional node is a final state the plan cannot output: the test checks the
+  compiler refuses it with a clear error, then compiles the node's ``Y`` and checks ONNX's identity
+  ``Y_h[forward] = Y[T-1, forward]``, ``Y_h[reverse] = Y[0, reverse]`` against the expected ``Y_h``;
+* ``Y_c`` (cell state) is never a plan output: the test checks the compiler refuses it.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from compiler_common import input_to_btf, mismatch, output_to_bf, predict  # noqa: E402
+
+onnx = pytest.importorskip("onnx")
+
+OPS = ("LSTM", "GRU", "RNN")
+PREFIXES = ("test_lstm_", "test_gru_", "test_rnn_", "test_simple_rnn_")
+
+
+def _cases() -> list[tuple[str, object, list[np.ndarray], list[np.ndarray]]]:
+    from onnx import numpy_helper
+
+    out = []
+    data_dir = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "node")
+    dirs = sorted(d for p in PREFIXES for d in glob.glob(os.path.join(data_dir, p + "*")))
+    if dirs:
+        for d in dirs:
+            model = onnx.load(os.path.join(d, "model.onnx"))
+            for ds in sorted(glob.glob(os.path.join(d, "test_data_set_*"))):
+
+                def load(kind: str, ds: str = ds) -> list[np.ndarray]:
+                    files = sorted(
+                        glob.glob(os.path.join(ds, f"{kind}_*.pb")), key=lambda f: int(f[:-3].split("_")[-1])
+                    )
+                    res = []
+                    for f in files:
+                        t = onnx.TensorProto()
+                        with open(f, "rb") as fh:
+                            t.ParseFromString(fh.read())
+                        res.append(numpy_helper.to_array(t))
+                    return res
+
+                out.append(
+                    (f"{os.path.basename(d)}/{os.path.basename(ds)}", model, load("input"), load("output"))
+                )
+        return out
+    import warnings
+
+    from onnx.backend.test.case import node
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases = node.collect_testcases(None)
+    for c in cases:
+        if c.model is None or not any(n.op_type in OPS for n in c.model.graph.node):
+            continue
+        for k, (inputs, outputs) in enumerate(c.data_sets):
+            out.append((f"{c.name}/{k}", c.model, list(inputs), list(outputs)))
+    return out
+
+
+CASES = _cases()
+
+
+def test_cases_found():
+    names = {c[0].split("/")[0] for c in CASES}
+    # the onnx package ships 6 GRU, 6 LSTM and 6 RNN node cases (onnx >= 1.16)
+    assert sum(n.startswith("test_lstm") for n in names) >= 6
+    assert sum(n.startswith("test_gru") for n in names) >= 6
+    assert sum("rnn" in n for n in names) >= 6
+
+
+def _frozen(model, inputs: list[np.ndarray], want_y: bool):
+    """Copy of ``model`` with every graph input but X bound to its data-set value (an initializer)."""
+    from onnx import helper, numpy_helper
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    x_name = g.input[0].name
+    keep = []
+    for vi, arr in zip(list(g.input), inputs, strict=True):
+        if vi.name == x_name:
+            keep.append(vi)
+        else:
+            g.initializer.append(numpy_helper.from_array(arr, vi.name))
+    del g.input[:]
+    g.input.extend(keep)
+    node = next(n for n in g.node if n.op_type in OPS)
+    if want_y and (len(node.output) == 0 or not node.output[0]):
+        outs = list(node.output) or [""]
+        outs[0] = "Y__conformance"
+        del node.output[:]
+        node.output.extend(outs)
+    if want_y:
+        g.output.append(helper.make_tensor_value_info(node.output[0], onnx.TensorProto.FLOAT, None))
+    return m, node
+
+
+def _compile(tmp_path, model, output: str):
+    from edgernn.export import compile_onnx
+
+    p = os.path.join(tmp_path, "m.onnx")
+    onnx.save(model, p)
+    return compile_onnx(p, os.path.join(tmp_path, f"m_{output}.ernn"), output=output)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_onnx_node_case(case, tmp_path):
+    from edgernn.export.onnx_compiler import CompileError
+
+    name, model, inputs, outputs = case
+    out_names = [o.name for o in model.graph.output]
+    node = next(n for n in model.graph.node if n.op_type in OPS)
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    direction = attrs.get("direction", b"forward")
+    direction = direction.decode() if isinstance(direction, bytes) else direction
+    layout = attrs.get("layout", 0)
+    x = inputs[0]
+    checked = 0
+    for oname, expected in zip(out_names, outputs, strict=True):
+        slot = list(node.output).index(oname)
+        if slot == 2 or (slot == 1 and direction != "forward"):
+            m, _ = _frozen(model, inputs, want_y=False)
+            with pytest.raises(CompileError, match="Y_c|Y_h|final state|cell state"):
+                _compile(str(tmp_path), m, oname)
+            if slot == 2:
+                continue
+            # Y_h of reverse directions: check through Y and ONNX's definition of Y_h
+            m, node2 = _frozen(model, inputs, want_y=True)
+            res = _compile(str(tmp_path), m, node2.output[0])
+            y = predict(res["path"], input_to_btf(x, res["io"]["input_axes"]))  # (B, T, D*H)
+            b, t = y.shape[0], y.shape[1]
+            h = expected.shape[-1]
+            nd = 2 if direction == "bidirectional" else 1
+            y = y.reshape(b, t, nd, h)
+            got = np.stack(
+                [y[:, 0 if (direction == "reverse" or d == 1) else t - 1, d, :] for d in range(nd)], axis=0
+            )  # [D, B, H]
+            exp = np.transpose(expected, (1, 0, 2)) if layout == 1 else expected
+            msg = mismatch(got, exp)
+            assert msg is None, f"{name}: {oname} via Y: {msg}"
+            checked += 1
+            continue
+        m, _ = _frozen(model, inputs, want_y=False)
+        res = _compile(str(tmp_path), m, oname)
+        y = predict(res["path"], input_to_btf(x, res["io"]["input_axes"]))
+        exp = output_to_bf(expected, res["io"]["output_axes"])
+        msg = mismatch(y, exp)
+        assert msg is None, f"{name}: {oname}: {msg}"
+        checked += 1
+    assert checked >= 1
