@@ -243,13 +243,30 @@ def _run(x, wf, wb, M):
     M[o : o + out.shape[0]] = out
 
 
+def _guarded(wf):
+    return not (_i(wf, L.H_FLAGS) & 1)
+
+
+def _ns(wf):
+    return _off(wf, L.H_NSTATE)
+
+
+def _finite(wf, M):
+    o = _off(wf, L.H_OUT)
+    return bool(np.isfinite(M[: _ns(wf)]).all() and np.isfinite(M[o : o + _i(wf, L.H_NOUT)]).all())
+
+
 def step(x, wf, wb, M):
     """Advance one stream; same contract as ``kernels.engine.step``."""
     _require(x, 1)
     st = _check(x, wf)
     if st:
         return st
+    saved = M[: _ns(wf)].copy() if _guarded(wf) else None
     _run(x, wf, wb, M)
+    if saved is not None and not _finite(wf, M):
+        M[: _ns(wf)] = saved
+        return 4
     return 0
 
 
@@ -262,8 +279,12 @@ def step_batch(X, wf, wb, MB):
         st = _check(X[i], wf)
         if st:
             return st | (i << 3)
+    saved = MB[:, : _ns(wf)].copy() if _guarded(wf) else None
     for i in range(X.shape[0]):
         _run(X[i], wf, wb, MB[i])
+        if saved is not None and not _finite(wf, MB[i]):
+            MB[: i + 1, : _ns(wf)] = saved[: i + 1]
+            return 4 | (i << 3)
     return 0
 
 
@@ -276,6 +297,7 @@ def seq(X, wf, wb, M, Y, buf):
             return st | (t << 3)
     cur = [X[t] for t in range(X.shape[0])]
     T = len(cur)
+    saved = M[: _ns(wf)].copy() if _guarded(wf) else None
     with np.errstate(over="ignore", invalid="ignore"):
         for l in range(_i(wf, L.H_NLAYERS)):
             rec = L.HEADER + l * L.REC
@@ -305,4 +327,9 @@ def seq(X, wf, wb, M, Y, buf):
                 cur = [_layer_step(wf, wb, rec, M, x) for x in cur]
     for t in range(T):
         Y[t] = cur[t]
+    if saved is not None:
+        bad = np.flatnonzero(~np.isfinite(Y).all(axis=1)) if T else []
+        if len(bad) or not np.isfinite(M[: _ns(wf)]).all():
+            M[: _ns(wf)] = saved
+            return 4 | (int(bad[0] if len(bad) else T - 1) << 3)
     return 0

@@ -145,7 +145,7 @@ def pack(plan: dict, tensors: dict[str, np.ndarray]) -> Packed:
         elif k == "attention":
             scratch = max(scratch, layer["attention_size"])
     scr_off = pos
-    m_size = pos + scratch
+    m_size = pos + scratch + n_state  # the last n_state values: the overflow guard's state backup
 
     state0 = np.zeros(n_state, np.float32)
     state_layout = []

@@ -343,6 +343,12 @@ class Model:
             )
         if code == 3:
             raise InputError(f"token id {x[0]!r} is not an integer in [0, {self._vocab}){where}")
+        if code == 4:
+            raise InputError(
+                "the model overflowed to NaN/Inf (in its state or output) on a finite but extreme "
+                f"input{where}; the state is unchanged "
+                "(load with nonfinite='propagate' to let such values through)"
+            )
         raise EdgeRNNError(f"kernel status {code}{where}")  # pragma: no cover
 
 

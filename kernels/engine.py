@@ -5,6 +5,9 @@ checked before any state is touched, so a rejected call leaves every stream as i
 
 * ``step(x, wf, wb, M)``: x (I,) float32 → the model output at ``M[out_off:out_off+O]``.
 * ``step_batch(X, wf, wb, MB)``: X (n, I), MB (n, len(M)): n independent streams, one call.
+* unless the model was loaded with ``nonfinite="propagate"``, a step (or sequence) that leaves NaN/Inf in
+  the state or the output although its input was finite returns ``ST_OVERFLOW`` with the state restored
+  from a backup copy kept at the end of M.
 * ``seq(X, wf, wb, M, Y, buf)``: X (T, I) → Y (T, O), layer by layer over the whole sequence (the only
   mode for reverse and bidirectional layers); continues the state in M (forward directions).
 """
@@ -32,6 +35,9 @@ from .layout import (
     H_IN,
     H_NIN,
     H_NLAYERS,
+    H_NOUT,
+    H_NSTATE,
+    H_OUT,
     H_SEQW,
     H_VOCAB,
     HEADER,
@@ -66,6 +72,7 @@ ST_OK = 0
 ST_SIZE = 1
 ST_NONFINITE = 2
 ST_TOKEN = 3
+ST_OVERFLOW = 4  # a finite input drove the state or output to NaN/Inf; the state was restored
 
 _GATES = (0, 0, 0, 0, 0, 1, 4, 5)  # scratch gate rows per hidden unit, by kind (rnn 1, lstm 4, gru 5)
 
@@ -156,11 +163,56 @@ def _run_step(x, wf, wb, M):
 
 
 @njit
+def _guarded(wf):
+    """Whether the overflow guard is on (nonfinite='raise', the default)."""
+    return (int(wf[H_FLAGS]) & 1) == 0
+
+
+@njit
+def _backup(wf, M):
+    """Copy the state to the backup region at the end of M."""
+    ns = off2(wf, H_NSTATE)
+    b0 = M.shape[0] - ns
+    for k in range(ns):
+        M[b0 + k] = M[k]
+
+
+@njit
+def _restore(wf, M):
+    ns = off2(wf, H_NSTATE)
+    b0 = M.shape[0] - ns
+    for k in range(ns):
+        M[k] = M[b0 + k]
+
+
+@njit(fastmath=False)
+def _all_finite(v):
+    # no fast-math here: under reassoc/nsz, LLVM may fold the NaN-producing arithmetic away
+    for k in range(v.shape[0]):
+        if not math.isfinite(v[k]):
+            return False
+    return True
+
+
+@njit
+def _state_out_finite(wf, M):
+    o = off2(wf, H_OUT)
+    return _all_finite(M[0 : off2(wf, H_NSTATE)]) and _all_finite(M[o : o + int(wf[H_NOUT])])
+
+
+@njit
 def step(x, wf, wb, M):
     """Advance one stream by one step; see the module doc."""
     st = _check(x, wf)
     if st != ST_OK:
         return st
+    if _guarded(wf):
+        _backup(wf, M)
+        _run_step(x, wf, wb, M)
+        if not _state_out_finite(wf, M):
+            _restore(wf, M)
+            return ST_OVERFLOW
+        return ST_OK
     _run_step(x, wf, wb, M)
     return ST_OK
 
@@ -175,8 +227,15 @@ def step_batch(X, wf, wb, MB):
         st = _check(X[i], wf)
         if st != ST_OK:
             return st | (i << 3)
+    guard = _guarded(wf)
     for i in range(n):
+        if guard:
+            _backup(wf, MB[i])
         _run_step(X[i], wf, wb, MB[i])
+        if guard and not _state_out_finite(wf, MB[i]):
+            for j in range(i + 1):
+                _restore(wf, MB[j])
+            return ST_OVERFLOW | (i << 3)
     return ST_OK
 
 
@@ -229,6 +288,9 @@ def seq(X, wf, wb, M, Y, buf):
             return st | (t << 3)
     W = int(wf[H_SEQW])
     nl = int(wf[H_NLAYERS])
+    guard = _guarded(wf)
+    if guard:
+        _backup(wf, M)
     a = buf[0 : T * W]
     b = buf[T * W : 2 * T * W]
     tmp = buf[2 * T * W :]
@@ -251,4 +313,12 @@ def seq(X, wf, wb, M, Y, buf):
     for t in range(T):
         for k in range(nout):
             Y[t, k] = a[t * W + k]
+    if guard:
+        for t in range(T):
+            if not _all_finite(Y[t]):
+                _restore(wf, M)
+                return ST_OVERFLOW | (t << 3)
+        if not _all_finite(M[0 : off2(wf, H_NSTATE)]):
+            _restore(wf, M)
+            return ST_OVERFLOW | ((T - 1) << 3)
     return ST_OK

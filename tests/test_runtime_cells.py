@@ -312,3 +312,33 @@ def test_long_run_in_chunks_equals_one_call_and_rejects_atomically():
     with pytest.raises(edgernn.InputError, match="time step 2500"):
         s.run(X)
     np.testing.assert_array_equal(s.state, before)
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_overflow_from_finite_input_raises_and_restores_state(backend):
+    """A relu RNN with positive weights: a finite input near FLT_MAX drives the state to +Inf."""
+    rng = np.random.default_rng(8)
+    plan, tensors = model([recurrent(rng, "rnn", "r", 4, 6, activations=["relu"]), dense(rng, "d", 6, 2)], 4)
+    tensors["r.W"] = np.abs(tensors["r.W"]) + 0.5
+    m = edgernn.Model(plan, tensors, backend=backend)
+    s, b = m.stream(), m.streams(2)
+    ok = rng.normal(size=(3, 4)).astype(np.float32)
+    s.run(ok)
+    b.step(ok[:2])
+    big = np.full(4, 3.0e38, np.float32)  # finite, so the input check lets it through
+    before, bbefore = s.state, b.state
+    with pytest.raises(edgernn.InputError, match="overflowed"):
+        s.step(big)
+    np.testing.assert_array_equal(s.state, before)
+    with pytest.raises(edgernn.InputError, match="overflowed.*time step 1"):
+        s.run(np.stack([ok[0], big, ok[1]]))
+    np.testing.assert_array_equal(s.state, before)
+    with pytest.raises(edgernn.InputError, match="overflowed.*stream 1"):
+        b.step(np.stack([ok[0], big]))
+    np.testing.assert_array_equal(b.state, bbefore)  # no stream advanced
+    s.step(ok[2])  # the stream goes on normally
+    assert np.isfinite(s.state).all()
+    # nonfinite='propagate' lets it through (documented): the guard is what made the difference
+    p = edgernn.Model(plan, tensors, backend=backend, nonfinite="propagate").stream()
+    p.step(big)
+    assert not np.isfinite(p.state).all()

@@ -1,0 +1,116 @@
+"""The blocked many-stream kernel (kernels/batch_blocked.py) against n separate single-stream steps.
+
+The kernel runs on a ``Streams`` object's own buffers (it is a drop-in for ``engine.step_batch``, not yet
+wired into the runtime); every supported layer kind, odd sizes (rows not a multiple of 4, streams not a
+multiple of 16), int8 weights, and the models it hands to the per-stream loop (clip, peepholes,
+attention...) must give what n separate ``Stream.step`` calls give, up to float32 summation order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from builders import attention, dense, esn, model, quantize_int8, recurrent
+from edgernn.kernels import batch_blocked
+from reference import assert_close
+
+import edgernn
+from edgernn import artifact
+
+
+def _cases():
+    rng = np.random.default_rng(11)
+    yield "lstm-odd", model([recurrent(rng, "lstm", "l", 3, 9), dense(rng, "d", 9, 5)], 3)
+    yield (
+        "lstm-init",
+        model([recurrent(rng, "lstm", "l", 3, 8, initial_h=True, initial_c=True), dense(rng, "d", 8, 2)], 3),
+    )
+    yield (
+        "gru-lbr1",
+        model([recurrent(rng, "gru", "g", 4, 10, linear_before_reset=1), dense(rng, "d", 10, 3)], 4),
+    )
+    yield (
+        "gru-lbr0",
+        model([recurrent(rng, "gru", "g", 4, 7, linear_before_reset=0), dense(rng, "d", 7, 1)], 4),
+    )
+    yield (
+        "rnn-relu",
+        model(
+            [
+                recurrent(rng, "rnn", "r", 2, 6, activations=["relu"]),
+                dense(rng, "d", 6, 2, activation="tanh"),
+            ],
+            2,
+        ),
+    )
+    yield (
+        "stack",
+        model(
+            [
+                recurrent(rng, "lstm", "a", 5, 6),
+                recurrent(rng, "gru", "b", 6, 5, linear_before_reset=1),
+                dense(rng, "h", 5, 7, activation="relu"),
+                dense(rng, "d", 7, 3, activation="sigmoid"),
+            ],
+            5,
+        ),
+    )
+    yield "esn-dense", model([esn(rng, "e", 3, 21), dense(rng, "d", 21, 2)], 3)
+    yield (
+        "esn-sparse-ext",
+        model([esn(rng, "e", 3, 30, sparse=True, readout_input="extended"), dense(rng, "d", 34, 2)], 3),
+    )
+    # handed to the per-stream loop
+    yield "lstm-clip", model([recurrent(rng, "lstm", "l", 3, 5, clip=0.5), dense(rng, "d", 5, 1)], 3)
+    yield "lstm-peephole", model([recurrent(rng, "lstm", "l", 3, 5, P=True), dense(rng, "d", 5, 1)], 3)
+    yield (
+        "attention",
+        model(
+            [
+                recurrent(rng, "gru", "g", 3, 6, linear_before_reset=1),
+                attention(rng, "a", 6, 4),
+                dense(rng, "d", 6, 2, activation="softmax"),
+            ],
+            3,
+        ),
+    )
+
+
+CASES = list(_cases())
+
+
+@pytest.mark.parametrize("n", [1, 5, 16, 37])
+@pytest.mark.parametrize("quant", ["fp32", "int8"])
+@pytest.mark.parametrize(("name", "pt"), CASES, ids=[c[0] for c in CASES])
+def test_streams_equal_separate_streams(tmp_path, name, pt, quant, n):
+    plan, tensors = pt
+    if quant == "int8":
+        plan, tensors = quantize_int8(plan, tensors)
+    path = tmp_path / "m.ernn"
+    artifact.write(path, plan, tensors)
+    m = edgernn.load(path, backend="numba")
+    batch = m.streams(n)
+    single = [m.stream() for _ in range(n)]
+    rng = np.random.default_rng(n)
+    for t in range(6):
+        X = rng.standard_normal((n, plan["input"]["size"])).astype(np.float32)
+        assert batch_blocked.step_batch(X, batch._wf, batch._wb, batch._MB) == 0
+        got = batch._MB[:, batch._o]
+        want = np.stack([s.step(x) for s, x in zip(single, X, strict=True)])
+        assert_close(got, want, atol=1e-5, rtol=1e-4, what=f"{name} {quant} n={n} t={t}")
+    assert_close(batch.state, np.stack([s.state for s in single]), atol=1e-5, rtol=1e-4, what="states")
+
+
+def test_bad_row_leaves_every_stream_untouched(tmp_path):
+    plan, tensors = CASES[0][1]
+    artifact.write(tmp_path / "m.ernn", plan, tensors)
+    b = edgernn.load(tmp_path / "m.ernn", backend="numba").streams(20)
+    X = np.random.default_rng(0).standard_normal((20, 3)).astype(np.float32)
+    assert batch_blocked.step_batch(X, b._wf, b._wb, b._MB) == 0
+    before = b.state
+    X[17, 1] = np.nan
+    status = batch_blocked.step_batch(X, b._wf, b._wb, b._MB)
+    assert status >> 3 == 17 and status & 7 == 2  # ST_NONFINITE in row 17, as engine.step_batch reports
+    np.testing.assert_array_equal(b.state, before)
+    bad = np.zeros((19, 3), np.float32)
+    assert batch_blocked.step_batch(bad, b._wf, b._wb, b._MB) == 1  # ST_SIZE: one row per stream
