@@ -352,25 +352,50 @@ def test_state_setter_refuses_nonfinite(feat):
     assert_rejected_untouched(s, twin, lambda: setattr(s, "state", v), "NaN", X0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: finite inputs near ±FLT_MAX overflow W·x to ±Inf, and Inf-Inf gives a NaN state with "
-    "no error (nonfinite='raise' checks the input only). Fix: the kernel checks the new state and returns "
-    "a status, or inputs are bounded. Remove this marker when fixed.",
-)
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_extreme_finite_inputs_never_poison_silently(cell, backend):
-    """Any finite input either steps with a finite state or raises; never a silent NaN state."""
+    """Finite inputs near ±FLT_MAX (which overflow W·x to ±Inf, and Inf-Inf to NaN, inside a cell) either
+    step with a finite state or raise InputError with the state unchanged; never a silent NaN state."""
     m = Model(*hc.model(cell, i=8, h=16), backend=backend)
     s = m.stream()
     rng = np.random.default_rng(0)
+    refused = 0
     for _ in range(2000):
         x = rng.choice([-3.4e38, 3.4e38, 1e38, -1e38, 0.0, 1.0], 8).astype(np.float32)
+        before = s.state
         try:
             s.step(x)
-        except InputError:
+        except InputError as e:
+            assert "overflow" in str(e)
+            np.testing.assert_array_equal(s.state, before)
+            refused += 1
             continue
         assert np.isfinite(s.state).all(), f"state poisoned silently by finite input {x}"
+    assert refused > 0  # these inputs do overflow (before the guard: a NaN state after 91-756 steps)
+
+
+def test_extreme_finite_inputs_run_and_streams(feat):
+    """The same guard in run() (whole chunk refused, state restored) and Streams.step (no stream moves)."""
+    m = Model(*hc.model("lstm", i=8, h=16), backend=feat.backend)
+    rng = np.random.default_rng(0)
+    X = rng.choice([-3.4e38, 3.4e38, 1e38, -1e38, 0.0, 1.0], (3000, 8)).astype(np.float32)
+    s = m.stream()
+    s.run(np.zeros((3, 8), np.float32))
+    before = s.state
+    with pytest.raises(InputError, match="overflow"):
+        s.run(X)
+    np.testing.assert_array_equal(s.state, before)
+    b = m.streams(len(X[:64]))
+    for k in range(0, 3000, 64):
+        Xb = X[k : k + 64]
+        if len(Xb) != 64:
+            break
+        sb = b.state
+        try:
+            b.step(Xb)
+        except InputError:
+            np.testing.assert_array_equal(b.state, sb)
+        assert np.isfinite(b.state).all()
 
 
 # ------------------------------------------------------------------------------ property: any input
