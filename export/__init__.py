@@ -1,5 +1,8 @@
-"""Host-side export: ONNX → ``.ernn`` compiler and quantization (imports onnx lazily)."""
+"""Host-side export (installed as ``edgernn.export``): torch -> ONNX -> ``.ernn`` with a parity proof
+(:func:`export`), and the ONNX -> ``.ernn`` compiler with quantization (:func:`compile_onnx`).
+Imports torch/onnx/onnxruntime lazily, inside the functions that need them."""
 
+from .exporter import ExportParityError, export
 from .onnx_compiler import compile_onnx
 
-__all__ = ["compile_onnx"]
+__all__ = ["ExportParityError", "compile_onnx", "export"]

@@ -1,0 +1,518 @@
+"""``export(module, out_dir, example_input, quantize=None)``: one trained module -> every deployable file.
+
+Writes into ``out_dir``:
+
+* ``model.onnx`` — the sequence graph, ``input`` ``(batch, time, features)`` (int64 ``(batch, time)`` for
+  token models) -> ``output``, dynamic batch and time. torch's legacy exporter (``dynamo=False``: plain
+  ``LSTM``/``GRU``/``RNN`` nodes, weights as initializers, no side data file); an ESN (a Python loop in
+  torch) gets a graph built from its plan with a ``Scan`` over time. A time-first user module is wrapped
+  so that every file takes batch-first inputs.
+* ``model.step.onnx`` — one step, ``x`` plus every layer's state in, ``y`` plus the new states out, all
+  states starting at zeros (not written for bidirectional models: a reverse direction needs the whole
+  sequence).
+* ``model.ernn`` — the edgernn artifact (the ONNX compiler's output when it is available and handles the
+  model, else the weights mapped straight from torch).
+* with ``quantize="int8"``: ``model.int8.onnx`` and ``model.step.int8.onnx`` (ONNX Runtime dynamic
+  quantization; for GRU/RNN/ESN models of the MatMul form of the cells, which the quantizer handles where
+  it leaves GRU/RNN nodes float) and ``model.int8.ernn`` (per-row symmetric int8 weights).
+* ``report.json`` — files and sizes, int8/fp32 size ratios, and the error of every pair of backends.
+
+Any float32 backend farther than ``1e-5 + 1e-4·|e|`` from torch raises :class:`ExportParityError` naming
+the first layer where the outputs diverge (``report.json`` is written first).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from typing import Any
+
+import numpy as np
+
+from ..errors import EdgeRNNError, InputError
+from . import parity
+
+#: ONNX Runtime dynamic quantization per channel? Per-tensor keeps the int8 files small (one scale per
+#: weight instead of one per column) at a negligible accuracy cost for these models.
+PER_CHANNEL = False
+
+
+class ExportParityError(EdgeRNNError):
+    """An exported float32 backend disagrees with the PyTorch module beyond tolerance."""
+
+
+def _time_first(module) -> bool:
+    from torch import nn
+
+    flags = {m.batch_first for m in module.modules() if isinstance(m, nn.RNNBase)}
+    return flags == {False}
+
+
+def _wrap(module, time_first: bool):
+    """A batch-first view of ``module``: (B, T, ...) in, (B, O) or (B, T, O) out (first tuple item)."""
+    import torch
+
+    class BatchFirst(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            if time_first:
+                x = x.transpose(0, 1)
+            y = self.inner(x)
+            if isinstance(y, (tuple, list)):
+                y = y[0]
+            if time_first and y.dim() == 3:
+                y = y.transpose(0, 1)
+            return y
+
+    return BatchFirst(module).eval()
+
+
+def _as_input(example: Any, tokens: bool):
+    import torch
+
+    t = torch.as_tensor(np.asarray(example.detach().cpu() if hasattr(example, "detach") else example))
+    if tokens:
+        if t.dim() == 3 and t.shape[-1] == 1:
+            t = t[..., 0]
+        if t.dim() != 2:
+            raise InputError(
+                f"example_input for a token model must be (batch, time) ids, got {tuple(t.shape)}"
+            )
+        return t.long()
+    if t.dim() != 3:
+        raise InputError(f"example_input must be (batch, time, features), got shape {tuple(t.shape)}")
+    if not torch.all(torch.isfinite(t.float())):
+        raise InputError("example_input has NaN or Inf values")
+    return t.float()
+
+
+def _is_token_module(module) -> bool:
+    from torch import nn
+
+    from ..models import SequenceModel
+
+    if isinstance(module, SequenceModel):
+        return module.tokens
+    return any(isinstance(m, nn.Embedding) for m in module.modules())
+
+
+def _torch_export(wrapper, example, path: str, many_to_one: bool) -> None:
+    import onnx
+    import torch
+
+    axes = {
+        "input": {0: "batch", 1: "time"},
+        "output": {0: "batch"} if many_to_one else {0: "batch", 1: "time"},
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapper,
+            (example,),
+            path,
+            dynamo=False,
+            opset_version=17,
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes=axes,
+            do_constant_folding=True,
+        )
+    model = onnx.load(path)
+    onnx.checker.check_model(model, full_check=True)
+    for node in model.graph.node:
+        if node.op_type == "GRU":
+            lbr = [a.i for a in node.attribute if a.name == "linear_before_reset"]
+            if lbr != [1]:
+                raise ExportParityError(f"exported GRU node {node.name!r} lacks linear_before_reset=1")
+    if os.path.exists(path + ".data") or any(
+        t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer
+    ):
+        raise ExportParityError(f"{path} is not self-contained (external data)")
+
+
+def _save_onnx(model, path: str) -> None:
+    import onnx
+
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+
+
+def _quantize(src: str, dst: str) -> None:
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_dynamic(
+            src,
+            dst,
+            weight_type=QuantType.QInt8,
+            per_channel=PER_CHANNEL,
+            extra_options={"EnableSubgraph": True},
+        )
+    import onnx
+
+    model = onnx.load(dst)
+    minify(model)
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, dst)
+
+
+def minify(model) -> None:
+    """Rename every internal tensor of ``model`` (subgraphs included) to a short id, drop node names, doc
+    strings and value_info shape hints, in place. The main graph's inputs/outputs keep their names."""
+    keep = {v.name for v in model.graph.input} | {v.name for v in model.graph.output}
+    names: dict[str, str] = {}
+
+    def new(n: str) -> str:
+        if not n or n in keep:
+            return n
+        if n not in names:
+            names[n] = f"t{len(names)}"
+        return names[n]
+
+    def walk(g) -> None:
+        g.doc_string = ""
+        for t in g.initializer:
+            t.name = new(t.name)
+            t.doc_string = ""
+        del g.value_info[:]  # optional shape hints; ONNX Runtime infers them again
+        for coll in (g.input, g.output):
+            for v in coll:
+                v.name = new(v.name)
+                v.doc_string = ""
+        for node in g.node:
+            node.name = ""
+            node.doc_string = ""
+            for i, n in enumerate(node.input):
+                node.input[i] = new(n)
+            for i, n in enumerate(node.output):
+                node.output[i] = new(n)
+            for a in node.attribute:
+                if a.type == a.GRAPH:
+                    walk(a.g)
+                for sg in a.graphs:
+                    walk(sg)
+
+    model.doc_string = ""
+    walk(model.graph)
+
+
+def _random_inputs(example, tokens: bool, vocab: int | None, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    ex = example.numpy()
+    T = max(ex.shape[1], 4) + 3
+    if tokens:
+        return {
+            "random": rng.integers(0, vocab, size=(3, T)).astype(np.int64),
+            "random_short": ex[:1, :1].copy(),
+        }
+    mean = ex.reshape(-1, ex.shape[-1]).mean(0)
+    std = ex.reshape(-1, ex.shape[-1]).std(0) + 0.1
+    X = (mean + std * rng.standard_normal((3, T, ex.shape[-1]))).astype(np.float32)
+    return {"random": X, "random_short": X[:2, :1].copy()}
+
+
+def _compile_onnx():
+    """The ONNX compiler (``export/onnx_compiler.py``, issue 4) when it is present, else None."""
+    try:
+        from .onnx_compiler import compile_onnx
+    except ImportError:
+        return None
+    return compile_onnx
+
+
+def _quantize_plan(plan: dict, tensors: dict) -> tuple[dict, dict]:
+    """Per-row symmetric int8 of a float plan, by the compiler's quantizer (``export/quantize.py``)."""
+    from .quantize import quantize_plan
+
+    return quantize_plan(plan, tensors, "int8")
+
+
+def export(
+    module,
+    out_dir: str | os.PathLike,
+    example_input: Any,
+    quantize: str | None = None,
+    verify: bool = True,
+    seed: int = 0,
+) -> dict:
+    """Export a trained module to ONNX (sequence + step, fp32 and int8) and ``.ernn``, and prove parity.
+
+    Parameters
+    ----------
+    module : an :class:`edgernn.models.SequenceModel` / :class:`~edgernn.models.ESN`, or a user's
+        ``nn.Module`` built from ``nn.Embedding``, ``nn.RNN/LSTM/GRU`` and ``nn.Linear`` (+ activations).
+    out_dir : directory to write (created if needed).
+    example_input : ``(batch, time, features)`` floats, or ``(batch, time)`` token ids — always batch-first,
+        also for a time-first module.
+    quantize : ``None`` or ``"int8"``.
+    verify : run the parity proof (always on in the CLI's ``--verify``; the proof is cheap for small inputs).
+
+    Returns the report (also written to ``out_dir/report.json``). Raises :class:`ExportParityError` when a
+    float32 backend disagrees with torch beyond ``1e-5 + 1e-4·|e|``.
+    """
+    if quantize not in (None, "int8"):
+        raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
+    out_dir = os.fspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix="edgernn-export-")
+    try:
+        return _export(module, out_dir, example_input, quantize, verify, seed, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _export(module, out_dir, example_input, quantize, verify, seed, scratch) -> dict:
+    import torch
+
+    from ..artifact import write
+    from ..models import ESN
+    from .from_torch import describe
+    from .onnx_graph import sequence_graph, step_graph
+
+    module = module.eval()
+    tokens = _is_token_module(module)
+    example = _as_input(example_input, tokens)
+    time_first = _time_first(module)
+    wrapper = _wrap(module, time_first)
+    with torch.no_grad():
+        y_ex = wrapper(example)
+    desc = describe(module, example_output_ndim=y_ex.dim())
+    plan, tensors = desc.plan, desc.tensors
+    many_to_one = desc.many_to_one
+    notes: list[str] = []
+    files: dict[str, str] = {}
+
+    def path(name: str) -> str:
+        files[name] = os.path.join(out_dir, name)
+        return files[name]
+
+    kinds = {lay["kind"] for lay in plan["layers"]}
+    # ---- ONNX fp32
+    if isinstance(module, ESN):
+        _save_onnx(sequence_graph(plan, tensors, "native"), path("model.onnx"))
+        notes.append("model.onnx: ESN reservoir as an ONNX Scan over time, built from the plan")
+    else:
+        _torch_export(wrapper, example, path("model.onnx"), many_to_one)
+    if desc.streamable:
+        _save_onnx(step_graph(plan, tensors, "native"), path("model.step.onnx"))
+    else:
+        notes.append(
+            "no model.step.onnx: the model has a bidirectional layer, whose reverse direction needs the "
+            "whole sequence; it runs through the sequence graph / Model.predict only"
+        )
+    # ---- .ernn
+    compile_onnx = _compile_onnx()
+    ernn_direct = path("model.ernn")
+    compiled_from_onnx = False
+    labels = plan["output"].get("labels")
+    if compile_onnx is not None and not (kinds & {"esn", "attention"}):
+        try:
+            compile_onnx(files["model.onnx"], ernn_direct, labels=labels)
+            compiled_from_onnx = True
+            notes.append(
+                "model.ernn compiled from model.onnx (ONNX is the source of truth); checked against an "
+                "artifact mapped straight from the torch weights (ernn_torch_predict)"
+            )
+        except Exception as e:  # noqa: BLE001 - fall back to the direct mapping, say so
+            notes.append(f"compile_onnx failed ({type(e).__name__}: {e}); model.ernn mapped from torch")
+    if not compiled_from_onnx:
+        write(ernn_direct, plan, tensors)
+    # ---- int8
+    int8_seq_src = None
+    if quantize == "int8":
+        native_ok = kinds.isdisjoint({"rnn", "gru", "esn"})
+        if native_ok:
+            int8_seq_src = files["model.onnx"]
+            step_src = files.get("model.step.onnx")
+        else:
+            int8_seq_src = os.path.join(scratch, "model.matmul.onnx")
+            _save_onnx(sequence_graph(plan, tensors, "matmul"), int8_seq_src)
+            step_src = None
+            if desc.streamable:
+                step_src = os.path.join(scratch, "model.step.matmul.onnx")
+                _save_onnx(step_graph(plan, tensors, "matmul"), step_src)
+            notes.append(
+                "int8 ONNX from the MatMul form of the cells "
+                "(ONNX Runtime's quantizer leaves GRU/RNN nodes float)"
+            )
+        _quantize(int8_seq_src, path("model.int8.onnx"))
+        if step_src:
+            _quantize(step_src, path("model.step.int8.onnx"))
+        if compiled_from_onnx:
+            compile_onnx(files["model.onnx"], path("model.int8.ernn"), "int8", labels=labels)
+        else:
+            qplan, qtensors = _quantize_plan(plan, tensors)
+            write(path("model.int8.ernn"), qplan, qtensors)
+    # ---- parity
+    report: dict[str, Any] = {
+        "model": {
+            "class": type(module).__name__,
+            "layers": [
+                {k: lay[k] for k in ("name", "kind", "input_size", "output_size")} for lay in plan["layers"]
+            ],
+            "input": plan["input"],
+            "output": plan["output"],
+            "parameters": int(sum(v.size for v in tensors.values())),
+            "time_first_module": time_first,
+            "streamable": desc.streamable,
+        },
+        "tolerance": {"fp32": f"|a - e| <= {parity.ATOL} + {parity.RTOL} * |e|", "int8": parity.INT8_BOUND},
+        "notes": notes,
+    }
+    ok = True
+    failure = None
+    if verify:
+        direct = None
+        if compiled_from_onnx:
+            direct = os.path.join(scratch, "model.torch.ernn")
+            write(direct, plan, tensors)
+        ok, failure = _verify(report, wrapper, desc, files, example, quantize, direct, seed, out_dir)
+    sizes = {name: os.path.getsize(p) for name, p in files.items()}
+    report["files"] = sizes
+    ratios = {}
+    for q, f in (
+        ("model.int8.onnx", "model.onnx"),
+        ("model.step.int8.onnx", "model.step.onnx"),
+        ("model.int8.ernn", "model.ernn"),
+    ):
+        if q in sizes and f in sizes:
+            ratios[q] = round(sizes[q] / sizes[f], 4)
+    report["size_ratio_int8_vs_fp32"] = ratios
+    report["ok"] = ok
+    with open(os.path.join(out_dir, "report.json"), "w") as f:
+        json.dump(_json_safe(report), f, indent=2, allow_nan=False)
+        f.write("\n")
+    if not ok:
+        raise ExportParityError(failure)
+    return report
+
+
+def _json_safe(obj):
+    """Non-finite floats as strings ("inf", "nan"): report.json stays strict JSON."""
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def _verify(report, wrapper, desc, files, example, quantize, direct_ernn, seed, out_dir):
+    import torch
+
+    many_to_one = desc.many_to_one
+    inputs = {"example": example.numpy()}
+    inputs.update(_random_inputs(example, desc.tokens, desc.plan["input"].get("vocab_size"), seed))
+
+    def torch_fn(X):
+        with parity.torch_reference():
+            return wrapper(torch.from_numpy(X)).numpy()
+
+    backends = {"torch": torch_fn, "onnx": parity.ort_sequence(files["model.onnx"])}
+    if "model.step.onnx" in files:
+        backends["onnx_step"] = parity.ort_step(files["model.step.onnx"], many_to_one)
+    fp32 = ["onnx", "onnx_step"]
+    runtime_note = None
+    try:
+        import edgernn
+
+        has_runtime = hasattr(edgernn, "load")
+    except ImportError:  # pragma: no cover
+        has_runtime = False
+    if has_runtime:
+        b = parity.ernn_backends(files["model.ernn"], many_to_one, desc.streamable, "ernn")
+        backends.update(b)
+        fp32 += list(b)
+        if direct_ernn:
+            b = parity.ernn_backends(direct_ernn, many_to_one, False, "ernn_torch")
+            backends.update(b)
+            fp32 += list(b)
+    else:
+        runtime_note = "edgernn runtime (edgernn.load) not available: .ernn files written but not run"
+        report["notes"].append(runtime_note)
+    int8 = []
+    if quantize == "int8":
+        backends["onnx_int8"] = parity.ort_sequence(files["model.int8.onnx"])
+        int8.append("onnx_int8")
+        if "model.step.int8.onnx" in files:
+            backends["onnx_step_int8"] = parity.ort_step(files["model.step.int8.onnx"], many_to_one)
+            int8.append("onnx_step_int8")
+        if has_runtime:
+            b = parity.ernn_backends(files["model.int8.ernn"], many_to_one, desc.streamable, "ernn_int8")
+            backends.update(b)
+            int8 += list(b)
+    pairs, outputs, errors = parity.run_parity(backends, inputs)
+    report["inputs"] = {k: list(v.shape) for k, v in inputs.items()}
+    report["backends"] = list(backends)
+    report["pairs"] = pairs
+    if errors:
+        report["backend_errors"] = errors
+    checks = {}
+    failed = []
+    for name in fp32:
+        if name not in backends:
+            continue
+        if name in errors:
+            checks[name] = {"ok": False, "error": errors[name]}
+            failed.append(name)
+            continue
+        c = pairs[f"{name}|torch"]
+        checks[name] = {"ok": c["tol_ratio"] <= 1.0, **c}
+        if c["tol_ratio"] > 1.0:
+            failed.append(name)
+    report["fp32_vs_torch"] = checks
+    scale = max(float(np.max(np.abs(o))) for o in outputs["torch"].values())
+    q = {}
+    for name in int8:
+        if name in errors:
+            q[name] = {"ok": False, "error": errors[name]}
+            continue
+        c = pairs[f"{name}|torch"]
+        q[name] = {"within_bound": c["max_abs"] <= parity.INT8_ATOL + parity.INT8_RTOL * scale, **c}
+    if q:
+        report["int8_vs_torch"] = q
+    # streaming semantics: a many-to-one model's step returns the prediction for the prefix seen so far
+    if many_to_one and desc.streamable:
+        X = inputs["random"]
+        with torch.no_grad():
+            prefix = np.stack([torch_fn(X[:, : t + 1]) for t in range(X.shape[1])], axis=1)
+        so_far = {"onnx_step": parity.ort_step(files["model.step.onnx"], True, every_step=True)(X)}
+        if has_runtime:
+            import edgernn
+
+            m = edgernn.load(files["model.ernn"])
+            so_far["ernn_step"] = np.stack([m.stream().run(X[b]) for b in range(X.shape[0])])
+        report["step_so_far_vs_torch_prefixes"] = {}
+        for name, Y in so_far.items():
+            c = parity.compare(Y, prefix)
+            report["step_so_far_vs_torch_prefixes"][name] = {"ok": c["tol_ratio"] <= 1.0, **c}
+            if c["tol_ratio"] > 1.0:
+                failed.append(f"{name} (prediction so far)")
+    if not failed:
+        return True, None
+    first = failed[0].split(" ")[0]
+    with parity.tmpdir() as tmp:
+        where = parity.locate_divergence(desc, inputs["random"], first, tmp, module=wrapper)
+    detail = checks.get(first, {})
+    msg = (
+        f"export parity failed: {', '.join(failed)} disagree with torch beyond "
+        f"|a - e| <= {parity.ATOL} + {parity.RTOL}·|e|"
+    )
+    if "max_abs" in detail:
+        msg += f" (max abs error {detail['max_abs']:.3g})"
+    if "error" in detail:
+        msg += f" ({detail['error']})"
+    msg += f"; first divergence: {where}. See {os.path.join(out_dir, 'report.json')}"
+    report["failure"] = msg
+    return False, msg
