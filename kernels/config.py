@@ -15,7 +15,9 @@
 from __future__ import annotations
 
 import os
-import stat
+
+from ..trust import insecure_above as _insecure_above
+from ..trust import insecure_dir as _insecure
 
 FASTMATH = {"reassoc", "contract", "arcp", "nsz", "afn"}
 BOUNDSCHECK = False
@@ -45,43 +47,6 @@ def cache_dir() -> str:
     if not d:
         d = os.path.join(os.path.expanduser("~"), ".cache", "edgernn")
     return os.path.join(os.path.abspath(d), "kernels-" + _kernels_digest())
-
-
-def _insecure(path: str) -> str | None:
-    """Why another user could change what numba loads from ``path`` (an existing directory), or None.
-
-    The directory must be ours and not writable by group/others, and no directory above it may let
-    another user rename or replace it: each must be owned by us or root, and not group/other-writable
-    unless it has the sticky bit (like /tmp). The same rule as OpenSSH's StrictModes.
-    """
-    if not hasattr(os, "getuid"):  # pragma: no cover - no POSIX modes (Windows)
-        return None
-    uid = os.getuid()
-    st = os.stat(path)
-    if st.st_uid != uid:
-        return f"{path} is owned by uid {st.st_uid}, not by this user (uid {uid})"
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return f"{path} is writable by group or others (numba unpickles its cache index): chmod go-w it"
-    return _insecure_above(path, False)
-
-
-def _insecure_above(path: str, include_self: bool) -> str | None:
-    if not hasattr(os, "getuid"):  # pragma: no cover
-        return None
-    uid = os.getuid()
-    for p in dict.fromkeys((os.path.abspath(path), os.path.realpath(path))):
-        d = p if include_self else os.path.dirname(p)
-        while True:
-            st = os.stat(d)
-            if st.st_uid not in (0, uid):
-                return f"{d}, at or above the cache directory, is owned by uid {st.st_uid}"
-            if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX:
-                return f"{d}, at or above the cache directory, is writable by group or others"
-            up = os.path.dirname(d)
-            if up == d:
-                break
-            d = up
-    return None
 
 
 def cache_problem(path: str) -> str | None:
