@@ -171,6 +171,13 @@ def load_module(path: str | None = None) -> Kernels:
             "build one with: edgernn aot"
         )
     path = os.path.abspath(path)
+    from .trust import insecure_dir
+
+    why = insecure_dir(os.path.dirname(path))
+    if why is None and os.stat(path).st_mode & 0o022:
+        why = f"{path} is writable by group or others"
+    if why:  # native code: loading it from a place another user controls would run their code
+        raise EdgeRNNError(f"refusing the AOT module {path}: {why}")
     k = _LOADED.get(path)
     if k is not None:
         _check_fingerprint(k.module, path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import struct
 from collections.abc import Mapping
 from typing import Any
@@ -29,6 +30,8 @@ MAX_HEADER_BYTES = 100_000_000
 MAX_PARAMETERS = 256_000_000
 #: Largest size any single layer dimension may have.
 MAX_DIM = 1 << 24
+#: Most tensor entries a header may list (1024 layers with a handful of roles each).
+MAX_TENSORS = 16_384
 
 _DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "I8": np.dtype("i1"), "I32": np.dtype("<i4")}
 _DTYPE_NAMES = {v: k for k, v in _DTYPES.items()}
@@ -95,16 +98,57 @@ def _fail(check: str, msg: str) -> ArtifactError:
 def _int(layer: str, d: Mapping, key: str, lo: int = 1, hi: int = MAX_DIM) -> int:
     v = d.get(key)
     if isinstance(v, bool) or not isinstance(v, int):
-        raise _fail("bad field", f"{layer}: '{key}' must be an integer, got {v!r}")
+        raise _fail("bad field", f"{layer}: '{key}' must be an integer, got {_short(v)}")
     if not lo <= v <= hi:
         raise _fail("bad size", f"{layer}: '{key}' = {v} is outside [{lo}, {hi}]")
     return v
 
 
 def _num(layer: str, v: Any, key: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise _fail("bad field", f"{layer}: '{key}' must be a finite number, got {v!r}")
+    ok = not isinstance(v, bool) and isinstance(v, (int, float))
+    if ok and isinstance(v, int):
+        ok = abs(v) <= 1 << 64  # a huge JSON integer would overflow float() below
+    if not ok or not math.isfinite(v):
+        raise _fail("bad field", f"{layer}: '{key}' must be a finite number, got {_short(v)}")
     return float(v)
+
+
+def _short(v: Any, n: int = 80) -> str:
+    """repr() of a value from a file, cut to ``n`` characters (a hostile value can be megabytes)."""
+    try:
+        r = repr(v)
+    except (ValueError, RecursionError):  # e.g. an int with more digits than Python will print
+        r = f"<{type(v).__name__}>"
+    return r if len(r) <= n else r[: n - 3] + "..."
+
+
+def _loads(text: str, what: str) -> Any:
+    """Strict JSON: no duplicate keys (two tools must never see two different files), no NaN/Infinity."""
+
+    def pairs(items: list) -> dict:
+        d = dict(items)
+        if len(d) != len(items):
+            seen: set = set()
+            dup = next(k for k, _ in items if k in seen or seen.add(k))
+            raise _fail("duplicate key", f"{what}: key {_short(dup)} appears more than once")
+        return d
+
+    def constant(name: str) -> Any:
+        raise _fail(f"{what} not JSON", f"{name} is not JSON")
+
+    try:
+        return json.loads(text, object_pairs_hook=pairs, parse_constant=constant)
+    except ArtifactError:
+        raise
+    except (ValueError, RecursionError) as e:
+        raise _fail(f"{what} not JSON", str(e)[:200]) from None
+
+
+def _bool(layer: str, d: dict, key: str) -> bool:
+    v = d.setdefault(key, False)
+    if not isinstance(v, bool):
+        raise _fail("bad field", f"{layer}: '{key}' must be true or false, got {_short(v)}")
+    return v
 
 
 def _acts(layer: str, d: Mapping, n: int, defaults: tuple[str, ...], allow_softmax: bool) -> None:
@@ -114,10 +158,10 @@ def _acts(layer: str, d: Mapping, n: int, defaults: tuple[str, ...], allow_softm
         acts = list(defaults) * (n // len(defaults))
         d["activations"] = acts
     if not isinstance(acts, list) or len(acts) != n:
-        raise _fail("bad field", f"{layer}: 'activations' must be a list of {n} names, got {acts!r}")
+        raise _fail("bad field", f"{layer}: 'activations' must be a list of {n} names, got {_short(acts)}")
     for a in acts:
         if a not in ACTIVATIONS or (a == "softmax" and not allow_softmax):
-            raise _fail("unknown activation", f"{layer}: {a!r}")
+            raise _fail("unknown activation", f"{layer}: {_short(a)}")
     for key, idx in (("activation_alpha", 0), ("activation_beta", 1)):
         vals = d.get(key)
         if vals is None:
@@ -132,7 +176,7 @@ def _acts(layer: str, d: Mapping, n: int, defaults: tuple[str, ...], allow_softm
 def _act1(layer: str, d: Mapping) -> None:
     a = d.setdefault("activation", "linear")
     if a not in ACTIVATIONS:
-        raise _fail("unknown activation", f"{layer}: {a!r}")
+        raise _fail("unknown activation", f"{layer}: {_short(a)}")
     da, db = ACTIVATION_DEFAULTS.get(a, (0.0, 0.0))
     d["alpha"] = _num(layer, d.get("alpha", da), "alpha")
     d["beta"] = _num(layer, d.get("beta", db), "beta")
@@ -187,9 +231,9 @@ def _validate_layer(idx: int, layer: Any, in_size: int) -> int:
     name = layer.get("name", f"layer{idx}")
     if not isinstance(name, str) or not name:
         raise _fail("bad field", f"layer {idx}: 'name' must be a non-empty string")
-    where = f"layer {idx} ({name!r}, {kind})"
+    where = f"layer {idx} ({_short(name)}, {kind})"
     if kind not in LAYER_KINDS:
-        raise _fail("unknown layer kind", f"layer {idx}: {kind!r} (known: {', '.join(LAYER_KINDS)})")
+        raise _fail("unknown layer kind", f"layer {idx}: {_short(kind)} (known: {', '.join(LAYER_KINDS)})")
     i = _int(where, layer, "input_size")
     if i != in_size:
         raise _fail("layers do not chain", f"{where}: input_size {i} but the previous output is {in_size}")
@@ -206,18 +250,18 @@ def _validate_layer(idx: int, layer: Any, in_size: int) -> int:
     elif kind in RECURRENT_GATES:
         h = _int(where, layer, "hidden_size")
         direction = layer.setdefault("direction", "forward")
-        if direction not in DIRECTIONS:
-            raise _fail("bad field", f"{where}: direction {direction!r}")
+        if not isinstance(direction, str) or direction not in DIRECTIONS:
+            raise _fail("bad field", f"{where}: direction {_short(direction)}")
         d = DIRECTIONS[direction]
         _acts(where, layer, d * len(CELL_ACTIVATIONS[kind]), CELL_ACTIVATIONS[kind], False)
         clip = layer.get("clip")
         if clip is not None and (_num(where, clip, "clip") <= 0):
             raise _fail("bad field", f"{where}: clip must be positive")
         if kind == "lstm":
-            layer["input_forget"] = bool(layer.get("input_forget", False))
+            _bool(where, layer, "input_forget")
         if kind == "gru":
             lbr = layer.setdefault("linear_before_reset", 0)
-            if lbr not in (0, 1) or isinstance(lbr, bool):
+            if type(lbr) is not int or lbr not in (0, 1):
                 raise _fail("bad field", f"{where}: linear_before_reset must be 0 or 1")
         o = d * h
     elif kind == "esn":
@@ -227,9 +271,8 @@ def _validate_layer(idx: int, layer: Any, in_size: int) -> int:
             raise _fail("bad field", f"{where}: leak_rate {a} is outside (0, 1]")
         ro = layer.setdefault("readout_input", "state")
         if ro not in ("state", "extended"):
-            raise _fail("bad field", f"{where}: readout_input {ro!r}")
-        layer["sparse"] = bool(layer.get("sparse", False))
-        if layer["sparse"]:
+            raise _fail("bad field", f"{where}: readout_input {_short(ro)}")
+        if _bool(where, layer, "sparse"):
             _int(where, layer, "nnz", 0, n * n)
         o = n if ro == "state" else 1 + i + n
     elif kind == "dense":
@@ -240,7 +283,7 @@ def _validate_layer(idx: int, layer: Any, in_size: int) -> int:
         o = i
     got = layer.get("output_size", o)
     if got != o:
-        raise _fail("bad size", f"{where}: output_size {got!r} but the layer produces {o}")
+        raise _fail("bad size", f"{where}: output_size {_short(got)} but the layer produces {o}")
     layer["output_size"] = o
     layer["name"] = name
     if not isinstance(layer.get("tensors", {}), dict):
@@ -256,20 +299,25 @@ def validate_plan(plan: Any) -> dict:
     """
     if not isinstance(plan, dict):
         raise _fail("bad plan", "the plan is not a JSON object")
-    plan = json.loads(json.dumps(plan))  # deep copy, and proves it is plain JSON
+    try:
+        plan = json.loads(json.dumps(plan, allow_nan=False))  # deep copy, and proves it is plain JSON
+    except (TypeError, ValueError, RecursionError) as e:
+        raise _fail("bad plan", f"not plain JSON: {str(e)[:200]}") from None
     if plan.get("format") != FORMAT:
-        raise _fail("not an edgernn artifact", f"format is {plan.get('format')!r}, expected {FORMAT!r}")
+        raise _fail(
+            "not an edgernn artifact", f"format is {_short(plan.get('format'))}, expected {_short(FORMAT)}"
+        )
     if plan.get("format_version") != FORMAT_VERSION:
         raise _fail(
             "unknown format version",
-            f"{plan.get('format_version')!r}; this edgernn reads version {FORMAT_VERSION}",
+            f"{_short(plan.get('format_version'))}; this edgernn reads version {FORMAT_VERSION}",
         )
     inp, out = plan.get("input"), plan.get("output")
     if not isinstance(inp, dict) or not isinstance(out, dict):
         raise _fail("bad plan", "'input' and 'output' must be objects")
     inp.setdefault("kind", "features")
     if inp["kind"] not in ("features", "tokens"):
-        raise _fail("bad field", f"input kind {inp['kind']!r}")
+        raise _fail("bad field", f"input kind {_short(inp['kind'])}")
     in_size = _int("input", inp, "size")
     if inp["kind"] == "tokens":
         _int("input", inp, "vocab_size")
@@ -278,7 +326,7 @@ def validate_plan(plan: Any) -> dict:
     out_size = _int("output", out, "size")
     seq = out.setdefault("sequence", "many_to_many")
     if seq not in ("many_to_one", "many_to_many"):
-        raise _fail("bad field", f"output sequence {seq!r}")
+        raise _fail("bad field", f"output sequence {_short(seq)}")
     labels = out.setdefault("labels", None)
     if labels is not None and (
         not isinstance(labels, list) or len(labels) != out_size or not all(isinstance(s, str) for s in labels)
@@ -286,7 +334,7 @@ def validate_plan(plan: Any) -> dict:
         raise _fail("bad field", f"output labels must be a list of {out_size} strings")
     q = plan.setdefault("quantization", "none")
     if q not in ("none", "int8", "fp16"):
-        raise _fail("bad field", f"quantization {q!r}")
+        raise _fail("bad field", f"quantization {_short(q)}")
     layers = plan.get("layers")
     if not isinstance(layers, list) or not layers:
         raise _fail("bad plan", "'layers' must be a non-empty list")
@@ -297,7 +345,7 @@ def validate_plan(plan: Any) -> dict:
     for idx, layer in enumerate(layers):
         size = _validate_layer(idx, layer, size)
         if layer["name"] in names:
-            raise _fail("bad field", f"duplicate layer name {layer['name']!r}")
+            raise _fail("bad field", f"duplicate layer name {_short(layer['name'])}")
         names.add(layer["name"])
         if layer["kind"] in ("embedding", "onehot"):
             if inp["kind"] != "tokens" or layer["vocab_size"] != inp["vocab_size"]:
@@ -322,29 +370,32 @@ def validate_tensors(
     quant = plan["quantization"]
     total = 0
     for idx, layer in enumerate(plan["layers"]):
-        where = f"layer {idx} ({layer['name']!r}, {layer['kind']})"
+        where = f"layer {idx} ({_short(layer['name'])}, {layer['kind']})"
         spec = layer_tensor_specs(layer)
         roles = layer["tensors"]
         qroles = QUANTIZABLE.get(layer["kind"], ())
         for role in roles:
             base = role[: -len("_scale")] if role.endswith("_scale") else None
             if role not in spec and not (base in spec and base in qroles):
-                raise _fail("unexpected tensor", f"{where}: unknown role {role!r}")
+                raise _fail("unexpected tensor", f"{where}: unknown role {_short(role)}")
         for role, (shape, required) in spec.items():
             name = roles.get(role)
             if name is None:
                 if required:
-                    raise _fail("tensor missing", f"{where}: role {role!r} is not given")
+                    raise _fail("tensor missing", f"{where}: role {_short(role)} is not given")
                 continue
             if not isinstance(name, str) or name not in tensors:
-                raise _fail("tensor missing", f"{where}: tensor {name!r} (role {role!r}) is not in the file")
+                raise _fail(
+                    "tensor missing",
+                    f"{where}: tensor {_short(name)} (role {_short(role)}) is not in the file",
+                )
             if name in used:
-                raise _fail("bad plan", f"{where}: tensor {name!r} is used twice")
+                raise _fail("bad plan", f"{where}: tensor {_short(name)} is used twice")
             used.add(name)
             arr = tensors[name]
             if tuple(arr.shape) != tuple(shape):
                 raise _fail(
-                    "shape mismatch", f"tensor {name!r}: shape {tuple(arr.shape)} != expected {shape}"
+                    "shape mismatch", f"tensor {_short(name)}: shape {tuple(arr.shape)} != expected {shape}"
                 )
             total += int(np.prod(shape, dtype=object))
             if total > max_parameters:
@@ -362,32 +413,37 @@ def validate_tensors(
             if dt not in allowed:
                 raise _fail(
                     "dtype not allowed",
-                    f"tensor {name!r} (role {role!r}, {quant} artifact) is {dt}, allowed: "
+                    f"tensor {_short(name)} (role {_short(role)}, {quant} artifact) is {dt}, allowed: "
                     + ", ".join(sorted(_DTYPE_NAMES.get(a, str(a)) for a in allowed)),
                 )
             scale_role = role + "_scale"
             if dt == np.dtype("i1"):
                 sname = roles.get(scale_role)
-                if sname is None or sname not in tensors:
+                if not isinstance(sname, str) or sname not in tensors:
                     raise _fail(
-                        "tensor missing", f"{where}: int8 role {role!r} needs tensor role {scale_role!r}"
+                        "tensor missing",
+                        f"{where}: int8 role {_short(role)} needs tensor role {_short(scale_role)}",
                     )
                 if sname in used:
-                    raise _fail("bad plan", f"{where}: tensor {sname!r} is used twice")
+                    raise _fail("bad plan", f"{where}: tensor {_short(sname)} is used twice")
                 used.add(sname)
                 sarr = tensors[sname]
                 sshape = (layer["reservoir_size"],) if role == "W_data" else tuple(shape[:-1])
                 if tuple(sarr.shape) != sshape or np.dtype(sarr.dtype) != np.dtype("<f4"):
                     raise _fail(
                         "shape mismatch",
-                        f"scale {sname!r}: {sarr.dtype}{tuple(sarr.shape)} != expected float32{sshape}",
+                        f"scale {_short(sname)}: {sarr.dtype}{tuple(sarr.shape)} != expected float32{sshape}",
                     )
                 if not np.all(np.isfinite(sarr)) or np.any(sarr < 0):
-                    raise _fail("non-finite weights", f"scale {sname!r} has non-finite or negative values")
+                    raise _fail(
+                        "non-finite weights", f"scale {_short(sname)} has non-finite or negative values"
+                    )
             elif scale_role in roles:
-                raise _fail("unexpected tensor", f"{where}: {scale_role!r} given but {role!r} is not int8")
+                raise _fail(
+                    "unexpected tensor", f"{where}: {_short(scale_role)} given but {_short(role)} is not int8"
+                )
             if dt.kind == "f" and not np.all(np.isfinite(arr)):
-                raise _fail("non-finite weights", f"tensor {name!r} has NaN or Inf values")
+                raise _fail("non-finite weights", f"tensor {_short(name)} has NaN or Inf values")
         _check_values(where, layer, roles, tensors)
     extra = set(tensors) - used
     if extra:
@@ -430,7 +486,7 @@ def write(path: str | os.PathLike, plan: Mapping, tensors: Mapping[str, np.ndarr
             np.dtype(arr.dtype).newbyteorder("<") not in _DTYPE_NAMES
             and np.dtype(arr.dtype) not in _DTYPE_NAMES
         ):
-            raise _fail("dtype not allowed", f"tensor {name!r} has dtype {arr.dtype}")
+            raise _fail("dtype not allowed", f"tensor {_short(name)} has dtype {arr.dtype}")
     tensors = {k: v.astype(np.dtype(v.dtype).newbyteorder("<"), copy=False) for k, v in tensors.items()}
     validate_tensors(plan, tensors)
     header: dict[str, Any] = {"__metadata__": {PLAN_KEY: json.dumps(plan, separators=(",", ":"))}}
@@ -447,12 +503,24 @@ def write(path: str | os.PathLike, plan: Mapping, tensors: Mapping[str, np.ndarr
     hbytes = json.dumps(header, separators=(",", ":")).encode("utf-8")
     hbytes += b" " * (-(len(hbytes) + 8) % 8)
     tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(hbytes)))
-        f.write(hbytes)
-        for name in names:
-            f.write(tensors[name].tobytes())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(struct.pack("<Q", len(hbytes)))
+            f.write(hbytes)
+            for name in names:
+                f.write(tensors[name].tobytes())
+            f.flush()
+            os.fsync(f.fileno())  # a power cut during an update leaves the old file or the new one
+        os.replace(tmp, path)
+        if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
+            fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return plan
 
 
@@ -473,20 +541,15 @@ def parse(data: bytes, max_parameters: int = MAX_PARAMETERS) -> tuple[dict, dict
         text = bytes(data[8 : 8 + hlen]).decode("utf-8")
     except UnicodeDecodeError as e:
         raise _fail("header not UTF-8", str(e)) from None
-    try:
-        header = json.loads(text)
-    except (ValueError, RecursionError) as e:
-        raise _fail("header not JSON", str(e)[:200]) from None
+    header = _loads(text, "header")
     if not isinstance(header, dict):
         raise _fail("header not JSON", "the header is not a JSON object")
     meta = header.pop("__metadata__", None)
     if not isinstance(meta, dict) or not isinstance(meta.get(PLAN_KEY), str):
         raise _fail("not an edgernn artifact", f"no '{PLAN_KEY}' entry in the safetensors metadata")
-    try:
-        plan = json.loads(meta[PLAN_KEY])
-    except (ValueError, RecursionError) as e:
-        raise _fail("plan not JSON", str(e)[:200]) from None
-    plan = validate_plan(plan)
+    plan = validate_plan(_loads(meta[PLAN_KEY], "plan"))
+    if len(header) > MAX_TENSORS:
+        raise _fail("too many tensors", f"{len(header)} tensor entries (at most {MAX_TENSORS})")
     body = n - 8 - hlen
     base = 8 + hlen
     ranges = []
@@ -494,17 +557,17 @@ def parse(data: bytes, max_parameters: int = MAX_PARAMETERS) -> tuple[dict, dict
     total = 0
     for name, info in header.items():
         if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
-            raise _fail("bad tensor entry", f"tensor {name!r}: expected dtype, shape and data_offsets")
+            raise _fail("bad tensor entry", f"tensor {_short(name)}: expected dtype, shape and data_offsets")
         dt = _DTYPES.get(info["dtype"]) if isinstance(info["dtype"], str) else None
         if dt is None:
-            raise _fail("dtype not allowed", f"tensor {name!r}: dtype {info['dtype']!r}")
+            raise _fail("dtype not allowed", f"tensor {_short(name)}: dtype {_short(info['dtype'])}")
         shape, offs = info["shape"], info["data_offsets"]
         if (
             not isinstance(shape, list)
             or len(shape) > 4
             or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_DIM for s in shape)
         ):
-            raise _fail("bad tensor entry", f"tensor {name!r}: shape {shape!r}")
+            raise _fail("bad tensor entry", f"tensor {_short(name)}: shape {_short(shape)}")
         count = math.prod(shape)
         total += count
         if total > max_parameters:
@@ -514,28 +577,34 @@ def parse(data: bytes, max_parameters: int = MAX_PARAMETERS) -> tuple[dict, dict
             or len(offs) != 2
             or not all(isinstance(o, int) and not isinstance(o, bool) for o in offs)
         ):
-            raise _fail("bad tensor entry", f"tensor {name!r}: data_offsets {offs!r}")
+            raise _fail("bad tensor entry", f"tensor {_short(name)}: data_offsets {_short(offs)}")
         begin, end = offs
-        if not 0 <= begin <= end <= body:
+        if not 0 <= begin <= end:
+            raise _fail("tensor out of bounds", f"tensor {_short(name)}: bytes [{begin}, {end})")
+        if end > body:
             raise _fail(
-                "tensor out of bounds", f"tensor {name!r}: bytes [{begin}, {end}) outside [0, {body})"
+                "truncated file",
+                f"tensor {_short(name)} needs bytes [{begin}, {end}) of a {body}-byte data section",
             )
         if end - begin != count * dt.itemsize:
             raise _fail(
                 "shape mismatch",
-                f"tensor {name!r}: {end - begin} bytes for shape {shape} of {info['dtype']}",
+                f"tensor {_short(name)}: {end - begin} bytes for shape {shape} of {info['dtype']}",
             )
         ranges.append((begin, end, name))
-        tensors[name] = np.frombuffer(data, dtype=dt, count=count, offset=base + begin).reshape(shape)
+        arr = np.frombuffer(data, dtype=dt, count=count, offset=base + begin).reshape(shape)
+        if not arr.flags.aligned:  # an unpadded header: give the kernels aligned memory
+            arr = arr.copy()
+        tensors[name] = arr
     ranges.sort()
     pos = 0
     for begin, end, name in ranges:
         if begin < pos:
             raise _fail(
-                "overlapping tensors", f"tensor {name!r} starts at {begin}, inside the previous tensor"
+                "overlapping tensors", f"tensor {_short(name)} starts at {begin}, inside the previous tensor"
             )
         if begin > pos:
-            raise _fail("gap between tensors", f"{begin - pos} unused bytes before tensor {name!r}")
+            raise _fail("gap between tensors", f"{begin - pos} unused bytes before tensor {_short(name)}")
         pos = end
     if pos != body:
         raise _fail("trailing bytes", f"{body - pos} bytes after the last tensor")
@@ -546,13 +615,16 @@ def parse(data: bytes, max_parameters: int = MAX_PARAMETERS) -> tuple[dict, dict
 def read(path: str | os.PathLike, max_parameters: int = MAX_PARAMETERS) -> tuple[dict, dict[str, np.ndarray]]:
     """Read and validate an ``.ernn`` file; returns ``(plan, tensors)`` or raises :class:`ArtifactError`."""
     try:
-        size = os.path.getsize(path)
-        if size > 8 * max_parameters + MAX_HEADER_BYTES + 8:
-            raise _fail("file too large", f"{size} bytes")
         with open(path, "rb") as f:
-            data = f.read()
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):  # a FIFO or /dev/zero would block or never end
+                raise _fail("not a regular file", f"{_short(os.fspath(path))}")
+            size = st.st_size
+            if size > 8 * max_parameters + MAX_HEADER_BYTES + 8:
+                raise _fail("file too large", f"{size} bytes")
+            data = f.read(size)  # never more than the size checked above, even if the file grows
     except OSError as e:
-        raise ArtifactError(f"cannot read {os.fspath(path)!r}: {e.strerror or e}") from None
+        raise ArtifactError(f"cannot read {_short(os.fspath(path))}: {e.strerror or e}") from None
     return parse(data, max_parameters)
 
 

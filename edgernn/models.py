@@ -463,6 +463,13 @@ def load(path: str | os.PathLike) -> nn.Module:
         config = dict(info["config"])
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{path}: bad checkpoint metadata ({e!r})") from None
+    # sizes are checked before anything is built: a hostile config must not make us allocate terabytes
+    for key, value in config.items():
+        if isinstance(value, bool) or not isinstance(value, int) or key == "seed":
+            continue
+        limit = 1024 if key == "num_layers" else 1 << 24
+        if value > limit:
+            raise ValueError(f"{path}: bad checkpoint configuration ({key}={value} exceeds {limit})")
     if cls is SequenceModel and "input_mean" in tensors:
         config["input_mean"] = tensors["input_mean"].numpy()
         config["input_std"] = tensors["input_std"].numpy()

@@ -12,6 +12,7 @@ GIL, so streams in different threads run in parallel).
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ _F32 = np.dtype(np.float32)
 _MAX_EXACT_INT = 1 << 24
 
 _BACKENDS: dict[str, Any] = {}
+_BACKENDS_LOCK = threading.RLock()
 
 
 # --------------------------------------------------------------------------------------- backends
@@ -112,7 +114,9 @@ def get_backend(name: str | None = None) -> _Backend:
     if name not in _FACTORIES:
         raise EdgeRNNError(f"unknown backend {name!r}; choose one of {sorted(_FACTORIES)}")
     if name not in _BACKENDS:
-        _BACKENDS[name] = _FACTORIES[name]()
+        with _BACKENDS_LOCK:  # first loads from several threads: compile once, then disable_compile
+            if name not in _BACKENDS:
+                _BACKENDS[name] = _FACTORIES[name]()
     return _BACKENDS[name]
 
 
@@ -325,7 +329,8 @@ class Model:
             finite = np.isfinite(a)
             if np.any(np.abs(a[finite]) > np.finfo(np.float32).max):
                 raise InputError(f"{what} has values beyond the float32 range")
-        return np.ascontiguousarray(a, dtype=np.float32)
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        return a if a.flags.writeable else a.copy()  # the kernels' signatures take writeable arrays
 
     def _raise_status(self, code: int, x: np.ndarray, where: str = "") -> None:
         if code == 1:
@@ -390,7 +395,7 @@ class Stream:
         """
         try:
             st = self._k(x, self._wf, self._wb, self._M)
-        except TypeError:  # not a C-contiguous float32 vector: convert (or refuse), then retry
+        except (TypeError, ValueError):  # not a C-contiguous float32 vector (numba: "[]" is a ValueError)
             x = self._model._coerce(x, 1)
             st = self._k(x, self._wf, self._wb, self._M)
         if st:
@@ -459,7 +464,7 @@ class Streams:
         """
         try:
             st = self._k(X, self._wf, self._wb, self._MB)
-        except TypeError:  # not C-contiguous float32 (n, I): convert (or refuse), then retry
+        except (TypeError, ValueError):  # not C-contiguous float32 (n, I): convert (or refuse), retry
             m = self._model
             Xa = np.asarray(X)
             if m._tokens and Xa.ndim == 1:
@@ -471,7 +476,12 @@ class Streams:
                 ) from None
             st = self._k(X, self._wf, self._wb, self._MB)
         if st:
-            self._model._raise_status(st & 7, np.asarray(X, np.float32)[st >> 3], f" (stream {st >> 3})")
+            m = self._model
+            if (st & 7) == 1 and np.shape(X)[0] != self.n:
+                raise InputError(
+                    f"X must have one row per stream: shape ({self.n}, {m.input_size}), got {X.shape}"
+                )
+            m._raise_status(st & 7, np.asarray(X, np.float32)[st >> 3], f" (stream {st >> 3})")
         if out is None:
             return self._MB[:, self._o].copy()
         out[...] = self._MB[:, self._o]

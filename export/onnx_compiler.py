@@ -298,9 +298,15 @@ def _load_model(path: str):
             )
         if not os.path.isfile(full):
             raise CompileError(f"tensor {t.name!r}: external data file {loc!r} does not exist")
-        offset = int(info.get("offset", 0) or 0)
         size = os.path.getsize(full)
-        length = int(info["length"]) if info.get("length") else size - offset
+        try:
+            offset = int(info.get("offset", 0) or 0)
+            length = int(info["length"]) if info.get("length") else size - offset
+        except ValueError:
+            raise CompileError(
+                f"tensor {t.name!r}: external data offset/length {info.get('offset')!r}/"
+                f"{info.get('length')!r} are not integers"
+            ) from None
         if offset < 0 or length < 0 or offset + length > size:
             raise CompileError(
                 f"tensor {t.name!r}: bytes [{offset}, {offset + length}) outside {loc!r} ({size} B)"

@@ -5,15 +5,19 @@
 * ``CACHE``: on-disk caching of compiled kernels, on only when a private writable cache directory exists.
   The directory is a per-kernel-version subdirectory (see :func:`cache_dir`) of ``$EDGERNN_CACHE_DIR``,
   else ``$NUMBA_CACHE_DIR``, else ``~/.cache/edgernn``.
-  A directory writable by group or others is refused (numba unpickles its cache index), and so is one
-  we cannot create: then kernels compile in memory at first use, which works on read-only boards.
+  A directory writable by group or others, owned by another user, or below a directory another user
+  could rename it in, is refused (numba unpickles its cache index), and so is one we cannot create:
+  then kernels compile in memory at first use, which works on read-only boards (``CACHE_PROBLEM`` says
+  why; a warning too when the directory was set explicitly).
 * ``EDGERNN_DISABLE_JIT=1`` or ``NUMBA_DISABLE_JIT=1``: the runtime uses its numpy backend.
 """
 
 from __future__ import annotations
 
 import os
-import stat
+
+from ..trust import insecure_above as _insecure_above
+from ..trust import insecure_dir as _insecure
 
 FASTMATH = {"reassoc", "contract", "arcp", "nsz", "afn"}
 BOUNDSCHECK = False
@@ -45,21 +49,36 @@ def cache_dir() -> str:
     return os.path.join(os.path.abspath(d), "kernels-" + _kernels_digest())
 
 
-def _usable_cache_dir(path: str) -> bool:
+def cache_problem(path: str) -> str | None:
+    """Why ``path`` cannot be the kernel cache (created if missing, mode 0700), or None if it can.
+
+    Nothing is created inside a directory that fails the checks."""
     try:
+        existing = path
+        while not os.path.isdir(existing) and os.path.dirname(existing) != existing:
+            existing = os.path.dirname(existing)
+        why = _insecure_above(existing, True) if existing != path else None
+        if why:
+            return why
         os.makedirs(path, mode=0o700, exist_ok=True)
-        st = os.stat(path)
-    except OSError:
-        return False
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return False  # another user could plant a pickled index numba would load
-    if hasattr(os, "getuid") and st.st_uid != os.getuid():
-        return False
-    return os.access(path, os.W_OK | os.X_OK)
+        why = _insecure(path)
+    except OSError as e:
+        return f"cannot use {path}: {e.strerror or e}"
+    if why:
+        return why
+    if not os.access(path, os.W_OK | os.X_OK):
+        return f"{path} is not writable"
+    return None
 
 
 CACHE_DIR = cache_dir()
-CACHE = (not DISABLE_JIT) and _usable_cache_dir(CACHE_DIR)
+#: Why the on-disk cache is off (None when it is on, or when JIT is disabled).
+CACHE_PROBLEM = None if DISABLE_JIT else cache_problem(CACHE_DIR)
+CACHE = (not DISABLE_JIT) and CACHE_PROBLEM is None
+if CACHE_PROBLEM and (os.environ.get("EDGERNN_CACHE_DIR") or os.environ.get("NUMBA_CACHE_DIR")):
+    import warnings
+
+    warnings.warn(f"edgernn: kernel cache off, kernels compile in memory: {CACHE_PROBLEM}", stacklevel=2)
 if CACHE:
     # numba reads this when the first cached function is compiled
     os.environ["NUMBA_CACHE_DIR"] = CACHE_DIR

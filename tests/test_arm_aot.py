@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -176,3 +177,18 @@ def test_aot_module_runs_every_cell_without_numba(artifacts, aot_dir, tmp_path):
         jit = edgernn.load(path, backend="numba").stream().run(X)
         np.testing.assert_allclose(out[cid]["y"], jit, rtol=1e-5, atol=1e-6)
         assert_close(out[cid]["y"], cases.reference_run(path, X))
+
+
+def test_aot_module_refused_from_group_writable_dir(aot_dir, tmp_path):
+    """Native code is refused from a directory another user could write (same rule as the cache)."""
+    (src,) = aot.module_files(aot_dir)
+    d = tmp_path / "aot"
+    d.mkdir(mode=0o700)
+    dst = d / os.path.basename(src)
+    shutil.copy(src, dst)
+    os.chmod(dst, 0o755)
+    aot.load_module(str(dst))  # private directory: accepted (control)
+    os.chmod(d, 0o777)
+    with pytest.raises(edgernn.EdgeRNNError, match="writable by group or others"):
+        aot._LOADED.clear()
+        aot.load_module(str(dst))
