@@ -119,7 +119,10 @@ def aot_here():
         pytest.skip("EDGERNN_ARM_AOT not set (tests/test_arm_aot.py covers AOT on the host)")
     from edgernn import aot
 
-    d = os.environ.get("EDGERNN_ARM_AOT_DIR") or os.path.join(_HERE, "..", "build", "aot")
+    base = os.environ.get("EDGERNN_ARM_AOT_DIR") or os.path.join(_HERE, "..", "build", "aot")
+    # one directory per kernel version: a stale module must never be loaded first (an extension module
+    # cannot be unloaded, so a rebuilt file at the same path would still run the old code)
+    d = os.path.join(base, format(aot.kernels_fingerprint(), "x"))
     for path in aot.module_files(d):  # cached by the CI job between runs
         try:
             k = aot.load_module(path)
