@@ -127,10 +127,12 @@ def _run_pipeline(args: argparse.Namespace) -> int:
         f"2. exported in {time.perf_counter() - t0:.1f} s: "
         + ", ".join(f"{f} ({n / 1024:.1f} KiB)" for f, n in sizes.items() if not f.endswith(".json"))
     )
-    worst = report.get("parity", {}).get("worst_fp32") if isinstance(report.get("parity"), dict) else None
+    fp32 = report["fp32_vs_torch"]
+    worst = max(v["max_abs"] for v in fp32.values())
+    ratios = ", ".join(f"{f} {r:.2f}x" for f, r in report["size_ratio_int8_vs_fp32"].items())
     print(
-        "   parity proof: every fp32 backend within 1e-5 + 1e-4·|e| of PyTorch (report.json)"
-        + (f", worst {worst}" if worst is not None else "")
+        f"   parity proof: {len(fp32)} fp32 backends vs PyTorch, worst |Δ| {worst:.1e} (tolerance "
+        f"1e-5 + 1e-4·|e|); int8 size vs fp32: {ratios}"
     )
     with torch.inference_mode():
         ref = m(torch.from_numpy(Xt)).numpy()[:, 0]
