@@ -20,8 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from .artifact import QUANTIZABLE
-
 # ------------------------------------------------------------------------------------- model factory
 
 
@@ -114,35 +112,13 @@ def synthetic(
 def quantize_int8(plan: dict, tensors: Mapping[str, np.ndarray]) -> tuple[dict, dict[str, np.ndarray]]:
     """Symmetric per-output-row int8 quantization of every quantizable matrix of a float32 plan.
 
-    w ~= q * scale with scale = max|row| / 127 (1 for an all-zero row), q = round(w / scale) in [-127, 127];
-    CSR reservoir values get one scale per reservoir row. Returns a new ``(plan, tensors)``.
+    The project's quantizer (``edgernn.export.quantize``, numpy only): w ~= q * scale with
+    scale = max|row| / 127, q in [-127, 127]; CSR reservoir values get one scale per reservoir row.
+    Returns a new ``(plan, tensors)``.
     """
-    import copy
+    from .export.quantize import quantize_plan
 
-    plan = copy.deepcopy(plan)
-    out = dict(tensors)
-    for layer in plan["layers"]:
-        for role in QUANTIZABLE.get(layer["kind"], ()):
-            name = layer["tensors"].get(role)
-            if name is None:
-                continue
-            w = np.asarray(tensors[name], dtype=np.float32)
-            if role == "W_data":
-                ptr = np.asarray(tensors[layer["tensors"]["W_indptr"]], dtype=np.int64)
-                rows = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
-                amax = np.zeros(len(ptr) - 1, np.float32)
-                np.maximum.at(amax, rows, np.abs(w))
-                scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
-                q = np.clip(np.rint(w / scale[rows]), -127, 127).astype(np.int8)
-            else:
-                amax = np.max(np.abs(w), axis=-1)
-                scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
-                q = np.clip(np.rint(w / scale[..., None]), -127, 127).astype(np.int8)
-            out[name] = q
-            out[name + "_scale"] = scale
-            layer["tensors"][role + "_scale"] = name + "_scale"
-    plan["quantization"] = "int8"
-    return plan, out
+    return quantize_plan(plan, tensors, "int8")
 
 
 # ------------------------------------------------------------------------------------------ figures

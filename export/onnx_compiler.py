@@ -57,6 +57,7 @@ from typing import Any
 
 import numpy as np
 
+from ..artifact import ACTIVATION_DEFAULTS
 from ..errors import EdgeRNNError, require
 
 __all__ = ["CompileError", "compile_onnx", "compile_graph"]
@@ -198,15 +199,6 @@ _ACT_PARAMS = {
     "scaled_tanh": (True, True),
     "hard_sigmoid": (True, True),
     "elu": (True, False),
-}
-#: ONNX operator defaults of (alpha, beta).
-_ACT_DEFAULTS = {
-    "affine": (1.0, 0.0),
-    "leaky_relu": (0.01, 0.0),
-    "thresholded_relu": (1.0, 0.0),
-    "scaled_tanh": (1.0, 1.0),
-    "hard_sigmoid": (0.2, 0.5),
-    "elu": (1.0, 0.0),
 }
 _CELL_DEFAULT_ACTS = {"RNN": ["tanh"], "LSTM": ["sigmoid", "tanh", "tanh"], "GRU": ["sigmoid", "tanh"]}
 _GATES = {"RNN": 1, "LSTM": 4, "GRU": 3}
@@ -1872,7 +1864,7 @@ class _Compiler:
         alphas, betas = [], []
         for a in acts:
             na, nb = _ACT_PARAMS.get(a, (False, False))
-            da, db = _ACT_DEFAULTS.get(a, (0.0, 0.0))
+            da, db = ACTIVATION_DEFAULTS.get(a, (0.0, 0.0))
             alphas.append(float(alphas_in.pop(0)) if na and alphas_in else da)
             betas.append(float(betas_in.pop(0)) if nb and betas_in else db)
         kind = op.lower()
