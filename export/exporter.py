@@ -230,11 +230,11 @@ def _compile_onnx():
     return compile_onnx
 
 
-def _quantize_plan(plan: dict, tensors: dict) -> tuple[dict, dict]:
+def _quantize_plan(plan: dict, tensors: dict, calibration: np.ndarray | None) -> tuple[dict, dict]:
     """Per-row symmetric int8 of a float plan, by the compiler's quantizer (``export/quantize.py``)."""
     from .quantize import quantize_plan
 
-    return quantize_plan(plan, tensors, "int8")
+    return quantize_plan(plan, tensors, "int8", calibration=calibration)
 
 
 def export(
@@ -244,6 +244,7 @@ def export(
     quantize: str | None = None,
     verify: bool = True,
     seed: int = 0,
+    calibration: Any = None,
 ) -> dict:
     """Export a trained module to ONNX (sequence + step, fp32 and int8) and ``.ernn``, and prove parity.
 
@@ -256,6 +257,10 @@ def export(
         also for a time-first module.
     quantize : ``None`` or ``"int8"``.
     verify : run the parity proof (always on in the CLI's ``--verify``; the proof is cheap for small inputs).
+    calibration : representative inputs, in ``example_input``'s layout (a few hundred sequences, or a few
+        long ones, of real data): with ``quantize="int8"`` the ``.ernn`` weights are rounded to minimise the
+        output error on them (error-compensated, per matrix; ``export/calibrate.py``); the artifact records
+        how each matrix was rounded (``quantization_rounding``). Without it: nearest rounding.
 
     Returns the report (also written to ``out_dir/report.json``). Raises :class:`ExportParityError` when a
     float32 backend disagrees with torch beyond ``1e-5 + 1e-4·|e|``.
@@ -266,12 +271,12 @@ def export(
     os.makedirs(out_dir, exist_ok=True)
     scratch = tempfile.mkdtemp(prefix="edgernn-export-")
     try:
-        return _export(module, out_dir, example_input, quantize, verify, seed, scratch)
+        return _export(module, out_dir, example_input, quantize, verify, seed, scratch, calibration)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _export(module, out_dir, example_input, quantize, verify, seed, scratch) -> dict:
+def _export(module, out_dir, example_input, quantize, verify, seed, scratch, calibration=None) -> dict:
     import torch
 
     from ..artifact import write
@@ -282,6 +287,10 @@ def _export(module, out_dir, example_input, quantize, verify, seed, scratch) -> 
     module = module.eval()
     tokens = _is_token_module(module)
     example = _as_input(example_input, tokens)
+    cal = None
+    if calibration is not None:
+        cal = _as_input(calibration, tokens).numpy().astype(np.float32)
+        cal = cal[..., None] if tokens else cal
     time_first = _time_first(module)
     wrapper = _wrap(module, time_first)
     with torch.no_grad():
@@ -349,9 +358,9 @@ def _export(module, out_dir, example_input, quantize, verify, seed, scratch) -> 
         if step_src:
             _quantize(step_src, path("model.step.int8.onnx"))
         if compiled_from_onnx:
-            compile_onnx(files["model.onnx"], path("model.int8.ernn"), "int8", labels=labels)
+            compile_onnx(files["model.onnx"], path("model.int8.ernn"), "int8", labels=labels, calibration=cal)
         else:
-            qplan, qtensors = _quantize_plan(plan, tensors)
+            qplan, qtensors = _quantize_plan(plan, tensors, cal)
             write(path("model.int8.ernn"), qplan, qtensors)
     # ---- parity
     report: dict[str, Any] = {

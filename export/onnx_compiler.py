@@ -2063,8 +2063,10 @@ def compile_onnx(
 
     ``quantize``: None (float32 weights), ``"int8"`` (int8 matrices with per-output-row symmetric scales)
     or ``"fp16"`` (float16 storage). ``output`` picks the graph output to compile (default: the first).
-    ``labels``: optional class names (one per output). ``calibration``: optional input data, (T, I) or
-    (B, T, I) float, used for the quantization report (without it a deterministic random input is used);
+    ``labels``: optional class names (one per output). ``calibration``: optional representative input
+    data, (T, I) or (B, T, I) float in the model's input units; with ``"int8"`` it calibrates the rounding
+    (error-compensated on that data, see ``export/calibrate.py``; without it: nearest rounding) and it is
+    the data of the quantization report (without it a deterministic random input is used);
     ``calibration_labels``: class ids (many_to_one) or regression targets for accuracy/RMSE change.
 
     Returns a dict: ``path``, ``plan`` (as written), ``io`` (axis roles of the ONNX input/output: "T",
@@ -2093,7 +2095,9 @@ def compile_onnx(
     if quantize in ("int8", "fp16"):
         from .quantize import quantization_report, quantize_plan
 
-        qplan, qtensors = quantize_plan(plan, tensors, quantize, exact_int8=res["exact_int8"])
+        qplan, qtensors = quantize_plan(
+            plan, tensors, quantize, exact_int8=res["exact_int8"], calibration=calibration
+        )
         report = quantization_report(
             artifact.validate_plan(plan), tensors, qplan, qtensors, calibration, calibration_labels
         )

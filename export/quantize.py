@@ -7,7 +7,10 @@ per output row::
     scale[r] = max_j |w[r, j]| / 127          q[r, j] = round(w[r, j] / scale[r]) in [-127, 127]
     w[r, j] ≈ q[r, j] * scale[r]             |w - q*scale| <= scale[r] / 2
 
-(rows of an all-zero matrix row get scale 1 and q = 0). Biases, peepholes, states and the other float
+(rows of an all-zero matrix row get scale 1 and q = 0). That is nearest rounding. With ``calibration``
+data, the q of the recurrent, dense, attention and dense-ESN matrices are instead chosen on the same grid
+to minimise the output error on that data (error-compensated rounding, ``export/calibrate.py``; a weight
+may then be more than scale/2 from its float value). Biases, peepholes, states and the other float
 tensors stay float32. fp16: every float tensor is stored as IEEE float16 (round to nearest; a value
 outside ±65504 is an error, never a silent Inf).
 
@@ -27,7 +30,14 @@ import numpy as np
 from ..artifact import QUANTIZABLE, validate_plan, write
 from ..errors import EdgeRNNError
 
-__all__ = ["quantize_plan", "quantize_rows", "quantization_report", "QuantizationError"]
+__all__ = [
+    "quantize_plan",
+    "quantize_rows",
+    "quantization_report",
+    "calibrated_int8",
+    "check_data",
+    "QuantizationError",
+]
 
 FP16_MAX = 65504.0
 
@@ -64,24 +74,130 @@ def _quantize_csr(data: np.ndarray, indptr: np.ndarray, n: int) -> tuple[np.ndar
     return q, scale
 
 
+def _exact_pair(
+    arr: np.ndarray | None, pair: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """A source model's (int8 q, per-row scale), used only if it dequantizes to these very weights."""
+    if arr is None:
+        return None
+    arr = np.asarray(arr)
+    q, s = np.asarray(pair[0]), np.asarray(pair[1], np.float32)
+    if q.dtype.kind not in "iu" or q.shape != arr.shape or s.shape != arr.shape[:-1]:
+        return None
+    if q.size and (q.min() < -127 or q.max() > 127):
+        return None
+    deq = q.astype(np.float64) * s.astype(np.float64)[..., None]
+    if not np.allclose(deq, arr, rtol=1e-6, atol=1e-30):
+        return None
+    return q.astype(np.int8), s
+
+
+def check_data(plan: Mapping, data: np.ndarray, what: str = "calibration data") -> np.ndarray:
+    """``data`` as float32 (B, T, input_size): accepts (T, I) or (B, T, I); finite values, T >= 1."""
+    x = np.asarray(data)
+    if x.dtype.kind not in "fiu":
+        raise QuantizationError(f"{what} must be numeric, got dtype {x.dtype}")
+    x = x.astype(np.float32)
+    if x.ndim == 2:
+        x = x[None]
+    size = plan["input"]["size"]
+    if x.ndim != 3 or x.shape[-1] != size or x.shape[1] == 0:
+        raise QuantizationError(f"{what} must be (T, {size}) or (B, T, {size}) with T >= 1, got {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise QuantizationError(f"{what} has NaN/Inf values")
+    return x
+
+
+def calibrated_int8(
+    plan: Mapping, tensors: Mapping[str, np.ndarray], data: np.ndarray, skip: frozenset[str] = frozenset()
+) -> tuple[dict[str, np.ndarray], dict]:
+    """Error-compensated int8 of the plan's matrices on calibration ``data`` ((T, I) or (B, T, I)).
+
+    Returns ``(q, info)``: tensor name -> int8 q (scales are :func:`quantize_rows`'s, unchanged) for the
+    matrices that got compensated rounding, and ``info`` — ``{"method", "calibration_vectors",
+    "matrices": {"layer.roles[dir]": "gptq" | "nearest: why"}}``. Tensors named in ``skip`` are left out.
+    """
+    from .calibrate import gptq_round, hessian, layer_activations, matrix_groups, rounding_error
+
+    plan = validate_plan(dict(plan))
+    x = check_data(plan, data)
+    acts = layer_activations(plan, tensors, x)
+    qs: dict[str, np.ndarray] = {}
+    matrices: dict[str, str] = {}
+    n_max = 0
+    for layer in plan["layers"]:
+        X, Y = acts[layer["name"]]
+        for roles, d, Z in matrix_groups(layer, tensors, X, Y):
+            key = f"{layer['name']}.{'+'.join(roles)}" + (f"[{d}]" if d is not None else "")
+            names = [layer["tensors"][r] for r in roles]
+            if any(n in skip for n in names):
+                matrices[key] = "nearest: int8 weights taken from the source model"
+                continue
+            mats = [np.asarray(tensors[n], np.float64) for n in names]
+            mats = [m[d] if d is not None else m for m in mats]
+            if not np.all(np.isfinite(Z)):
+                matrices[key] = "nearest: non-finite activations on the calibration data"
+                continue
+            H, n = hessian(Z)
+            n_max = max(n_max, n)
+            W = np.concatenate(mats, 1)
+            if n < W.shape[1]:
+                matrices[key] = f"nearest: {n} calibration vectors for {W.shape[1]} columns"
+                continue
+            S = np.concatenate([np.repeat(quantize_rows(m)[1][:, None], m.shape[1], 1) for m in mats], 1)
+            S = S.astype(np.float64)
+            try:
+                Qg = gptq_round(W, S, H)
+            except np.linalg.LinAlgError:
+                matrices[key] = "nearest: the calibration vectors' Gram matrix is not positive definite"
+                continue
+            Qn = np.clip(np.rint(W / S), -127, 127)
+            if rounding_error(W, Qg * S, H) >= rounding_error(W, Qn * S, H):
+                matrices[key] = "nearest: compensated rounding was no better on the calibration data"
+                continue
+            matrices[key] = "gptq"
+            col = 0
+            for name, m in zip(names, mats, strict=True):
+                q = qs.get(name)
+                if q is None:
+                    q = quantize_rows(tensors[name])[0]
+                q[d if d is not None else Ellipsis] = Qg[:, col : col + m.shape[1]].astype(np.int8)
+                qs[name] = q
+                col += m.shape[1]
+    method = "gptq" if any(v == "gptq" for v in matrices.values()) else "nearest"
+    return qs, {"method": method, "calibration_vectors": int(n_max), "matrices": matrices}
+
+
 def quantize_plan(
     plan: Mapping,
     tensors: Mapping[str, np.ndarray],
     mode: str,
     exact_int8: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    calibration: np.ndarray | None = None,
 ) -> tuple[dict, dict[str, np.ndarray]]:
     """Return a quantized copy ``(plan, tensors)`` of a float32 plan; ``mode`` is ``"int8"`` or ``"fp16"``.
 
     ``exact_int8`` maps a tensor name to an (int8 q, float32 per-row scale) pair to use instead of
     re-quantizing (weights that were already symmetric int8 in an ORT-quantized source model).
+    ``calibration``: representative inputs, (T, I) or (B, T, I) in the model's input units; with it, int8
+    rounding minimises the output error on them (see :func:`calibrated_int8`), without it every weight is
+    rounded to nearest. How each matrix was rounded is recorded in the plan's ``quantization_rounding``.
     """
     if mode not in ("int8", "fp16"):
         raise QuantizationError(f"mode must be 'int8' or 'fp16', got {mode!r}")
     plan = validate_plan(dict(plan))
     if plan["quantization"] != "none":
         raise QuantizationError(f"the plan is already quantized ({plan['quantization']})")
-    exact_int8 = dict(exact_int8 or {})
+    exact = {name: _exact_pair(tensors.get(name), pair) for name, pair in (exact_int8 or {}).items()}
+    exact_int8 = {name: pair for name, pair in exact.items() if pair is not None}
     out: dict[str, np.ndarray] = {}
+    calibrated: dict[str, np.ndarray] = {}
+    if mode == "int8":
+        plan["quantization_rounding"] = {"method": "nearest", "calibration_vectors": 0}
+        if calibration is not None:
+            calibrated, plan["quantization_rounding"] = calibrated_int8(
+                plan, tensors, calibration, frozenset(exact_int8)
+            )
     plan["quantization"] = mode
     plan.pop("quantization_report", None)
     for layer in plan["layers"]:
@@ -100,14 +216,10 @@ def quantize_plan(
                 out[name] = arr.astype(np.float16)
             elif role in qroles:
                 exact = exact_int8.get(name)
-                if exact is not None:  # use the source's int8 only if it dequantizes to these very weights
-                    q, s = np.asarray(exact[0], np.int8), np.asarray(exact[1], np.float32)
-                    ok = q.shape == arr.shape and s.shape == arr.shape[:-1]
-                    deq = q.astype(np.float64) * s.astype(np.float64)[..., None] if ok else None
-                    if not ok or not np.allclose(deq, arr, rtol=1e-6, atol=1e-30):
-                        exact = None
                 if exact is not None:
-                    pass
+                    q, s = exact
+                elif name in calibrated:
+                    q, s = calibrated[name], quantize_rows(arr)[1]
                 elif role == "W_data":
                     q, s = _quantize_csr(arr, np.asarray(tensors[roles["W_indptr"]]), layer["reservoir_size"])
                 else:
@@ -187,6 +299,10 @@ def quantization_report(
         "mean_abs_error": float(np.nanmean(err)) if err.size else 0.0,
         "max_abs_output": float(np.nanmax(np.abs(yf))) if yf.size else 0.0,
     }
+    rounding = qplan.get("quantization_rounding")
+    if isinstance(rounding, Mapping):
+        rep["rounding"] = rounding.get("method")
+        rep["calibration_vectors"] = rounding.get("calibration_vectors", 0)
     if labels is not None:
         lab = np.asarray(labels)
         n_out = plan["output"]["size"]

@@ -121,3 +121,34 @@ def test_cli_errors(tmp_path):
     assert r.returncode == 1 and "--weights" in r.stderr
     r = _cli("--factory", "no_such_module_xyz:build", "--weights", "w.safetensors", "-o", str(tmp_path / "o"))
     assert r.returncode == 1 and "cannot import" in r.stderr
+
+
+def test_cli_calibration_needs_int8_and_a_readable_file(tmp_path):
+    ck = tmp_path / "m.safetensors"
+    ck.write_bytes(b"")
+    r = _cli(str(ck), "-o", str(tmp_path / "o"), "--calibration", "x.npy")
+    assert r.returncode == 1 and "--quantize int8" in r.stderr and "Traceback" not in r.stderr
+    models.save(_trained("gru"), ck)
+    r = _cli(
+        str(ck), "-o", str(tmp_path / "o"), "--quantize", "int8", "--calibration", str(tmp_path / "no.npy")
+    )
+    assert r.returncode == 1 and "--calibration" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_calibrated_export_records_the_rounding(tmp_path):
+    from edgernn import artifact
+
+    ck = tmp_path / "m.safetensors"
+    models.save(_trained("lstm"), ck)
+    rng = np.random.default_rng(1)
+    np.save(tmp_path / "cal.npy", rng.normal(size=(16, 20, 4)).astype(np.float32))
+    out = tmp_path / "out"
+    r = _cli(str(ck), "-o", str(out), "--quantize", "int8", "--calibration", str(tmp_path / "cal.npy"))
+    assert r.returncode == 0, r.stderr + r.stdout
+    plan, _ = artifact.read(out / "model.int8.ernn")
+    rounding = plan["quantization_rounding"]
+    assert rounding["calibration_vectors"] == 16 * 20 and set(rounding["matrices"]) == {
+        "lstm0.W+R[0]",
+        "dense1.W",
+    }
+    assert plan["quantization_report"]["data"] == "user" and plan["quantization_report"]["n_sequences"] == 16

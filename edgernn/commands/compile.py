@@ -22,7 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--calibration",
         default=None,
         metavar="X.npy",
-        help="input data (T, I) or (B, T, I) for the quantization report (default: a random input)",
+        help="representative input (T, I) or (B, T, I): calibrates int8 rounding (error-compensated on it) "
+        "and is the data of the quantization report (default: nearest rounding, report on a random input)",
     )
     p.add_argument(
         "--calibration-labels",

@@ -1,12 +1,14 @@
 """``edgernn export``: a trained checkpoint -> model.onnx, model.step.onnx, model.ernn (+ int8), report.json.
 
-    edgernn export model.safetensors -o out/ [--quantize int8] [--verify]
+    edgernn export model.safetensors -o out/ [--quantize int8 [--calibration X.npy]] [--verify]
     edgernn export --factory mypkg.nets:build --weights w.safetensors -o out/ [--example x.npy]
 
 An edgernn checkpoint (``edgernn.models.save``) carries its own configuration. A user's own module is
 built by calling ``--factory`` (``pkg.module:function`` importable from the current directory, or
 ``path/to/file.py:function``) with no arguments, then loaded with the ``--weights`` safetensors file.
-Without ``--example`` the parity proof uses random inputs (``--batch`` x ``--time``).
+Without ``--example`` the parity proof uses random inputs (``--batch`` x ``--time``). ``--calibration``
+(representative real inputs, same layout as ``--example``) makes the int8 ``.ernn`` rounding minimise the
+output error on that data instead of rounding each weight to nearest.
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--factory", metavar="MODULE:FUNCTION", help="build a user's nn.Module by this call")
     parser.add_argument("--weights", metavar="W.safetensors", help="state dict for the --factory module")
     parser.add_argument("--example", metavar="X.npy", help="example input (batch, time, features) or ids")
+    parser.add_argument(
+        "--calibration",
+        metavar="X.npy",
+        help="representative inputs (batch, time, features) or ids: calibrates the int8 .ernn rounding",
+    )
     parser.add_argument("--batch", type=int, default=2, help="random example batch size (default 2)")
     parser.add_argument("--time", type=int, default=16, help="random example length (default 16)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
@@ -64,6 +71,17 @@ def _factory(spec: str):
     return fn()
 
 
+def _load_npy(path: str, flag: str):
+    import numpy as np
+
+    from ..errors import EdgeRNNError
+
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise EdgeRNNError(f"{flag} {path!r}: {e}") from None
+
+
 def _example(module, args):
     import numpy as np
     from torch import nn
@@ -72,10 +90,7 @@ def _example(module, args):
     from ..models import ESN, SequenceModel
 
     if args.example:
-        try:
-            return np.load(args.example, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise EdgeRNNError(f"--example {args.example!r}: {e}") from None
+        return _load_npy(args.example, "--example")
     if args.batch < 1 or args.time < 1:
         raise EdgeRNNError("--batch and --time must be >= 1")
     rng = np.random.default_rng(args.seed)
@@ -148,6 +163,8 @@ def run(args: argparse.Namespace) -> int:
         raise EdgeRNNError("give a CHECKPOINT, or --factory MODULE:FUNCTION with --weights")
     elif not os.path.isfile(args.checkpoint):
         raise EdgeRNNError(f"no checkpoint file {args.checkpoint!r}")
+    if args.calibration and args.quantize != "int8":
+        raise EdgeRNNError("--calibration calibrates the int8 rounding: use it with --quantize int8")
     require("torch", "export")
     require("onnx", "export")
     require("onnxruntime", "export")
@@ -155,7 +172,10 @@ def run(args: argparse.Namespace) -> int:
 
     module = _load_module(args)
     example = _example(module, args)
-    report = export(module, args.output, example, quantize=args.quantize, seed=args.seed)
+    calibration = _load_npy(args.calibration, "--calibration") if args.calibration else None
+    report = export(
+        module, args.output, example, quantize=args.quantize, seed=args.seed, calibration=calibration
+    )
     print(f"wrote {args.output}:")
     for name, size in report["files"].items():
         print(f"  {name:24s} {size:>10d} bytes")

@@ -76,6 +76,7 @@ def describe_ernn(path: str) -> dict:
         "parameters": total,
         "layers": layers,
         "quantization_report": plan.get("quantization_report"),
+        "quantization_rounding": plan.get("quantization_rounding"),
         "source_io": plan.get("source_io"),
     }
 
@@ -171,6 +172,14 @@ def _print_ernn(info: dict) -> None:
             f"{layer['parameters']:>9} {layer['bytes']:>9}  "
             f"{'/'.join(layer['dtypes']) or '-':<5}  {' '.join(det)}"
         )
+    rnd = info.get("quantization_rounding")
+    if isinstance(rnd, dict):
+        how = "nearest" if rnd.get("method") != "gptq" else "error-compensated (GPTQ)"
+        n = rnd.get("calibration_vectors", 0)
+        print(f"  int8 rounding: {how}" + (f" on {n} calibration vectors" if n else ""))
+        for key, why in (rnd.get("matrices") or {}).items():
+            if why != "gptq":
+                print(f"    {key}: {why}")
     rep = info.get("quantization_report")
     if rep:
         print("  quantization report:")

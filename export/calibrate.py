@@ -1,0 +1,187 @@
+"""Calibrated int8 rounding: GPTQ-style error compensation on representative input data.
+
+Nearest rounding makes every weight's error independent of the data. When the inputs of a matrix live
+in a small subspace — the hidden states of a recurrent net almost always do — most of that error can be
+moved into directions the inputs never take. For a matrix ``W`` (rows, cols) fed with vectors ``z``
+(``y = W z``), this module minimises the output error on calibration data,
+
+    E = Σ_z |(W - Q·s) z|²  =  trace(ΔW H ΔWᵀ),   H = Σ_z z zᵀ,
+
+one column at a time (Frantar et al., "GPTQ", 2022, after Hassibi & Stork's Optimal Brain Surgeon):
+column j is rounded to its row's grid, and its rounding error is spread over the columns not yet rounded
+with the weights of the Cholesky factor of H⁻¹. Columns are taken in order of decreasing input energy
+(``diag(H)``, "act-order"). The grid — one symmetric scale per output row, ``max|w_row| / 127`` — is the
+same as nearest rounding's, so the artifact format and kernels do not change.
+
+What each matrix sees (per direction of a recurrent layer; ``x_t`` is the layer's input at step t,
+``h_prev`` its own output one step earlier in its direction, ``initial_h`` or 0 at the start):
+
+* ``rnn``/``lstm``/``gru``: ``[W | R]`` together, z = [x_t; h_prev] (for a GRU with
+  ``linear_before_reset=0`` the candidate rows of R see r⊙h_prev; h_prev is used for them too);
+* ``esn``: ``[W_in | W]`` (dense W) with z = [u_t; x_prev], or ``W_in`` alone (CSR W keeps nearest
+  rounding);
+* ``dense`` and ``attention``: ``W`` with z = the layer input.
+
+Embedding tables and CSR reservoirs keep nearest rounding. A matrix falls back to nearest rounding (and
+says why) when the calibration has fewer vectors than the matrix has columns, when an activation is not
+finite, or when compensated rounding does not lower E on the calibration data.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from collections.abc import Mapping
+
+import numpy as np
+
+from ..artifact import validate_plan, write
+
+__all__ = [
+    "layer_activations",
+    "matrix_groups",
+    "hessian",
+    "gptq_round",
+    "rounding_error",
+    "MAX_VECTORS",
+    "MAX_STEPS",
+    "DAMPING",
+]
+
+#: at most this many calibration vectors per matrix (a fixed-seed subsample beyond it)
+MAX_VECTORS = 50_000
+#: at most this many calibration time steps are run (whole sequences first, then a truncated one)
+MAX_STEPS = 100_000
+#: H + DAMPING · mean(diag H) · I keeps H invertible (GPTQ's default)
+DAMPING = 0.01
+
+
+def _prefix_outputs(plan: Mapping, tensors: Mapping[str, np.ndarray], x: np.ndarray) -> list[np.ndarray]:
+    """Outputs of every layer, (B, T, layer output_size) each, run by the float32 edgernn runtime."""
+    import edgernn
+
+    outs = []
+    with tempfile.TemporaryDirectory() as d:
+        for k in range(1, len(plan["layers"]) + 1):
+            p = copy.deepcopy(dict(plan))
+            p["layers"] = p["layers"][:k]
+            p["output"] = {"size": p["layers"][-1]["output_size"], "sequence": "many_to_many", "labels": None}
+            p.pop("quantization_report", None)
+            used = {n for lay in p["layers"] for n in lay["tensors"].values()}
+            f = os.path.join(d, f"prefix{k}.ernn")
+            write(f, p, {n: tensors[n] for n in used})
+            m = edgernn.load(f, nonfinite="propagate")
+            outs.append(np.asarray(m.predict(x), np.float32))
+    return outs
+
+
+def layer_activations(
+    plan: Mapping, tensors: Mapping[str, np.ndarray], data: np.ndarray
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each layer's input and output sequences on ``data``: name -> (X (B, T, in), Y (B, T, out)), float32.
+
+    ``data``: (T, input_size) or (B, T, input_size) in the plan's input units (token ids for token models);
+    at most :data:`MAX_STEPS` steps of it are used (the first sequences, or the start of a long one).
+    """
+    plan = validate_plan(dict(plan))
+    x = np.asarray(data, np.float32)
+    if x.ndim == 2:
+        x = x[None]
+    if x.shape[0] * x.shape[1] > MAX_STEPS:
+        x = x[: max(1, MAX_STEPS // x.shape[1]), :MAX_STEPS]
+    outs = _prefix_outputs(plan, tensors, x)
+    res = {}
+    prev = x
+    for layer, y in zip(plan["layers"], outs, strict=True):
+        res[layer["name"]] = (prev, y)
+        prev = y
+    return res
+
+
+def _recurrent_inputs(layer: Mapping, tensors: Mapping, X: np.ndarray, Y: np.ndarray) -> list[np.ndarray]:
+    """Per direction, the (n, I + H) vectors [x_t; h_prev] a recurrent layer's [W | R] multiplies."""
+    H = layer["hidden_size"]
+    D = 2 if layer["direction"] == "bidirectional" else 1
+    h0 = layer["tensors"].get("initial_h")
+    h0 = np.asarray(tensors[h0], np.float32) if h0 else np.zeros((D, H), np.float32)
+    res = []
+    for d in range(D):
+        h = Y[..., d * H : (d + 1) * H]
+        reverse = layer["direction"] == "reverse" or d == 1
+        start = np.broadcast_to(h0[d], (h.shape[0], 1, H))
+        if reverse:  # the step at t follows the step at t + 1
+            hprev = np.concatenate([h[:, 1:], start], 1)
+        else:
+            hprev = np.concatenate([start, h[:, :-1]], 1)
+        res.append(np.concatenate([X, hprev], -1).reshape(-1, X.shape[-1] + H))
+    return res
+
+
+def matrix_groups(
+    layer: Mapping, tensors: Mapping[str, np.ndarray], X: np.ndarray, Y: np.ndarray
+) -> list[tuple[tuple[str, ...], int | None, np.ndarray]]:
+    """The matrices of ``layer`` to round together, and what they multiply.
+
+    Returns [(roles, direction index or None, Z (n, cols))]: the roles' matrices (for a recurrent layer,
+    their ``[direction]`` slice) concatenated along columns, times Z's rows, are the layer's products.
+    """
+    kind, roles = layer["kind"], layer["tensors"]
+    if kind in ("rnn", "lstm", "gru"):
+        return [(("W", "R"), d, z) for d, z in enumerate(_recurrent_inputs(layer, tensors, X, Y))]
+    if kind in ("dense", "attention"):
+        return [(("W",), None, X.reshape(-1, X.shape[-1]))]
+    if kind == "esn":
+        N = layer["reservoir_size"]
+        xs = Y[..., -N:]  # the state is the output's last N values ("state" and "extended" readouts)
+        u = X.reshape(-1, X.shape[-1])
+        if "W" in roles:
+            xprev = np.concatenate([np.zeros_like(xs[:, :1]), xs[:, :-1]], 1).reshape(-1, N)
+            return [(("W_in", "W"), None, np.concatenate([u, xprev], -1))]
+        return [(("W_in",), None, u)]
+    return []
+
+
+def hessian(Z: np.ndarray, max_vectors: int = MAX_VECTORS, seed: int = 0) -> tuple[np.ndarray, int]:
+    """``(Zᵀ Z, n)`` over the rows of Z (n, cols), float64; a fixed-seed subsample of max_vectors rows."""
+    if len(Z) > max_vectors:
+        Z = Z[np.sort(np.random.default_rng(seed).choice(len(Z), max_vectors, replace=False))]
+    Z = np.asarray(Z, np.float64)
+    return Z.T @ Z, len(Z)
+
+
+def gptq_round(W: np.ndarray, S: np.ndarray, H: np.ndarray, damping: float = DAMPING) -> np.ndarray:
+    """Error-compensated rounding of ``W`` (rows, cols) to the grid ``q · S`` with q in [-127, 127].
+
+    ``S`` (rows, cols): the grid step of every weight (its row's scale); ``H`` (cols, cols): Σ z zᵀ of the
+    vectors W multiplies. Returns q (rows, cols) float64 of integers. Columns with no input energy get
+    nearest rounding and take no compensation.
+    """
+    W = np.array(W, np.float64)
+    S = np.asarray(S, np.float64)
+    H = np.array(H, np.float64)
+    n = W.shape[1]
+    order = np.argsort(-np.diag(H), kind="stable")
+    W, S, H = W[:, order], S[:, order], H[np.ix_(order, order)]
+    dead = np.diag(H) <= 0
+    H[dead, :] = 0.0
+    H[:, dead] = 0.0
+    mean_diag = float(np.mean(np.diag(H))) if n else 0.0
+    H[np.diag_indices(n)] += damping * (mean_diag if mean_diag > 0 else 1.0)
+    H[dead, dead] = max(mean_diag, 1.0)
+    U = np.linalg.cholesky(np.linalg.inv(H)).T  # upper: H⁻¹ = Uᵀ U
+    Q = np.empty_like(W)
+    for j in range(n):
+        q = np.clip(np.rint(W[:, j] / S[:, j]), -127, 127)
+        Q[:, j] = q
+        err = (W[:, j] - q * S[:, j]) / U[j, j]
+        W[:, j + 1 :] -= np.outer(err, U[j, j + 1 :])
+    out = np.empty_like(Q)
+    out[:, order] = Q
+    return out
+
+
+def rounding_error(W: np.ndarray, Wq: np.ndarray, H: np.ndarray) -> float:
+    """``trace((W - Wq) H (W - Wq)ᵀ)``: the summed squared output error over the calibration vectors."""
+    E = np.asarray(W, np.float64) - np.asarray(Wq, np.float64)
+    return float(np.einsum("ij,jk,ik->", E, H, E))
