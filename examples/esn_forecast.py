@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     curves = {}
     for name, model in (("esn", esn), ("lstm", lstm)):
         d = os.path.join(args.out, name)
-        export(model, d, x[None, :60], quantize="int8")
+        export(model, d, x[None, :60], quantize="int8", calibration=x[None, :SPLIT])
         with torch.no_grad():
             ref = model(torch.from_numpy(x[None]))[0, :, 0].numpy()
         for art in ("model.ernn", "model.int8.ernn"):

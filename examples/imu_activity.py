@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     train_s = time.perf_counter() - t0
     with torch.no_grad():
         p_torch = model(torch.from_numpy(Xte)).numpy()
-    report = export(model, args.out, Xtr[:4], quantize="int8")
+    report = export(model, args.out, Xtr[:4], quantize="int8", calibration=Xtr)
 
     acc = {"pytorch": train.accuracy(yte, p_torch.argmax(1))}
     for tag, f in (("onnxruntime_fp32", "model.onnx"), ("onnxruntime_int8", "model.int8.onnx")):

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with torch.no_grad():
         pred_torch = model(torch.from_numpy(Xte)).numpy()
-    report = export(model, args.out, Xtr[:4], quantize="int8")
+    report = export(model, args.out, Xtr[:4], quantize="int8", calibration=Xtr)
 
     sess = ort.InferenceSession(os.path.join(args.out, "model.onnx"), providers=["CPUExecutionProvider"])
     pred_ort = sess.run(None, {sess.get_inputs()[0].name: Xte})[0].reshape(-1, 1)

@@ -48,7 +48,7 @@ def main(out_dir: str = "sunspots_out") -> int:
             pred = model(torch.from_numpy(x[None]))[0].numpy() * std + mean
         test_pred, test_true = pred[split:], y[split:]
         d = os.path.join(out_dir, name)
-        report = export(model, d, x[None, :60], quantize="int8")
+        report = export(model, d, x[None, :60], quantize="int8", calibration=x[None, :split])
         # stream the test years through the edgernn runtime, one sample per step
         stream = edgernn.load(os.path.join(d, "model.ernn")).stream()
         streamed = np.stack([stream.step(v) for v in x])[split:] * std + mean

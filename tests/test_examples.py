@@ -86,7 +86,8 @@ def test_sine_forecast_beats_baselines_on_every_backend(sine):
     # float backends agree with PyTorch to float32 precision; int8 changes the RMSE only a little
     assert res["max_abs_vs_pytorch"]["onnxruntime"] < 1e-4
     assert res["max_abs_vs_pytorch"]["edgernn_fp32"] < 1e-4
-    assert res["rmse"]["edgernn_int8"] < res["rmse"]["pytorch"] + 0.02
+    # the Compiler issue's bound: calibrated int8 moves the regression RMSE by at most 2%
+    assert res["rmse"]["edgernn_int8"] <= 1.02 * res["rmse"]["edgernn_fp32"], res["rmse"]
 
 
 def test_device_loop_streams_csv_and_stdin(sine, tmp_path):
@@ -155,7 +156,7 @@ def test_esn_forecast(tmp_path):
             assert r["free_running_rmse_by_horizon"]["1"] < mean_rmse
             assert all(np.isfinite(v) for v in r["free_running_rmse_by_horizon"].values())
         assert res[name]["fp32"]["streamed_vs_pytorch_max_abs"] < 1e-2  # sunspot units (0..190)
-        assert res[name]["int8"]["one_step_rmse"] < 1.2 * res[name]["fp32"]["one_step_rmse"]
+        assert res[name]["int8"]["one_step_rmse"] <= 1.02 * res[name]["fp32"]["one_step_rmse"]
     assert res["esn"]["fp32"]["one_step_rmse"] < persistence  # the ESN beats "next year = this year"
 
 
@@ -182,16 +183,22 @@ def test_imu_activity(tmp_path):
     lines = [ln.strip() for ln in (data / "BasicMotions_TEST.ts").read_text().splitlines()]
     cases = lines[lines.index("@data") + 1 :]
     cases = [c for c in cases if c]
-    stream = edgernn.load(tmp_path / "model.ernn").stream()
-    correct = 0
-    for case in cases:
-        *chans, label = case.split(":")
-        X = np.array([[float(v) for v in ch.split(",")] for ch in chans], np.float32).T
-        stream.reset()
-        for x in X:
-            y = stream.step(x)
-        correct += stream_label(y, res["classes"]) == label
-    assert correct / len(cases) == pytest.approx(res["test_accuracy"]["edgernn_fp32"])
+    acc = {}
+    for art in ("model.ernn", "model.int8.ernn"):
+        stream = edgernn.load(tmp_path / art).stream()
+        correct = 0
+        for case in cases:
+            *chans, label = case.split(":")
+            X = np.array([[float(v) for v in ch.split(",")] for ch in chans], np.float32).T
+            stream.reset()
+            for x in X:
+                y = stream.step(x)
+            correct += stream_label(y, res["classes"]) == label
+        acc[art] = correct / len(cases)
+    assert acc["model.ernn"] == pytest.approx(res["test_accuracy"]["edgernn_fp32"])
+    assert acc["model.int8.ernn"] == pytest.approx(res["test_accuracy"]["edgernn_int8"])
+    # the Compiler issue's bound: int8 moves the accuracy by at most 0.5 percentage points
+    assert abs(acc["model.int8.ernn"] - acc["model.ernn"]) <= 0.005
     settle = res["samples_until_prediction_settles"]
     assert 1 <= settle["median"] <= settle["max"] <= 100
 

@@ -121,7 +121,7 @@ def _run_pipeline(args: argparse.Namespace) -> int:
         f"{time.perf_counter() - t0:.1f} s, final val loss {hist['val_loss'][-1]:.2e}"
     )
     t0 = time.perf_counter()
-    report = export(m, out, Xt[:4], quantize="int8")
+    report = export(m, out, Xt[:4], quantize="int8", calibration=X)
     sizes = {f: os.path.getsize(os.path.join(out, f)) for f in sorted(os.listdir(out)) if "." in f}
     print(
         f"2. exported in {time.perf_counter() - t0:.1f} s: "
