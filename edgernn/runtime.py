@@ -34,31 +34,34 @@ _BACKENDS_LOCK = threading.RLock()
 class _Backend:
     """The three kernel entry points of one implementation (numba JIT, AOT module or numpy)."""
 
-    def __init__(self, name: str, step, step_batch, seq):
+    def __init__(self, name: str, step, step_batch, seq, batch_work=None):
         self.name = name
         self.step = step
-        self.step_batch = step_batch
+        self.step_batch = step_batch  # (X, wf, wb, MB[, W]): W from batch_work(wf), if it has one
         self.seq = seq
+        self.batch_work = batch_work
 
 
 def _numba_backend() -> _Backend:
     from numba import types as nt
 
-    from .kernels import engine
+    from .kernels import batch_blocked, engine
 
     f32v = nt.Array(nt.float32, 1, "C")
     f32m = nt.Array(nt.float32, 2, "C")
     i8v = nt.Array(nt.int8, 1, "C")
     sigs = {
         engine.step: (f32v, f32v, i8v, f32v),
-        engine.step_batch: (f32m, f32v, i8v, f32m),
         engine.seq: (f32m, f32v, i8v, f32v, f32m, f32v),
     }
     for fn, sig in sigs.items():
         if not fn.signatures:
             fn.compile(sig)
         fn.disable_compile()  # anything but these exact types raises TypeError -> the slow path
-    return _Backend("numba", engine.step, engine.step_batch, engine.seq)
+    # streams(n): the blocked kernel (each weight row loaded once per block of streams), compiled on the
+    # first Streams.step of the process (or loaded from the kernel cache): single-stream users never pay
+    step_batch = batch_blocked.LazyStepBatch((f32m, f32v, i8v, f32m, f32v))
+    return _Backend("numba", engine.step, step_batch, engine.seq, step_batch.work)
 
 
 def _numpy_backend() -> _Backend:
@@ -448,7 +451,12 @@ class Streams:
         self._model = model
         self.n = n
         self._MB = np.tile(model._m0, (n, 1))
-        self._k = model._backend.step_batch
+        k = model._backend.step_batch
+        if model._backend.batch_work is not None:  # the blocked kernel's panels: allocated once, here
+            W = model._backend.batch_work(p.wf)
+            self._k = lambda X, wf, wb, MB: k(X, wf, wb, MB, W)
+        else:
+            self._k = k
         self._wf = p.wf
         self._wb = p.wb
         self._o = slice(p.out_off, p.out_off + p.out_size)

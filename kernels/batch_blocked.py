@@ -10,14 +10,14 @@ states are copied from and back to each stream's buffer.
 Supported here (the common streaming models): forward LSTM with the default activations and no clip,
 peepholes or input_forget; forward GRU (sigmoid/tanh, either ``linear_before_reset``, no clip); forward RNN
 (tanh/relu, no clip); ESN (dense or CSR, state or extended readout); dense (linear/relu/tanh/sigmoid);
-float32 or int8 weights. Any other model goes through ``engine.step_batch``'s per-stream loop unchanged.
+float32 or int8 weights. Any other model steps its streams one after another, as ``engine.step_batch``.
 Same entry point, arguments and status codes as ``engine.step_batch``.
 
-Not wired into the runtime yet (a proposal for issue 5.4): to use it, ``runtime._numba_backend`` returns
-``batch_blocked.LazyStepBatch((f32m, f32v, i8v, f32m))`` as ``step_batch`` (and drops the eager compile of
-``engine.step_batch``); compiling it takes ~2x as long as ``engine.step``, hence the lazy wrapper. Its sums
-run in a different order than the single-stream GEMV, so ``streams(n)`` then equals n separate streams to
-float32 rounding (~3e-8 here), not bit for bit as ``tests/test_runtime_cells.py`` asserts today.
+The numba backend's ``step_batch`` (``Model.streams(n).step``) is this kernel, behind
+:class:`LazyStepBatch`: compiling it takes longer than the single-stream step, so it compiles on the first
+batched call of a process (or loads from the kernel cache; ``edgernn warmup`` compiles it ahead). Its
+sums run in a different order than the single-stream GEMV, so ``streams(n)`` equals n separate streams
+to float32 rounding (~3e-8 here), not bit for bit. The AOT module keeps ``engine.step_batch``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,17 @@ import numpy as np
 
 from .activations import A_LINEAR, A_RELU, A_SIGMOID, A_TANH, fast_sigmoid, fast_tanh
 from .config import kernel, njit
-from .engine import ST_OK, ST_SIZE, _check, _run_step
+from .engine import (
+    ST_OK,
+    ST_OVERFLOW,
+    ST_SIZE,
+    _backup,
+    _check,
+    _guarded,
+    _restore,
+    _run_step,
+    _state_out_finite,
+)
 from .layout import (
     F_BIAS,
     F_CLIP,
@@ -510,28 +520,58 @@ def _sizes(wf):
 
 
 @njit
-def step_batch(X, wf, wb, MB):
+def work_size(wf):
+    """Floats of work buffer ``step_batch`` needs for this model (its panels)."""
+    width, gates = _sizes(wf)
+    return 5 * BLK * width + BLK * gates + BLK
+
+
+@njit
+def step_batch(X, wf, wb, MB, W):
     """Advance n streams (rows of MB) by one step each with the rows of X (same contract and status codes
-    as ``engine.step_batch``); blocks of BLK streams share every weight row load."""
+    as ``engine.step_batch``); blocks of BLK streams share every weight row load. ``W``: a float32 work
+    buffer of at least :func:`work_size` floats (its contents are overwritten; nothing is allocated)."""
     n = X.shape[0]
-    if n != MB.shape[0]:
+    if n != MB.shape[0] or W.shape[0] < work_size(wf):
         return ST_SIZE
     for i in range(n):
         st = _check(X[i], wf)
         if st != ST_OK:
             return st | (i << 3)
+    guard = _guarded(wf)
+    if guard:
+        for i in range(n):
+            _backup(wf, MB[i])
     if n < 2 or not _supported(wf):
         for i in range(n):
             _run_step(X[i], wf, wb, MB[i])
-        return ST_OK
+    else:
+        _blocks(X, wf, wb, MB, W)
+    if guard:  # a finite input drove some stream to NaN/Inf: no stream advances (engine.step_batch's rule)
+        for i in range(n):
+            if not _state_out_finite(wf, MB[i]):
+                for j in range(n):
+                    _restore(wf, MB[j])
+                return ST_OVERFLOW | (i << 3)
+    return ST_OK
+
+
+@kernel
+def _blocks(X, wf, wb, MB, W):
+    """All n streams through the blocked layers, BLK at a time; the panels live in W (zeroed here)."""
+    n = X.shape[0]
     width, gates = _sizes(wf)
-    A = np.zeros((BLK, width), np.float32)
-    Bp = np.zeros((BLK, width), np.float32)
-    XH = np.zeros((BLK, width), np.float32)
-    S = np.zeros((BLK, width), np.float32)
-    G = np.zeros((BLK, gates), np.float32)
-    ST = np.zeros((width, BLK), np.float32)  # transposed state panel (CSR reservoirs)
-    tmp = np.zeros(BLK, np.float32)
+    used = 5 * BLK * width + BLK * gates + BLK
+    for k in range(used):
+        W[k] = _Z
+    pw = BLK * width
+    A = W[0:pw].reshape((BLK, width))
+    Bp = W[pw : 2 * pw].reshape((BLK, width))
+    XH = W[2 * pw : 3 * pw].reshape((BLK, width))
+    S = W[3 * pw : 4 * pw].reshape((BLK, width))
+    ST = W[4 * pw : 5 * pw].reshape((width, BLK))  # transposed state panel (CSR reservoirs)
+    G = W[5 * pw : 5 * pw + BLK * gates].reshape((BLK, gates))
+    tmp = W[5 * pw + BLK * gates : used]
     nin0 = int(wf[H_NIN])
     oo = off2(wf, H_OUT)
     nout = int(wf[H_NOUT])
@@ -548,7 +588,6 @@ def step_batch(X, wf, wb, MB):
                     r[k] = _Z
         out = _block(wf, wb, MB, s0, nb, A, Bp, XH, G, S, ST, tmp)
         _scatter(MB, s0, nb, oo, nout, out, 0)
-    return ST_OK
 
 
 class LazyStepBatch:
@@ -561,14 +600,27 @@ class LazyStepBatch:
         self._sig = sig
         self._fn = None
 
-    def __call__(self, X, wf, wb, MB):
-        fn = self._fn
-        if fn is None:
+    @staticmethod
+    def work(wf: np.ndarray) -> np.ndarray:
+        """A work buffer for this packed model (allocate once per Streams, pass to every call)."""
+        return np.zeros(int(work_size(wf)), np.float32)
+
+    def compile(self):
+        """Compile (or load from the kernel cache) now; returns the compiled dispatcher."""
+        if self._fn is None:
             if not step_batch.signatures:
                 step_batch.compile(self._sig)
             step_batch.disable_compile()
-            fn = self._fn = step_batch
-        return fn(X, wf, wb, MB)
+            self._fn = step_batch
+        return self._fn
+
+    def __call__(self, X, wf, wb, MB, W=None):
+        fn = self._fn
+        if fn is None:
+            fn = self.compile()
+        if W is None:  # a caller without its own buffer (tests, one-off calls): allocate one
+            W = self.work(wf)
+        return fn(X, wf, wb, MB, W)
 
 
-__all__ = ["BLK", "LazyStepBatch", "step_batch"]
+__all__ = ["BLK", "LazyStepBatch", "step_batch", "work_size"]

@@ -94,11 +94,26 @@ def test_streams_equal_separate_streams(tmp_path, name, pt, quant, n):
     rng = np.random.default_rng(n)
     for t in range(6):
         X = rng.standard_normal((n, plan["input"]["size"])).astype(np.float32)
-        assert batch_blocked.step_batch(X, batch._wf, batch._wb, batch._MB) == 0
+        assert batch_blocked.step_batch(X, batch._wf, batch._wb, batch._MB, _work(batch)) == 0
         got = batch._MB[:, batch._o]
         want = np.stack([s.step(x) for s, x in zip(single, X, strict=True)])
         assert_close(got, want, atol=1e-5, rtol=1e-4, what=f"{name} {quant} n={n} t={t}")
     assert_close(batch.state, np.stack([s.state for s in single]), atol=1e-5, rtol=1e-4, what="states")
+
+
+def _work(streams):
+    return batch_blocked.LazyStepBatch.work(streams._wf)
+
+
+def test_too_small_work_buffer_is_refused(tmp_path):
+    plan, tensors = CASES[0][1]
+    artifact.write(tmp_path / "m.ernn", plan, tensors)
+    b = edgernn.load(tmp_path / "m.ernn", backend="numba").streams(20)
+    X = np.random.default_rng(0).standard_normal((20, 3)).astype(np.float32)
+    before = b.state
+    W = _work(b)
+    assert batch_blocked.step_batch(X, b._wf, b._wb, b._MB, W[:-1]) == 1  # ST_SIZE, nothing written
+    np.testing.assert_array_equal(b.state, before)
 
 
 def test_bad_row_leaves_every_stream_untouched(tmp_path):
@@ -106,11 +121,11 @@ def test_bad_row_leaves_every_stream_untouched(tmp_path):
     artifact.write(tmp_path / "m.ernn", plan, tensors)
     b = edgernn.load(tmp_path / "m.ernn", backend="numba").streams(20)
     X = np.random.default_rng(0).standard_normal((20, 3)).astype(np.float32)
-    assert batch_blocked.step_batch(X, b._wf, b._wb, b._MB) == 0
+    assert batch_blocked.step_batch(X, b._wf, b._wb, b._MB, _work(b)) == 0
     before = b.state
     X[17, 1] = np.nan
-    status = batch_blocked.step_batch(X, b._wf, b._wb, b._MB)
+    status = batch_blocked.step_batch(X, b._wf, b._wb, b._MB, _work(b))
     assert status >> 3 == 17 and status & 7 == 2  # ST_NONFINITE in row 17, as engine.step_batch reports
     np.testing.assert_array_equal(b.state, before)
     bad = np.zeros((19, 3), np.float32)
-    assert batch_blocked.step_batch(bad, b._wf, b._wb, b._MB) == 1  # ST_SIZE: one row per stream
+    assert batch_blocked.step_batch(bad, b._wf, b._wb, b._MB, _work(b)) == 1  # ST_SIZE: one row per stream

@@ -250,11 +250,19 @@ def test_streams_equal_separate_streams(case):
     Xs = np.stack([_inputs(plan, rng, T) for _ in range(n)], axis=1)  # (T, n, I)
     b = m.streams(n)
     singles = [m.stream() for _ in range(n)]
+    # the blocked many-stream kernel (lstm, gru, esn here) sums in another order than the single-stream
+    # GEMV: equal to float32 rounding, not bit for bit; models it does not block step stream by stream
+    exact = case in ("attention", "embedding")
+    check = np.testing.assert_array_equal if exact else _close_f32
     for t in range(T):
         Yb = b.step(Xs[t])
         Ys = np.stack([singles[i].step(Xs[t, i]) for i in range(n)])
-        np.testing.assert_array_equal(Yb, Ys)
-    np.testing.assert_array_equal(b.state, np.stack([s.state for s in singles]))
+        check(Yb, Ys)
+    check(b.state, np.stack([s.state for s in singles]))
+
+
+def _close_f32(a, b):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(
