@@ -167,14 +167,14 @@ def _layer_step(wf, wb, rec, M, xin):
             nnz = int(ptr[-1])
             ind = wi[io : io + nnz]
             doff = _off(wf, p + L.M_OFF)
+            rows = np.repeat(np.arange(H), np.diff(ptr))
             if _i(wf, p + L.M_Q) == 0:
                 data = wf[doff : doff + nnz]
             else:
                 so = _off(wf, p + L.M_SOFF)
-                rows = np.repeat(np.arange(H), np.diff(ptr))
                 data = wb[doff : doff + nnz].astype(np.float32) * wf[so : so + H][rows]
-            prod = data * x[ind]
-            g = g + np.add.reduceat(prod, ptr[:-1]) * (np.diff(ptr) > 0) if nnz else g
+            # per-row sums; rows without entries (also trailing ones) add nothing
+            g = g + np.bincount(rows, weights=data * x[ind], minlength=H).astype(np.float32)
         else:
             g = g + _mat(wf, wb, rec, 1) @ x
         a = wf[fp + L.P_LEAK]
