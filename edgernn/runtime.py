@@ -207,8 +207,12 @@ class Model:
 
     @property
     def info(self) -> dict:
-        """A summary: sizes, layers, parameter count, quantization, labels, backend, streamability."""
+        """A summary: sizes, layers, parameter count, quantization, labels, backend, streamability.
+
+        A sparse reservoir dense enough to run faster as a dense matrix is packed so in memory (the file
+        keeps CSR); its layer summary then says ``"packed_dense": True``."""
         p = self.plan
+        dense = set(self._packed.dense_reservoirs)
         return {
             "input_size": self.input_size,
             "input_kind": p["input"]["kind"],
@@ -216,7 +220,10 @@ class Model:
             "output_size": self.output_size,
             "sequence": p["output"]["sequence"],
             "labels": p["output"]["labels"],
-            "layers": [_layer_summary(layer) for layer in p["layers"]],
+            "layers": [
+                _layer_summary(layer) | ({"packed_dense": True} if layer["name"] in dense else {})
+                for layer in p["layers"]
+            ],
             "parameters": self._n_params,
             "weight_bytes": self._bytes,
             "quantization": p["quantization"],

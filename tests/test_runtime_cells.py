@@ -350,3 +350,71 @@ def test_overflow_from_finite_input_raises_and_restores_state(backend):
     p = edgernn.Model(plan, tensors, backend=backend, nonfinite="propagate").stream()
     p.step(big)
     assert not np.isfinite(p.state).all()
+
+
+@pytest.mark.parametrize("quant", ["fp32", "int8"])
+@pytest.mark.parametrize("density", [0.02, 0.1, 0.4])
+def test_sparse_reservoir_packed_dense_when_that_is_faster(density, quant):
+    """A CSR reservoir with >= DENSIFY_MIN_DENSITY nonzeros runs as a dense matrix in memory (the file
+    stays CSR); either way step/run/streams/predict agree with the numpy reference on the CSR weights."""
+    I = 5  # noqa: E741
+    from edgernn import pack
+
+    rng = np.random.default_rng(11)
+    plan, tensors = model([esn(rng, "e", I, 80, sparse=True, density=density), dense(rng, "d", 80, 2)], I)
+    if quant == "int8":
+        plan, tensors = quantize_int8(plan, tensors)
+    nnz = plan["layers"][0]["nnz"]
+    X = _inputs(plan, rng, 40)
+    ref = reference_predict(plan, tensors, X)
+    for backend in ("numba", "numpy"):
+        m = edgernn.Model(plan, tensors, backend=backend)
+        packed_dense = m.info["layers"][0].get("packed_dense", False)
+        assert packed_dense == (nnz >= pack.DENSIFY_MIN_DENSITY * 80 * 80), (nnz, packed_dense)
+        s = m.stream()
+        assert_close(np.stack([s.step(x) for x in X]), ref, what=f"{density} {quant} {backend} step")
+        assert_close(m.stream().run(X), ref, what=f"{density} {quant} {backend} run")
+        assert_close(m.predict(X), ref, what=f"{density} {quant} {backend} predict")
+        b = m.streams(3)
+        Yb = np.stack([b.step(np.stack([x, x, x]))[1] for x in X])
+        assert_close(Yb, ref, what=f"{density} {quant} {backend} streams")
+
+
+def test_csr_with_repeated_entries_stays_csr():
+    """CSR adds repeated (row, col) entries; the dense packing would have to add them too (and int8 sums
+    could overflow), so such a reservoir keeps its CSR form."""
+    I = 5  # noqa: E741
+    rng = np.random.default_rng(12)
+    plan, tensors = model([esn(rng, "e", I, 20, sparse=True, density=0.3), dense(rng, "d", 20, 2)], I)
+    lay = plan["layers"][0]
+    ind, ptr = tensors["e.W_indices"], tensors["e.W_indptr"]
+    first = int(np.argmax(np.diff(ptr) >= 2))  # a row with two entries: make them the same column
+    ind = ind.copy()
+    ind[ptr[first] + 1] = ind[ptr[first]]
+    tensors = dict(tensors, **{"e.W_indices": ind})
+    m = edgernn.Model(plan, tensors)
+    assert "packed_dense" not in m.info["layers"][0]
+    X = _inputs(plan, rng, 20)
+    assert_close(m.stream().run(X), reference_predict(plan, tensors, X), what="repeated entries")
+    assert lay["nnz"] == len(ind)
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_csr_reservoir_with_empty_rows_at_either_end(backend):
+    """Rows without entries, first and last included (a sparse reservoir has them): they add nothing."""
+    I = 5  # noqa: E741
+    rng = np.random.default_rng(13)
+    plan, tensors = model([esn(rng, "e", I, 30, sparse=True, density=0.02), dense(rng, "d", 30, 2)], I)
+    data, ind, ptr = (np.asarray(tensors[f"e.W_{k}"]) for k in ("data", "indices", "indptr"))
+    counts = np.diff(ptr)
+    counts[:2] = 0
+    counts[-3:] = 0
+    keep = np.concatenate([np.arange(ptr[r], ptr[r] + counts[r]) for r in range(30)]).astype(np.int64)
+    tensors = dict(tensors)
+    tensors["e.W_data"], tensors["e.W_indices"] = data[keep], ind[keep]
+    tensors["e.W_indptr"] = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    plan["layers"][0]["nnz"] = int(keep.size)
+    assert keep.size > 0
+    X = _inputs(plan, rng, 20)
+    m = edgernn.Model(plan, tensors, backend=backend)
+    assert_close(m.stream().run(X), reference_predict(plan, tensors, X), what=f"empty rows {backend}")
