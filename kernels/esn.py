@@ -35,6 +35,34 @@ _ONE = np.float32(1.0)
 
 
 @kernel
+def _csr_acc(vals, doff, wi, io, po, N, x, g, wf, soff):
+    """g[r] += Σ_j vals[doff + j]·x[ind[j]] over CSR row r (times wf[soff + r] when soff >= 0: int8 rows).
+
+    Four accumulators per row: the gathered products of one row do not wait on each other's adds (one
+    chain is bound by the add latency: 1.7x slower on a 500-unit reservoir at 10% density)."""
+    for r in range(N):
+        a0 = np.float32(0.0)
+        a1 = np.float32(0.0)
+        a2 = np.float32(0.0)
+        a3 = np.float32(0.0)
+        j = wi[po + r]
+        e = wi[po + r + 1]
+        while j + 4 <= e:
+            a0 += np.float32(vals[doff + j]) * x[wi[io + j]]
+            a1 += np.float32(vals[doff + j + 1]) * x[wi[io + j + 1]]
+            a2 += np.float32(vals[doff + j + 2]) * x[wi[io + j + 2]]
+            a3 += np.float32(vals[doff + j + 3]) * x[wi[io + j + 3]]
+            j += 4
+        while j < e:
+            a0 += np.float32(vals[doff + j]) * x[wi[io + j]]
+            j += 1
+        acc = (a0 + a1) + (a2 + a3)
+        if soff >= 0:
+            acc *= wf[soff + r]
+        g[r] += acc
+
+
+@kernel
 def esn_cell(wf, wb, rec, u, x, g, y):
     """One reservoir step: u (I,), x (N,) updated in place, g (N,) scratch, y the layer output."""
     N = int(wf[rec + R_H])
@@ -54,45 +82,10 @@ def esn_cell(wf, wb, rec, u, x, g, y):
         wi = wb.view(np.int32)
         io = off2(wf, rec + R_VEC + 2)  # vector slot 1: column indices (int32 units)
         po = off2(wf, rec + R_VEC + 4)  # vector slot 2: row pointers
-        # four accumulators per row: the gathered products of one row do not wait on each other's adds
-        # (one chain is bound by the add latency: 1.7x slower on a 500-unit reservoir at 10% density)
         if int(wf[p + M_Q]) == 0:
-            for r in range(N):
-                a0 = np.float32(0.0)
-                a1 = np.float32(0.0)
-                a2 = np.float32(0.0)
-                a3 = np.float32(0.0)
-                j = wi[po + r]
-                e = wi[po + r + 1]
-                while j + 4 <= e:
-                    a0 += wf[doff + j] * x[wi[io + j]]
-                    a1 += wf[doff + j + 1] * x[wi[io + j + 1]]
-                    a2 += wf[doff + j + 2] * x[wi[io + j + 2]]
-                    a3 += wf[doff + j + 3] * x[wi[io + j + 3]]
-                    j += 4
-                while j < e:
-                    a0 += wf[doff + j] * x[wi[io + j]]
-                    j += 1
-                g[r] += (a0 + a1) + (a2 + a3)
+            _csr_acc(wf, doff, wi, io, po, N, x, g, wf, -1)
         else:
-            soff = off2(wf, p + M_SOFF)
-            for r in range(N):
-                a0 = np.float32(0.0)
-                a1 = np.float32(0.0)
-                a2 = np.float32(0.0)
-                a3 = np.float32(0.0)
-                j = wi[po + r]
-                e = wi[po + r + 1]
-                while j + 4 <= e:
-                    a0 += np.float32(wb[doff + j]) * x[wi[io + j]]
-                    a1 += np.float32(wb[doff + j + 1]) * x[wi[io + j + 1]]
-                    a2 += np.float32(wb[doff + j + 2]) * x[wi[io + j + 2]]
-                    a3 += np.float32(wb[doff + j + 3]) * x[wi[io + j + 3]]
-                    j += 4
-                while j < e:
-                    a0 += np.float32(wb[doff + j]) * x[wi[io + j]]
-                    j += 1
-                g[r] += ((a0 + a1) + (a2 + a3)) * wf[soff + r]
+            _csr_acc(wb, doff, wi, io, po, N, x, g, wf, off2(wf, p + M_SOFF))
     else:
         matvec_acc(wf, wb, rec, 1, 0, N, x, g)
     one_minus_a = _ONE - a
