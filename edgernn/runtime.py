@@ -209,10 +209,12 @@ class Model:
     def info(self) -> dict:
         """A summary: sizes, layers, parameter count, quantization, labels, backend, streamability.
 
-        A sparse reservoir dense enough to run faster as a dense matrix is packed so in memory (the file
-        keeps CSR); its layer summary then says ``"packed_dense": True``."""
+        How a layer is held in memory when that differs from the file: a sparse reservoir dense enough to
+        run faster as a dense matrix says ``"packed_dense": True``; a small int8 recurrent layer computed
+        from float32 q·scale (faster than int8 while it fits in cache) says ``"packed_float32": True``."""
         p = self.plan
         dense = set(self._packed.dense_reservoirs)
+        deq = set(self._packed.dequantized)
         return {
             "input_size": self.input_size,
             "input_kind": p["input"]["kind"],
@@ -221,7 +223,9 @@ class Model:
             "sequence": p["output"]["sequence"],
             "labels": p["output"]["labels"],
             "layers": [
-                _layer_summary(layer) | ({"packed_dense": True} if layer["name"] in dense else {})
+                _layer_summary(layer)
+                | ({"packed_dense": True} if layer["name"] in dense else {})
+                | ({"packed_float32": True} if layer["name"] in deq else {})
                 for layer in p["layers"]
             ],
             "parameters": self._n_params,

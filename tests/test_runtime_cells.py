@@ -418,3 +418,47 @@ def test_csr_reservoir_with_empty_rows_at_either_end(backend):
     X = _inputs(plan, rng, 20)
     m = edgernn.Model(plan, tensors, backend=backend)
     assert_close(m.stream().run(X), reference_predict(plan, tensors, X), what=f"empty rows {backend}")
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+def test_small_int8_recurrent_layers_compute_from_float32_by_default(kind, monkeypatch):
+    """By default a small int8 recurrent layer is packed as float32 q·scale (the file stays int8): same
+    results as the int8 kernels and the numpy reference on the dequantized weights, to float32 rounding."""
+    from edgernn import pack
+
+    monkeypatch.delenv("EDGERNN_DEQUANTIZE_MAX_BYTES", raising=False)
+    rng = np.random.default_rng(14)
+    extra = {"linear_before_reset": 1} if kind == "gru" else {}
+    lay = recurrent(rng, kind, "r", 5, 16, direction="bidirectional", **extra)
+    plan, tensors = quantize_int8(*model([lay, dense(rng, "d", 32, 2)], 5))
+    X = _inputs(plan, rng, 30)
+    ref = reference_predict(plan, tensors, X)
+    m = edgernn.Model(plan, tensors)
+    assert m.info["layers"][0].get("packed_float32") is True
+    assert_close(m.predict(X), ref, what=f"{kind} dequantized predict")
+    monkeypatch.setenv("EDGERNN_DEQUANTIZE_MAX_BYTES", "0")  # int8 kernels
+    m8 = edgernn.Model(plan, tensors)
+    assert "packed_float32" not in m8.info["layers"][0]
+    np.testing.assert_allclose(m.predict(X), m8.predict(X), rtol=1e-5, atol=1e-6)
+    assert pack.DEQUANTIZE_MAX_BYTES > 0
+
+
+def test_small_int8_recurrent_layers_streams_and_limits(monkeypatch):
+    monkeypatch.delenv("EDGERNN_DEQUANTIZE_MAX_BYTES", raising=False)
+    rng = np.random.default_rng(15)
+    small = quantize_int8(*model([recurrent(rng, "lstm", "r", 5, 16), dense(rng, "d", 16, 2)], 5))
+    big = quantize_int8(*model([recurrent(rng, "lstm", "r", 8, 256), dense(rng, "d", 256, 2)], 8))
+    m = edgernn.Model(*small)
+    X = _inputs(small[0], rng, 25)
+    ref = reference_predict(*small, X)
+    s = m.stream()
+    assert_close(np.stack([s.step(x) for x in X]), ref, what="dequantized step")
+    b = m.streams(4)
+    assert_close(np.stack([b.step(np.stack([x] * 4))[2] for x in X]), ref, what="dequantized streams")
+    # 4·256 rows x (8 + 256) columns of float32 is over the 256 KiB limit: the int8 kernels run
+    assert "packed_float32" not in edgernn.Model(*big).info["layers"][0]
+    monkeypatch.setenv("EDGERNN_DEQUANTIZE_MAX_BYTES", str(4 * 256 * 264 * 4))
+    assert edgernn.Model(*big).info["layers"][0].get("packed_float32") is True
+    monkeypatch.setenv("EDGERNN_DEQUANTIZE_MAX_BYTES", "lots")
+    with pytest.raises(edgernn.EdgeRNNError, match="EDGERNN_DEQUANTIZE_MAX_BYTES must be"):
+        edgernn.Model(*small)
