@@ -57,22 +57,26 @@ MAX_STEPS = 100_000
 DAMPING = 0.01
 
 
-def _prefix_outputs(plan: Mapping, tensors: Mapping[str, np.ndarray], x: np.ndarray) -> list[np.ndarray]:
-    """Outputs of every layer, (B, T, layer output_size) each, run by the float32 edgernn runtime."""
+def _layer_outputs(plan: Mapping, tensors: Mapping[str, np.ndarray], x: np.ndarray) -> list[np.ndarray]:
+    """Outputs of every layer, (B, T, layer output_size) each, run by the float32 edgernn runtime: each
+    layer alone on the previous layer's outputs (what it reads from the stream buffer when chained)."""
     import edgernn
 
     outs = []
+    prev = x
     with tempfile.TemporaryDirectory() as d:
-        for k in range(1, len(plan["layers"]) + 1):
+        for k, layer in enumerate(plan["layers"]):
             p = copy.deepcopy(dict(plan))
-            p["layers"] = p["layers"][:k]
-            p["output"] = {"size": p["layers"][-1]["output_size"], "sequence": "many_to_many", "labels": None}
+            p["layers"] = [p["layers"][k]]
+            if k:  # the first layer keeps the model's input (token ids for an embedding)
+                p["input"] = {"kind": "features", "size": layer["input_size"]}
+            p["output"] = {"size": layer["output_size"], "sequence": "many_to_many", "labels": None}
             p.pop("quantization_report", None)
-            used = {n for lay in p["layers"] for n in lay["tensors"].values()}
-            f = os.path.join(d, f"prefix{k}.ernn")
-            write(f, p, {n: tensors[n] for n in used})
+            f = os.path.join(d, f"layer{k}.ernn")
+            write(f, p, {n: tensors[n] for n in layer["tensors"].values()})
             m = edgernn.load(f, nonfinite="propagate")
-            outs.append(np.asarray(m.predict(x), np.float32))
+            prev = np.asarray(m.predict(prev), np.float32)
+            outs.append(prev)
     return outs
 
 
@@ -90,7 +94,7 @@ def layer_activations(
         x = x[None]
     if x.shape[0] * x.shape[1] > MAX_STEPS:
         x = x[: max(1, MAX_STEPS // x.shape[1]), :MAX_STEPS]
-    outs = _prefix_outputs(plan, tensors, x)
+    outs = _layer_outputs(plan, tensors, x)
     res = {}
     prev = x
     for layer, y in zip(plan["layers"], outs, strict=True):
