@@ -110,19 +110,20 @@ def check_data(plan: Mapping, data: np.ndarray, what: str = "calibration data") 
 
 def calibrated_int8(
     plan: Mapping, tensors: Mapping[str, np.ndarray], data: np.ndarray, skip: frozenset[str] = frozenset()
-) -> tuple[dict[str, np.ndarray], dict]:
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict]:
     """Error-compensated int8 of the plan's matrices on calibration ``data`` ((T, I) or (B, T, I)).
 
-    Returns ``(q, info)``: tensor name -> int8 q (scales are :func:`quantize_rows`'s, unchanged) for the
-    matrices that got compensated rounding, and ``info`` — ``{"method", "calibration_vectors",
-    "matrices": {"layer.roles[dir]": "gptq" | "nearest: why"}}``. Tensors named in ``skip`` are left out.
+    Returns ``(qs, info)``: tensor name -> (int8 q, float32 per-row scale) for the matrices that got
+    compensated rounding (the scales are :func:`quantize_rows`'s, unchanged), and ``info`` —
+    ``{"method", "calibration_vectors", "matrices": {"layer.roles[dir]": "gptq" | "nearest: why"}}``.
+    Tensors named in ``skip`` are left out.
     """
     from .calibrate import gptq_round, hessian, layer_activations, matrix_groups, rounding_error
 
     plan = validate_plan(dict(plan))
     x = check_data(plan, data)
     acts = layer_activations(plan, tensors, x)
-    qs: dict[str, np.ndarray] = {}
+    qs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     matrices: dict[str, str] = {}
     n_max = 0
     for layer in plan["layers"]:
@@ -133,8 +134,9 @@ def calibrated_int8(
             if any(n in skip for n in names):
                 matrices[key] = "nearest: int8 weights taken from the source model"
                 continue
-            mats = [np.asarray(tensors[n], np.float64) for n in names]
-            mats = [m[d] if d is not None else m for m in mats]
+            rounded = {nm: qs.get(nm) or quantize_rows(tensors[nm]) for nm in names}  # q so far, scales
+            sel = d if d is not None else Ellipsis
+            mats = [np.asarray(tensors[n], np.float64)[sel] for n in names]
             if not np.all(np.isfinite(Z)):
                 matrices[key] = "nearest: non-finite activations on the calibration data"
                 continue
@@ -144,8 +146,13 @@ def calibrated_int8(
             if n < W.shape[1]:
                 matrices[key] = f"nearest: {n} calibration vectors for {W.shape[1]} columns"
                 continue
-            S = np.concatenate([np.repeat(quantize_rows(m)[1][:, None], m.shape[1], 1) for m in mats], 1)
-            S = S.astype(np.float64)
+            S = np.concatenate(
+                [
+                    np.repeat(rounded[nm][1][sel][:, None], m.shape[1], 1)
+                    for nm, m in zip(names, mats, strict=True)
+                ],
+                1,
+            ).astype(np.float64)
             try:
                 Qg = gptq_round(W, S, H)
             except np.linalg.LinAlgError:
@@ -158,11 +165,9 @@ def calibrated_int8(
             matrices[key] = "gptq"
             col = 0
             for name, m in zip(names, mats, strict=True):
-                q = qs.get(name)
-                if q is None:
-                    q = quantize_rows(tensors[name])[0]
-                q[d if d is not None else Ellipsis] = Qg[:, col : col + m.shape[1]].astype(np.int8)
-                qs[name] = q
+                q, scale = rounded[name]
+                q[sel] = Qg[:, col : col + m.shape[1]].astype(np.int8)
+                qs[name] = (q, scale)
                 col += m.shape[1]
     method = "gptq" if any(v == "gptq" for v in matrices.values()) else "nearest"
     return qs, {"method": method, "calibration_vectors": int(n_max), "matrices": matrices}
@@ -191,7 +196,7 @@ def quantize_plan(
     exact = {name: _exact_pair(tensors.get(name), pair) for name, pair in (exact_int8 or {}).items()}
     exact_int8 = {name: pair for name, pair in exact.items() if pair is not None}
     out: dict[str, np.ndarray] = {}
-    calibrated: dict[str, np.ndarray] = {}
+    calibrated: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if mode == "int8":
         plan["quantization_rounding"] = {"method": "nearest", "calibration_vectors": 0}
         if calibration is not None:
@@ -219,7 +224,7 @@ def quantize_plan(
                 if exact is not None:
                     q, s = exact
                 elif name in calibrated:
-                    q, s = calibrated[name], quantize_rows(arr)[1]
+                    q, s = calibrated[name]
                 elif role == "W_data":
                     q, s = _quantize_csr(arr, np.asarray(tensors[roles["W_indptr"]]), layer["reservoir_size"])
                 else:
@@ -273,13 +278,7 @@ def quantization_report(
     fbytes = _artifact_bytes(plan, tensors)
     qbytes = _artifact_bytes(qplan, qtensors)
     source = "user" if data is not None else "random"
-    x = np.asarray(data if data is not None else default_input(plan), np.float32)
-    if x.ndim == 2:
-        x = x[None]
-    if x.ndim != 3 or x.shape[-1] != plan["input"]["size"]:
-        raise QuantizationError(
-            f"report data must be (T, {plan['input']['size']}) or (B, T, …), got {x.shape}"
-        )
+    x = check_data(plan, data if data is not None else default_input(plan), "report data")
     with tempfile.TemporaryDirectory() as d:
         pf, pq = os.path.join(d, "f.ernn"), os.path.join(d, "q.ernn")
         write(pf, plan, tensors)
