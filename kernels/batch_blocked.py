@@ -521,7 +521,8 @@ def _sizes(wf):
 
 @njit
 def work_size(wf):
-    """Floats of work buffer ``step_batch`` needs for this model (its panels)."""
+    """Floats of work buffer ``step_batch`` needs for this model: five BLK x width panels (A, Bp, XH, S and
+    the transposed ST), the BLK x gates panel G and BLK scratch floats, in that order (see ``_blocks``)."""
     width, gates = _sizes(wf)
     return 5 * BLK * width + BLK * gates + BLK
 
@@ -561,7 +562,7 @@ def _blocks(X, wf, wb, MB, W):
     """All n streams through the blocked layers, BLK at a time; the panels live in W (zeroed here)."""
     n = X.shape[0]
     width, gates = _sizes(wf)
-    used = 5 * BLK * width + BLK * gates + BLK
+    used = work_size(wf)
     for k in range(used):
         W[k] = _Z
     pw = BLK * width
