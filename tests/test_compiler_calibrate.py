@@ -38,27 +38,6 @@ def sensor_data(rng, batch, steps, size, tones=2, phase_seed=None):
     return (s @ mix).astype(np.float32)
 
 
-def dequantized(plan, tensors):
-    """The float weights an int8 (plan, tensors) stands for: q · scale (numpy, for the reference model)."""
-    out = {}
-    for layer in plan["layers"]:
-        for role, name in layer["tensors"].items():
-            if role.endswith("_scale"):
-                continue
-            arr = np.asarray(tensors[name])
-            sname = layer["tensors"].get(f"{role}_scale")
-            if sname is not None:
-                s = np.asarray(tensors[sname], np.float64)
-                if role == "W_data":
-                    indptr = np.asarray(tensors[layer["tensors"]["W_indptr"]], np.int64)
-                    s = np.repeat(s, np.diff(indptr))
-                    arr = (arr.astype(np.float64) * s).astype(np.float32)
-                else:
-                    arr = (arr.astype(np.float64) * s[..., None]).astype(np.float32)
-            out[name] = arr
-    return out
-
-
 def rms(a, b):
     return float(np.sqrt(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)))
 
@@ -178,8 +157,8 @@ def test_calibrated_int8_beats_nearest_on_held_out_sequences(case, tmp_path):
         path = str(tmp_path / f"{tag}.ernn")
         artifact.write(path, p, t)
         y = edgernn.load(path).predict(held_out)
-        # the runtime's int8 kernels compute the dequantized model (numpy reference on q·scale)
-        deq = np.stack([reference_predict(p, dequantized(p, t), x) for x in held_out])
+        # the runtime's int8 kernels compute the dequantized model (the numpy reference reads q·scale)
+        deq = np.stack([reference_predict(p, t, x) for x in held_out])
         np.testing.assert_allclose(y, deq, atol=2e-5, rtol=1e-4)
         outs[tag] = y
     e_near, e_cal = rms(outs["nearest"], ref), rms(outs["calibrated"], ref)
