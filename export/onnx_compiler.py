@@ -52,129 +52,21 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..artifact import ACTIVATION_DEFAULTS
-from ..errors import EdgeRNNError, require
+from .onnx.errors import CompileError
+from .onnx.errors import where as _where
+from .onnx.fold import constant as _fold_constant
+from .onnx.fold import fold as _fold_node
+from .onnx.graph import attrs as _attrs
+from .onnx.load import load_model as _load_model
+from .onnx.values import INT_BIG, Bcast, Const, Data, Multi, QScale, QZero, ShapeVal, State, Sym
+from .onnx.values import is_identity as _is_identity
 
 __all__ = ["CompileError", "compile_onnx", "compile_graph"]
-
-INT_BIG = 2**62
-
-
-class CompileError(EdgeRNNError, ValueError):
-    """The ONNX graph uses something the compiler cannot map onto an ``.ernn`` plan exactly."""
-
-
-# ------------------------------------------------------------------------------------ symbolic values
-
-
-class Sym:
-    """A symbolic (run-time sized) axis of the input: the batch or the time axis."""
-
-    _n = 0
-
-    def __init__(self, name: str, static: int | None = None):
-        Sym._n += 1
-        self.name = name
-        self.static = static  # the size declared in the graph input, if any (a hint, never trusted)
-        self.role: str | None = None  # "T" | "B" | None (not yet known)
-
-    def __repr__(self) -> str:
-        return f"Sym({self.name}{'/' + self.role if self.role else ''})"
-
-    def __mul__(self, other: Any) -> Any:
-        if isinstance(other, (int, np.integer)) and int(other) == 1:
-            return self
-        raise CompileError(f"arithmetic on the symbolic axis {self.name} ({self} * {other!r})")
-
-    __rmul__ = __mul__
-
-
-@dataclass
-class Const:
-    arr: np.ndarray
-
-
-@dataclass
-class ShapeVal:
-    """A 0-d or 1-d integer tensor some of whose entries are symbolic axes (an object array)."""
-
-    arr: np.ndarray
-
-
-@dataclass
-class Bcast:
-    """A constant broadcast over a shape with symbolic dims: ``arr`` has size 1 on every symbolic dim."""
-
-    arr: np.ndarray
-    dims: list
-
-
-@dataclass
-class State:
-    """A value derived only from a state graph input (the stream keeps the state at run time).
-
-    ``ix`` is a :class:`Bcast` of the flat positions (batch axis collapsed) of the state input each
-    element comes from, or None when the plumbing could not be followed.
-    """
-
-    src: str
-    ix: Any = None
-
-
-@dataclass
-class Data:
-    """The activations. ``axes``: Sym or int per axis; features = row-major flatten of the int axes.
-
-    Feature k of this value is output ``perm[k]`` of the plan built so far (``pos`` layers); ``bad[k]``
-    marks a feature the plan cannot produce (a reverse final state, a cell state).
-    """
-
-    axes: list
-    perm: np.ndarray
-    bad: np.ndarray
-    pos: int
-    last: bool = False
-    step: bool = False  # time runs one step per call (a step graph)
-    tokens: bool = False
-    why: str = ""
-    quant: str | None = None  # "q" (DynamicQuantizeLinear output), "int" (MatMulInteger result, unscaled)
-
-
-@dataclass
-class Multi:
-    """A Concat of data values along an int axis; only Gather/Slice picking inside one part may use it."""
-
-    parts: list
-    axis: int
-
-    def locate(self, idx: np.ndarray, node) -> tuple[Any, np.ndarray]:
-        sizes = [p.axes[self.axis] for p in self.parts]
-        total = sum(sizes)
-        idx = np.where(idx < 0, idx + total, idx)
-        starts = np.cumsum([0] + sizes)
-        which = {int(np.searchsorted(starts, i, side="right") - 1) for i in idx.ravel()}
-        if len(which) != 1 or np.any(idx < 0) or np.any(idx >= total):
-            raise CompileError(f"{_where(node)}: selects across parts of a Concat of data-dependent tensors")
-        k = which.pop()
-        return self.parts[k], idx - starts[k]
-
-
-@dataclass
-class QScale:
-    """``scale`` output of DynamicQuantizeLinear times a constant ``coef`` (per output column or scalar)."""
-
-    coef: np.ndarray = field(default_factory=lambda: np.ones((), np.float32))
-
-
-@dataclass
-class QZero:
-    """``zero_point`` output of DynamicQuantizeLinear."""
-
 
 # --------------------------------------------------------------------------------------------- helpers
 
@@ -231,94 +123,6 @@ _PLUMBING = {
     "Expand",
     "Constant",
 }
-
-
-def _attrs(node) -> dict:
-    from onnx import helper
-
-    out = {}
-    for a in node.attribute:
-        v = helper.get_attribute_value(a)
-        if isinstance(v, bytes):
-            v = v.decode("utf-8")
-        elif isinstance(v, list) and v and isinstance(v[0], bytes):
-            v = [s.decode("utf-8") for s in v]
-        out[a.name] = v
-    return out
-
-
-def _where(node) -> str:
-    return f"{node.op_type} node {node.name or '(unnamed)'!r}"
-
-
-def _is_identity(perm: np.ndarray, n: int) -> bool:
-    return len(perm) == n and bool(np.all(perm == np.arange(n)))
-
-
-# ------------------------------------------------------------------------------------ external data
-
-
-def _load_model(path: str):
-    """Load an ONNX model, reading external data only from inside the model's own folder."""
-    onnx = require("onnx", "export")
-    from onnx import TensorProto
-
-    try:
-        model = onnx.load(path, load_external_data=False)
-    except Exception as e:  # noqa: BLE001 - protobuf raises several types
-        raise CompileError(f"cannot read {path!r} as an ONNX model: {e}") from None
-    base = os.path.realpath(os.path.dirname(os.path.abspath(path)))
-
-    def fix(t: TensorProto) -> None:
-        if t.data_location != TensorProto.EXTERNAL:
-            return
-        info = {e.key: e.value for e in t.external_data}
-        loc = info.get("location", "")
-        if (
-            not loc
-            or os.path.isabs(loc)
-            or loc.startswith(("/", "\\"))
-            or ".." in loc.replace("\\", "/").split("/")
-        ):
-            raise CompileError(
-                f"tensor {t.name!r}: external data location {loc!r} is not a plain relative path"
-            )
-        full = os.path.realpath(os.path.join(base, loc))
-        if os.path.commonpath([full, base]) != base:
-            raise CompileError(
-                f"tensor {t.name!r}: external data {loc!r} resolves outside the model's folder"
-            )
-        if not os.path.isfile(full):
-            raise CompileError(f"tensor {t.name!r}: external data file {loc!r} does not exist")
-        size = os.path.getsize(full)
-        try:
-            offset = int(info.get("offset", 0) or 0)
-            length = int(info["length"]) if info.get("length") else size - offset
-        except ValueError:
-            raise CompileError(
-                f"tensor {t.name!r}: external data offset/length {info.get('offset')!r}/"
-                f"{info.get('length')!r} are not integers"
-            ) from None
-        if offset < 0 or length < 0 or offset + length > size:
-            raise CompileError(
-                f"tensor {t.name!r}: bytes [{offset}, {offset + length}) outside {loc!r} ({size} B)"
-            )
-        with open(full, "rb") as f:
-            f.seek(offset)
-            t.raw_data = f.read(length)
-        del t.external_data[:]
-        t.data_location = TensorProto.DEFAULT
-
-    for t in model.graph.initializer:
-        fix(t)
-    for n in model.graph.node:
-        for a in n.attribute:
-            if a.HasField("t"):
-                fix(a.t)
-    if len(model.graph.node) and any(n.op_type in ("Loop", "Scan", "If") for n in model.graph.node):
-        n = next(n for n in model.graph.node if n.op_type in ("Loop", "Scan", "If"))
-        raise CompileError(f"unsupported op {n.op_type!r} ({_where(n)}): control flow is not compiled")
-    return model
 
 
 # ------------------------------------------------------------------------------------------ compiler
@@ -794,46 +598,10 @@ class _Compiler:
                 self.env[name] = v
 
     def _constant(self, node) -> np.ndarray:
-        from onnx import numpy_helper
-
-        a = node.attribute[0]
-        if a.name == "value":
-            return numpy_helper.to_array(a.t)
-        v = _attrs(node)[a.name]
-        if a.name in ("value_float", "value_int"):
-            return np.array(v, np.float32 if a.name == "value_float" else np.int64)
-        if a.name in ("value_floats", "value_ints"):
-            return np.array(v, np.float32 if a.name == "value_floats" else np.int64)
-        raise CompileError(f"{_where(node)}: unsupported Constant attribute {a.name!r}")
+        return _fold_constant(node)
 
     def _fold(self, node, arrs: list) -> list[np.ndarray]:
-        """Evaluate a node whose inputs are all constant with onnx.reference."""
-        from onnx import helper
-        from onnx.reference import ReferenceEvaluator
-
-        names = [f"i{k}" if a is not None else "" for k, a in enumerate(arrs)]
-        outs = [f"o{k}" for k in range(len(node.output))]
-        n2 = helper.make_node(node.op_type, names, outs, domain=node.domain)
-        n2.attribute.extend(node.attribute)
-        feeds = {nm: a for nm, a in zip(names, arrs, strict=False) if nm}
-        try:
-            graph = helper.make_graph(
-                [n2],
-                "fold",
-                [
-                    helper.make_tensor_value_info(nm, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
-                    for nm, a in feeds.items()
-                ],
-                [helper.make_tensor_value_info(o, 0, None) for o in outs],
-            )
-            m = helper.make_model(
-                graph, opset_imports=[helper.make_opsetid(d, v) for d, v in self.opset.items()]
-            )
-            ev = ReferenceEvaluator(m)
-            res = ev.run(None, feeds)
-        except Exception as e:  # noqa: BLE001
-            raise CompileError(f"{_where(node)}: cannot fold constant subgraph: {e}") from None
-        return [np.asarray(r) for r in res]
+        return _fold_node(node, arrs, self.opset)
 
     # ------------------------------------------------------------------ shape-ish helpers
     @staticmethod
