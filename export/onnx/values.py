@@ -39,6 +39,7 @@ __all__ = [
     "select",
     "shape_like",
     "shapeval",
+    "state_code",
     "whole_features",
 ]
 
@@ -223,3 +224,8 @@ def last_step(d: Sym, node) -> None:
 def axes_desc(axes: list) -> list:
     """Axis roles for the io description: "T", "B", "N" (a symbolic axis of unknown role) or a size."""
     return [(d.role or "N") if isinstance(d, Sym) else int(d) for d in axes]
+
+
+def state_code(layer: int, which: str, unit: np.ndarray) -> np.ndarray:
+    """An integer naming (layer, h|c, unit) for the state wiring check."""
+    return (layer * 2 + (which == "c")) * (1 << 24) + unit
