@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CompileError, where
+from ..fold import constant
 from ..graph import attrs
 from ..ops import PLUMBING, handler
 from ..ops.recurrent import RECURRENT_OPS, STATE_SLOTS
@@ -117,7 +118,7 @@ def check_wiring(cx, prod: dict) -> None:
                 f"state output {sout!r}: cannot follow it back to the recurrent nodes: {e}"
             ) from None
         feeds = [f for f in cx.state_feeds if f[0] == sin]
-        if got is None or any(f[3] is None for f in feeds):
+        if not isinstance(got, Bcast) or any(f[3] is None for f in feeds):
             raise CompileError(f"state input {sin!r} / output {sout!r}: cannot follow the state wiring")
         gi = np.asarray(got.arr)
         expected = np.full(gi.size, -1, np.int64)
@@ -135,16 +136,19 @@ def check_wiring(cx, prod: dict) -> None:
             )
 
 
-def _eval_codes(cx, name: str, prod: dict, env: dict) -> Bcast | None:
-    """Evaluate value ``name`` over the state codes of Y_h/Y_c (``env``) through plumbing nodes."""
+def _eval_codes(cx, name: str, prod: dict, env: dict) -> Any:
+    """The value of ``name`` evaluated over the state codes of Y_h/Y_c (``env``) through plumbing nodes
+    and the ``Constant`` nodes they use."""
     if name in env:
-        v = env[name]
-        return v if isinstance(v, Bcast) else None
+        return env[name]
     node = prod.get(name)
+    if node is not None and node.op_type == "Constant" and (node.domain or "") == "":
+        env[node.output[0]] = Const(constant(node))
+        return env[name]
     fn = handler(node.op_type) if node is not None else None
     if node is None or node.op_type not in PLUMBING or fn is None:
         raise CompileError(f"{name!r} is not plumbing over Y_h/Y_c")
-    vals = [None if not i else env[i] if i in env else _eval_codes(cx, i, prod, env) for i in node.input]
+    vals = [_eval_codes(cx, i, prod, env) if i else None for i in node.input]
     if node.op_type == "Concat" and all(isinstance(v, Bcast) for v in vals):
         axis = attrs(node)["axis"]
         res = [Bcast(np.concatenate([v.arr for v in vals], axis=axis), list(vals[0].dims))]
@@ -155,5 +159,4 @@ def _eval_codes(cx, name: str, prod: dict, env: dict) -> Bcast | None:
         res = res if isinstance(res, list) else [res]
     for o, v in zip(node.output, res, strict=False):
         env[o] = v
-    v = env.get(name)
-    return v if isinstance(v, Bcast) else None
+    return env.get(name)
