@@ -1,7 +1,7 @@
 """``edgernn bench``: latency, throughput, start-up and memory of edgernn next to ONNX Runtime and PyTorch.
 
-The harness is numpy-only; the baselines (``edgernn.baselines``) import onnx/onnxruntime/torch inside
-functions, only when those backends are asked for and installed. Also home of :func:`synthetic`, the
+The harness is numpy-only; the baselines (``edgernn.export.baselines``) import onnx/onnxruntime/torch
+inside functions, only when those backends are asked for and installed. Also home of :func:`synthetic`, the
 random-weight models the benchmark suite and the tests of ``edgernn bench`` use.
 """
 
@@ -324,7 +324,7 @@ def _edgernn_backend(path: str, name: str, kernel_backend: str | None) -> Backen
 
 
 def _ort_backend(plan: dict, tensors: Mapping, onnx_path: str | None) -> tuple[Backend, Any]:
-    from . import baselines as bl
+    from .export import baselines as bl
 
     if onnx_path:
         graph = bl.step_graph_from_file(onnx_path)
@@ -369,7 +369,7 @@ def _ort_backend(plan: dict, tensors: Mapping, onnx_path: str | None) -> tuple[B
 
 
 def _ort_int8_backend(plan: dict, tensors: Mapping) -> Backend:
-    from . import baselines as bl
+    from .export import baselines as bl
 
     o = bl.OrtStep(bl.ort_dynamic_int8(bl.onnx_step_model(plan, tensors)))
 
@@ -386,7 +386,7 @@ def _ort_int8_backend(plan: dict, tensors: Mapping) -> Backend:
 
 
 def _torch_backend(plan: dict, tensors: Mapping) -> Backend:
-    from . import baselines as bl
+    from .export import baselines as bl
 
     tb = bl.TorchBaseline(plan, tensors)
 
@@ -409,7 +409,7 @@ def _checkpoint_backend(ckpt: str, plan: dict, tensors: Mapping) -> Backend:
     ``run`` then gives (1, O), which the check compares with edgernn's last step."""
     import torch
 
-    from . import baselines as bl
+    from .export import baselines as bl
     from .models import load as load_checkpoint
 
     module = load_checkpoint(ckpt).eval()
@@ -452,7 +452,7 @@ elif which == "onnxruntime":
     y = sess.run(None, feeds)[0]
 elif which == "torch":
     from edgernn import artifact
-    from edgernn.baselines import TorchBaseline
+    from edgernn.export.baselines import TorchBaseline
     plan, tensors = artifact.read(path)
     y = TorchBaseline(plan, tensors).step(np.zeros(plan["input"]["size"], np.float32))
 t1 = time.perf_counter()
