@@ -16,7 +16,7 @@ from .coldstart import cold_start
 from .models import model_cost, quantize_int8, synthetic
 from .plot import plot
 from .report import format_table, to_json
-from .run import CHECK_TOL, bench, stream_counts
+from .run import CHECK_TOL, bench, check_extras, defaults_note, not_installed_defaults, stream_counts
 from .timing import Progress, machine, summarize, time_call, time_each, time_loop, timer_overhead_ns
 
 __all__ = [
@@ -24,10 +24,13 @@ __all__ = [
     "Backend",
     "Progress",
     "bench",
+    "check_extras",
+    "defaults_note",
     "cold_start",
     "format_table",
     "machine",
     "model_cost",
+    "not_installed_defaults",
     "plot",
     "quantize_int8",
     "stream_counts",

@@ -43,31 +43,64 @@ def _edgernn_backend(path: str, name: str, kernel_backend: str | None) -> Backen
     )
 
 
-def _ort_backend(plan: dict, tensors: Mapping, onnx_path: str | None) -> tuple[Backend, Any]:
+def _ort_backend(
+    plan: dict, tensors: Mapping, onnx_path: str | None, seq_path: str | None = None
+) -> tuple[Backend, Any]:
+    """ONNX Runtime on the same model. Steps: the step graph ``onnx_path`` (``x`` + states in, ``y`` + states
+    out, e.g. ``edgernn export``'s ``model.step.onnx``), else one built from the artifact's weights.
+    Streams: that file with its symbolic batch dimension set to n, else step graphs for n streams built from
+    the weights. Chunks: the sequence graph ``seq_path`` (``model.onnx``: ``(batch, time, features)`` in,
+    from the initial state), else a sequence graph built from the weights (continuing the step graph's
+    state), else a loop of steps. Whatever the files leave out is built from the plan when it can be."""
     from ..export import baselines as bl
 
+    def from_plan(**kw):
+        try:
+            return bl.onnx_step_model(plan, tensors, **kw)
+        except bl.Unsupported:
+            return None
+
+    parts = []
     if onnx_path:
         graph = bl.step_graph_from_file(onnx_path)
-        source = onnx_path
-        streams = None
+        parts.append(os.path.basename(onnx_path))
     else:
         graph = bl.onnx_step_model(plan, tensors)
-        source = "ORT step graph, artifact weights"
+        parts.append("ORT step graph, artifact weights")
+    streams, streams_from = None, None
+    if onnx_path and bl.step_graph_from_file(onnx_path, batch=2).x_shape != graph.x_shape:
+        streams_from = onnx_path
+
+        def streams(n: int):  # the file's own graph, batch dimension n
+            return bl.OrtStep(bl.step_graph_from_file(onnx_path, batch=n)).step
+
+    elif not onnx_path or from_plan() is not None:
 
         def streams(n: int):
             return bl.OrtStep(bl.onnx_step_model(plan, tensors, batch=n)).step
 
+        streams_from = "built from the artifact"
+        if onnx_path:
+            parts.append("streams built")
     o = bl.OrtStep(graph)
-    seqs: dict[int, Any] = {}
-    run_kind = "step loop"
-    if not onnx_path:
-        try:  # ORT's chunk mode: one sequence graph per T, state carried over like the step graph's
-            bl.onnx_step_model(plan, tensors, seq_len=2)
-            run_kind = "sequence graph"
+    seq_file = None
+    if seq_path:
+        try:
+            seq_file = bl.OrtSequence(seq_path, input_size=plan["input"]["size"])
         except bl.Unsupported:
-            pass
+            seq_file = None
+    seqs: dict[int, Any] = {}
+    if seq_file is not None:
+        run_kind = f"sequence graph ({os.path.basename(seq_path)})"
+        parts.append(f"{os.path.basename(seq_path)} for chunks")
+    elif from_plan(seq_len=2) is not None:  # ORT's chunk mode: one sequence graph per T
+        run_kind = "sequence graph"
+    else:
+        run_kind = "step loop"
 
     def run(X: np.ndarray) -> np.ndarray:
+        if seq_file is not None:
+            return seq_file.run(X)
         if run_kind == "step loop" or len(X) < 2:
             return np.stack([o.step(x) for x in X])
         r = seqs.get(len(X))
@@ -83,8 +116,15 @@ def _ort_backend(plan: dict, tensors: Mapping, onnx_path: str | None) -> tuple[B
             a[...] = v
         return y
 
-    b = Backend("onnxruntime", o.step, o.reset, run, run_kind, streams, source)
+    b = Backend("onnxruntime", o.step, o.reset, run, run_kind, streams, "; ".join(parts))
     b.onnx_bytes = None if onnx_path else graph.model.SerializeToString()
+    b.files = {
+        "step": onnx_path or "built from the artifact",
+        "streams": streams_from,
+        "sequence": seq_path
+        if seq_file is not None
+        else ("built from the artifact" if run_kind == "sequence graph" else None),
+    }
     return b, graph
 
 

@@ -1,46 +1,121 @@
-"""The results as a PNG (:func:`plot`): latency distributions and throughput against streams."""
+"""The results as a PNG (:func:`plot`): latency distributions and throughput against streams.
+
+:func:`figure` builds the matplotlib figure (what the PNG shows, inspectable in tests), :func:`plot` writes
+it. The latency axis is logarithmic with labelled ticks at 1, 2 and 5 times the decades of the values shown;
+what a panel leaves out (a backend not installed, skipped, or without a batched run) is said in a note.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+#: a panel with more ticks than this labels its decades only (the 2 and 5 ticks stay, unlabelled)
+MAX_LABELLED_TICKS = 12
 
-def plot(res: Mapping[str, Any], path: str) -> None:
-    """Write a PNG: per-step latency distribution per backend (left) and throughput against the number of
-    streams (right). Needs matplotlib (the ``bench`` extra)."""
+
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """The 1-2-5 ticks of a log axis showing values in [lo, hi] (lo > 0): every 1, 2 and 5 times a power of
+    ten in the range, plus the nearest such tick below ``lo`` and above ``hi``."""
+    if not (lo > 0 and hi >= lo and math.isfinite(hi)):
+        raise ValueError(f"log_ticks: need 0 < lo <= hi, got {lo}, {hi}")
+    k0, k1 = math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1
+    cands = [m * 10.0**k for k in range(k0, k1 + 1) for m in (1, 2, 5)]
+    below = max(c for c in cands if c <= lo * (1 + 1e-12))
+    above = min(c for c in cands if c >= hi * (1 - 1e-12))
+    return [c for c in cands if below <= c <= above]
+
+
+def tick_label(v: float) -> str:
+    """A tick value as people write it: 0.05, 2, 500, 2,000, 1e+05."""
+    if v >= 1e5:
+        return f"{v:.0e}"
+    if v >= 1:
+        return f"{v:,.0f}"
+    return f"{v:.10f}".rstrip("0")
+
+
+def _set_log_ticks(axis, lo: float, hi: float) -> tuple[float, float]:
+    """Put 1-2-5 ticks with labels on a log ``axis`` (``ax.xaxis``/``ax.yaxis``) for values in [lo, hi]; no
+    minor ticks. Returns the axis limits to set (the outer ticks)."""
+    from matplotlib.ticker import FixedFormatter, FixedLocator, NullFormatter, NullLocator
+
+    ticks = log_ticks(lo, hi)
+    decade = len(ticks) > MAX_LABELLED_TICKS
+    labels = [tick_label(t) if not decade or f"{t:e}".startswith("1") else "" for t in ticks]
+    axis.set_major_locator(FixedLocator(ticks))
+    axis.set_major_formatter(FixedFormatter(labels))
+    axis.set_minor_locator(NullLocator())
+    axis.set_minor_formatter(NullFormatter())
+    return ticks[0], ticks[-1]
+
+
+def left_out(res: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """What the latency panel and the throughput panel leave out, one line each: ``(latency, throughput)``."""
+    gone = [f"{n}: not installed" for n in res.get("not_installed", {})]
+    gone += [f"{n}: skipped ({why[:70]})" for n, why in res.get("skipped", {}).items()]
+    throughput = list(gone)
+    for name, b in res.get("backends", {}).items():
+        rows = [r for r in b.get("streams", []) if "stream_steps_per_s" in r]
+        if not rows and not b.get("separate"):
+            errs = [r["error"] for r in b.get("streams", []) if "error" in r]
+            why = f"streams failed ({errs[0][:60]})" if errs else "no batched streams run"
+            throughput.append(f"{name}: {why}")
+    return gone, throughput
+
+
+def _note(ax, lines: list[str]) -> None:
+    if lines:
+        ax.text(
+            0.0,
+            -0.16,
+            "not shown: " + "; ".join(lines),
+            transform=ax.transAxes,
+            fontsize=8,
+            va="top",
+            ha="left",
+            wrap=True,
+            color="firebrick",
+        )
+
+
+def figure(res: Mapping[str, Any]):
+    """The figure of :func:`plot` (a ``matplotlib.figure.Figure``, not drawn): axes 0 the per-step latency
+    distribution per backend, axes 1 throughput against the number of streams. Needs matplotlib."""
     from ..errors import require
 
     require("matplotlib", "bench")
     import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    palette = matplotlib.rcParams["axes.prop_cycle"].by_key().get("color", ["C0", "C1", "C2", "C3"])
     lat = res.get("_latency_ns", {})
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
+    fig = Figure(figsize=(13, 5.4))
+    ax1, ax2 = fig.subplots(1, 2)
+    colors = {name: palette[i % len(palette)] for i, name in enumerate(res.get("backends", {}))}
     allus = np.concatenate([np.asarray(v, np.float64) / 1e3 for v in lat.values()]) if lat else np.ones(1)
     lo, hi = max(allus.min() * 0.8, 1e-3), allus.max() * 1.2
     bins = np.geomspace(lo, hi, 120)
-    colors = {}
     for name, ns_ in lat.items():
         us = np.asarray(ns_, np.float64) / 1e3
-        (line,) = ax1.plot([], [])
-        c = line.get_color()
-        colors[name] = c
+        c = colors.get(name)
         ax1.hist(us, bins=bins, histtype="step", color=c, linewidth=1.5, label=name)
         st = res["backends"][name]["step"]
         ax1.axvline(st["p50_us"], color=c, linestyle="-", alpha=0.6)
         ax1.axvline(st["p99_us"], color=c, linestyle=":", alpha=0.9)
     ax1.set_xscale("log")
     ax1.set_yscale("log")
+    ax1.set_xlim(*_set_log_ticks(ax1.xaxis, lo, hi))
+    ax1.grid(True, which="major", axis="x", alpha=0.3)
     ax1.set_xlabel("per-step latency (us), log scale; solid line p50, dotted p99")
     ax1.set_ylabel("steps")
     ax1.set_title(f"Stream.step latency, {res['settings']['steps']:,} steps")
-    ax1.legend()
+    if lat:
+        ax1.legend()
     for name, b in res["backends"].items():
         rows = [r for r in b.get("streams", []) if "stream_steps_per_s" in r]
         if rows:
@@ -69,6 +144,9 @@ def plot(res: Mapping[str, Any], path: str) -> None:
     ax2.grid(True, which="both", alpha=0.3)
     if ax2.lines:
         ax2.legend()
+    gone, missing = left_out(res)
+    _note(ax1, gone)
+    _note(ax2, missing)
     mdl = res["model"]
     fig.suptitle(
         f"edgernn bench: {os.path.basename(mdl['path'])} ({', '.join(mdl['layers'])}, "
@@ -76,5 +154,10 @@ def plot(res: Mapping[str, Any], path: str) -> None:
         fontsize=10,
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
+
+
+def plot(res: Mapping[str, Any], path: str) -> None:
+    """Write a PNG: per-step latency distribution per backend (left) and throughput against the number of
+    streams (right), with a note naming what each panel leaves out. Needs matplotlib (the ``bench`` extra)."""
+    figure(res).savefig(path, dpi=110)

@@ -81,8 +81,11 @@ def format_table(res: Mapping[str, Any]) -> str:
     ]
     for label, keys in spec:
         rows.append([label] + [_fmt(get(n, *keys)) for n in names])
-    rows.append(["artifact size (bytes)", _fmt(mdl["size_bytes"])] + ["" for _ in names[1:]])
-    lines.append(_table(["", *names], rows))
+    if names:
+        rows.append(["artifact size (bytes)", _fmt(mdl["size_bytes"])] + ["" for _ in names[1:]])
+        lines.append(_table(["", *names], rows))
+    else:
+        lines.append("no backend ran")
     ns = st["streams"]
     if ns and any(bk[n].get("streams") for n in names):
         lines += ["", "many streams: microseconds per stream-step (stream-steps per second)"]
@@ -109,6 +112,8 @@ def format_table(res: Mapping[str, Any]) -> str:
                 lines.append(msg)
     for name, why in res.get("skipped", {}).items():
         lines.append(f"skipped {name}: {why}")
+    for name, why in res.get("not_installed", {}).items():
+        lines.append(f"not run {name}: {why}")
     return "\n".join(lines)
 
 

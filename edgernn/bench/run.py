@@ -51,6 +51,69 @@ def _installed(module: str) -> bool:
         return False
 
 
+#: backend -> (the modules it needs, the extra that installs them)
+NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "onnxruntime": (("onnxruntime", "onnx"), "export"),
+    "onnxruntime-int8": (("onnxruntime", "onnx"), "export"),
+    "torch": (("torch",), "export"),
+    "torch-checkpoint": (("torch",), "export"),
+}
+
+
+def _missing(wants: list[tuple[str, tuple[str, ...], str]]) -> str | None:
+    """One line naming what each ``(what, modules, extra)`` lacks and the pip command; None if nothing."""
+    parts, extras = [], []
+    for what, modules, extra in wants:
+        absent = [m for m in modules if not _installed(m)]
+        if absent:
+            parts.append(f"{what}: {', '.join(absent)} {'is' if len(absent) == 1 else 'are'} not installed")
+            if extra not in extras:
+                extras.append(extra)
+    if not parts:
+        return None
+    return "; ".join(parts) + f"; install with: pip install 'edgernn[{','.join(extras)}]'"
+
+
+def check_extras(
+    backends: list[str] | None = None,
+    onnx_path: str | None = None,
+    checkpoint: str | None = None,
+    plot: bool = False,
+) -> None:
+    """Before any timing: raise :class:`edgernn.errors.MissingDependencyError` (one line naming the extra to
+    install) when a piece asked for explicitly cannot run here: a backend of ``backends``, an ONNX file
+    ``onnx_path`` (ONNX Runtime), a ``checkpoint`` (torch), a ``plot`` (matplotlib)."""
+    from ..errors import MissingDependencyError
+
+    wants = [(f"--backends {b}", *NEEDS[b]) for b in backends or () if b in NEEDS]
+    if onnx_path is not None and not any(b.startswith("onnxruntime") for b in backends or ()):
+        wants.append(("--onnx", *NEEDS["onnxruntime"]))
+    if checkpoint is not None and "torch" not in (backends or ()):
+        wants.append(("--checkpoint", *NEEDS["torch-checkpoint"]))
+    if plot:
+        wants.append(("--plot", ("matplotlib",), "bench"))
+    msg = _missing(wants)
+    if msg is not None:
+        raise MissingDependencyError(msg)
+
+
+def defaults_note() -> str | None:
+    """One line naming the default baselines (onnxruntime, torch) this install lacks and the extra to
+    install; None when every one is there."""
+    return _missing([(name, *NEEDS[name]) for name in ("onnxruntime", "torch")])
+
+
+def not_installed_defaults(quantization: str = "none") -> dict[str, str]:
+    """The default baselines this install cannot run: backend -> why, naming the extra to install."""
+    names = ["onnxruntime"] + (["onnxruntime-int8"] if quantization == "int8" else []) + ["torch"]
+    out = {}
+    for name in names:
+        msg = _missing([(name, *NEEDS[name])])
+        if msg is not None:
+            out[name] = msg.split(": ", 1)[1]
+    return out
+
+
 def stream_counts(max_streams: int) -> list[int]:
     """1, 4, 16, ... (powers of 4) up to ``max_streams``, with ``max_streams`` itself last."""
     ns, n = [], 1
@@ -75,6 +138,7 @@ def bench(
     check_steps: int = 200,
     progress: bool = True,
     seed: int = 0,
+    onnx_seq_path: str | None = None,
 ) -> dict[str, Any]:
     """Benchmark the artifact at ``path`` on every available backend; returns the results dict.
 
@@ -87,31 +151,50 @@ def bench(
     with an empty and a warm kernel cache (median of ``cold_runs`` warm runs; 0 skips it), peak RSS,
     achieved GFLOP/s and weight GB/s, and the agreement of its outputs with edgernn's over ``check_steps``
     steps (checked after timing).
+
+    ONNX Runtime runs ``onnx_path`` (a step graph; default ``MODEL.step.onnx`` beside the artifact) for
+    steps and streams and ``onnx_seq_path`` (a sequence graph; default ``MODEL.onnx`` beside it) for
+    chunks, and builds whatever is missing from the artifact's weights. A backend, file or checkpoint
+    asked for explicitly whose extra is not installed raises ``MissingDependencyError`` before any timing;
+    default baselines that are not installed are listed in ``res["not_installed"]`` (name -> why).
     """
 
     from .. import artifact
+    from ..errors import InputError
 
+    explicit = backends is not None
+    check_extras(backends, onnx_path=onnx_path, checkpoint=checkpoint)
+    for what, f in (("--onnx", onnx_path), ("--onnx-seq", onnx_seq_path), ("--checkpoint", checkpoint)):
+        if f is not None and not os.path.isfile(f):
+            raise InputError(f"{what}: no such file: {f}")
     plan, tensors = artifact.read(path)
     quant = plan["quantization"]
     cost = model_cost(plan, tensors)
     in_size = plan["input"]["size"]
-    explicit = backends is not None
+    not_installed: dict[str, str] = {}
     if backends is None:
-        backends = ["edgernn"]
-        if _installed("onnxruntime") and _installed("onnx"):
-            backends.append("onnxruntime")
-            if plan["quantization"] == "int8":
-                backends.append("onnxruntime-int8")
-        if _installed("torch"):
-            backends.append("torch")
-    if checkpoint is None and path.endswith(".ernn") and os.path.exists(path[: -len(".ernn")] + ".pt"):
-        checkpoint = path[: -len(".ernn")] + ".pt"
+        not_installed = not_installed_defaults(quant)
+        backends = ["edgernn"] + [
+            b
+            for b in ("onnxruntime", "onnxruntime-int8", "torch")
+            if b not in not_installed and (b != "onnxruntime-int8" or quant == "int8")
+        ]
+    stem = path[: -len(".ernn")] if path.endswith(".ernn") else None
+    if checkpoint is None and stem is not None and os.path.exists(stem + ".pt"):
+        why = _missing([("torch-checkpoint", *NEEDS["torch-checkpoint"])])
+        if why is None:
+            checkpoint = stem + ".pt"
+        else:
+            not_installed["torch-checkpoint"] = why.split(": ", 1)[1]
     if checkpoint is not None and "torch-checkpoint" not in backends:
         backends.append("torch-checkpoint")
-    if onnx_path is None:
-        for cand in (path[: -len(".ernn")] + ".step.onnx",) if path.endswith(".ernn") else ():
-            if os.path.exists(cand):
-                onnx_path = cand
+    # the ONNX files `edgernn export` writes beside model.ernn: model.step.onnx (steps and streams) and
+    # model.onnx (chunks); model.int8.onnx is ORT's own quantization, not the model of the ORT column
+    if onnx_path is None and stem is not None and os.path.exists(stem + ".step.onnx"):
+        onnx_path = stem + ".step.onnx"
+    if onnx_seq_path is None and stem is not None and not stem.endswith(".int8"):
+        if os.path.exists(stem + ".onnx"):
+            onnx_seq_path = stem + ".onnx"
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((warmup + steps, in_size)).astype(np.float32)
     Xc = rng.standard_normal((chunk, in_size)).astype(np.float32)
@@ -141,6 +224,7 @@ def bench(
         },
         "backends": {},
         "skipped": {},
+        "not_installed": not_installed,
     }
     units_per_backend = 50 + 3 + len(ns) + cold_runs + (cold_runs > 0) + 1
     bar = Progress(len(backends) * units_per_backend + 2, enabled=progress)
@@ -152,7 +236,7 @@ def bench(
             if name in ("edgernn", "numpy"):
                 b = _edgernn_backend(path, name, "numpy" if name == "numpy" else None)
             elif name == "onnxruntime":
-                b, _ = _ort_backend(plan, tensors, onnx_path)
+                b, _ = _ort_backend(plan, tensors, onnx_path, onnx_seq_path)
             elif name == "onnxruntime-int8":
                 b = _ort_int8_backend(plan, tensors)
             elif name == "torch":
@@ -173,6 +257,8 @@ def bench(
             continue
         made[name] = b
         out: dict[str, Any] = {"source": b.source}
+        if getattr(b, "files", None):
+            out["files"] = b.files
         # --- per-step latency
         bar.advance(0, f"{name}: step latency")
         b.reset()

@@ -25,11 +25,12 @@ standard activations (PyTorch also needs ``linear_before_reset = 1`` for GRU, no
 
 from .common import SUPPORTED, Unsupported, dequantized
 from .onnx_step import StateSpec, StepGraph, onnx_step_model, step_graph_from_file
-from .ort import OrtStep, ort_dynamic_int8, ort_session
+from .ort import OrtSequence, OrtStep, ort_dynamic_int8, ort_session
 from .torch_cells import TorchBaseline
 
 __all__ = [
     "SUPPORTED",
+    "OrtSequence",
     "OrtStep",
     "StateSpec",
     "StepGraph",

@@ -249,12 +249,13 @@ def _onnx_act(nodes, init, name, src, dst, act, alpha, beta, helper) -> None:
         raise Unsupported(f"activation {act!r}")
 
 
-def step_graph_from_file(path: str) -> StepGraph:
+def step_graph_from_file(path: str, batch: int = 1) -> StepGraph:
     """A step graph from an ONNX file written by someone else (e.g. ``edgernn export``'s model.step.onnx).
 
     Convention: the first graph input is x_t, the other inputs are states; the first output is y_t and the
     next outputs are the new states, in the order of the state inputs and with their shapes. Symbolic
-    dimensions are taken as 1 (one stream). States start at zero. Raises :class:`Unsupported` otherwise.
+    dimensions (the batch dimension of ``edgernn export``'s step graph) are taken as ``batch`` streams
+    (default 1). States start at zero. Raises :class:`Unsupported` otherwise.
     """
     import onnx
 
@@ -267,7 +268,7 @@ def step_graph_from_file(path: str) -> StepGraph:
         t = v.type.tensor_type
         if t.elem_type != onnx.TensorProto.FLOAT:
             raise Unsupported(f"{path}: {v.name!r} is not float32")
-        return tuple(d.dim_value if d.HasField("dim_value") else 1 for d in t.shape.dim)
+        return tuple(d.dim_value if d.HasField("dim_value") else int(batch) for d in t.shape.dim)
 
     if not ins or len(outs) != len(ins):
         raise Unsupported(

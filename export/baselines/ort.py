@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .common import Unsupported
 from .onnx_step import StepGraph
 
 
@@ -82,6 +83,35 @@ class OrtStep:
         """The current states (copies), in the order of ``graph.states``."""
         cur = self._sa if self._phase == 0 else self._sb
         return [a.copy() for a in cur]
+
+
+class OrtSequence:
+    """Runs a sequence graph over one stream from its initial state: ``edgernn export``'s ``model.onnx``, one
+    float input ``(batch, time, features)`` and the output first, ``(batch, time, output_size)`` (or
+    ``(batch, output_size)`` for a many-to-one model). ``run(X)``: X (T, features) -> (T, output_size)
+    (``(1, output_size)`` for many-to-one). One intra-op thread as :func:`ort_session` sets it up.
+    Raises :class:`Unsupported` when the graph has another interface or another input size than
+    ``input_size``.
+    """
+
+    def __init__(self, model, input_size: int | None = None, threads: int = 1):
+        self.sess = ort_session(model, threads)
+        ins, outs = self.sess.get_inputs(), self.sess.get_outputs()
+        where = model if isinstance(model, str) else "sequence graph"
+        if len(ins) != 1 or ins[0].type != "tensor(float)" or len(ins[0].shape) != 3:
+            got = ", ".join(f"{i.name} {i.type} {i.shape}" for i in ins)
+            raise Unsupported(
+                f"{where}: not a sequence graph with one float (batch, time, features) input: {got}"
+            )
+        f = ins[0].shape[2]
+        if input_size is not None and isinstance(f, int) and f != input_size:
+            raise Unsupported(f"{where}: {f} input features, the artifact has {input_size}")
+        self._in, self._out = ins[0].name, outs[0].name
+
+    def run(self, X: np.ndarray) -> np.ndarray:
+        """X (T, features) float32 -> (T, output_size), or (1, output_size) for a many-to-one graph."""
+        y = self.sess.run([self._out], {self._in: np.ascontiguousarray(X, np.float32)[None]})[0][0]
+        return y if y.ndim == 2 else y[None]
 
 
 def ort_dynamic_int8(graph: StepGraph) -> StepGraph:
