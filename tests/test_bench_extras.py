@@ -226,6 +226,27 @@ def test_png_notes_what_it_leaves_out_and_ticks_the_latencies(tmp_path):
 
 
 @pytest.mark.skipif(not HAVE_MPL, reason="needs the bench extra")
+def test_png_latency_ticks_on_a_wide_axis_still_label_every_p50():
+    """One 300 ms outlier stretches the axis over six decades: decades and the ticks at the p50s are
+    labelled, every other tick is a bare line."""
+    from edgernn.bench.plot import figure
+
+    res = _results(np.random.default_rng(2))
+    res["_latency_ns"]["onnxruntime"][7] = 300_000_000
+    fig = figure(res)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    lo, hi = ax.get_xlim()
+    assert lo <= 2.0 and hi >= 300_000
+    labelled = [t.get_position()[0] for t in ax.get_xticklabels() if t.get_text()]
+    assert {1.0, 10.0, 100.0, 1000.0, 10000.0} <= set(labelled)
+    assert len(labelled) < len(ax.get_xticks())
+    for b in res["backends"].values():
+        p50 = b["step"]["p50_us"]
+        assert min(max(t / p50, p50 / t) for t in labelled) <= 1.6, (p50, labelled)
+
+
+@pytest.mark.skipif(not HAVE_MPL, reason="needs the bench extra")
 def test_png_with_every_backend_has_no_note():
     from edgernn.bench.plot import figure
 
@@ -242,7 +263,8 @@ def test_log_ticks_are_the_1_2_5_values_around_the_data():
     assert log_ticks(2.1, 2.9) == [2.0, 5.0]
     assert log_ticks(0.8, 30.0) == pytest.approx([0.5, 1, 2, 5, 10, 20, 50])
     assert log_ticks(1.0, 10.0) == pytest.approx([1, 2, 5, 10])
-    assert [tick_label(v) for v in (0.05, 0.2, 2.0, 500.0, 2000.0)] == ["0.05", "0.2", "2", "500", "2,000"]
+    labels = [tick_label(v) for v in (0.05, 0.2, 2.0, 500.0, 2000.0, 1e6)]
+    assert labels == ["0.05", "0.2", "2", "500", "2 ms", "1,000 ms"]
     with pytest.raises(ValueError):
         log_ticks(0.0, 1.0)
 

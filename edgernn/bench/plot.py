@@ -1,7 +1,8 @@
 """The results as a PNG (:func:`plot`): latency distributions and throughput against streams.
 
 :func:`figure` builds the matplotlib figure (what the PNG shows, inspectable in tests), :func:`plot` writes
-it. The latency axis is logarithmic with labelled ticks at 1, 2 and 5 times the decades of the values shown;
+it. The latency axis is logarithmic with labelled ticks at 1, 2 and 5 times the decades of the values shown
+(decades only, plus the ticks at the p50s, on an axis wider than three decades);
 what a panel leaves out (a backend not installed, skipped, or without a batched run) is said in a note.
 """
 
@@ -14,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-#: a panel with more ticks than this labels its decades only (the 2 and 5 ticks stay, unlabelled)
-MAX_LABELLED_TICKS = 12
+#: an axis spanning more decades than this labels its decades and the ticks nearest the marked values
+#: only (the other 2 and 5 ticks stay, unlabelled, so that labels do not run into each other)
+MAX_LABELLED_DECADES = 3
 
 
 def log_ticks(lo: float, hi: float) -> list[float]:
@@ -31,22 +33,28 @@ def log_ticks(lo: float, hi: float) -> list[float]:
 
 
 def tick_label(v: float) -> str:
-    """A tick value as people write it: 0.05, 2, 500, 2,000, 1e+05."""
-    if v >= 1e5:
-        return f"{v:.0e}"
+    """A latency tick (microseconds) as people write it: 0.05, 2, 500, then 1 ms, 20 ms, 1,000 ms."""
+    if v >= 1000:
+        return f"{v / 1000:,.0f} ms"
     if v >= 1:
         return f"{v:,.0f}"
     return f"{v:.10f}".rstrip("0")
 
 
-def _set_log_ticks(axis, lo: float, hi: float) -> tuple[float, float]:
+def _set_log_ticks(axis, lo: float, hi: float, marks: list[float] = ()) -> tuple[float, float]:
     """Put 1-2-5 ticks with labels on a log ``axis`` (``ax.xaxis``/``ax.yaxis``) for values in [lo, hi]; no
-    minor ticks. Returns the axis limits to set (the outer ticks)."""
+    minor ticks. On a wide axis only the decades and the tick nearest each of ``marks`` are labelled.
+    Returns the axis limits to set (the outer ticks)."""
     from matplotlib.ticker import FixedFormatter, FixedLocator, NullFormatter, NullLocator
 
     ticks = log_ticks(lo, hi)
-    decade = len(ticks) > MAX_LABELLED_TICKS
-    labels = [tick_label(t) if not decade or f"{t:e}".startswith("1") else "" for t in ticks]
+    keep = set(range(len(ticks)))
+    if math.log10(ticks[-1] / ticks[0]) > MAX_LABELLED_DECADES + 1e-9:
+        keep = {i for i, t in enumerate(ticks) if f"{t:e}".startswith("1")}
+        for m in marks:
+            if m > 0:
+                keep.add(int(np.argmin([abs(math.log(t / m)) for t in ticks])))
+    labels = [tick_label(t) if i in keep else "" for i, t in enumerate(ticks)]
     axis.set_major_locator(FixedLocator(ticks))
     axis.set_major_formatter(FixedFormatter(labels))
     axis.set_minor_locator(NullLocator())
@@ -109,7 +117,8 @@ def figure(res: Mapping[str, Any]):
         ax1.axvline(st["p99_us"], color=c, linestyle=":", alpha=0.9)
     ax1.set_xscale("log")
     ax1.set_yscale("log")
-    ax1.set_xlim(*_set_log_ticks(ax1.xaxis, lo, hi))
+    marks = [res["backends"][n]["step"]["p50_us"] for n in lat]
+    ax1.set_xlim(*_set_log_ticks(ax1.xaxis, lo, hi, marks))
     ax1.grid(True, which="major", axis="x", alpha=0.3)
     ax1.set_xlabel("per-step latency (us), log scale; solid line p50, dotted p99")
     ax1.set_ylabel("steps")
