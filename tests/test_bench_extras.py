@@ -78,6 +78,29 @@ def test_core_install_refuses_a_missing_extra_before_any_timing(lstm, tmp_path, 
     assert not out.exists() and not (tmp_path / "r.png").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--onnx", "MISSING"], "--onnx: no such file"),
+        (["--onnx-seq", "MISSING"], "--onnx-seq: no such file"),
+        (["--checkpoint", "MISSING"], "--checkpoint: no such file"),
+        (["--json", "NODIR"], "--json: no such directory"),
+        (["--plot", "NODIR"], "--plot: no such directory"),
+        (["--json", "DIR"], "--json: "),
+    ],
+)
+def test_bad_paths_are_one_line_before_any_timing(lstm, tmp_path, args, says):
+    subst = {
+        "MISSING": str(tmp_path / "missing.onnx"),
+        "NODIR": str(tmp_path / "no" / "r.out"),
+        "DIR": str(tmp_path),
+    }
+    p = _core_bench(str(lstm), "--cold-runs", "0", *[subst.get(a, a) for a in args])
+    assert p.returncode == 1 and p.stdout == ""
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"edgernn bench: error: {says}"), p.stderr
+
+
 def test_core_install_names_the_default_baselines_it_leaves_out(lstm, tmp_path):
     out = tmp_path / "r.json"
     p = _core_bench(str(lstm), "--json", str(out), "--cold-runs", "0", "--no-progress", "--steps", "50")

@@ -81,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
         d = os.path.dirname(os.path.abspath(f)) if f else None
         if d is not None and not os.path.isdir(d):
             raise InputError(f"{what}: no such directory: {d}")
+        if f and os.path.isdir(f):
+            raise InputError(f"{what}: {f} is a directory (give a file name)")
     backends = None
     if args.backends:
         backends = [b.strip() for b in args.backends.split(",") if b.strip()]
