@@ -50,8 +50,9 @@ def _ort_backend(
     out, e.g. ``edgernn export``'s ``model.step.onnx``), else one built from the artifact's weights.
     Streams: that file with its symbolic batch dimension set to n, else step graphs for n streams built from
     the weights. Chunks: the sequence graph ``seq_path`` (``model.onnx``: ``(batch, time, features)`` in,
-    from the initial state), else a sequence graph built from the weights (continuing the step graph's
-    state), else a loop of steps. Whatever the files leave out is built from the plan when it can be."""
+    from the initial state), else a sequence graph built from the weights (continuing the state of a step
+    graph built from the weights; from the initial state next to a step graph from a file), else a loop of
+    steps. Whatever the files leave out is built from the plan when it can be."""
     from ..export import baselines as bl
 
     def from_plan(**kw):
@@ -106,6 +107,9 @@ def _ort_backend(
         r = seqs.get(len(X))
         if r is None:
             r = seqs[len(X)] = bl.OrtStep(bl.onnx_step_model(plan, tensors, seq_len=len(X)))
+        if onnx_path:  # a step graph from a file may order its states otherwise: from the initial state
+            r.reset()
+            return r.step(X)
         # continue the state of the step graph's stream
         cur = o._sa if o._phase == 0 else o._sb
         for a, v in zip(r._sa, cur, strict=True):
