@@ -304,3 +304,15 @@ def test_int8_artifact_does_not_take_ort_int8_file_for_the_float_column(tmp_path
     r = bench(str(path), backends=["onnxruntime"], **FAST)
     assert r["backends"]["onnxruntime"]["files"]["sequence"] == "built from the artifact"
     assert os.path.exists(tmp_path / "model.int8.onnx")
+
+
+def test_bench_package_is_numpy_only_and_baselines_live_on_the_host_side():
+    code = (
+        "import sys, importlib.util, edgernn.bench, edgernn.commands.bench\n"
+        "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime', 'matplotlib') if m in sys.modules))\n"
+        "print(importlib.util.find_spec('edgernn.baselines') is None)\n"
+        "print(importlib.util.find_spec('edgernn.export.baselines') is not None)"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["[]", "True", "True"]
