@@ -239,6 +239,13 @@ def _emit_seq(c: Code, head: Header, layers: list[Layer]) -> None:
         guard = not head.propagate
         if guard:
             _backup(c, head)
+        if _streamable(layers):  # time-major through the step's own compiled layers: nothing more to compile
+            with c.block("for t in range(T):"):
+                c("run1(X[t], wf, wb, M)")
+                with c.block(f"for k in range({I(head.nout)}):"):
+                    c(f"Y[t, k] = M[{I(head.out_off)} + k]")
+            _seq_guard(c, head)
+            return
         c(f"a = buf[0 : T * {I(W)}]")
         c(f"b = buf[T * {I(W)} : 2 * T * {I(W)}]")
         c(f"tmp = buf[2 * T * {I(W)} :]")
@@ -260,15 +267,20 @@ def _emit_seq(c: Code, head: Header, layers: list[Layer]) -> None:
         with c.block("for t in range(T):"):
             with c.block(f"for k in range({I(head.nout)}):"):
                 c(f"Y[t, k] = {src}[t * {I(W)} + k]")
-        if guard:
-            with c.block("for t in range(T):"):
-                with c.block("if not all_finite(Y[t]):"):
-                    _restore(c, head)
-                    c(f"return {I(ST_OVERFLOW)} | (t << 3)")
-            with c.block(f"if not all_finite(M[0 : {I(head.n_state)}]):"):
+        _seq_guard(c, head)
+
+
+def _seq_guard(c: Code, head: Header) -> None:
+    """After a chunk: NaN/Inf in an output row or the state from finite inputs restores the state."""
+    if not head.propagate:
+        with c.block("for t in range(T):"):
+            with c.block("if not all_finite(Y[t]):"):
                 _restore(c, head)
-                c(f"return {I(ST_OVERFLOW)} | ((T - 1) << 3)")
-        c(f"return {I(ST_OK)}")
+                c(f"return {I(ST_OVERFLOW)} | (t << 3)")
+        with c.block(f"if not all_finite(M[0 : {I(head.n_state)}]):"):
+            _restore(c, head)
+            c(f"return {I(ST_OVERFLOW)} | ((T - 1) << 3)")
+    c(f"return {I(ST_OK)}")
 
 
 def source(wf: np.ndarray) -> str:
