@@ -7,7 +7,7 @@ Without ``--host-dir`` / ``--generic-dir`` the two modules are built first (``ed
 process, rounds interleaved across the backends so that a change of machine load hits them alike; each
 figure is the best round.
 
-* per step: ``Stream.step`` over 2000 steps, microseconds per step, for LSTM 8->64 + Dense,
+* per step: ``Stream.step``, microseconds per step (best of many rounds of 500 steps), for LSTM 8->64 + Dense,
   LSTM 8->256 + Dense and ESN 500 + Dense (float32), with each backend's ratio to numba;
 * thread scaling: two streams of the same model advanced over the same steps, by one thread (one stream
   after the other, step by step) and by two threads (one stream each); scaling = time of one thread /
@@ -41,7 +41,8 @@ MODELS = {  # name -> (cell, input, hidden)
     "esn_500": ("esn", 8, 500),
 }
 SCALING_MODELS = ("lstm_8x256", "esn_500")  # a step of >= 10 us
-STEPS = 2000
+STEPS = 2000  # steps per stream in a thread-scaling round
+ROUND = 500  # steps in a per-step latency round: short rounds, many of them, the best one kept
 
 
 def _load(path: str, backend: str, dirs: dict[str, str]) -> edgernn.Model:
@@ -102,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--host-dir", help="directory of a module built with `edgernn aot` (default: build)")
     ap.add_argument("--generic-dir", help="... with `edgernn aot --cpu generic` (default: build)")
-    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--rounds", type=int, default=40, help=f"per-step rounds (of {ROUND} steps)")
+    ap.add_argument("--thread-rounds", type=int, default=15, help=f"thread-scaling rounds (of {STEPS})")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
 
@@ -138,28 +140,31 @@ def main(argv: list[str] | None = None) -> int:
 
     # ------------------------------------------------------------------ per-step latency
     best = {k: np.inf for k in models}
-    for _ in range(a.rounds):
-        for k, m in models.items():
-            s = m.stream()
-            s.step(X[0])
-            best[k] = min(best[k], _step_loop(s, X))
+    streams = {k: m.stream() for k, m in models.items()}
+    for r in range(a.rounds):
+        Xr = X[(r * ROUND) % STEPS :][:ROUND]
+        for k, s in streams.items():
+            best[k] = min(best[k], _step_loop(s, Xr))
     out: dict = {"per_step_us": {}, "scaling": {}}
-    print(f"\nStream.step, us per step (best of {a.rounds} rounds of {STEPS} steps; ratio to numba)")
+    print(f"\nStream.step, us per step (best of {a.rounds} rounds of {ROUND} steps; ratio to numba)")
     print(f"{'model':12s}" + "".join(f"{b:>22s}" for b in backends))
     for name in MODELS:
-        us = {b: best[name, b] / STEPS * 1e6 for b in backends}
+        us = {b: best[name, b] / ROUND * 1e6 for b in backends}
         out["per_step_us"][name] = us
         cells = "".join(f"{us[b]:12.2f} ({us[b] / us['numba']:4.2f}x)" + " " * 2 for b in backends)
         print(f"{name:12s}{cells}")
 
     # ------------------------------------------------------------------ thread scaling
-    print(f"\nthread scaling, 2 streams: time on 1 thread / time on 2 threads (best of {a.rounds})")
+    print(
+        f"\nthread scaling, 2 streams x {STEPS} steps: time on 1 thread / on 2 threads "
+        f"(best of {a.thread_rounds} rounds)"
+    )
     print(f"{'model':12s}{'mode':6s}" + "".join(f"{b:>14s}" for b in backends))
     for name in SCALING_MODELS:
         for mode in ("step", "run"):
             t1 = {b: np.inf for b in backends}
             t2 = {b: np.inf for b in backends}
-            for _ in range(a.rounds):
+            for _ in range(a.thread_rounds):
                 for b in backends:
                     m = models[name, b]
                     t1[b] = min(t1[b], _one_thread(m.stream(), m.stream(), X, mode))
