@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="CPU to build for. 'host' (default): this machine's CPU and every instruction set extension "
         "it has (AVX2, AVX-512, NEON dot product...), as fast as the numba JIT; the runtime refuses such "
         "a module on another CPU (it falls back to numba/numpy). 'generic': the architecture's baseline "
-        "(any x86-64, any aarch64), portable but about 2x slower per step. Or an LLVM CPU name (e.g. "
+        "(any x86-64, any aarch64), portable but about 1.5x slower per step. Or an LLVM CPU name (e.g. "
         "cortex-a72, x86-64-v3): its nominal features, not checked at load",
     )
     parser.add_argument("--verbose", action="store_true", help="show the compiler and linker commands")
