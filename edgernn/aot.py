@@ -202,7 +202,8 @@ def load_module(path: str | None = None) -> Kernels:
 
     Returns a :class:`Kernels` whose ``step``/``step_batch``/``seq`` take the same arguments as the JIT
     entry points of ``edgernn.kernels.engine``. Raises :class:`MissingDependencyError` when there is no
-    module, :class:`EdgeRNNError` when it cannot be loaded or was built from other kernel sources.
+    module, :class:`EdgeRNNError` when it cannot be loaded, was built from other kernel sources, or was
+    built for the host CPU of another machine (:func:`edgernn.aot_target.refusal`).
     """
     path = path or find()
     if path is None:
@@ -223,8 +224,9 @@ def load_module(path: str | None = None) -> Kernels:
         _check_fingerprint(k.module, path)
         _check_target(k.target, path)
         return k
-    loader = importlib.machinery.ExtensionFileLoader(MODULE, path)
-    spec = importlib.util.spec_from_file_location(MODULE, path, loader=loader)
+    name = os.path.basename(path).split(".")[0]  # PyInit_<name>: the name build() was given
+    loader = importlib.machinery.ExtensionFileLoader(name, path)
+    spec = importlib.util.spec_from_file_location(name, path, loader=loader)
     if spec is None:  # pragma: no cover - the loader is given
         raise EdgeRNNError(f"cannot load {path}")
     try:
