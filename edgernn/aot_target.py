@@ -9,7 +9,8 @@ using it. Both sides read the CPU the way the device can, without numba or llvml
 detection elsewhere.
 
 A module is accepted on a CPU with the same model identity (x86: vendor, family and model; Arm: the
-implementer and part of every core) that has every feature flag the build enabled. A module built for
+implementer and part of every core; a subset of the build machine's core types is accepted) that has
+every feature flag the build enabled. A module built for
 the generic CPU of the architecture (``edgernn aot --cpu generic``) runs on every CPU of it and is not
 checked; neither is one built for a CPU named explicitly (``--cpu cortex-a72``): that name is the
 builder's promise.
@@ -182,7 +183,10 @@ def refusal(meta: dict[str, Any], here: dict[str, Any] | None = None) -> str | N
         return None
     here = here or host_cpu()
     missing = sorted(set(meta.get("flags", ())) - set(here["flags"]))
-    if here["machine"] == meta.get("machine") and here["model"] == meta.get("model") and not missing:
+    # every core type here was there at build time (a big.LITTLE board with its big cores offline lists
+    # only the little ones), and every feature the build used is here
+    cores, built = set(here["model"].split("; ")), set(str(meta.get("model", "")).split("; "))
+    if here["machine"] == meta.get("machine") and cores <= built and not missing:
         return None
     lacks = f", which lacks {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}" if missing else ""
     return (

@@ -112,6 +112,10 @@ def test_refusal_between_boards(monkeypatch):
     # the same board model with one core type's features hidden: refused for the feature alone
     fewer = _cpu(BIG_LITTLE.replace(" asimddp", ""), "aarch64")
     assert "lacks asimddp" in aot_target.refusal(rk, fewer)
+    # the same board with its big cores offline (only the a55 cores listed): accepted
+    little = _cpu(BIG_LITTLE.split("\n\n")[0] + "\n", "aarch64")
+    assert little["model"] == "implementer 0x41 part 0xd05"
+    assert aot_target.refusal(rk, little) is None
     # a generic module is never refused; the Pi's own module is refused on the RK3588 (another model)
     assert aot_target.refusal(aot_target.record("generic", "", ""), _cpu(PI4, "aarch64")) is None
     monkeypatch.setattr(aot_target, "host_cpu", lambda: _cpu(PI4, "aarch64"))
