@@ -10,12 +10,16 @@ Where the runtime looks for the module (first hit wins), see :func:`find`:
 1. ``$EDGERNN_AOT_DIR/_edgernn_aot*.so`` (or ``.pyd``),
 2. the installed ``edgernn`` package directory (``edgernn aot`` writes there by default).
 
-A module records a fingerprint of the kernel sources it was built from (:func:`kernels_fingerprint`);
-:func:`load_module` refuses a module built from other kernels, so a stale build is never used silently.
+A module records a fingerprint of the kernel sources it was built from (:func:`kernels_fingerprint`)
+and the CPU it was built for (``aot_target``, see :mod:`edgernn.aot_target`); :func:`load_module` refuses
+a module built from other kernels, or for the host CPU of another machine, so a stale build is never used
+silently and a module copied to another board never stops with an illegal instruction.
 
-The module is built for the machine's architecture with LLVM's generic CPU model by default (it runs on
-any x86-64, or any aarch64), or for a named CPU (``cpu="host"`` for this machine only). It uses the same
-fast-math flags as the JIT kernels (``edgernn.kernels.config``).
+The module is built for the CPU it runs on by default (``cpu="host"``: LLVM's name for this CPU and its
+feature list, as the JIT kernels are), or for the architecture's generic CPU (``cpu="generic"``: runs on
+any x86-64, or any aarch64, slower), or for a CPU named explicitly (not checked at load). It uses the
+same fast-math flags as the JIT kernels (``edgernn.kernels.config``), and its entry points release the
+GIL while they run, as the JIT kernels (``nogil=True``) do.
 """
 
 from __future__ import annotations
@@ -25,15 +29,19 @@ import glob
 import hashlib
 import importlib.machinery
 import importlib.util
+import json
 import os
 import platform
 import sys
 import tempfile
 import warnings
+import weakref
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
+from . import aot_target
 from .errors import EdgeRNNError, MissingDependencyError
 
 #: Name of the extension module (its file is ``_edgernn_aot<EXT_SUFFIX>``).
@@ -47,6 +55,10 @@ ENTRIES: dict[str, str] = {
     "step_batch": "i8(f4[:, ::1], f4[::1], i1[::1], f4[:, ::1])",
     "seq": "i8(f4[:, ::1], f4[::1], i1[::1], f4[::1], f4[:, ::1], f4[::1])",
 }
+#: Where the default entry points come from (a module of numba ``@njit`` functions).
+SOURCE = "edgernn.kernels.engine"
+#: Functions every module exports besides its entry points: what it was built from and for.
+META = ("kernels_fingerprint", "aot_target")
 
 
 def kernels_dir() -> str:
@@ -57,12 +69,19 @@ def kernels_dir() -> str:
     return list(spec.submodule_search_locations)[0]
 
 
+#: Version of what a module holds besides the kernels (its records, its wrappers' contract). Part of the
+#: fingerprint, so a module built by an older ``edgernn aot`` is refused (and rebuilt into a new
+#: directory by tools that name directories after the fingerprint) even when the kernels did not change.
+#: 2: the target CPU record (``aot_target``) and entry points that release the GIL.
+FORMAT = 2
+
+
 def kernels_fingerprint() -> int:
-    """A 60-bit hash of the kernel sources (``edgernn/kernels/*.py``, names and bytes).
+    """A 60-bit hash of the kernel sources (``edgernn/kernels/*.py``, names and bytes) and :data:`FORMAT`.
 
     Cheap (reads ~50 kB, imports nothing): the runtime compares it with the one built into the module.
     """
-    h = hashlib.sha256()
+    h = hashlib.sha256(b"edgernn-aot-format-%d\0" % FORMAT)
     d = kernels_dir()
     for path in sorted(glob.glob(os.path.join(d, "*.py"))):
         h.update(os.path.basename(path).encode())
@@ -103,13 +122,18 @@ class Kernels:
     strided view as contiguous, a list crashes the process), where the JIT dispatcher raises
     ``TypeError``. These wrappers raise ``TypeError`` for anything but what the JIT entry accepts, so
     the runtime's convert-and-retry path works unchanged, and check the row count of batch buffers.
+
+    The checks cost about as much as the JIT dispatcher's own: the input is checked at every call, the
+    weight and state buffers only when they are not the ones of the previous call (a stream's loop
+    passes the same arrays each step; they are remembered by weak reference, never kept alive).
     """
 
-    def __init__(self, module: Any, path: str):
+    def __init__(self, module: Any, path: str, target: dict):
         self.module = module
         self.path = path
+        self.target = target  # what aot_target.record() wrote at build time
         raw_step, raw_batch, raw_seq = module.step, module.step_batch, module.seq
-        f32, i8, nd = np.dtype(np.float32), np.dtype(np.int8), np.ndarray
+        f32, i8, nd, ref = np.dtype(np.float32), np.dtype(np.int8), np.ndarray, weakref.ref
 
         def ok(a, ndim, dt=f32):
             return type(a) is nd and a.dtype == dt and a.ndim == ndim and a.flags.c_contiguous
@@ -118,18 +142,34 @@ class Kernels:
             if not (ok(wf, 1) and ok(wb, 1, i8)):
                 raise TypeError("wf must be a C-contiguous float32 vector and wb an int8 vector")
 
+        last_step: list = [None]  # weak references to the (wf, wb, M) of the last checked step call
+        last_batch: list = [None]  # ... (wf, wb, MB) of step_batch
+
         def step(x, wf, wb, M):
             """x (I,) float32; M (len,) float32 stream buffer. Returns the status (0 = ok)."""
-            if not (ok(x, 1) and ok(M, 1) and M.flags.writeable):
-                raise TypeError("x and M must be C-contiguous float32 vectors (M writable)")
-            bufs(wf, wb)
+            if not (type(x) is nd and x.dtype is f32 and x.ndim == 1 and x.flags.c_contiguous):
+                if not ok(x, 1):
+                    raise TypeError("x must be a C-contiguous float32 vector")
+            t = last_step[0]
+            if t is None or t[0]() is not wf or t[1]() is not wb or t[2]() is not M:
+                if not (ok(M, 1) and M.flags.writeable):
+                    raise TypeError("M must be a writable C-contiguous float32 vector")
+                bufs(wf, wb)
+                last_step[0] = (ref(wf), ref(wb), ref(M))
             return raw_step(x, wf, wb, M)
 
         def step_batch(X, wf, wb, MB):
             """X (n, I) float32; MB (n, len) float32. Returns the status (0 = ok)."""
-            if not (ok(X, 2) and ok(MB, 2) and MB.flags.writeable and X.shape[0] == MB.shape[0]):
-                raise TypeError("X (n, I) and MB (n, len) must be C-contiguous float32 with n rows each")
-            bufs(wf, wb)
+            if not ok(X, 2):
+                raise TypeError("X must be a C-contiguous float32 (n, I) array")
+            t = last_batch[0]
+            if t is None or t[0]() is not wf or t[1]() is not wb or t[2]() is not MB:
+                if not (ok(MB, 2) and MB.flags.writeable):
+                    raise TypeError("MB must be a writable C-contiguous float32 (n, len) array")
+                bufs(wf, wb)
+                last_batch[0] = (ref(wf), ref(wb), ref(MB))
+            if X.shape[0] != MB.shape[0]:
+                raise TypeError("X (n, I) and MB (n, len) must have n rows each")
             return raw_batch(X, wf, wb, MB)
 
         def seq(X, wf, wb, M, Y, buf):
@@ -151,7 +191,7 @@ class Kernels:
         self.step, self.step_batch, self.seq = step, step_batch, seq
 
     def __repr__(self) -> str:
-        return f"<edgernn AOT kernels {self.path}>"
+        return f"<edgernn AOT kernels {self.path} for {aot_target.describe(self.target)}>"
 
 
 _LOADED: dict[str, Kernels] = {}
@@ -162,7 +202,8 @@ def load_module(path: str | None = None) -> Kernels:
 
     Returns a :class:`Kernels` whose ``step``/``step_batch``/``seq`` take the same arguments as the JIT
     entry points of ``edgernn.kernels.engine``. Raises :class:`MissingDependencyError` when there is no
-    module, :class:`EdgeRNNError` when it cannot be loaded or was built from other kernel sources.
+    module, :class:`EdgeRNNError` when it cannot be loaded, was built from other kernel sources, or was
+    built for the host CPU of another machine (:func:`edgernn.aot_target.refusal`).
     """
     path = path or find()
     if path is None:
@@ -181,9 +222,11 @@ def load_module(path: str | None = None) -> Kernels:
     k = _LOADED.get(path)
     if k is not None:
         _check_fingerprint(k.module, path)
+        _check_target(k.target, path)
         return k
-    loader = importlib.machinery.ExtensionFileLoader(MODULE, path)
-    spec = importlib.util.spec_from_file_location(MODULE, path, loader=loader)
+    name = os.path.basename(path).split(".")[0]  # PyInit_<name>: the name build() was given
+    loader = importlib.machinery.ExtensionFileLoader(name, path)
+    spec = importlib.util.spec_from_file_location(name, path, loader=loader)
     if spec is None:  # pragma: no cover - the loader is given
         raise EdgeRNNError(f"cannot load {path}")
     try:
@@ -191,12 +234,29 @@ def load_module(path: str | None = None) -> Kernels:
         loader.exec_module(mod)
     except ImportError as e:
         raise EdgeRNNError(f"AOT module {path} cannot be loaded here: {e}") from e
-    missing = [n for n in (*ENTRIES, "kernels_fingerprint") if not hasattr(mod, n)]
+    missing = [n for n in (*ENTRIES, *META) if not hasattr(mod, n)]
     if missing:
         raise EdgeRNNError(f"AOT module {path} lacks {missing}; rebuild it with: edgernn aot")
     _check_fingerprint(mod, path)
-    k = _LOADED[path] = Kernels(mod, path)
+    target = read_target(mod)
+    _check_target(target, path)
+    k = _LOADED[path] = Kernels(mod, path, target)
     return k
+
+
+def read_target(mod: Any) -> dict:
+    """The target record built into a module (see :func:`edgernn.aot_target.record`)."""
+    buf = np.zeros(1 << 14, np.uint8)
+    n = int(mod.aot_target(buf))
+    if not 0 < n <= buf.size:
+        raise EdgeRNNError(f"AOT module {mod.__file__} has a malformed target record; rebuild it")
+    return json.loads(buf[:n].tobytes().decode())
+
+
+def _check_target(target: dict, path: str) -> None:
+    why = aot_target.refusal(target)
+    if why:
+        raise EdgeRNNError(f"refusing the AOT module {path}: {why}")
 
 
 def _check_fingerprint(mod: Any, path: str) -> None:
@@ -209,13 +269,19 @@ def _check_fingerprint(mod: Any, path: str) -> None:
 
 
 @contextlib.contextmanager
-def _kernel_flags():
-    """Compile pycc's exported functions with the JIT kernels' flags (fast-math, numpy error model).
+def _kernel_flags(features: str = ""):
+    """Compile pycc's exported functions with the JIT kernels' flags (fast-math, numpy error model,
+    GIL released), and give LLVM the target's feature list.
 
     ``numba.pycc`` builds its entries with default ``Flags``; the kernels' helpers are inlined into the
-    entries, so without this they would lose fast-math (slower, not wrong).
+    entries, so without this they would lose fast-math (slower, not wrong). ``release_gil`` makes the
+    CPython wrapper of each export drop the GIL around the native call, as ``nogil=True`` does for the
+    JIT (the kernels touch no Python object). pycc's AOT codegen passes LLVM only a CPU name and an empty
+    feature string, so a CPU model's nominal features would be assumed (on a VM, AVX-512 or AMX the
+    hypervisor hides) and none of the host's actual list: ``features`` replaces that empty string.
     """
     import numba.pycc.compiler as pc
+    from numba.core import codegen
     from numba.core.cpu import FastMathOptions
 
     from .kernels import config
@@ -228,20 +294,55 @@ def _kernel_flags():
             self.fastmath = FastMathOptions(set(config.FASTMATH))
             self.error_model = "numpy"
             self.boundscheck = bool(config.BOUNDSCHECK)
+            self.release_gil = True
 
+    aot_cg = codegen.AOTCPUCodegen
+    base_features = aot_cg.__dict__["_customize_tm_features"]
     pc.Flags = KernelFlags
+    aot_cg._customize_tm_features = lambda self: features  # type: ignore[method-assign]
     try:
         yield
     finally:
         pc.Flags = base
+        aot_cg._customize_tm_features = base_features  # type: ignore[method-assign]
 
 
-def build(out_dir: str | None = None, cpu: str = "", verbose: bool = False) -> str:
-    """Compile the kernels into ``out_dir/_edgernn_aot<EXT_SUFFIX>`` and return the file's path.
+def resolve_cpu(cpu: str) -> tuple[str, str, str]:
+    """``(target, llvm_cpu, llvm_features)`` for a ``--cpu`` value: ``"host"`` (this CPU's LLVM name and
+    feature list, as the JIT uses), ``"generic"`` (or ``""``: the architecture's baseline), or an LLVM
+    CPU name (its nominal features)."""
+    if cpu in ("", "generic"):
+        return "generic", "", ""
+    if cpu != "host":
+        return "named", cpu, ""
+    import llvmlite.binding as llvm
+
+    try:
+        features = llvm.get_host_cpu_features().flatten()
+    except RuntimeError:  # LLVM cannot read them here (e.g. under emulation): the CPU name's own
+        features = ""
+    return "host", llvm.get_host_cpu_name(), features
+
+
+def build(
+    out_dir: str | None = None,
+    cpu: str = "host",
+    verbose: bool = False,
+    *,
+    entries: dict[str, str] | None = None,
+    source: str | ModuleType = SOURCE,
+    fingerprint: int | None = None,
+    name: str = MODULE,
+) -> str:
+    """Compile the kernels into ``out_dir/<name><EXT_SUFFIX>`` and return the file's path.
 
     ``out_dir`` defaults to :func:`package_dir` (where the runtime finds the module without
-    configuration). ``cpu``: LLVM CPU name; ``""`` = generic for this architecture (portable),
-    ``"host"`` = this machine's CPU. Needs numba, setuptools, gcc and g++; takes 15-30 s on the CI machine.
+    configuration). ``cpu``: ``"host"`` = this machine's CPU and its features (default; refused at load
+    on another CPU), ``"generic"`` = the architecture's baseline (portable), or an LLVM CPU name.
+    ``entries``: exported name -> numba signature (default :data:`ENTRIES`), each a function of the
+    module ``source`` (a module or its import name; ``@njit`` dispatchers or plain functions);
+    ``fingerprint``: the 60-bit integer the module reports as ``kernels_fingerprint`` (default
+    :func:`kernels_fingerprint`). Needs numba, setuptools, gcc and g++; takes 15-60 s here.
     """
     try:
         with warnings.catch_warnings():  # "pending deprecation" since numba 0.57; no replacement yet
@@ -253,58 +354,76 @@ def build(out_dir: str | None = None, cpu: str = "", verbose: bool = False) -> s
             "install them with: pip install numba setuptools"
         ) from e
 
-    from .kernels import engine
-
+    src = importlib.import_module(source) if isinstance(source, str) else source
+    entries = dict(ENTRIES if entries is None else entries)
+    clash = sorted(set(entries) & set(META))
+    if clash:
+        raise EdgeRNNError(f"entry names {clash} are reserved for the module's own records")
     out_dir = os.path.abspath(out_dir or package_dir())
     os.makedirs(out_dir, exist_ok=True)
     if not os.access(out_dir, os.W_OK):
         raise EdgeRNNError(
             f"{out_dir} is not writable; pass -o DIR and set EDGERNN_AOT_DIR=DIR on the device"
         )
-    fp = kernels_fingerprint()
-    ns: dict[str, Any] = {}
-    exec(f"def kernels_fingerprint():\n    return {fp}\n", ns)  # a constant the module returns
+    target, llvm_cpu, features = resolve_cpu(cpu)
+    fp = kernels_fingerprint() if fingerprint is None else int(fingerprint)
+    record = np.frombuffer(json.dumps(aot_target.record(target, llvm_cpu, features)).encode(), np.uint8)
+    ns: dict[str, Any] = {"_RECORD": record.copy()}  # a global array: a constant inside the module
+    exec(  # constants the module returns
+        f"def kernels_fingerprint():\n    return {fp}\n"
+        "def aot_target(out):\n"
+        "    n = _RECORD.size\n"
+        "    if out.size < n:\n"
+        "        return -n\n"
+        "    for i in range(n):\n"
+        "        out[i] = _RECORD[i]\n"
+        "    return n\n",
+        ns,
+    )
 
     try:
-        cc = CC(MODULE)  # checks for the C/C++ toolchain
+        cc = CC(name)  # checks for the C/C++ toolchain
     except RuntimeError as e:
         raise MissingDependencyError(
             f"building the AOT module needs a C and a C++ compiler and the Python headers ({e}); on "
             "Debian/Ubuntu: apt install gcc g++ python3-dev"
         ) from e
-    cc.output_dir = out_dir
     cc.verbose = verbose
-    if cpu:
-        if cpu == "host":
-            import llvmlite.binding as llvm
-
-            cpu = llvm.get_host_cpu_name()
-        cc.target_cpu = cpu
-    for name, sig in ENTRIES.items():
-        cc.export(name, sig)(getattr(engine, name).py_func)
+    cc.target_cpu = llvm_cpu
+    for entry, sig in entries.items():
+        fn = getattr(src, entry)
+        cc.export(entry, sig)(getattr(fn, "py_func", fn))
     cc.export("kernels_fingerprint", "i8()")(ns["kernels_fingerprint"])
+    cc.export("aot_target", "i8(u1[::1])")(ns["aot_target"])
     # pycc writes the final file in place; build elsewhere and move it, so a loaded module is never
     # overwritten mid-flight and an interrupted build leaves no half-written module behind.
     with tempfile.TemporaryDirectory(prefix="edgernn-aot-", dir=out_dir) as tmp:
         cc.output_dir = tmp
-        with _kernel_flags():
+        with _kernel_flags(features):
             cc.compile()
-        built = module_files(tmp)
+        built = [
+            os.path.join(tmp, name + sfx)
+            for sfx in importlib.machinery.EXTENSION_SUFFIXES
+            if os.path.isfile(os.path.join(tmp, name + sfx))
+        ]
         if not built:  # pragma: no cover - pycc names the file with this Python's suffix
-            raise EdgeRNNError(f"numba.pycc produced no {MODULE} module in {tmp}")
+            raise EdgeRNNError(f"numba.pycc produced no {name} module in {tmp}")
         final = os.path.join(out_dir, os.path.basename(built[0]))
         os.replace(built[0], final)
     return final
 
 
 def describe(path: str) -> dict:
-    """Facts about a built module: path, size in bytes, fingerprint, whether it matches the kernels."""
+    """Facts about a built module: path, size in bytes, target CPU, whether it matches the kernels and
+    this CPU (``matches_kernels``, ``problem`` says why not)."""
     try:
-        load_module(path)
+        target = load_module(path).target
         ok, why = True, ""
     except EdgeRNNError as e:
-        ok, why = False, str(e)
+        ok, why, target = False, str(e), {}
     return {
+        "cpu": aot_target.describe(target) if target else "?",
+        "target": target,
         "path": path,
         "bytes": os.path.getsize(path),
         "python": sys.implementation.cache_tag,

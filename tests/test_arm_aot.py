@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -192,3 +193,184 @@ def test_aot_module_refused_from_group_writable_dir(aot_dir, tmp_path):
     with pytest.raises(edgernn.EdgeRNNError, match="writable by group or others"):
         aot._LOADED.clear()
         aot.load_module(str(dst))
+
+
+# ------------------------------------------------------------------ target CPU (host / generic)
+
+
+def _cpuinfo_flags() -> set[str]:
+    """The feature flags /proc/cpuinfo lists for the first core (read here, not by edgernn)."""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key.strip().lower() in ("flags", "features"):
+                return set(value.split())
+    return set()
+
+
+def test_default_build_is_for_this_cpu(aot_dir):
+    """`edgernn aot` with no --cpu records LLVM's name for this CPU, and the features it enabled."""
+    llvm = pytest.importorskip("llvmlite.binding")
+    (path,) = aot.module_files(aot_dir)
+    t = aot.load_module(path).target
+    assert t["target"] == "host"
+    assert t["cpu"] == llvm.get_host_cpu_name()
+    assert t["machine"] == platform.machine()
+    if os.path.exists("/proc/cpuinfo"):
+        assert set(t["flags"]) <= _cpuinfo_flags()
+    try:
+        feats = llvm.get_host_cpu_features()
+    except RuntimeError:  # LLVM cannot read them here (emulated CPU): nothing to compare
+        return
+    for llvm_name, flag in (("avx2", "avx2"), ("avx512f", "avx512f"), ("fma", "fma"), ("neon", "asimd")):
+        if llvm_name in feats and flag in _cpuinfo_flags():
+            assert (flag in t["flags"]) == bool(feats[llvm_name]), llvm_name
+
+
+@pytest.fixture(scope="module")
+def generic_dir(tmp_path_factory):
+    """`edgernn aot --cpu generic -o DIR` (a second build: about as long as the first)."""
+    from edgernn.cli import main
+
+    d = tmp_path_factory.mktemp("aot_generic")
+    assert main(["aot", "--cpu", "generic", "-o", str(d)]) == 0
+    return str(d)
+
+
+def _foreign_cpu(real: dict) -> dict:
+    """Another machine's CPU: another model, without AVX-512 / SVE."""
+    return dict(
+        real,
+        model="AuthenticAMD family 25 model 1",
+        name="AMD EPYC 7B13 (test)",
+        flags=frozenset(real["flags"]) - {"avx512f", "sve"},
+    )
+
+
+def test_generic_build_runs_anywhere_and_matches_reference(artifacts, generic_dir, monkeypatch):
+    from edgernn import aot_target
+
+    monkeypatch.setenv("EDGERNN_AOT_DIR", generic_dir)
+    (path,) = aot.module_files(generic_dir)
+    real = aot_target.host_cpu()
+    monkeypatch.setattr(aot_target, "host_cpu", lambda: _foreign_cpu(real))  # portable: not refused
+    k = aot.load_module(path)
+    assert k.target["target"] == "generic" and k.target["cpu"] == "generic"
+    edgernn.runtime._BACKENDS.pop("aot", None)
+    try:
+        X = cases.inputs(seed=5, t=9)
+        for cid, apath in artifacts.items():
+            m = edgernn.load(apath, backend="aot")
+            assert m.info["backend"] == "aot"
+            want = cases.reference_run(apath, X)
+            assert_close(m.stream().run(X), want, what=f"{cid} generic aot")
+            s = m.stream()
+            assert_close(np.stack([s.step(x) for x in X]), want, what=f"{cid} generic aot steps")
+    finally:
+        edgernn.runtime._BACKENDS.pop("aot", None)
+
+
+def test_host_module_refused_on_another_cpu(artifacts, aot_dir, monkeypatch):
+    """A module built for this CPU, loaded on another one: refused naming both CPUs, runtime falls back."""
+    from edgernn import aot_target
+
+    (path,) = aot.module_files(aot_dir)
+    built = aot.load_module(path).target  # accepted here (control)
+    real = aot_target.host_cpu()
+    monkeypatch.setattr(aot_target, "host_cpu", lambda: _foreign_cpu(real))
+    with pytest.raises(edgernn.EdgeRNNError) as e:
+        aot.load_module(path)
+    msg = str(e.value)
+    assert built["cpu"] in msg and real["model"] in msg  # the CPU it was built for
+    assert "AMD EPYC 7B13 (test)" in msg and "AuthenticAMD family 25 model 1" in msg  # this one
+    assert "illegal instruction" in msg and "edgernn aot --cpu generic" in msg
+    # same CPU model, but a feature the build used is missing here (a VM hiding it): refused too
+    used = sorted(built["flags"])
+    if used:
+        monkeypatch.setattr(
+            aot_target, "host_cpu", lambda: dict(real, flags=frozenset(real["flags"]) - {used[-1]})
+        )
+        with pytest.raises(edgernn.EdgeRNNError, match=f"lacks {used[-1]}"):
+            aot.load_module(path)
+    monkeypatch.setattr(aot_target, "host_cpu", lambda: _foreign_cpu(real))
+    monkeypatch.setenv("EDGERNN_AOT_DIR", aot_dir)
+    monkeypatch.delenv("EDGERNN_BACKEND", raising=False)
+    edgernn.runtime._BACKENDS.pop("aot", None)
+    try:
+        m = edgernn.load(artifacts["lstm"])  # the runtime falls back, as for a stale module
+        assert m.info["backend"] in ("numba", "numpy")
+        assert "aot" not in edgernn.available_backends()
+    finally:
+        edgernn.runtime._BACKENDS.pop("aot", None)
+
+
+def test_target_record_of_a_foreign_build_is_refused_by_the_record_alone():
+    """The check needs only the record and this machine's CPU (no numba, no module)."""
+    from edgernn import aot_target
+
+    here = aot_target.host_cpu()
+    amd = "AuthenticAMD family 25 model 1"
+    other = {"target": "host", "cpu": "znver3", "machine": here["machine"], "model": amd}
+    other.update(name="AMD EPYC 7763", flags=["avx2"])
+    assert aot_target.refusal(other, dict(here, model=amd, flags={"avx2"})) is None
+    why = aot_target.refusal(other, dict(here, model="GenuineIntel family 6 model 85", name="Xeon"))
+    assert "znver3" in why and "AMD EPYC 7763" in why and "Xeon" in why
+    assert "lacks avx2" in aot_target.refusal(other, dict(here, model=other["model"], flags=set()))
+    for target in ("generic", "named"):
+        assert aot_target.refusal(dict(other, target=target), dict(here, model="x", flags=set())) is None
+
+
+# ------------------------------------------------------------------ the GIL
+
+
+def test_aot_seq_releases_the_gil(aot_dir, tmp_path):
+    """While one thread is inside one long AOT ``seq`` call, another Python thread runs.
+
+    No clock: a spy thread copies the stream buffer M (the recurrent state, updated in place at every
+    step) in a pure-Python loop while the main thread is inside a single native call. A state that is
+    neither the one before the call nor the one after can only be seen by a thread that ran during the
+    call. With the GIL held for the whole call (the module before this fix) the spy sees only those two,
+    in every call; with it released, it sees intermediate ones. Up to 5 calls of 8000 LSTM 8->256 steps
+    (0.1-0.3 s each here) give the scheduler ample room to run the spy.
+    """
+    import threading
+
+    from edgernn.bench import synthetic
+
+    p = tmp_path / "lstm256.ernn"
+    artifact.write(p, *synthetic("lstm", 8, 256, 1, seed=0))
+    m = edgernn.load(p, backend="numpy")  # only its packed buffers are used
+    k = aot.load_module(aot.module_files(aot_dir)[0])
+    pk = m._packed
+    T = 8000
+    X = np.random.default_rng(0).standard_normal((T, 8)).astype(np.float32)
+
+    def intermediate_states_seen() -> int:
+        M = m._m0.copy()
+        Y = np.empty((T, pk.out_size), np.float32)
+        buf = np.empty(2 * T * pk.seq_width + pk.seq_extra + 1, np.float32)
+        before, seen = M.tobytes(), set()
+        started, done = threading.Event(), threading.Event()
+
+        def spy():
+            started.set()
+            while not done.is_set() and len(seen) < 2:  # two distinct states: one is not `after`
+                b = M.tobytes()
+                if b != before:
+                    seen.add(b)
+
+        t = threading.Thread(target=spy)
+        t.start()
+        started.wait()
+        assert k.seq(X, pk.wf, pk.wb, M, Y, buf) == 0  # one native call
+        after = M.tobytes()
+        done.set()
+        t.join()
+        return len(seen - {after})
+
+    counts = []
+    for _ in range(5):
+        counts.append(intermediate_states_seen())
+        if counts[-1]:
+            break
+    assert counts[-1] > 0, f"no other thread ran during any of {len(counts)} AOT seq calls: the GIL is held"
