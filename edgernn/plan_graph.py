@@ -148,7 +148,10 @@ def _structure(idx: int, op: object, values: dict, names: set[str]) -> str:
         raise _fail("bad field", f"{where}: 'attrs' must be an object")
     held = [k for k in NOT_ATTRS if k in attrs]
     if held:
-        raise _fail("bad field", f"{where}: {held} are not attributes (sizes come from the values' shapes)")
+        raise _fail(
+            "bad field",
+            f"{where}: {held} are not attributes (kind, name, tensors: op keys; sizes: from values)",
+        )
     if not isinstance(op.setdefault("tensors", {}), dict):
         raise _fail("bad field", f"{where}: 'tensors' must be an object")
     return where
