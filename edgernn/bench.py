@@ -454,6 +454,7 @@ elif which == "torch":
     from edgernn import artifact
     from edgernn.baselines import TorchBaseline
     plan, tensors = artifact.read(path)
+    plan = artifact.chain_plan(plan)
     y = TorchBaseline(plan, tensors).step(np.zeros(plan["input"]["size"], np.float32))
 t1 = time.perf_counter()
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -564,6 +565,7 @@ def bench(
     from . import artifact
 
     plan, tensors = artifact.read(path)
+    plan = artifact.chain_plan(plan)  # the layer chain of either format version
     quant = plan["quantization"]
     cost = model_cost(plan, tensors)
     in_size = plan["input"]["size"]

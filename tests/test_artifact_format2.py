@@ -274,6 +274,27 @@ def test_model_from_plan_dict():
     np.testing.assert_array_equal(m.predict(X), ref.predict(X))
 
 
+def test_inspect_shows_values_and_ops(tmp_path, capsys):
+    from edgernn.cli import main
+
+    plan, tensors = lstm_graph()
+    path = tmp_path / "m.ernn"
+    A.write(path, plan, tensors)
+    assert main(["inspect", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["format_version"] == 2 and "layers" not in info
+    assert info["values"] == {"x": [3], "h": [5], "y": [2]}
+    ops = [
+        (o["name"], o["kind"], o["inputs"], o["outputs"], o["input_size"], o["output_size"])
+        for o in info["ops"]
+    ]
+    assert ops == [("lstm0", "lstm", ["x"], ["h"], 3, 5), ("head", "dense", ["h"], ["y"], 5, 2)]
+    assert info["ops"][0]["parameters"] == 20 * 3 + 20 * 5 + 40 and info["parameters"] == 200 + 12
+    assert main(["inspect", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "values (3): x[3], h[5], y[2]" in text and "x -> h" in text and "h -> y" in text
+
+
 # --------------------------------------------------------------------------------- graph checks
 
 
