@@ -461,7 +461,11 @@ def chain_layers(plan: Mapping) -> list[dict]:
     one output, the first reading the model input, each next one reading the previous op's output, the
     last writing the model output. Otherwise raises :class:`ArtifactError` ``"not a chain: ..."``.
     """
-    plan = validate_plan(dict(plan))
+    return _chain(validate_plan(dict(plan)))
+
+
+def _chain(plan: dict) -> list[dict]:
+    """:func:`chain_layers` of a validated plan."""
     if plan["format_version"] == 1:
         return plan["layers"]
     cur = plan["input"]["value"]
@@ -484,7 +488,7 @@ def chain_plan(plan: Mapping) -> dict:
     plan = validate_plan(dict(plan))
     if plan["format_version"] == 1:
         return plan
-    layers = chain_layers(plan)
+    layers = _chain(plan)
     new = {k: v for k, v in plan.items() if k not in ("values", "ops")}
     new["format_version"] = 1
     new["input"] = {k: v for k, v in plan["input"].items() if k != "value"}
