@@ -590,3 +590,23 @@ def test_twins_cover_every_loader_test():
     assert {n for n in globals() if n.endswith("__format2")} == {
         f"{n}__format2" for n in names - set(NOT_TWINNED)
     }
+
+
+# ----------------------------------------------------------------------------------- fuzzing
+
+
+@pytest.mark.parametrize("fuzz", ["test_fuzz_header_json", "test_fuzz_shapes_and_offsets"])
+def test_fuzz_format2(fuzz, monkeypatch):
+    """The loader's hypothesis fuzzers (tests/test_harden_fuzz.py) on format-2 seeds: every mutated
+    graph is refused with a named check or loads and runs."""
+    import test_harden_fuzz as HF
+
+    seeds = {
+        k: hc.pack(graph_raw(A.validate_plan(p)), t) for k, (p, t) in ((k, f()) for k, f in hc.SEEDS.items())
+    }
+    assert set(seeds) == set(HF.SEEDS) and all(_plan_of(d)["format_version"] == 2 for d in seeds.values())
+    monkeypatch.setattr(HF, "SEEDS", seeds)
+    from edgernn.runtime import get_backend
+
+    get_backend()  # compile (or load from the cache) before the fuzzers' watchdog is on
+    getattr(HF, fuzz)()
