@@ -57,12 +57,12 @@ def make_baseline(backend: str, plan: dict, tensors: dict, batch: int = 1):
     if backend in ("ort", "ort-int8"):
         pytest.importorskip("onnx")
         pytest.importorskip("onnxruntime")
-        from edgernn.baselines import OrtStep, onnx_step_model, ort_dynamic_int8
+        from edgernn.export.baselines import OrtStep, onnx_step_model, ort_dynamic_int8
 
         graph = onnx_step_model(plan, tensors, batch=batch)
         return OrtStep(ort_dynamic_int8(graph) if backend == "ort-int8" else graph)
     pytest.importorskip("torch")
-    from edgernn.baselines import TorchBaseline
+    from edgernn.export.baselines import TorchBaseline
 
     tb = TorchBaseline(plan, tensors)
     tb.reset(batch)

@@ -47,7 +47,7 @@ def test_run_torch(benchmark, artifacts, inputs, model, quant):
 def test_run_ort(benchmark, artifacts, inputs, model, quant):
     """ONNX Runtime's chunk mode: a sequence graph (ONNX LSTM/GRU over all T steps) with IOBinding."""
     pytest.importorskip("onnxruntime")
-    from edgernn.baselines import OrtStep, onnx_step_model
+    from edgernn.export.baselines import OrtStep, onnx_step_model
 
     path, plan, tensors = artifacts[model, quant]
     X, Xk = inputs

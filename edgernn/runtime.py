@@ -34,40 +34,57 @@ _BACKENDS_LOCK = threading.RLock()
 class _Backend:
     """The three kernel entry points of one implementation (numba JIT, AOT module or numpy)."""
 
-    def __init__(self, name: str, step, step_batch, seq, batch_work=None):
+    def __init__(self, name: str, step, step_batch, seq, batch_work=None, per_model=None):
         self.name = name
         self.step = step
         self.step_batch = step_batch  # (X, wf, wb, MB[, W]): W from batch_work(wf), if it has one
         self.seq = seq
         self.batch_work = batch_work
+        self._per_model = per_model
+        self.source: str | None = None  # the generated source of a per-model backend
+
+    def for_model(self, packed: Packed) -> _Backend:
+        """The entry points for one packed model: kernels generated for it (numba), or these ones."""
+        return self if self._per_model is None else self._per_model(self, packed)
+
+
+def _numba_for_model(base: _Backend, packed: Packed) -> _Backend:
+    from .kernels import codegen
+    from .kernels.batch_blocked import blocked_supported
+
+    k = codegen.kernels(packed.wf)  # step compiled now (or loaded from the cache), seq on first use
+    if blocked_supported(packed.wf):  # the blocked kernel: each weight row loaded once per block of streams
+        b = _Backend("numba", k.step, base.step_batch, k.seq, base.batch_work)
+    else:
+        b = _Backend("numba", k.step, k.step_batch, k.seq)
+    b.source = k.source
+    return b
 
 
 def _numba_backend() -> _Backend:
     from numba import types as nt
 
-    from .kernels import batch_blocked, engine
+    from .kernels import batch_blocked
 
     f32v = nt.Array(nt.float32, 1, "C")
     f32m = nt.Array(nt.float32, 2, "C")
     i8v = nt.Array(nt.int8, 1, "C")
-    sigs = {
-        engine.step: (f32v, f32v, i8v, f32v),
-        engine.seq: (f32m, f32v, i8v, f32v, f32m, f32v),
-    }
-    for fn, sig in sigs.items():
-        if not fn.signatures:
-            fn.compile(sig)
-        fn.disable_compile()  # anything but these exact types raises TypeError -> the slow path
-    # streams(n): the blocked kernel (each weight row loaded once per block of streams), compiled on the
-    # first Streams.step of the process (or loaded from the kernel cache): single-stream users never pay
+    # step and seq are generated for each model (kernels/codegen.py). streams(n): the blocked kernel (each
+    # weight row loaded once per block of streams), compiled on the first Streams.step of the process (or
+    # loaded from the kernel cache): single-stream users never pay
     step_batch = batch_blocked.LazyStepBatch((f32m, f32v, i8v, f32m, f32v))
-    return _Backend("numba", engine.step, step_batch, engine.seq, step_batch.work)
+    return _Backend("numba", None, step_batch, None, step_batch.work, per_model=_numba_for_model)
+
+
+def _numpy_for_model(base: _Backend, packed: Packed) -> _Backend:
+    from . import numpy_backend as nb
+
+    step, step_batch, seq = nb.for_model(packed.wf)
+    return _Backend("numpy", step, step_batch, seq)
 
 
 def _numpy_backend() -> _Backend:
-    from . import numpy_backend as nb
-
-    return _Backend("numpy", nb.step, nb.step_batch, nb.seq)
+    return _Backend("numpy", None, None, None, per_model=_numpy_for_model)
 
 
 def _aot_backend() -> _Backend:
@@ -178,7 +195,7 @@ class Model:
 
             p.wf[H_FLAGS] = 1
         p.wf.flags.writeable = True  # numba signatures take mutable arrays; never written after this
-        self._backend = get_backend(backend)
+        self._backend = get_backend(backend).for_model(p)
         self._m0 = np.zeros(p.m_size, np.float32)
         self._m0[: p.n_state] = p.state0
         self._tokens = plan["input"]["kind"] == "tokens"
@@ -206,6 +223,11 @@ class Model:
     def backend(self) -> str:
         """``"aot"``, ``"numba"`` or ``"numpy"``."""
         return self._backend.name
+
+    @property
+    def kernel_source(self) -> str | None:
+        """The Python source of the kernels generated for this model (numba backend), else None."""
+        return self._backend.source
 
     @property
     def info(self) -> dict:

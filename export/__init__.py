@@ -3,6 +3,6 @@
 Imports torch/onnx/onnxruntime lazily, inside the functions that need them."""
 
 from .exporter import ExportParityError, export
-from .onnx_compiler import compile_onnx
+from .onnx import compile_onnx
 
 __all__ = ["ExportParityError", "compile_onnx", "export"]

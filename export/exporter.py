@@ -224,7 +224,7 @@ def _random_inputs(example, tokens: bool, vocab: int | None, seed: int = 0) -> d
 def _compile_onnx():
     """The ONNX compiler (``export/onnx_compiler.py``, issue 4) when it is present, else None."""
     try:
-        from .onnx_compiler import compile_onnx
+        from .onnx import compile_onnx
     except ImportError:
         return None
     return compile_onnx

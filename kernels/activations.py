@@ -86,6 +86,16 @@ def _elu(x, alpha):
 
 
 @inline
+def _hard_sigmoid(x, alpha, beta):
+    y = alpha * x + beta
+    if y > _ONE:
+        y = _ONE
+    if y < _ZERO:
+        y = _ZERO
+    return y
+
+
+@inline
 def _softplus(x):
     if x > np.float32(20.0):
         return x

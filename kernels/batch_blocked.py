@@ -591,6 +591,34 @@ def _blocks(X, wf, wb, MB, W):
         _scatter(MB, s0, nb, oo, nout, out, 0)
 
 
+def blocked_supported(wf: np.ndarray) -> bool:
+    """Whether the packed model ``wf`` runs blocked here (the rule of ``_supported``, read in Python so
+    that asking compiles nothing): the runtime gives other models the generated per-model step_batch."""
+    from .ops.record import read_header, read_layer
+
+    head = read_header(wf)
+    if head.vocab > 0:
+        return False
+    for i in range(head.n_layers):
+        lay = read_layer(wf, i)
+        a0, a1, a2 = (lay.acts[j].code for j in range(3))
+        if lay.kind in (K_LSTM, K_GRU, K_RNN):
+            if lay.directions != 1 or lay.flags & (F_REVERSE | F_CLIP | F_INPUT_FORGET | F_PEEPHOLE):
+                return False
+            if lay.kind == K_LSTM and not (a0 == A_SIGMOID and a1 == A_TANH and a2 == A_TANH):
+                return False
+            if lay.kind == K_GRU and not (a0 == A_SIGMOID and a1 == A_TANH):
+                return False
+            if lay.kind == K_RNN and a0 not in (A_TANH, A_RELU):
+                return False
+        elif lay.kind == K_DENSE:
+            if a0 not in (A_LINEAR, A_RELU, A_TANH, A_SIGMOID):
+                return False
+        elif lay.kind != K_ESN:
+            return False
+    return True
+
+
 class LazyStepBatch:
     """``step_batch`` compiled on its first call, for exactly the types ``sig`` (then any other argument
     types raise TypeError, as the eagerly compiled entry points do). Compiling the blocked kernel takes
@@ -624,4 +652,4 @@ class LazyStepBatch:
         return fn(X, wf, wb, MB, W)
 
 
-__all__ = ["BLK", "LazyStepBatch", "step_batch", "work_size"]
+__all__ = ["BLK", "LazyStepBatch", "blocked_supported", "step_batch", "work_size"]

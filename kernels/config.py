@@ -33,10 +33,12 @@ def _kernels_digest() -> str:
 
     h = hashlib.sha256()
     here = os.path.dirname(os.path.abspath(__file__))
-    for name in sorted(os.listdir(here)):
-        if name.endswith(".py"):
-            with open(os.path.join(here, name), "rb") as f:
-                h.update(name.encode() + b"\0" + f.read())
+    for sub in ("", "ops"):  # the kernels and the op emitters of the code generator
+        d = os.path.join(here, sub)
+        for name in sorted(os.listdir(d)) if os.path.isdir(d) else ():
+            if name.endswith(".py"):
+                with open(os.path.join(d, name), "rb") as f:
+                    h.update(f"{sub}/{name}".encode() + b"\0" + f.read())
     return h.hexdigest()[:16]
 
 

@@ -28,6 +28,7 @@ from .dense import (
 )
 from .esn import esn_cell
 from .gru import gru_cell
+from .guard import all_finite
 from .layout import (
     F_EXTENDED,
     F_REVERSE,
@@ -185,13 +186,7 @@ def _restore(wf, M):
         M[k] = M[b0 + k]
 
 
-@njit(fastmath=False)
-def _all_finite(v):
-    # no fast-math here: under reassoc/nsz, LLVM may fold the NaN-producing arithmetic away
-    for k in range(v.shape[0]):
-        if not math.isfinite(v[k]):
-            return False
-    return True
+_all_finite = all_finite
 
 
 @njit

@@ -1,6 +1,7 @@
-"""The benchmark baselines (edgernn.baselines) compute the model of the plan: ONNX Runtime's step graph and
-the PyTorch cells / fused modules / batched cells against the float64 numpy reference (tests/reference.py),
-which shares no code with them. Without this, a benchmark could compare edgernn with a different model.
+"""The benchmark baselines (edgernn.export.baselines) compute the model of the plan: ONNX Runtime's step
+graph and the PyTorch cells / fused modules / batched cells against the float64 numpy reference
+(tests/reference.py), which shares no code with them. Without this, a benchmark could compare edgernn with
+a different model.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("torch")
 
-from edgernn.baselines import OrtStep, TorchBaseline, Unsupported, onnx_step_model  # noqa: E402
+from edgernn.export.baselines import OrtStep, TorchBaseline, Unsupported, onnx_step_model  # noqa: E402
 
 
 def _cases():

@@ -124,7 +124,7 @@ def _compile(tmp_path, model, output: str):
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_onnx_node_case(case, tmp_path):
-    from edgernn.export.onnx_compiler import CompileError
+    from edgernn.export.onnx import CompileError
 
     name, model, inputs, outputs = case
     out_names = [o.name for o in model.graph.output]

@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 onnx = pytest.importorskip("onnx")
 from edgernn.export import compile_onnx  # noqa: E402
-from edgernn.export.onnx_compiler import CompileError  # noqa: E402
+from edgernn.export.onnx import CompileError  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 

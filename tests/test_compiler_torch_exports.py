@@ -127,7 +127,7 @@ def test_dynamo_export(cell, kw, tmp_path):
 def test_dynamo_unrolled_rnn_is_a_clear_error(tmp_path):
     """torch's dynamo exporter unrolls nn.RNN over time: refused with an error naming the node."""
     from edgernn.export import compile_onnx
-    from edgernn.export.onnx_compiler import CompileError
+    from edgernn.export.onnx import CompileError
 
     torch.manual_seed(0)
     model = SeqNet("rnn", 4, 6, 3, mode="last").eval()

@@ -1,7 +1,7 @@
 """ONNX and checkpoint inputs (issue 6, part 2): files from elsewhere must not reach outside their folder,
 grow without bound, or run code.
 
-* ONNX external data (``edgernn.export.onnx_compiler``): absolute locations, ``..``, symlinks leaving the
+* ONNX external data (``edgernn.export.onnx``): absolute locations, ``..``, symlinks leaving the
   model's folder, non-files and byte ranges outside the data file are refused with ``CompileError``;
   a relative file or an in-folder symlink is accepted (the control).
 * Checkpoints (``edgernn.models.load``): a pickle (``torch.save``) is refused without being unpickled (its
@@ -26,7 +26,7 @@ onnx = pytest.importorskip("onnx")
 
 
 def _compiler():
-    return pytest.importorskip("edgernn.export.onnx_compiler")
+    return pytest.importorskip("edgernn.export.onnx")
 
 
 # ------------------------------------------------------------------------------ ONNX external data
@@ -78,7 +78,7 @@ def test_external_data_inside_folder_is_read(outside):
     comp = _compiler()
     model_dir, _ = outside
     path, W = _gemm_model(str(model_dir), "w.bin", data="w.bin")
-    m = comp._load_model(path)
+    m = comp.load_model(path)
     from onnx import numpy_helper
 
     got = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
@@ -96,7 +96,7 @@ def test_external_data_path_leaving_folder(outside, loc):
     loc = str(secret) if loc == "ABS" else loc
     path, _ = _gemm_model(str(model_dir), loc)
     with pytest.raises(comp.CompileError, match="external data"):
-        comp._load_model(path)
+        comp.load_model(path)
 
 
 def test_external_data_symlink_leaving_folder(outside):
@@ -105,7 +105,7 @@ def test_external_data_symlink_leaving_folder(outside):
     os.symlink(secret, model_dir / "w.bin")
     path, _ = _gemm_model(str(model_dir), "w.bin")
     with pytest.raises(comp.CompileError, match="outside the model's folder"):
-        comp._load_model(path)
+        comp.load_model(path)
 
 
 def test_external_data_symlinked_folder_leaving(outside):
@@ -114,7 +114,7 @@ def test_external_data_symlinked_folder_leaving(outside):
     os.symlink(secret.parent, model_dir / "up")
     path, _ = _gemm_model(str(model_dir), "up/secret.bin")
     with pytest.raises(comp.CompileError, match="outside the model's folder"):
-        comp._load_model(path)
+        comp.load_model(path)
 
 
 def test_external_data_symlink_inside_folder_is_fine(outside):
@@ -122,7 +122,7 @@ def test_external_data_symlink_inside_folder_is_fine(outside):
     model_dir, _ = outside
     path, W = _gemm_model(str(model_dir), "link.bin", data="w.bin")
     os.symlink(model_dir / "w.bin", model_dir / "link.bin")
-    comp._load_model(path)
+    comp.load_model(path)
 
 
 @pytest.mark.parametrize("what", ["fifo", "directory", "missing"])
@@ -136,7 +136,7 @@ def test_external_data_not_a_regular_file(outside, what):
         target.mkdir()
     path, _ = _gemm_model(str(model_dir), "w.bin")
     with pytest.raises(comp.CompileError, match="external data"):
-        comp._load_model(path)
+        comp.load_model(path)
 
 
 @pytest.mark.parametrize(
@@ -155,7 +155,7 @@ def test_external_data_range_outside_file(outside, offset, length):
     model_dir, _ = outside
     path, _ = _gemm_model(str(model_dir), "w.bin", offset=offset, length=length, data="w.bin")
     with pytest.raises(comp.CompileError):
-        comp._load_model(path)
+        comp.load_model(path)
 
 
 # ------------------------------------------------------------------------------ checkpoints

@@ -462,3 +462,23 @@ def test_small_int8_recurrent_layers_streams_and_limits(monkeypatch):
     monkeypatch.setenv("EDGERNN_DEQUANTIZE_MAX_BYTES", "lots")
     with pytest.raises(edgernn.EdgeRNNError, match="EDGERNN_DEQUANTIZE_MAX_BYTES must be"):
         edgernn.Model(*small)
+
+
+def test_every_registered_op_has_a_kernel_a_numpy_implementation_and_a_case():
+    """The op registry (kernels/ops) is complete: each kind has its code emitter, its numpy implementation
+    and a test case above; and the registry covers every kind a plan may hold."""
+    from edgernn.kernels.ops import REGISTRY
+
+    covered = set()
+    rng = np.random.default_rng(0)
+    for c in CASES:
+        plan, _ = _case(c, rng)
+        covered |= {layer["kind"] for layer in plan["layers"]}
+    names = {op.NAME for op in REGISTRY.values()}
+    assert names == set(LAYER_KINDS), f"kinds without an op module: {set(LAYER_KINDS) - names}"
+    for op in REGISTRY.values():
+        kernel = "emit_cell" if op.RECURRENT else "emit_apply"
+        numpy_impl = "numpy_cell" if op.RECURRENT else "numpy_apply"
+        assert callable(getattr(op, kernel, None)), f"{op.NAME}: no {kernel}"
+        assert callable(getattr(op, numpy_impl, None)), f"{op.NAME}: no {numpy_impl}"
+        assert op.NAME in covered, f"{op.NAME}: no test case in CASES"

@@ -439,7 +439,7 @@ def test_export_rejects_bad_example(tmp_path):
 @pytest.mark.parametrize("kind", ["rnn_tanh", "lstm", "gru", "stacked", "tokens_embedding"])
 def test_compiled_and_directly_mapped_artifacts_agree(exported, kind):
     """With the ONNX compiler present, model.ernn comes from model.onnx; the torch mapping must agree."""
-    pytest.importorskip("edgernn.export.onnx_compiler")
+    pytest.importorskip("edgernn.export.onnx")
     import edgernn
 
     if not hasattr(edgernn, "load"):

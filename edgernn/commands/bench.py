@@ -24,11 +24,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--onnx",
         default=None,
         metavar="STEP.onnx",
-        help="ONNX step graph for the onnxruntime column (x + states in, y + states out); default: "
-        "MODEL.step.onnx beside the artifact, else one built from the artifact's weights",
+        help="ONNX step graph for the onnxruntime column's steps and streams (x + states in, y + states "
+        "out); default: MODEL.step.onnx beside the artifact, else one built from the artifact's weights",
     )
     p.add_argument(
-        "--checkpoint", default=None, help="PyTorch checkpoint (edgernn.models.save) for a torch column"
+        "--onnx-seq",
+        default=None,
+        metavar="SEQ.onnx",
+        help="ONNX sequence graph (batch, time, features) for the onnxruntime column's chunks; default: "
+        "MODEL.onnx beside the artifact (as edgernn export writes it), else one built from the weights",
+    )
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="PyTorch checkpoint (edgernn.models.save) for a torch-checkpoint column; default: MODEL.pt "
+        "beside the artifact if there is one",
     )
     p.add_argument("--steps", type=int, default=10000, help="timed steps per backend (default 10000)")
     p.add_argument("--warmup", type=int, default=1000, help="untimed steps first (default 1000)")
@@ -57,11 +67,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark, print the table, write --json/--plot; returns the exit code."""
-    from ..bench import bench, format_table, plot, to_json
+    import sys
+
+    from ..bench import bench, check_extras, defaults_note, format_table, plot, to_json
     from ..errors import InputError
 
     if not os.path.isfile(args.model):
         raise InputError(f"no such file: {args.model}")
+    for what, f in (("--onnx", args.onnx), ("--onnx-seq", args.onnx_seq), ("--checkpoint", args.checkpoint)):
+        if f is not None and not os.path.isfile(f):
+            raise InputError(f"{what}: no such file: {f}")
+    for what, f in (("--json", args.json), ("--plot", args.plot)):
+        d = os.path.dirname(os.path.abspath(f)) if f else None
+        if d is not None and not os.path.isdir(d):
+            raise InputError(f"{what}: no such directory: {d}")
+        if f and os.path.isdir(f):
+            raise InputError(f"{what}: {f} is a directory (give a file name)")
     backends = None
     if args.backends:
         backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -75,6 +96,11 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--steps must be >= 1")
     if not args.rate > 0:
         raise InputError("--rate must be > 0")
+    # every missing extra is known before the run: explicit pieces are an error, default baselines a note
+    check_extras(backends, onnx_path=args.onnx, checkpoint=args.checkpoint, plot=bool(args.plot))
+    note = defaults_note() if backends is None else None
+    if note:
+        print(f"edgernn bench: note: no column for {note}", file=sys.stderr)
     steps, warmup, max_streams, separate, cold_runs, chunk = (
         args.steps,
         args.warmup,
@@ -95,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         args.model,
         backends=backends,
         onnx_path=args.onnx,
+        onnx_seq_path=args.onnx_seq,
         checkpoint=args.checkpoint,
         steps=steps,
         warmup=warmup,

@@ -105,9 +105,9 @@ def describe_onnx(path: str) -> dict:
     from ..errors import EdgeRNNError, require
 
     onnx = require("onnx", "export")
-    from ..export.onnx_compiler import _load_model, compile_graph
+    from ..export.onnx import compile_graph, load_model
 
-    model = _load_model(path)
+    model = load_model(path)
     g = model.graph
     init_names = {t.name for t in g.initializer}
 

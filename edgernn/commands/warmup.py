@@ -1,4 +1,7 @@
-"""``edgernn warmup``: compile the numba kernels once into the kernel cache directory.
+"""``edgernn warmup [MODEL.ernn ...]``: compile the numba kernels once into the kernel cache directory.
+
+With model files, each model's generated kernels (step, chunk run, and its many-stream kernel) are
+compiled; without, the shared many-stream kernel only (models' own kernels compile at their first load).
 
 On a board, run it once after installing (or as part of the image build) with the cache directory the
 device will use; later processes then load the compiled kernels instead of compiling them (seconds to
@@ -18,7 +21,8 @@ HELP = "compile the kernels ahead of time into the kernel cache directory"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--cache-dir DIR``."""
+    """``[MODEL.ernn ...] --cache-dir DIR``."""
+    parser.add_argument("models", nargs="*", metavar="MODEL.ernn", help="models whose kernels to compile")
     parser.add_argument(
         "--cache-dir",
         metavar="DIR",
@@ -53,10 +57,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"edgernn warmup: error: no usable kernel cache: {config.CACHE_PROBLEM}", file=sys.stderr)
         return 1
     t0 = time.perf_counter()
-    from ..runtime import get_backend
+    import numpy as np
 
-    get_backend("numba").step_batch.compile()  # step and seq, then the blocked many-stream kernel
+    from ..runtime import get_backend, load
+
+    models = [load(path, backend="numba") for path in args.models]  # validates every file first
+    for m in models:  # step is compiled by load; the chunk and many-stream kernels on first use
+        X = np.zeros((1, m.input_size), np.float32)
+        m.predict(X)
+        if m.info["streamable"]:
+            m.streams(2).step(np.zeros((2, m.input_size), np.float32))
+    if not models:
+        get_backend("numba").step_batch.compile()  # the blocked many-stream kernel
     dt = time.perf_counter() - t0
     n = sum(len(files) for _, _, files in os.walk(config.CACHE_DIR))
-    print(f"kernels ready in {config.CACHE_DIR} ({n} cache files, {dt:.1f} s)")
+    what = f"{len(models)} model(s)' kernels" if models else "kernels"
+    print(f"{what} ready in {config.CACHE_DIR} ({n} cache files, {dt:.1f} s)")
     return 0

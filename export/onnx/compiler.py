@@ -1,0 +1,209 @@
+"""The compiler proper: evaluates the ONNX graph symbolically, node by node, dispatching each node to
+the handler registered for its op type (:mod:`.ops`), and returns the plan the handlers built.
+
+Order of work in :meth:`Compiler.run`: attention fusion (:mod:`.passes.attention`), pruning to the nodes
+the output depends on, input classification (:mod:`.passes.state`), evaluation, the output's
+materialization, and the state-wiring check of step graphs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .errors import CompileError, where
+from .fold import constant, fold
+from .graph import attrs, live_nodes, producers
+from .ops import handler
+from .ops.recurrent import RECURRENT_OPS
+from .passes import state as state_pass
+from .passes.attention import fuse_attention
+from .plan import PlanBuilder
+from .values import Const, Data, State, Sym, axes_desc
+
+__all__ = ["Compiler", "compile_graph"]
+
+#: domains whose ops have handlers (the ONNX default domain, ORT's contrib ops, the compiler's own)
+_DOMAINS = ("", "ai.onnx", "com.microsoft", "edgernn")
+
+
+class Compiler:
+    """The state of one compilation: the value table ``env`` (ONNX value name -> value), the ``plan``
+    being built, and what the passes record (state inputs/feeds/codes, fused attention nodes, notes)."""
+
+    def __init__(self, model, output: str | None):
+        self.model = model
+        self.g = model.graph
+        self.opset = {o.domain or "": o.version for o in model.opset_import}
+        self.plan = PlanBuilder()
+        self.env: dict[str, Any] = {}
+        self.input_name: str | None = None
+        self.input_syms: list = []
+        self.input_kind = "features"
+        self.vocab_size: int | None = None
+        self.state_inputs: list[str] = []
+        self.notes: list[str] = []
+        self.fused: dict[str, dict] = {}  # fused attention pooling nodes
+        self.state_feeds: list[tuple] = []  # (state input, layer index, "h"|"c", [D, H] positions or None)
+        self.state_codes: dict[str, Any] = {}  # Y_h / Y_c output name -> Bcast of codes of (layer, h|c, unit)
+        self.pending_q: tuple | None = None  # the MatMulInteger layer awaiting its scale
+        outs = [o.name for o in self.g.output]
+        if output is None:
+            if not outs:
+                raise CompileError("the graph has no outputs")
+            output = outs[0]
+        self.output = output
+        self.ignored_outputs = [o for o in outs if o != output]
+
+    def run(self) -> None:
+        """Compile the graph; the results are left in ``plan``, ``out_value``, ``sequence`` and the rest."""
+        from onnx import numpy_helper
+
+        g = self.g
+        inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+        for name, arr in inits.items():
+            self.env[name] = Const(np.asarray(arr))
+        graph_nodes, self.fused = fuse_attention(list(g.node), inits, self.opset)
+        prod = producers(graph_nodes)
+        if self.output not in prod and self.output not in self.env:
+            if not any(i.name == self.output for i in g.input):
+                raise CompileError(f"the graph has no value named {self.output!r}")
+        nodes, seen = live_nodes(graph_nodes, prod, self.output)
+        used_inputs = [i for i in g.input if i.name not in inits and i.name in seen]
+        data_inputs, state_inputs = state_pass.classify_inputs(used_inputs, nodes, self.output)
+        for i in state_inputs:
+            self.env[i.name] = State(i.name, state_pass.state_index(i))
+            self.state_inputs.append(i.name)
+        self._bind_input(data_inputs[0])
+        for n in nodes:
+            self.eval_node(n)
+        out = self.env.get(self.output)
+        if not isinstance(out, Data):
+            raise CompileError(f"output {self.output!r} does not depend on the model input")
+        self._finish(out)
+        if self.state_feeds:
+            state_pass.check_wiring(self, prod)
+
+    def _bind_input(self, vi) -> None:
+        """The data input: token ids [batch, time] (int) or float features [..., features]."""
+        from onnx import TensorProto
+
+        tt = vi.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        self.input_name = vi.name
+        if tt.elem_type in (TensorProto.INT64, TensorProto.INT32):
+            if len(dims) not in (1, 2):
+                raise CompileError(
+                    f"integer input {vi.name!r} must be [batch, time] token ids, got rank {len(dims)}"
+                )
+            syms = [Sym(f"{vi.name}:{k}", d) for k, d in enumerate(dims)]
+            self.input_syms = syms
+            self.plan.in_size = 1
+            self.input_kind = "tokens"
+            self.env[vi.name] = Data(list(syms), np.arange(1), np.zeros(1, bool), 0, tokens=True)
+            return
+        if tt.elem_type != TensorProto.FLOAT:
+            raise CompileError(f"input {vi.name!r} has element type {tt.elem_type}; float32 is supported")
+        if len(dims) < 1 or dims[-1] is None or dims[-1] <= 0:
+            raise CompileError(f"input {vi.name!r} needs a static last (feature) dimension, got {dims}")
+        if len(dims) > 3:
+            raise CompileError(f"input {vi.name!r} has rank {len(dims)}; at most [batch, time, features]")
+        syms = [Sym(f"{vi.name}:{k}", d) for k, d in enumerate(dims[:-1])]
+        self.input_syms = syms
+        self.plan.in_size = dims[-1]
+        self.input_kind = "features"
+        self.env[vi.name] = Data(syms + [dims[-1]], np.arange(dims[-1]), np.zeros(dims[-1], bool), 0)
+
+    def eval_node(self, node) -> None:
+        """Evaluate one node: ``Constant``s and nodes with only constant inputs are folded, state flows
+        through plumbing, anything else goes to the op's handler (an error when there is none)."""
+        op = node.op_type
+        dom = node.domain or ""
+        vals = [self.env.get(i) if i else None for i in node.input]
+        for name, v in zip(node.input, vals, strict=False):
+            if name and v is None:
+                raise CompileError(f"{where(node)}: input {name!r} is not defined")
+        if op == "Constant" and dom == "":
+            self._set(node, [Const(constant(node))])
+            return
+        present = [v for v in vals if v is not None]
+        if (
+            dom in ("", "ai.onnx")
+            and all(isinstance(v, Const) for v in present)
+            and op not in ("LSTM", "GRU", "RNN")
+        ):
+            self._set(node, [Const(a) for a in fold(node, [v.arr if v else None for v in vals], self.opset)])
+            return
+        if any(isinstance(v, State) for v in present) and op not in RECURRENT_OPS:
+            self._set(node, state_pass.propagate(self, node, vals))
+            return
+        fn = handler(op)
+        if dom not in _DOMAINS or fn is None:
+            raise CompileError(
+                f"unsupported op {(dom + '.') if dom else ''}{op!r} ({where(node)}) on the model's data path"
+            )
+        res = fn(self, node, vals, attrs(node))
+        self._set(node, res if isinstance(res, list) else [res])
+
+    def _set(self, node, values: list) -> None:
+        for name, v in zip(node.output, values, strict=False):
+            if name:
+                self.env[name] = v
+
+    def _finish(self, out: Data) -> None:
+        """Materialize the output value as the plan's output vector and settle the sequence mode."""
+        out = self.plan.materialize(out, f"output node {self.output!r}")
+        if out.quant is not None:
+            raise CompileError("the output is an unscaled quantized matmul result")
+        feats = [d for d in out.axes if not isinstance(d, Sym)]
+        n_out = int(np.prod(feats, dtype=np.int64)) if feats else 1
+        if not self.plan.layers:
+            raise CompileError("the graph has no layers between its input and output")
+        if n_out != self.plan.tip_size():
+            raise CompileError(f"internal: output features {n_out} != plan size {self.plan.tip_size()}")
+        has_t = any(isinstance(d, Sym) and d.role == "T" for d in out.axes)
+        self.sequence = "many_to_many" if (has_t or not out.last) else "many_to_one"
+        self.out_value = out
+
+
+def compile_graph(model, output: str | None = None, source: str = "model.onnx", sha256: str = "") -> dict:
+    """Compile an in-memory ``onnx.ModelProto`` (external data already loaded) into ``(plan, tensors)``.
+
+    Returns a dict with ``plan``, ``tensors`` (float32 arrays), ``exact_int8`` (tensor name ->
+    (int8 q, float32 per-row scale) for weights that were already symmetric int8 in the source),
+    ``io`` (input/output names and axis roles: "T" time, "B" batch, "N" independent rows, ints = feature
+    axes), ``ignored_outputs``, ``state_inputs`` and ``notes``.
+    """
+    from ... import __version__
+
+    c = Compiler(model, output)
+    c.run()
+    plan = {
+        "format": "ernn",
+        "format_version": 1,
+        "producer": {"name": "edgernn", "version": __version__, "source": source, "source_sha256": sha256},
+        "input": {"kind": c.input_kind, "size": c.plan.in_size},
+        "output": {"size": c.plan.tip_size(), "sequence": c.sequence, "labels": None},
+        "quantization": "none",
+        "layers": c.plan.layers,
+    }
+    if c.input_kind == "tokens":
+        plan["input"]["vocab_size"] = c.vocab_size
+    in_axes = axes_desc(c.input_syms) + ([c.plan.in_size] if c.input_kind == "features" else [])
+    io = {
+        "input": c.input_name,
+        "input_axes": in_axes,
+        "output": c.output,
+        "output_axes": axes_desc(c.out_value.axes),
+    }
+    plan["source_io"] = io
+    return {
+        "plan": plan,
+        "tensors": c.plan.tensors,
+        "exact_int8": c.plan.exact_int8,
+        "io": io,
+        "ignored_outputs": c.ignored_outputs,
+        "state_inputs": c.state_inputs,
+        "notes": c.notes,
+    }

@@ -1,0 +1,162 @@
+"""State pairs of a step graph (``x_t`` + state in, ``y_t`` + state out).
+
+* :func:`classify_inputs`: a graph input that reaches only ``initial_h``/``initial_c`` (through plumbing)
+  is state; the one other input is the data.
+* :func:`propagate`: a state value flowing through plumbing stays state; its positions are followed
+  (a :class:`~..values.Bcast` of flat state positions) so the wiring can be checked.
+* :func:`check_wiring`: state output k must return, position by position, the state that state input k
+  fed into the recurrent layers (the stream feeds each layer's state back to itself).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import CompileError, where
+from ..fold import constant
+from ..graph import attrs
+from ..ops import PLUMBING, handler
+from ..ops.recurrent import RECURRENT_OPS, STATE_SLOTS
+from ..values import Bcast, Const, State, Sym, state_code
+
+__all__ = ["check_wiring", "classify_inputs", "propagate", "state_index"]
+
+
+def classify_inputs(used_inputs: list, nodes: list, output: str) -> tuple[list, list]:
+    """Split the graph inputs the output depends on into (data inputs, state inputs).
+
+    ``used_inputs``: ``ValueInfoProto`` of the non-initializer inputs reached from ``output``; ``nodes``: the
+    live nodes in graph order. Raises :class:`CompileError` unless there is exactly one data input and no
+    input is used both ways."""
+    roots_of: dict[str, set] = {i.name: {i.name} for i in used_inputs}
+    as_state: dict[str, bool] = {}
+    as_data: dict[str, bool] = {}
+    for n in nodes:
+        if n.op_type in ("Shape", "Size"):
+            continue  # only the shape of the value flows on
+        src: set = set()
+        for slot, name in enumerate(n.input):
+            r = roots_of.get(name, set())
+            if not r:
+                continue
+            if n.op_type in RECURRENT_OPS and slot in STATE_SLOTS:
+                for x in r:
+                    as_state[x] = True
+                continue
+            if n.op_type in RECURRENT_OPS or n.op_type not in PLUMBING:
+                for x in r:
+                    as_data[x] = True
+            src |= r
+        if src:
+            for o in n.output:
+                roots_of[o] = set(src)
+    for x in roots_of.get(output, set()):
+        as_data[x] = True
+    for i in used_inputs:
+        if as_state.get(i.name) and as_data.get(i.name):
+            raise CompileError(f"graph input {i.name!r} is used both as data and as recurrent initial state")
+    data_inputs = [i for i in used_inputs if as_data.get(i.name) or not as_state.get(i.name)]
+    if len(data_inputs) != 1:
+        raise CompileError(
+            f"expected exactly one data input, found {[i.name for i in data_inputs]} "
+            f"(inputs feeding only initial_h/initial_c are state)"
+        )
+    return data_inputs, [i for i in used_inputs if i not in data_inputs]
+
+
+def state_index(vi) -> Bcast | None:
+    """Positions of a state input [..., batch, ...] as a Bcast (the symbolic batch axis collapsed)."""
+    dims = []
+    for d in vi.type.tensor_type.shape.dim:
+        dims.append(d.dim_value if d.HasField("dim_value") else Sym(f"{vi.name}:state"))
+    if sum(isinstance(d, Sym) for d in dims) > 1:
+        return None
+    shape = [1 if isinstance(d, Sym) else d for d in dims]
+    return Bcast(np.arange(int(np.prod(shape, dtype=np.int64))).reshape(shape), dims)
+
+
+def propagate(cx, node, vals: list) -> list[State]:
+    """The outputs of plumbing ``node`` some of whose inputs are state: state of the same source, with
+    positions followed when every state input has them and they share one source."""
+    if node.op_type not in PLUMBING:
+        raise CompileError(f"{where(node)}: state input used by a non-plumbing op")
+    present = [v for v in vals if v is not None]
+    src = next(v for v in present if isinstance(v, State)).src
+    states = [v for v in vals if isinstance(v, State)]
+    fn = handler(node.op_type)
+    if fn is not None and all(v.ix is not None for v in states) and len({v.src for v in states}) == 1:
+        sub = [v.ix if isinstance(v, State) else v for v in vals]
+        try:
+            res = fn(cx, node, sub, attrs(node))
+        except (CompileError, AttributeError, ValueError, IndexError):
+            pass  # positions not followed: the wiring check will say it cannot follow them
+        else:
+            res = res if isinstance(res, list) else [res]
+            return [State(src, r if isinstance(r, Bcast) else None) for r in res]
+    return [State(src)] * len(node.output)
+
+
+def check_wiring(cx, prod: dict) -> None:
+    """The step graph's contract: state output k returns, at each position, the state that the same
+    position of state input k fed (the stream keeps each layer's own state). Checked when the graph
+    has as many state outputs as state inputs; otherwise noted in ``cx.notes``."""
+    outs = list(cx.ignored_outputs)
+    if len(outs) != len(cx.state_inputs):
+        cx.notes.append(
+            f"state inputs {cx.state_inputs} but other outputs {outs}: the state wiring was not checked"
+        )
+        return
+    env: dict[str, Any] = {k: v for k, v in cx.env.items() if isinstance(v, Const)}
+    env.update(cx.state_codes)
+    for sin, sout in zip(cx.state_inputs, outs, strict=True):
+        try:
+            got = _eval_codes(cx, sout, prod, env)
+        except CompileError as e:
+            raise CompileError(
+                f"state output {sout!r}: cannot follow it back to the recurrent nodes: {e}"
+            ) from None
+        feeds = [f for f in cx.state_feeds if f[0] == sin]
+        if not isinstance(got, Bcast) or any(f[3] is None for f in feeds):
+            raise CompileError(f"state input {sin!r} / output {sout!r}: cannot follow the state wiring")
+        gi = np.asarray(got.arr)
+        expected = np.full(gi.size, -1, np.int64)
+        for _, li, which, ix in feeds:
+            nd, h = ix.shape
+            codes = state_code(li, which, np.arange(nd * h)).reshape(nd, h)
+            if ix.max() >= expected.size:
+                raise CompileError(f"state output {sout!r} is smaller than state input {sin!r}")
+            expected[ix.ravel()] = codes.ravel()
+        used = expected >= 0
+        if gi.size != expected.size or np.any(gi.ravel()[used] != expected[used]):
+            raise CompileError(
+                f"state output {sout!r} does not return, position by position, the states that input "
+                f"{sin!r} feeds into the recurrent layers; the stream could not reproduce this graph"
+            )
+
+
+def _eval_codes(cx, name: str, prod: dict, env: dict) -> Any:
+    """The value of ``name`` evaluated over the state codes of Y_h/Y_c (``env``) through plumbing nodes
+    and the ``Constant`` nodes they use."""
+    if name in env:
+        return env[name]
+    node = prod.get(name)
+    if node is not None and node.op_type == "Constant" and (node.domain or "") == "":
+        env[node.output[0]] = Const(constant(node))
+        return env[name]
+    fn = handler(node.op_type) if node is not None else None
+    if node is None or node.op_type not in PLUMBING or fn is None:
+        raise CompileError(f"{name!r} is not plumbing over Y_h/Y_c")
+    vals = [_eval_codes(cx, i, prod, env) if i else None for i in node.input]
+    if node.op_type == "Concat" and all(isinstance(v, Bcast) for v in vals):
+        axis = attrs(node)["axis"]
+        res = [Bcast(np.concatenate([v.arr for v in vals], axis=axis), list(vals[0].dims))]
+        r = len(vals[0].dims)
+        res[0].dims[axis % r] = sum(v.dims[axis % r] for v in vals)
+    else:
+        res = fn(cx, node, vals, attrs(node))
+        res = res if isinstance(res, list) else [res]
+    for o, v in zip(node.output, res, strict=False):
+        env[o] = v
+    return env.get(name)

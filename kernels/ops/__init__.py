@@ -1,0 +1,25 @@
+"""The op registry of the code generator: one module (or class) per layer kind, each the one place that
+knows how that kind is written as generated kernel code.
+
+An entry has ``KIND`` (the packed kind code, ``kernels.layout.K_*``), ``NAME`` (the plan's kind name),
+``RECURRENT`` and either ``emit_cell(code, layer, d, x, h, c, g, xh)`` (recurrent cells: one step of
+direction d on state h/c with scratch g (5H) and xh (I+H)) or ``emit_apply(code, layer, x, y)`` (every
+other kind: y from x, state and scratch at the layer's offsets in M).
+"""
+
+from __future__ import annotations
+
+from . import attention, dense, esn, gru, lstm, rnn
+from .elementwise import Activation, Affine, Normalize
+from .tokens import Embedding, OneHot
+
+#: kind code -> emitter
+REGISTRY = {
+    op.KIND: op
+    for op in (lstm, gru, rnn, esn, dense, attention, Normalize, Affine, Activation, Embedding, OneHot)
+}
+
+#: plan kind name -> emitter
+BY_NAME = {op.NAME: op for op in REGISTRY.values()}
+
+__all__ = ["BY_NAME", "REGISTRY"]

@@ -1,0 +1,205 @@
+"""Building blocks of generated kernel source: a line builder and the loops every op emits.
+
+Everything written into generated code comes from integers and floats the packer computed, from
+identifiers made here, and from the op emitters' own text: never from a string taken from a file.
+Float constants become module-level ``np.float32`` globals (numba treats globals as compile-time
+constants); integers are written with ``int()`` so nothing but digits reaches the source.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..activations import (
+    A_AFFINE,
+    A_ELU,
+    A_HARD_SIGMOID,
+    A_LEAKY_RELU,
+    A_LINEAR,
+    A_RELU,
+    A_SCALED_TANH,
+    A_SIGMOID,
+    A_SOFTMAX,
+    A_SOFTPLUS,
+    A_SOFTSIGN,
+    A_TANH,
+    A_THRESHOLDED_RELU,
+)
+from .record import Matrix
+
+
+class Code:
+    """Lines of Python source with indentation, fresh local names and pooled float constants."""
+
+    def __init__(self, consts: dict[str, str] | None = None):
+        self.lines: list[str] = []
+        self.depth = 0
+        self._n = 0
+        self.consts = consts if consts is not None else {}
+
+    def __call__(self, line: str) -> None:
+        self.lines.append("    " * self.depth + line)
+
+    def block(self, header: str) -> _Indent:
+        """``with code.block("for k in range(4):"):`` indents what is written inside."""
+        self(header)
+        return _Indent(self)
+
+    def fresh(self, base: str) -> str:
+        """A local name not used before in this module (``base`` is an identifier made by the caller)."""
+        self._n += 1
+        return f"{base}_{self._n}"
+
+    def f32(self, v: float) -> str:
+        """The name of a module-level float32 constant equal to ``v`` (finite, or ±inf)."""
+        v = float(v)
+        if math.isnan(v):
+            raise ValueError("NaN constant in generated code")
+        key = "np.float32(np.inf)" if v == math.inf else "np.float32(-np.inf)" if v == -math.inf else None
+        text = key or f"np.float32({v!r})"
+        for name, t in self.consts.items():
+            if t == text:
+                return name
+        name = f"F{len(self.consts)}"
+        self.consts[name] = text
+        return name
+
+
+class _Indent:
+    def __init__(self, code: Code):
+        self.code = code
+
+    def __enter__(self) -> Code:
+        self.code.depth += 1
+        return self.code
+
+    def __exit__(self, *exc) -> None:
+        self.code.depth -= 1
+
+
+def I(v: int) -> str:  # noqa: E743 - a short name keeps the templates readable
+    """An integer literal (only digits and a sign reach the source)."""
+    return str(int(v))
+
+
+def fill(c: Code, dst: str, d0: int, n: int, src: str | None = None, s0: int = 0) -> None:
+    """dst[d0:d0+n] = src[s0:s0+n] (or 0 when ``src`` is None)."""
+    if n <= 0:
+        return
+    with c.block(f"for k in range({I(n)}):"):
+        if src is None:
+            c(f"{dst}[{I(d0)} + k] = Z")
+        else:
+            c(f"{dst}[{I(d0)} + k] = {src}[{I(s0)} + k]")
+
+
+def gemv_acc(
+    c: Code, m: Matrix, col0: int, cols: int, r0: int, nrows: int, x: str, y: str, y0: int = 0
+) -> None:
+    """y[y0+i] += W[r0+i, col0:col0+cols] · x[0:cols] for i < nrows (matrix ``m``; int8 rows are widened
+    to float32 in the loop and scaled once per row). Four rows per pass: each load of x feeds four FMAs."""
+    if nrows <= 0 or cols <= 0:
+        return
+    W = "wb" if m.int8 else "wf"
+    base = m.off + col0 + r0 * m.ld
+    ld = m.ld
+    cast = "np.float32" if m.int8 else ""
+    i = c.fresh("i")
+    b = c.fresh("b")
+    w = [c.fresh("w") for _ in range(4)]
+    a = [c.fresh("a") for _ in range(4)]
+    k = c.fresh("k")
+    xv = c.fresh("xv")
+    n4 = nrows - nrows % 4
+
+    def body(nr: int, row: str) -> None:
+        c(f"{b} = {I(base)} + ({row}) * {I(ld)}")
+        for j in range(nr):
+            c(f"{w[j]} = {W}[{b} + {I(j * ld)} : {b} + {I(j * ld + cols)}]")
+            c(f"{a[j]} = Z")
+        with c.block(f"for {k} in range({I(cols)}):"):
+            c(f"{xv} = {x}[{k}]")
+            for j in range(nr):
+                c(f"{a[j]} += {cast}({w[j]}[{k}]) * {xv}")
+        for j in range(nr):
+            if m.int8:
+                c(f"{y}[{I(y0)} + {row} + {I(j)}] += {a[j]} * wf[{I(m.soff + r0)} + {row} + {I(j)}]")
+            else:
+                c(f"{y}[{I(y0)} + {row} + {I(j)}] += {a[j]}")
+
+    if n4:
+        with c.block(f"for {i} in range(0, {I(n4)}, 4):"):
+            body(4, i)
+    for r in range(n4, nrows):
+        body(1, I(r))
+
+
+def act_scalar(c: Code, code: int, alpha: float, beta: float, v: str) -> str | None:
+    """A scalar expression for elementwise activation ``code`` of ``v`` (None for softmax/linear)."""
+    if code == A_LINEAR:
+        return v
+    if code == A_TANH:
+        return f"fast_tanh({v})"
+    if code == A_SIGMOID:
+        return f"fast_sigmoid({v})"
+    if code == A_RELU:
+        return f"(Z if {v} < Z else {v})"
+    if code == A_LEAKY_RELU:
+        return f"({v} * {c.f32(alpha)} if {v} < Z else {v})"
+    if code == A_AFFINE:
+        return f"({c.f32(alpha)} * {v} + {c.f32(beta)})"
+    if code == A_THRESHOLDED_RELU:  # ONNX/ORT: x if x > alpha else 0 (NaN -> 0)
+        return f"({v} if {v} > {c.f32(alpha)} else Z)"
+    if code == A_SCALED_TANH:
+        return f"({c.f32(alpha)} * fast_tanh({c.f32(beta)} * {v}))"
+    if code == A_HARD_SIGMOID:
+        return f"hard_sigmoid_({v}, {c.f32(alpha)}, {c.f32(beta)})"
+    if code == A_ELU:
+        return f"elu_({v}, {c.f32(alpha)})"
+    if code == A_SOFTSIGN:
+        return f"({v} / (ONE + abs({v})))"
+    if code == A_SOFTPLUS:
+        return f"softplus_({v})"
+    return None
+
+
+def activate(c: Code, code: int, alpha: float, beta: float, arr: str, a0: int, n: int) -> None:
+    """arr[a0:a0+n] = act(arr[a0:a0+n]) in place (softmax over those n values)."""
+    if code == A_LINEAR or n <= 0:
+        return
+    k = c.fresh("k")
+    if code == A_SOFTMAX:
+        mx, s, e, inv = c.fresh("mx"), c.fresh("s"), c.fresh("e"), c.fresh("inv")
+        c(f"{mx} = {arr}[{I(a0)}]")
+        with c.block(f"for {k} in range(1, {I(n)}):"):
+            with c.block(f"if {arr}[{I(a0)} + {k}] > {mx} or {arr}[{I(a0)} + {k}] != {arr}[{I(a0)} + {k}]:"):
+                c(f"{mx} = {arr}[{I(a0)} + {k}]")
+        c(f"{s} = Z")
+        with c.block(f"for {k} in range({I(n)}):"):
+            c(f"{e} = np.float32(math.exp({arr}[{I(a0)} + {k}] - {mx}))")
+            c(f"{arr}[{I(a0)} + {k}] = {e}")
+            c(f"{s} += {e}")
+        c(f"{inv} = ONE / {s}")
+        with c.block(f"for {k} in range({I(n)}):"):
+            c(f"{arr}[{I(a0)} + {k}] *= {inv}")
+        return
+    v = c.fresh("v")
+    expr = act_scalar(c, code, alpha, beta, v)
+    if expr is None:  # pragma: no cover - every code is handled above
+        raise ValueError(f"activation code {code}")
+    with c.block(f"for {k} in range({I(n)}):"):
+        c(f"{v} = {arr}[{I(a0)} + {k}]")
+        c(f"{arr}[{I(a0)} + {k}] = {expr}")
+
+
+def clip(c: Code, value: float, arr: str, a0: int, n: int) -> None:
+    """Clamp arr[a0:a0+n] to [-value, value] in place (NaN stays NaN)."""
+    k, v = c.fresh("k"), c.fresh("v")
+    hi, lo = c.f32(value), c.f32(-value)
+    with c.block(f"for {k} in range({I(n)}):"):
+        c(f"{v} = {arr}[{I(a0)} + {k}]")
+        with c.block(f"if {v} > {hi}:"):
+            c(f"{v} = {hi}")
+        with c.block(f"if {v} < {lo}:"):
+            c(f"{v} = {lo}")
+        c(f"{arr}[{I(a0)} + {k}] = {v}")

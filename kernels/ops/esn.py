@@ -1,0 +1,82 @@
+"""Echo state network reservoir (leaky integrator) as generated code::
+
+    x ← (1 − a)·x + a·tanh(W_in·u + W·x + b)
+    y = x            (readout_input = "state")
+    y = [1; u; x]    (readout_input = "extended")
+
+W is dense (descriptor 1) or CSR (values in descriptor 1; int32 column indices and row pointers in
+``wb``'s int32 view at vector slots 1 and 2), summed by ``kernels.esn._csr_acc``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import layout as L
+from . import _numpy as _np
+from ._emit import Code, I, fill, gemv_acc
+from .record import Layer
+
+KIND = L.K_ESN
+NAME = "esn"
+RECURRENT = False
+
+
+def emit_apply(c: Code, lay: Layer, x: str, y: str) -> None:
+    """One reservoir step on the state in M; y is the layer output."""
+    N = lay.hidden
+    st, g = lay.state_off, lay.scratch_off
+    xs = c.fresh("xs")
+    gs = c.fresh("g")
+    c(f"{xs} = M[{I(st)} : {I(st + N)}]")
+    c(f"{gs} = M[{I(g)} : {I(g + N)}]")
+    fill(c, gs, 0, N, "wf" if lay.has(L.F_BIAS) else None, lay.vecs[0])
+    gemv_acc(c, lay.mats[0], 0, lay.nin, 0, N, x, gs)
+    m = lay.mats[1]
+    if lay.has(L.F_SPARSE):
+        vals = "wb" if m.int8 else "wf"
+        soff = m.soff if m.int8 else -1
+        c(
+            f"csr_acc({vals}, {I(m.off)}, wb.view(np.int32), {I(lay.vecs[1])}, {I(lay.vecs[2])}, {I(N)}, "
+            f"{xs}, {gs}, wf, {I(soff)})"
+        )
+    else:
+        gemv_acc(c, m, 0, N, 0, N, xs, gs)
+    a, ia = c.f32(lay.leak), c.f32(1.0 - lay.leak)  # the leak is a float32 value: 1 − a is exact here
+    with c.block(f"for k in range({I(N)}):"):
+        c(f"{xs}[k] = {ia} * {xs}[k] + {a} * fast_tanh({gs}[k])")
+    if lay.has(L.F_EXTENDED):
+        c(f"{y}[0] = ONE")
+        fill(c, y, 1, lay.nin, x)
+        fill(c, y, 1 + lay.nin, N, xs)
+    else:
+        fill(c, y, 0, N, xs)
+
+
+def numpy_apply(lay: Layer, wf, wb, M, u):
+    """The numpy implementation of one reservoir step (state in M updated); returns y."""
+    N, st = lay.hidden, lay.state_off
+    x = M[st : st + N]
+    g = _np.mat(wf, wb, lay.mats[0]) @ u
+    if lay.has(L.F_BIAS):
+        g = g + _np.vec(wf, lay.vecs[0], N)
+    m = lay.mats[1]
+    if lay.has(L.F_SPARSE):
+        wi = wb.view(np.int32)
+        ptr = wi[lay.vecs[2] : lay.vecs[2] + N + 1]
+        nnz = int(ptr[-1])
+        ind = wi[lay.vecs[1] : lay.vecs[1] + nnz]
+        rows = np.repeat(np.arange(N), np.diff(ptr))
+        if m.int8:
+            data = wb[m.off : m.off + nnz].astype(np.float32) * wf[m.soff : m.soff + N][rows]
+        else:
+            data = wf[m.off : m.off + nnz]
+        # per-row sums; rows without entries (also trailing ones) add nothing
+        g = g + np.bincount(rows, weights=data * x[ind], minlength=N).astype(np.float32)
+    else:
+        g = g + _np.mat(wf, wb, m) @ x
+    a = np.float32(lay.leak)
+    x[:] = (1 - a) * x + a * np.tanh(g)
+    if lay.has(L.F_EXTENDED):
+        return np.concatenate([[1.0], u, x]).astype(np.float32)
+    return x.copy()

@@ -1,0 +1,83 @@
+"""GRU cell (ONNX semantics, gate order z, r, h; both ``linear_before_reset``) as generated code::
+
+z = f(clip(Wz x + Rz h + Wbz + Rbz))      r = f(clip(Wr x + Rr h + Wbr + Rbr))
+lbr = 0 (ONNX default):  h̃ = g(clip(Wh x + Rh (r⊙h) + Rbh + Wbh))
+lbr = 1 (PyTorch):       h̃ = g(clip(Wh x + r⊙(Rh h + Rbh) + Wbh))
+h ← (1 − z)⊙h̃ + z⊙h
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import layout as L
+from ..activations import A_SIGMOID, A_TANH
+from . import _numpy as _np
+from . import recurrent
+from ._emit import Code, I, activate, clip, fill
+from .record import Layer
+
+KIND = L.K_GRU
+NAME = "gru"
+RECURRENT = True
+
+
+def emit_cell(c: Code, lay: Layer, d: int, x: str, h: str, cc: str | None, g: str, xh: str) -> None:
+    """One step of direction ``d``: x (I,), h (H,) updated in place; g (5H,), xh (I+H,) scratch."""
+    H = lay.hidden
+    wbias, rbias = lay.vecs[d], lay.vecs[2 + d]
+    with c.block(f"for k in range({I(2 * H)}):"):
+        c(f"{g}[k] = wf[{I(wbias)} + k] + wf[{I(rbias)} + k]")
+    recurrent.load_xh(c, lay, x, h, xh)
+    recurrent.gates_acc(c, lay, d, 0, 2 * H, x, h, xh, g, 0)
+    fa, ga = lay.act(d, 0), lay.act(d, 1)
+    do_clip = lay.has(L.F_CLIP)
+    if do_clip:
+        clip(c, lay.clip, g, 0, 2 * H)
+    activate(c, fa.code, fa.alpha, fa.beta, g, 0, 2 * H)
+    xs, rs, rh = 2 * H, 3 * H, 4 * H  # Wh x + Wbh | recurrent part of the candidate | r⊙h
+    fill(c, g, xs, H, "wf", wbias + 2 * H)
+    recurrent.x_acc(c, lay, d, 2 * H, H, x, g, xs)
+    if lay.has(L.F_LBR):
+        fill(c, g, rs, H, "wf", rbias + 2 * H)
+        recurrent.h_acc(c, lay, d, 2 * H, H, h, g, rs)
+        with c.block(f"for k in range({I(H)}):"):
+            c(f"{g}[{I(rs)} + k] *= {g}[{I(H)} + k]")
+    else:
+        with c.block(f"for k in range({I(H)}):"):
+            c(f"{g}[{I(rh)} + k] = {g}[{I(H)} + k] * {h}[k]")
+            c(f"{g}[{I(rs)} + k] = wf[{I(rbias + 2 * H)} + k]")
+        rhv = c.fresh("rh")
+        c(f"{rhv} = {g}[{I(rh)} : {I(rh + H)}]")
+        recurrent.h_acc(c, lay, d, 2 * H, H, rhv, g, rs)
+    with c.block(f"for k in range({I(H)}):"):
+        c(f"{g}[{I(xs)} + k] += {g}[{I(rs)} + k]")
+    if ga.code == A_TANH and not do_clip and fa.code == A_SIGMOID:
+        with c.block(f"for k in range({I(H)}):"):
+            c(f"z = {g}[k]")
+            c(f"{h}[k] = (ONE - z) * fast_tanh({g}[{I(xs)} + k]) + z * {h}[k]")
+        return
+    if do_clip:
+        clip(c, lay.clip, g, xs, H)
+    activate(c, ga.code, ga.alpha, ga.beta, g, xs, H)
+    with c.block(f"for k in range({I(H)}):"):
+        c(f"z = {g}[k]")
+        c(f"{h}[k] = (ONE - z) * {g}[{I(xs)} + k] + z * {h}[k]")
+
+
+def numpy_cell(lay: Layer, wf, wb, d: int, x, h, c):
+    """The numpy implementation of one step of direction ``d``: returns (new h, c unchanged)."""
+    H = lay.hidden
+    W, R = _np.wr(lay, wf, wb, d)
+    wbias, rbias = _np.vec(wf, lay.vecs[d], 3 * H), _np.vec(wf, lay.vecs[2 + d], 3 * H)
+    zr = _np.act_of(
+        lay, d, 0, _np.clipped(lay, W[: 2 * H] @ x + R[: 2 * H] @ h + wbias[: 2 * H] + rbias[: 2 * H])
+    )
+    z, r = zr[:H], zr[H:]
+    xs = W[2 * H :] @ x + wbias[2 * H :]
+    if lay.has(L.F_LBR):
+        rs = r * (R[2 * H :] @ h + rbias[2 * H :])
+    else:
+        rs = R[2 * H :] @ (r * h) + rbias[2 * H :]
+    ht = _np.act_of(lay, d, 1, _np.clipped(lay, xs + rs))
+    return ((1 - z) * ht + z * h).astype(np.float32), c

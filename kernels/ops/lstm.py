@@ -1,0 +1,95 @@
+"""LSTM cell (ONNX semantics, gate order i, o, f, c) as generated code; see ``kernels/lstm.py``::
+
+    i = f(clip(Wi x + Ri h + Pi⊙c + bi))      f_ = 1 − i if input_forget else f(clip(Wf x + Rf h + Pf⊙c + bf))
+    c̃ = g(clip(Wc x + Rc h + bc))             c ← f_⊙c + i⊙c̃
+    o = f(clip(Wo x + Ro h + Po⊙c + bo))      h ← o⊙h_(c)
+
+Flags and activations are resolved when the code is generated: the default configuration emits only the
+fused, vectorizable passes; clip, peepholes, input_forget and other activations emit only what they need.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import layout as L
+from ..activations import A_SIGMOID, A_TANH
+from . import _numpy as _np
+from . import recurrent
+from ._emit import Code, I, activate, clip, fill
+from .record import Layer
+
+KIND = L.K_LSTM
+NAME = "lstm"
+RECURRENT = True
+
+
+def emit_cell(c: Code, lay: Layer, d: int, x: str, h: str, cc: str, g: str, xh: str) -> None:
+    """One step of direction ``d``: x (I,), h and cc (H,) updated in place; g (5H,), xh (I+H,) scratch."""
+    H = lay.hidden
+    fill(c, g, 0, 4 * H, "wf", lay.vecs[d])
+    recurrent.load_xh(c, lay, x, h, xh)
+    recurrent.gates_acc(c, lay, d, 0, 4 * H, x, h, xh, g, 0)
+    fa, ga, ha = lay.act(d, 0), lay.act(d, 1), lay.act(d, 2)
+    special = lay.flags & (L.F_CLIP | L.F_INPUT_FORGET | L.F_PEEPHOLE)
+    if special == 0 and fa.code == A_SIGMOID and ga.code == A_TANH and ha.code == A_TANH:
+        # simple in-place passes: each vectorizes
+        with c.block(f"for k in range({I(3 * H)}):"):
+            c(f"{g}[k] = fast_sigmoid({g}[k])")
+        with c.block(f"for k in range({I(H)}):"):
+            c(f"{g}[{I(3 * H)} + k] = fast_tanh({g}[{I(3 * H)} + k])")
+        with c.block(f"for k in range({I(H)}):"):
+            c(f"{g}[{I(4 * H)} + k] = {g}[{I(2 * H)} + k] * {cc}[k] + {g}[k] * {g}[{I(3 * H)} + k]")
+        with c.block(f"for k in range({I(H)}):"):
+            c(f"{cc}[k] = {g}[{I(4 * H)} + k]")
+        with c.block(f"for k in range({I(H)}):"):
+            c(f"{g}[{I(4 * H)} + k] = fast_tanh({g}[{I(4 * H)} + k])")
+        with c.block(f"for k in range({I(H)}):"):
+            c(f"{h}[k] = {g}[{I(H)} + k] * {g}[{I(4 * H)} + k]")
+        return
+    gi, go, gf, gg, t = 0, H, 2 * H, 3 * H, 4 * H
+    peep = lay.has(L.F_PEEPHOLE)
+    P = lay.vecs[2 + d]
+    if peep:
+        with c.block(f"for k in range({I(H)}):"):
+            c(f"{g}[{I(gi)} + k] += wf[{I(P)} + k] * {cc}[k]")
+            c(f"{g}[{I(gf)} + k] += wf[{I(P + 2 * H)} + k] * {cc}[k]")
+    if lay.has(L.F_CLIP):
+        clip(c, lay.clip, g, gi, H)
+        clip(c, lay.clip, g, gf, H)
+        clip(c, lay.clip, g, gg, H)
+    activate(c, fa.code, fa.alpha, fa.beta, g, gi, H)
+    if lay.has(L.F_INPUT_FORGET):
+        with c.block(f"for k in range({I(H)}):"):
+            c(f"{g}[{I(gf)} + k] = ONE - {g}[{I(gi)} + k]")
+    else:
+        activate(c, fa.code, fa.alpha, fa.beta, g, gf, H)
+    activate(c, ga.code, ga.alpha, ga.beta, g, gg, H)
+    with c.block(f"for k in range({I(H)}):"):
+        c(f"{cc}[k] = {g}[{I(gf)} + k] * {cc}[k] + {g}[{I(gi)} + k] * {g}[{I(gg)} + k]")
+    if peep:
+        with c.block(f"for k in range({I(H)}):"):
+            c(f"{g}[{I(go)} + k] += wf[{I(P + H)} + k] * {cc}[k]")
+    if lay.has(L.F_CLIP):
+        clip(c, lay.clip, g, go, H)
+    activate(c, fa.code, fa.alpha, fa.beta, g, go, H)
+    fill(c, g, t, H, cc)
+    activate(c, ha.code, ha.alpha, ha.beta, g, t, H)
+    with c.block(f"for k in range({I(H)}):"):
+        c(f"{h}[k] = {g}[{I(go)} + k] * {g}[{I(t)} + k]")
+
+
+def numpy_cell(lay: Layer, wf, wb, d: int, x, h, c):
+    """The numpy implementation of one step of direction ``d``: returns new (h, c) float32 arrays."""
+    H = lay.hidden
+    W, R = _np.wr(lay, wf, wb, d)
+    g = W @ x + R @ h + _np.vec(wf, lay.vecs[d], 4 * H)
+    P = _np.vec(wf, lay.vecs[2 + d], 3 * H) if lay.has(L.F_PEEPHOLE) else np.zeros(3 * H, np.float32)
+    i = _np.act_of(lay, d, 0, _np.clipped(lay, g[:H] + P[:H] * c))
+    if lay.has(L.F_INPUT_FORGET):
+        f = 1 - i
+    else:
+        f = _np.act_of(lay, d, 0, _np.clipped(lay, g[2 * H : 3 * H] + P[2 * H :] * c))
+    cn = f * c + i * _np.act_of(lay, d, 1, _np.clipped(lay, g[3 * H :]))
+    o = _np.act_of(lay, d, 0, _np.clipped(lay, g[H : 2 * H] + P[H : 2 * H] * cn))
+    return (o * _np.act_of(lay, d, 2, cn)).astype(np.float32), cn.astype(np.float32)

@@ -1,0 +1,43 @@
+"""What the recurrent cells (rnn, lstm, gru) share in generated code: their gate products.
+
+For direction d a packed recurrent layer holds either one fused float32 block ``[W | R]`` (descriptor 2d,
+rows G·H, columns I+H; flag ``F_FUSED``) used with ``xh = [x; h]``, or int8 ``W`` (descriptor 2d) and
+``R`` (descriptor 2d+1) with per-row scales.
+"""
+
+from __future__ import annotations
+
+from .. import layout as L
+from ._emit import Code, fill, gemv_acc
+from .record import Layer
+
+
+def load_xh(c: Code, lay: Layer, x: str, h: str, xh: str) -> None:
+    """xh = [x; h] (only the fused layout reads it)."""
+    if lay.has(L.F_FUSED):
+        fill(c, xh, 0, lay.nin, x)
+        fill(c, xh, lay.nin, lay.hidden, h)
+
+
+def gates_acc(
+    c: Code, lay: Layer, d: int, r0: int, nrows: int, x: str, h: str, xh: str, y: str, y0: int
+) -> None:
+    """y[y0:y0+nrows] += W[r0:r0+nrows]·x + R[r0:r0+nrows]·h."""
+    if lay.has(L.F_FUSED):
+        gemv_acc(c, lay.mats[2 * d], 0, lay.nin + lay.hidden, r0, nrows, xh, y, y0)
+    else:
+        gemv_acc(c, lay.mats[2 * d], 0, lay.nin, r0, nrows, x, y, y0)
+        gemv_acc(c, lay.mats[2 * d + 1], 0, lay.hidden, r0, nrows, h, y, y0)
+
+
+def x_acc(c: Code, lay: Layer, d: int, r0: int, nrows: int, x: str, y: str, y0: int) -> None:
+    """y[y0:y0+nrows] += W[r0:r0+nrows]·x."""
+    gemv_acc(c, lay.mats[2 * d], 0, lay.nin, r0, nrows, x, y, y0)
+
+
+def h_acc(c: Code, lay: Layer, d: int, r0: int, nrows: int, h: str, y: str, y0: int) -> None:
+    """y[y0:y0+nrows] += R[r0:r0+nrows]·h."""
+    if lay.has(L.F_FUSED):
+        gemv_acc(c, lay.mats[2 * d], lay.nin, lay.hidden, r0, nrows, h, y, y0)
+    else:
+        gemv_acc(c, lay.mats[2 * d + 1], 0, lay.hidden, r0, nrows, h, y, y0)

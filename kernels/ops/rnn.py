@@ -1,0 +1,32 @@
+"""Vanilla RNN cell (ONNX ``RNN``) as generated code: h ← f(clip(W·x + R·h + Wb + Rb))."""
+
+from __future__ import annotations
+
+from .. import layout as L
+from . import _numpy as _np
+from . import recurrent
+from ._emit import Code, activate, clip, fill
+from .record import Layer
+
+KIND = L.K_RNN
+NAME = "rnn"
+RECURRENT = True
+
+
+def emit_cell(c: Code, lay: Layer, d: int, x: str, h: str, cc: str | None, g: str, xh: str) -> None:
+    """One step of direction ``d``: x (I,), h (H,) updated in place; g (H,), xh (I+H,) scratch."""
+    H = lay.hidden
+    fill(c, g, 0, H, "wf", lay.vecs[d])
+    recurrent.load_xh(c, lay, x, h, xh)
+    recurrent.gates_acc(c, lay, d, 0, H, x, h, xh, g, 0)
+    if lay.has(L.F_CLIP):
+        clip(c, lay.clip, g, 0, H)
+    a = lay.act(d, 0)
+    activate(c, a.code, a.alpha, a.beta, g, 0, H)
+    fill(c, h, 0, H, g)
+
+
+def numpy_cell(lay: Layer, wf, wb, d: int, x, h, c):
+    """The numpy implementation of one step of direction ``d``: returns (new h, c unchanged)."""
+    W, R = _np.wr(lay, wf, wb, d)
+    return _np.act_of(lay, d, 0, _np.clipped(lay, W @ x + R @ h + _np.vec(wf, lay.vecs[d], lay.hidden))), c
