@@ -2,8 +2,9 @@
 
 :func:`write` validates a plan and its tensors and writes them; :func:`read` parses a file with its own
 strict safetensors reader (never pickle, never a size it has not checked against the file) and returns
-the same validated ``(plan, tensors)`` pair. Every rejection is an :class:`~edgernn.ArtifactError` whose
-message starts with the name of the failed check.
+the same validated ``(plan, tensors)`` pair, for a plan of either format version (the plan itself is
+checked by :mod:`edgernn.plan`, whose names this module re-exports). Every rejection is an
+:class:`~edgernn.ArtifactError` whose message starts with the name of the failed check.
 """
 
 from __future__ import annotations
@@ -19,107 +20,43 @@ from typing import Any
 import numpy as np
 
 from .errors import ArtifactError
+from .plan import (  # noqa: F401 - the plan's names, re-exported: artifact.validate_plan etc.
+    ACTIVATION_DEFAULTS,
+    ACTIVATIONS,
+    CELL_ACTIVATIONS,
+    DIRECTIONS,
+    FORMAT,
+    FORMAT_VERSION,
+    FORMAT_VERSIONS,
+    LAYER_KINDS,
+    MAX_DIM,
+    MAX_NAME,
+    MAX_OPS,
+    MAX_VALUE_NAME,
+    QUANTIZABLE,
+    RECURRENT_GATES,
+    _fail,
+    _short,
+    chain_layers,
+    chain_plan,
+    layer_tensor_specs,
+    op_layer,
+    plan_layers,
+    upgrade,
+    validate_plan,
+)
 
-FORMAT = "ernn"
-FORMAT_VERSION = 1
 PLAN_KEY = "edgernn.plan"
 
 #: Largest header accepted (bytes); safetensors itself uses the same cap.
 MAX_HEADER_BYTES = 100_000_000
 #: Default cap on the total number of weight elements in one artifact.
 MAX_PARAMETERS = 256_000_000
-#: Largest size any single layer dimension may have.
-MAX_DIM = 1 << 24
 #: Most tensor entries a header may list (1024 layers with a handful of roles each).
 MAX_TENSORS = 16_384
 
 _DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "I8": np.dtype("i1"), "I32": np.dtype("<i4")}
 _DTYPE_NAMES = {v: k for k, v in _DTYPES.items()}
-
-ACTIVATIONS = (
-    "linear",
-    "relu",
-    "tanh",
-    "sigmoid",
-    "softmax",
-    "leaky_relu",
-    "affine",
-    "thresholded_relu",
-    "scaled_tanh",
-    "hard_sigmoid",
-    "elu",
-    "softsign",
-    "softplus",
-)
-#: ONNX default (alpha, beta) of each activation.
-ACTIVATION_DEFAULTS = {
-    "leaky_relu": (0.01, 0.0),
-    "affine": (1.0, 0.0),
-    "thresholded_relu": (1.0, 0.0),
-    "scaled_tanh": (1.0, 1.0),
-    "hard_sigmoid": (0.2, 0.5),
-    "elu": (1.0, 0.0),
-}
-DIRECTIONS = {"forward": 1, "reverse": 1, "bidirectional": 2}
-RECURRENT_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
-CELL_ACTIVATIONS = {"rnn": ("tanh",), "lstm": ("sigmoid", "tanh", "tanh"), "gru": ("sigmoid", "tanh")}
-LAYER_KINDS = (
-    "normalize",
-    "affine",
-    "activation",
-    "embedding",
-    "onehot",
-    "rnn",
-    "lstm",
-    "gru",
-    "esn",
-    "dense",
-    "attention",
-)
-#: Roles that may be stored as int8 with a ``<role>_scale`` tensor.
-QUANTIZABLE = {
-    "rnn": ("W", "R"),
-    "lstm": ("W", "R"),
-    "gru": ("W", "R"),
-    "esn": ("W_in", "W", "W_data"),
-    "dense": ("W",),
-    "attention": ("W",),
-    "embedding": ("table",),
-}
-
-
-def _fail(check: str, msg: str) -> ArtifactError:
-    return ArtifactError(f"{check}: {msg}")
-
-
-# --------------------------------------------------------------------------------------------- plan
-
-
-def _int(layer: str, d: Mapping, key: str, lo: int = 1, hi: int = MAX_DIM) -> int:
-    v = d.get(key)
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise _fail("bad field", f"{layer}: '{key}' must be an integer, got {_short(v)}")
-    if not lo <= v <= hi:
-        raise _fail("bad size", f"{layer}: '{key}' = {v} is outside [{lo}, {hi}]")
-    return v
-
-
-def _num(layer: str, v: Any, key: str) -> float:
-    ok = not isinstance(v, bool) and isinstance(v, (int, float))
-    if ok and isinstance(v, int):
-        ok = abs(v) <= 1 << 64  # a huge JSON integer would overflow float() below
-    if not ok or not math.isfinite(v):
-        raise _fail("bad field", f"{layer}: '{key}' must be a finite number, got {_short(v)}")
-    return float(v)
-
-
-def _short(v: Any, n: int = 80) -> str:
-    """repr() of a value from a file, cut to ``n`` characters (a hostile value can be megabytes)."""
-    try:
-        r = repr(v)
-    except (ValueError, RecursionError):  # e.g. an int with more digits than Python will print
-        r = f"<{type(v).__name__}>"
-    return r if len(r) <= n else r[: n - 3] + "..."
 
 
 def _loads(text: str, what: str) -> Any:
@@ -144,224 +81,6 @@ def _loads(text: str, what: str) -> Any:
         raise _fail(f"{what} not JSON", str(e)[:200]) from None
 
 
-def _bool(layer: str, d: dict, key: str) -> bool:
-    v = d.setdefault(key, False)
-    if not isinstance(v, bool):
-        raise _fail("bad field", f"{layer}: '{key}' must be true or false, got {_short(v)}")
-    return v
-
-
-def _acts(layer: str, d: Mapping, n: int, defaults: tuple[str, ...], allow_softmax: bool) -> None:
-    """Normalize ``activations``/``activation_alpha``/``activation_beta`` of a recurrent layer in place."""
-    acts = d.get("activations")
-    if acts is None:
-        acts = list(defaults) * (n // len(defaults))
-        d["activations"] = acts
-    if not isinstance(acts, list) or len(acts) != n:
-        raise _fail("bad field", f"{layer}: 'activations' must be a list of {n} names, got {_short(acts)}")
-    for a in acts:
-        if a not in ACTIVATIONS or (a == "softmax" and not allow_softmax):
-            raise _fail("unknown activation", f"{layer}: {_short(a)}")
-    for key, idx in (("activation_alpha", 0), ("activation_beta", 1)):
-        vals = d.get(key)
-        if vals is None:
-            vals = [ACTIVATION_DEFAULTS.get(a, (0.0, 0.0))[idx] for a in acts]
-            d[key] = vals
-        if not isinstance(vals, list) or len(vals) != n:
-            raise _fail("bad field", f"{layer}: '{key}' must be a list of {n} numbers")
-        for v in vals:
-            _num(layer, v, key)
-
-
-def _act1(layer: str, d: Mapping) -> None:
-    a = d.setdefault("activation", "linear")
-    if a not in ACTIVATIONS:
-        raise _fail("unknown activation", f"{layer}: {_short(a)}")
-    da, db = ACTIVATION_DEFAULTS.get(a, (0.0, 0.0))
-    d["alpha"] = _num(layer, d.get("alpha", da), "alpha")
-    d["beta"] = _num(layer, d.get("beta", db), "beta")
-
-
-def layer_tensor_specs(layer: dict) -> dict[str, tuple[tuple[int, ...], bool]]:
-    """Expected tensors of a validated layer: role -> (shape, required). Float roles unless noted."""
-    k = layer["kind"]
-    i, o = layer["input_size"], layer["output_size"]
-    if k in ("normalize",):
-        return {"mean": ((i,), True), "std": ((i,), True)}
-    if k == "affine":
-        return {"scale": ((i,), True), "shift": ((i,), True)}
-    if k in ("activation", "onehot"):
-        return {}
-    if k == "embedding":
-        return {"table": ((layer["vocab_size"], o), True)}
-    if k in RECURRENT_GATES:
-        g, h = RECURRENT_GATES[k], layer["hidden_size"]
-        d = DIRECTIONS[layer["direction"]]
-        spec = {
-            "W": ((d, g * h, i), True),
-            "R": ((d, g * h, h), True),
-            "B": ((d, 2 * g * h), False),
-            "initial_h": ((d, h), False),
-        }
-        if k == "lstm":
-            spec["P"] = ((d, 3 * h), False)
-            spec["initial_c"] = ((d, h), False)
-        return spec
-    if k == "esn":
-        n = layer["reservoir_size"]
-        spec = {"W_in": ((n, i), True), "b": ((n,), False)}
-        if layer.get("sparse"):
-            nnz = layer["nnz"]
-            spec.update({"W_data": ((nnz,), True), "W_indices": ((nnz,), True), "W_indptr": ((n + 1,), True)})
-        else:
-            spec["W"] = ((n, n), True)
-        return spec
-    if k == "dense":
-        return {"W": ((o, i), True), "b": ((o,), False)}
-    if k == "attention":
-        a = layer["attention_size"]
-        return {"W": ((a, i), True), "b": ((a,), True), "v": ((a,), True)}
-    raise _fail("unknown layer kind", repr(k))  # pragma: no cover - validate_plan checks first
-
-
-def _validate_layer(idx: int, layer: Any, in_size: int) -> int:
-    if not isinstance(layer, dict):
-        raise _fail("bad layer", f"layer {idx} is not an object")
-    kind = layer.get("kind")
-    name = layer.get("name", f"layer{idx}")
-    if not isinstance(name, str) or not name:
-        raise _fail("bad field", f"layer {idx}: 'name' must be a non-empty string")
-    where = f"layer {idx} ({_short(name)}, {kind})"
-    if kind not in LAYER_KINDS:
-        raise _fail("unknown layer kind", f"layer {idx}: {_short(kind)} (known: {', '.join(LAYER_KINDS)})")
-    i = _int(where, layer, "input_size")
-    if i != in_size:
-        raise _fail("layers do not chain", f"{where}: input_size {i} but the previous output is {in_size}")
-    if kind in ("normalize", "affine"):
-        o = i
-    elif kind == "activation":
-        _act1(where, layer)
-        o = i
-    elif kind in ("embedding", "onehot"):
-        if idx != 0 or i != 1:
-            raise _fail("bad layer", f"{where}: token layers must come first, with input_size 1")
-        v = _int(where, layer, "vocab_size")
-        o = v if kind == "onehot" else _int(where, layer, "output_size")
-    elif kind in RECURRENT_GATES:
-        h = _int(where, layer, "hidden_size")
-        direction = layer.setdefault("direction", "forward")
-        if not isinstance(direction, str) or direction not in DIRECTIONS:
-            raise _fail("bad field", f"{where}: direction {_short(direction)}")
-        d = DIRECTIONS[direction]
-        _acts(where, layer, d * len(CELL_ACTIVATIONS[kind]), CELL_ACTIVATIONS[kind], False)
-        clip = layer.get("clip")
-        if clip is not None and (_num(where, clip, "clip") <= 0):
-            raise _fail("bad field", f"{where}: clip must be positive")
-        if kind == "lstm":
-            _bool(where, layer, "input_forget")
-        if kind == "gru":
-            lbr = layer.setdefault("linear_before_reset", 0)
-            if type(lbr) is not int or lbr not in (0, 1):
-                raise _fail("bad field", f"{where}: linear_before_reset must be 0 or 1")
-        o = d * h
-    elif kind == "esn":
-        n = _int(where, layer, "reservoir_size")
-        a = _num(where, layer.get("leak_rate"), "leak_rate")
-        if not 0.0 < a <= 1.0:
-            raise _fail("bad field", f"{where}: leak_rate {a} is outside (0, 1]")
-        ro = layer.setdefault("readout_input", "state")
-        if ro not in ("state", "extended"):
-            raise _fail("bad field", f"{where}: readout_input {_short(ro)}")
-        if _bool(where, layer, "sparse"):
-            _int(where, layer, "nnz", 0, n * n)
-        o = n if ro == "state" else 1 + i + n
-    elif kind == "dense":
-        o = _int(where, layer, "output_size")
-        _act1(where, layer)
-    elif kind == "attention":
-        _int(where, layer, "attention_size")
-        o = i
-    got = layer.get("output_size", o)
-    if got != o:
-        raise _fail("bad size", f"{where}: output_size {_short(got)} but the layer produces {o}")
-    layer["output_size"] = o
-    layer["name"] = name
-    if not isinstance(layer.get("tensors", {}), dict):
-        raise _fail("bad field", f"{where}: 'tensors' must be an object")
-    layer.setdefault("tensors", {})
-    return o
-
-
-def validate_plan(plan: Any) -> dict:
-    """Check a plan (see docs/ARTIFACT.md) and fill in defaults; returns a normalized deep copy.
-
-    Raises :class:`ArtifactError` naming the first failed check.
-    """
-    if not isinstance(plan, dict):
-        raise _fail("bad plan", "the plan is not a JSON object")
-    try:
-        plan = json.loads(json.dumps(plan, allow_nan=False))  # deep copy, and proves it is plain JSON
-    except (TypeError, ValueError, RecursionError) as e:
-        raise _fail("bad plan", f"not plain JSON: {str(e)[:200]}") from None
-    if plan.get("format") != FORMAT:
-        raise _fail(
-            "not an edgernn artifact", f"format is {_short(plan.get('format'))}, expected {_short(FORMAT)}"
-        )
-    if plan.get("format_version") != FORMAT_VERSION:
-        raise _fail(
-            "unknown format version",
-            f"{_short(plan.get('format_version'))}; this edgernn reads version {FORMAT_VERSION}",
-        )
-    inp, out = plan.get("input"), plan.get("output")
-    if not isinstance(inp, dict) or not isinstance(out, dict):
-        raise _fail("bad plan", "'input' and 'output' must be objects")
-    inp.setdefault("kind", "features")
-    if inp["kind"] not in ("features", "tokens"):
-        raise _fail("bad field", f"input kind {_short(inp['kind'])}")
-    in_size = _int("input", inp, "size")
-    if inp["kind"] == "tokens":
-        _int("input", inp, "vocab_size")
-        if in_size != 1:
-            raise _fail("bad size", "a token input has size 1 (one id per step)")
-    out_size = _int("output", out, "size")
-    seq = out.setdefault("sequence", "many_to_many")
-    if seq not in ("many_to_one", "many_to_many"):
-        raise _fail("bad field", f"output sequence {_short(seq)}")
-    labels = out.setdefault("labels", None)
-    if labels is not None and (
-        not isinstance(labels, list) or len(labels) != out_size or not all(isinstance(s, str) for s in labels)
-    ):
-        raise _fail("bad field", f"output labels must be a list of {out_size} strings")
-    q = plan.setdefault("quantization", "none")
-    if q not in ("none", "int8", "fp16"):
-        raise _fail("bad field", f"quantization {_short(q)}")
-    layers = plan.get("layers")
-    if not isinstance(layers, list) or not layers:
-        raise _fail("bad plan", "'layers' must be a non-empty list")
-    if len(layers) > 1024:
-        raise _fail("bad plan", f"{len(layers)} layers (at most 1024)")
-    size = in_size
-    names = set()
-    for idx, layer in enumerate(layers):
-        size = _validate_layer(idx, layer, size)
-        if layer["name"] in names:
-            raise _fail("bad field", f"duplicate layer name {_short(layer['name'])}")
-        names.add(layer["name"])
-        if layer["kind"] in ("embedding", "onehot"):
-            if inp["kind"] != "tokens" or layer["vocab_size"] != inp["vocab_size"]:
-                raise _fail(
-                    "bad layer", f"layer {idx}: token layer needs a token input of the same vocab_size"
-                )
-    if inp["kind"] == "tokens" and layers[0]["kind"] not in ("embedding", "onehot"):
-        raise _fail("bad layer", "a token input must be followed by an embedding or onehot layer")
-    if size != out_size:
-        raise _fail(
-            "layers do not chain", f"the last layer produces {size} values but output.size is {out_size}"
-        )
-    plan.setdefault("producer", {})
-    return plan
-
-
 def validate_tensors(
     plan: dict, tensors: Mapping[str, np.ndarray], max_parameters: int = MAX_PARAMETERS
 ) -> None:
@@ -369,8 +88,7 @@ def validate_tensors(
     used: set[str] = set()
     quant = plan["quantization"]
     total = 0
-    for idx, layer in enumerate(plan["layers"]):
-        where = f"layer {idx} ({_short(layer['name'])}, {layer['kind']})"
+    for where, layer in plan_layers(plan):
         spec = layer_tensor_specs(layer)
         roles = layer["tensors"]
         qroles = QUANTIZABLE.get(layer["kind"], ())
@@ -447,7 +165,11 @@ def validate_tensors(
         _check_values(where, layer, roles, tensors)
     extra = set(tensors) - used
     if extra:
-        raise _fail("unexpected tensor", f"tensors not used by any layer: {sorted(extra)[:5]}")
+        if plan["format_version"] == 1:
+            raise _fail(
+                "unexpected tensor", f"tensors not used by any layer: {_short(sorted(extra)[:5], 300)}"
+            )
+        raise _fail("unused tensor", f"tensors not used by any op: {_short(sorted(extra)[:5], 300)}")
     has_q = any(np.dtype(tensors[n].dtype) == np.dtype("i1") for n in used)
     has_h = any(np.dtype(tensors[n].dtype) == np.dtype("<f2") for n in used)
     if quant == "int8" and not has_q:

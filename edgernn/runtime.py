@@ -186,7 +186,9 @@ class Model:
         self.plan = plan
         self.source = source
         self.nonfinite = nonfinite
-        self._packed: Packed = pack(plan, tensors)
+        chain = artifact.chain_plan(plan)  # what runs: the layer chain of a plan of either format version
+        self._layers = chain["layers"]
+        self._packed: Packed = pack(chain, tensors)
         p = self._packed
         if nonfinite == "propagate":
             from .kernels.layout import H_FLAGS
@@ -248,8 +250,9 @@ class Model:
                 _layer_summary(layer)
                 | ({"packed_dense": True} if layer["name"] in dense else {})
                 | ({"packed_float32": True} if layer["name"] in deq else {})
-                for layer in p["layers"]
+                for layer in self._layers
             ],
+            "format_version": p["format_version"],
             "parameters": self._n_params,
             "weight_bytes": self._bytes,
             "quantization": p["quantization"],
@@ -263,7 +266,7 @@ class Model:
         }
 
     def __repr__(self) -> str:
-        kinds = "+".join(layer["kind"] for layer in self.plan["layers"])
+        kinds = "+".join(layer["kind"] for layer in self._layers)
         return f"<edgernn.Model {kinds} {self.input_size}->{self.output_size} [{self.backend}]>"
 
     # ---------------------------------------------------------------- streams

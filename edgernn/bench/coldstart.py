@@ -33,6 +33,7 @@ elif which == "torch":
     from edgernn import artifact
     from edgernn.export.baselines import TorchBaseline
     plan, tensors = artifact.read(path)
+    plan = artifact.chain_plan(plan)
     y = TorchBaseline(plan, tensors).step(np.zeros(plan["input"]["size"], np.float32))
 t1 = time.perf_counter()
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

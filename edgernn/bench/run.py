@@ -168,6 +168,7 @@ def bench(
         if f is not None and not os.path.isfile(f):
             raise InputError(f"{what}: no such file: {f}")
     plan, tensors = artifact.read(path)
+    plan = artifact.chain_plan(plan)  # the layer chain of either format version
     quant = plan["quantization"]
     cost = model_cost(plan, tensors)
     in_size = plan["input"]["size"]

@@ -1,10 +1,11 @@
 """``edgernn inspect FILE``: what is inside an ``.ernn`` artifact or an ONNX model.
 
-For ``.ernn``: format, producer, input/output, quantization, labels, every layer (kind, sizes, direction or
-activation, parameters, bytes, dtypes) and the quantization report when the artifact has one. Reading the
-artifact uses the strict reader only (no kernels are compiled). For ``.onnx``: opsets, inputs/outputs,
-operator counts, the recurrent nodes with their attributes, parameter count, and whether (and into what)
-it compiles.
+For ``.ernn``: format, producer, input/output, quantization, labels, every layer (format 1) or every value
+and op with its inputs and outputs (format 2) with kind, sizes, direction or activation, parameters, bytes
+and dtypes, and the quantization report when the artifact has one. Names from the file are printed escaped
+when they hold unprintable characters. Reading the artifact uses the strict reader only (no kernels are
+compiled). For ``.onnx``: opsets, inputs/outputs, operator counts, the recurrent nodes with their
+attributes, parameter count, and whether (and into what) it compiles.
 """
 
 from __future__ import annotations
@@ -24,15 +25,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def describe_ernn(path: str) -> dict:
-    """Information about an ``.ernn`` file as a JSON-able dict (raises ArtifactError if it is invalid)."""
+    """Information about an ``.ernn`` file as a JSON-able dict (raises ArtifactError if it is invalid).
+
+    Format 1: ``layers``. Format 2: ``values`` (name -> shape) and ``ops``, each also with its
+    ``inputs`` and ``outputs``."""
     import numpy as np
 
-    from ..artifact import dtype_name, read
+    from ..artifact import dtype_name, plan_layers, read
 
     plan, tensors = read(path)
     layers = []
     total = 0
-    for layer in plan["layers"]:
+    ops = plan.get("ops")
+    for idx, (_, layer) in enumerate(plan_layers(plan)):
         names = list(layer["tensors"].values())
         params = int(sum(tensors[n].size for n in names if not n.endswith("_scale")))
         nbytes = int(sum(tensors[n].nbytes for n in names))
@@ -46,25 +51,15 @@ def describe_ernn(path: str) -> dict:
             "bytes": nbytes,
             "dtypes": sorted({dtype_name(tensors[n]) for n in names}),
         }
-        for key in (
-            "hidden_size",
-            "direction",
-            "activation",
-            "activations",
-            "clip",
-            "linear_before_reset",
-            "input_forget",
-            "reservoir_size",
-            "leak_rate",
-            "vocab_size",
-            "attention_size",
-        ):
+        if ops is not None:
+            d["inputs"], d["outputs"] = list(ops[idx]["inputs"]), list(ops[idx]["outputs"])
+        for key in DETAILS:
             if key in layer and layer[key] is not None:
                 d[key] = layer[key]
         roles = sorted(layer["tensors"])
         d["tensors"] = {r: list(np.shape(tensors[layer["tensors"][r]])) for r in roles}
         layers.append(d)
-    return {
+    info = {
         "file": path,
         "type": "ernn",
         "bytes": os.path.getsize(path),
@@ -74,11 +69,35 @@ def describe_ernn(path: str) -> dict:
         "output": plan["output"],
         "quantization": plan["quantization"],
         "parameters": total,
-        "layers": layers,
+        "layers" if ops is None else "ops": layers,
         "quantization_report": plan.get("quantization_report"),
         "quantization_rounding": plan.get("quantization_rounding"),
         "source_io": plan.get("source_io"),
     }
+    if ops is not None:
+        info["values"] = {v: list(e["shape"]) for v, e in plan["values"].items()}
+    return info
+
+
+#: Layer fields shown by ``inspect`` when present.
+DETAILS = (
+    "hidden_size",
+    "direction",
+    "activation",
+    "activations",
+    "clip",
+    "linear_before_reset",
+    "input_forget",
+    "reservoir_size",
+    "leak_rate",
+    "vocab_size",
+    "attention_size",
+)
+
+
+def _show(name: str) -> str:
+    """A name from a file, safe to print on a terminal: escaped unless every character is printable."""
+    return name if name.isprintable() else repr(name)[1:-1]
 
 
 def describe_onnx(path: str) -> dict:
@@ -152,26 +171,40 @@ def _print_ernn(info: dict) -> None:
     )
     if prod:
         src = f" from {prod.get('source')}" if prod.get("source") else ""
-        print(f"  producer: {prod.get('name', '?')} {prod.get('version', '')}{src}")
+        print(_show(f"  producer: {prod.get('name', '?')} {prod.get('version', '')}{src}"))
     inp, out = info["input"], info["output"]
     kind = inp.get("kind", "features")
     extra = f", vocab {inp['vocab_size']}" if kind == "tokens" else ""
-    print(f"  input:  {kind} {inp['size']}{extra}")
-    print(f"  output: {out['size']} ({out['sequence']})")
+    iv = f", value {_show(inp['value'])}" if "value" in inp else ""
+    ov = f", value {_show(out['value'])}" if "value" in out else ""
+    print(f"  input:  {kind} {inp['size']}{extra}{iv}")
+    print(f"  output: {out['size']} ({out['sequence']}){ov}")
     if out.get("labels"):
-        print(f"  labels: {', '.join(out['labels'])}")
+        print(f"  labels: {', '.join(_show(v) for v in out['labels'])}")
     print(f"  parameters: {info['parameters']}")
-    print(f"  {'layer':<14} {'kind':<10} {'in':>6}  {'out':<6} {'params':>9} {'bytes':>9}  dtype  details")
-    for layer in info["layers"]:
+    if "values" in info:
+        print(
+            f"  values ({len(info['values'])}): "
+            + ", ".join(f"{_show(v)}{shape}" for v, shape in info["values"].items())
+        )
+    rows = info.get("layers", info.get("ops", []))
+    head = "layer" if "layers" in info else "op"
+    print(f"  {head:<14} {'kind':<10} {'in':>6}  {'out':<6} {'params':>9} {'bytes':>9}  dtype  details")
+    for layer in rows:
         det = []
         for key in ("hidden_size", "direction", "activation", "activations", "clip", "linear_before_reset"):
             if key in layer:
                 det.append(f"{key}={layer[key]}")
         print(
-            f"  {layer['name']:<14} {layer['kind']:<10} {layer['input_size']:>6}->{layer['output_size']:<6} "
+            f"  {_show(layer['name']):<14} {layer['kind']:<10} "
+            f"{layer['input_size']:>6}->{layer['output_size']:<6} "
             f"{layer['parameters']:>9} {layer['bytes']:>9}  "
             f"{'/'.join(layer['dtypes']) or '-':<5}  {' '.join(det)}"
         )
+        if "inputs" in layer:
+            ins = ", ".join(_show(v) for v in layer["inputs"])
+            outs = ", ".join(_show(v) for v in layer["outputs"])
+            print(f"  {'':<14} {ins} -> {outs}")
     rnd = info.get("quantization_rounding")
     if isinstance(rnd, dict):
         how = "nearest" if rnd.get("method") != "gptq" else "error-compensated (GPTQ)"

@@ -1,0 +1,497 @@
+"""The plan inside an ``.ernn`` artifact (docs/ARTIFACT.md): validation and conversions.
+
+Two versions: format 1, a chain of layers, and format 2, a dataflow graph of named values and ops. Both
+are checked by :func:`validate_plan` with the same per-layer code: a format-2 op is checked as the
+format-1 layer it stands for (its attributes, plus its kind, name and the sizes of the values it reads and
+writes). :func:`upgrade` turns a chain into a graph, :func:`chain_layers` a graph of chained layer kinds
+back into a chain (what the runtime executes today). Every rejection is an :class:`~edgernn.ArtifactError`
+whose message starts with the name of the failed check.
+
+Names of ops and values are data from the file: they appear in messages (cut, through ``repr``) and are
+never used to build code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import ArtifactError
+
+FORMAT = "ernn"
+#: Format versions this edgernn reads (and writes).
+FORMAT_VERSIONS = (1, 2)
+#: The newest format version.
+FORMAT_VERSION = 2
+
+#: Largest size any single layer dimension may have.
+MAX_DIM = 1 << 24
+#: Most layers (format 1) or ops (format 2) in one plan.
+MAX_OPS = 1024
+#: Most values in one format-2 graph.
+MAX_VALUES = 4 * MAX_OPS
+#: Longest layer or op name (characters).
+MAX_NAME = 256
+#: Longest value name (characters): room for an op name and a suffix.
+MAX_VALUE_NAME = 2 * MAX_NAME
+
+ACTIVATIONS = (
+    "linear",
+    "relu",
+    "tanh",
+    "sigmoid",
+    "softmax",
+    "leaky_relu",
+    "affine",
+    "thresholded_relu",
+    "scaled_tanh",
+    "hard_sigmoid",
+    "elu",
+    "softsign",
+    "softplus",
+)
+#: ONNX default (alpha, beta) of each activation.
+ACTIVATION_DEFAULTS = {
+    "leaky_relu": (0.01, 0.0),
+    "affine": (1.0, 0.0),
+    "thresholded_relu": (1.0, 0.0),
+    "scaled_tanh": (1.0, 1.0),
+    "hard_sigmoid": (0.2, 0.5),
+    "elu": (1.0, 0.0),
+}
+DIRECTIONS = {"forward": 1, "reverse": 1, "bidirectional": 2}
+RECURRENT_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+CELL_ACTIVATIONS = {"rnn": ("tanh",), "lstm": ("sigmoid", "tanh", "tanh"), "gru": ("sigmoid", "tanh")}
+LAYER_KINDS = (
+    "normalize",
+    "affine",
+    "activation",
+    "embedding",
+    "onehot",
+    "rnn",
+    "lstm",
+    "gru",
+    "esn",
+    "dense",
+    "attention",
+)
+#: Format 2: (number of inputs, number of outputs) of each op kind.
+OP_ARITY = {k: (1, 1) for k in LAYER_KINDS}
+#: Keys of a format-2 op.
+OP_KEYS = ("kind", "name", "inputs", "outputs", "attrs", "tensors")
+#: Layer fields that a format-2 op holds outside ``attrs`` (or derives from its values' shapes).
+NOT_ATTRS = ("kind", "name", "input_size", "output_size", "tensors")
+#: Roles that may be stored as int8 with a ``<role>_scale`` tensor.
+QUANTIZABLE = {
+    "rnn": ("W", "R"),
+    "lstm": ("W", "R"),
+    "gru": ("W", "R"),
+    "esn": ("W_in", "W", "W_data"),
+    "dense": ("W",),
+    "attention": ("W",),
+    "embedding": ("table",),
+}
+
+
+def _fail(check: str, msg: str) -> ArtifactError:
+    return ArtifactError(f"{check}: {msg}")
+
+
+def _short(v: Any, n: int = 80) -> str:
+    """repr() of a value from a file, cut to ``n`` characters (a hostile value can be megabytes)."""
+    try:
+        r = repr(v)
+    except (ValueError, RecursionError):  # e.g. an int with more digits than Python will print
+        r = f"<{type(v).__name__}>"
+    return r if len(r) <= n else r[: n - 3] + "..."
+
+
+# ------------------------------------------------------------------------------------------ fields
+
+
+def _int(layer: str, d: Mapping, key: str, lo: int = 1, hi: int = MAX_DIM) -> int:
+    v = d.get(key)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _fail("bad field", f"{layer}: '{key}' must be an integer, got {_short(v)}")
+    if not lo <= v <= hi:
+        raise _fail("bad size", f"{layer}: '{key}' = {v} is outside [{lo}, {hi}]")
+    return v
+
+
+def _num(layer: str, v: Any, key: str) -> float:
+    ok = not isinstance(v, bool) and isinstance(v, (int, float))
+    if ok and isinstance(v, int):
+        ok = abs(v) <= 1 << 64  # a huge JSON integer would overflow float() below
+    if not ok or not math.isfinite(v):
+        raise _fail("bad field", f"{layer}: '{key}' must be a finite number, got {_short(v)}")
+    return float(v)
+
+
+def _bool(layer: str, d: dict, key: str) -> bool:
+    v = d.setdefault(key, False)
+    if not isinstance(v, bool):
+        raise _fail("bad field", f"{layer}: '{key}' must be true or false, got {_short(v)}")
+    return v
+
+
+def _name(v: Any, what: str, cap: int = MAX_NAME) -> str:
+    if not isinstance(v, str) or not v:
+        raise _fail("bad field", f"{what}: the name must be a non-empty string, got {_short(v)}")
+    if len(v) > cap:
+        raise _fail("bad field", f"{what}: name {_short(v)} is longer than {cap} characters")
+    return v
+
+
+def _acts(layer: str, d: Mapping, n: int, defaults: tuple[str, ...], allow_softmax: bool) -> None:
+    """Normalize ``activations``/``activation_alpha``/``activation_beta`` of a recurrent layer in place."""
+    acts = d.get("activations")
+    if acts is None:
+        acts = list(defaults) * (n // len(defaults))
+        d["activations"] = acts
+    if not isinstance(acts, list) or len(acts) != n:
+        raise _fail("bad field", f"{layer}: 'activations' must be a list of {n} names, got {_short(acts)}")
+    for a in acts:
+        if a not in ACTIVATIONS or (a == "softmax" and not allow_softmax):
+            raise _fail("unknown activation", f"{layer}: {_short(a)}")
+    for key, idx in (("activation_alpha", 0), ("activation_beta", 1)):
+        vals = d.get(key)
+        if vals is None:
+            vals = [ACTIVATION_DEFAULTS.get(a, (0.0, 0.0))[idx] for a in acts]
+            d[key] = vals
+        if not isinstance(vals, list) or len(vals) != n:
+            raise _fail("bad field", f"{layer}: '{key}' must be a list of {n} numbers")
+        for v in vals:
+            _num(layer, v, key)
+
+
+def _act1(layer: str, d: Mapping) -> None:
+    a = d.setdefault("activation", "linear")
+    if a not in ACTIVATIONS:
+        raise _fail("unknown activation", f"{layer}: {_short(a)}")
+    da, db = ACTIVATION_DEFAULTS.get(a, (0.0, 0.0))
+    d["alpha"] = _num(layer, d.get("alpha", da), "alpha")
+    d["beta"] = _num(layer, d.get("beta", db), "beta")
+
+
+# ------------------------------------------------------------------------------------------ layers
+
+
+def layer_tensor_specs(layer: dict) -> dict[str, tuple[tuple[int, ...], bool]]:
+    """Expected tensors of a validated layer: role -> (shape, required). Float roles unless noted.
+
+    ``layer`` is a format-1 layer, or the layer view of a format-2 op (:func:`plan_layers`)."""
+    k = layer["kind"]
+    i, o = layer["input_size"], layer["output_size"]
+    if k in ("normalize",):
+        return {"mean": ((i,), True), "std": ((i,), True)}
+    if k == "affine":
+        return {"scale": ((i,), True), "shift": ((i,), True)}
+    if k in ("activation", "onehot"):
+        return {}
+    if k == "embedding":
+        return {"table": ((layer["vocab_size"], o), True)}
+    if k in RECURRENT_GATES:
+        g, h = RECURRENT_GATES[k], layer["hidden_size"]
+        d = DIRECTIONS[layer["direction"]]
+        spec = {
+            "W": ((d, g * h, i), True),
+            "R": ((d, g * h, h), True),
+            "B": ((d, 2 * g * h), False),
+            "initial_h": ((d, h), False),
+        }
+        if k == "lstm":
+            spec["P"] = ((d, 3 * h), False)
+            spec["initial_c"] = ((d, h), False)
+        return spec
+    if k == "esn":
+        n = layer["reservoir_size"]
+        spec = {"W_in": ((n, i), True), "b": ((n,), False)}
+        if layer.get("sparse"):
+            nnz = layer["nnz"]
+            spec.update({"W_data": ((nnz,), True), "W_indices": ((nnz,), True), "W_indptr": ((n + 1,), True)})
+        else:
+            spec["W"] = ((n, n), True)
+        return spec
+    if k == "dense":
+        return {"W": ((o, i), True), "b": ((o,), False)}
+    if k == "attention":
+        a = layer["attention_size"]
+        return {"W": ((a, i), True), "b": ((a,), True), "v": ((a,), True)}
+    raise _fail("unknown layer kind", repr(k))  # pragma: no cover - validate_plan checks first
+
+
+def _layer_fields(where: str, layer: dict, first: bool) -> int:
+    """Check and normalize the kind-specific fields of a layer whose ``input_size`` is already checked.
+
+    ``first``: the layer reads the model input. Returns the size the layer produces per step.
+    """
+    kind, i = layer["kind"], layer["input_size"]
+    if kind in ("normalize", "affine"):
+        o = i
+    elif kind == "activation":
+        _act1(where, layer)
+        o = i
+    elif kind in ("embedding", "onehot"):
+        if not first or i != 1:
+            raise _fail("bad layer", f"{where}: token layers must come first, with input_size 1")
+        v = _int(where, layer, "vocab_size")
+        o = v if kind == "onehot" else _int(where, layer, "output_size")
+    elif kind in RECURRENT_GATES:
+        h = _int(where, layer, "hidden_size")
+        direction = layer.setdefault("direction", "forward")
+        if not isinstance(direction, str) or direction not in DIRECTIONS:
+            raise _fail("bad field", f"{where}: direction {_short(direction)}")
+        d = DIRECTIONS[direction]
+        _acts(where, layer, d * len(CELL_ACTIVATIONS[kind]), CELL_ACTIVATIONS[kind], False)
+        clip = layer.get("clip")
+        if clip is not None and (_num(where, clip, "clip") <= 0):
+            raise _fail("bad field", f"{where}: clip must be positive")
+        if kind == "lstm":
+            _bool(where, layer, "input_forget")
+        if kind == "gru":
+            lbr = layer.setdefault("linear_before_reset", 0)
+            if type(lbr) is not int or lbr not in (0, 1):
+                raise _fail("bad field", f"{where}: linear_before_reset must be 0 or 1")
+        o = d * h
+    elif kind == "esn":
+        n = _int(where, layer, "reservoir_size")
+        a = _num(where, layer.get("leak_rate"), "leak_rate")
+        if not 0.0 < a <= 1.0:
+            raise _fail("bad field", f"{where}: leak_rate {a} is outside (0, 1]")
+        ro = layer.setdefault("readout_input", "state")
+        if ro not in ("state", "extended"):
+            raise _fail("bad field", f"{where}: readout_input {_short(ro)}")
+        if _bool(where, layer, "sparse"):
+            _int(where, layer, "nnz", 0, n * n)
+        o = n if ro == "state" else 1 + i + n
+    elif kind == "dense":
+        o = _int(where, layer, "output_size")
+        _act1(where, layer)
+    else:  # attention
+        _int(where, layer, "attention_size")
+        o = i
+    if not isinstance(layer.get("tensors", {}), dict):
+        raise _fail("bad field", f"{where}: 'tensors' must be an object")
+    layer.setdefault("tensors", {})
+    return o
+
+
+def _validate_layer(idx: int, layer: Any, in_size: int) -> int:
+    if not isinstance(layer, dict):
+        raise _fail("bad layer", f"layer {idx} is not an object")
+    kind = layer.get("kind")
+    name = _name(layer.get("name", f"layer{idx}"), f"layer {idx}")
+    where = f"layer {idx} ({_short(name)}, {kind})"
+    if kind not in LAYER_KINDS:
+        raise _fail("unknown layer kind", f"layer {idx}: {_short(kind)} (known: {', '.join(LAYER_KINDS)})")
+    i = _int(where, layer, "input_size")
+    if i != in_size:
+        raise _fail("layers do not chain", f"{where}: input_size {i} but the previous output is {in_size}")
+    o = _layer_fields(where, layer, idx == 0)
+    got = layer.get("output_size", o)
+    if got != o:
+        raise _fail("bad size", f"{where}: output_size {_short(got)} but the layer produces {o}")
+    layer["output_size"] = o
+    layer["name"] = name
+    return o
+
+
+# -------------------------------------------------------------------------------------------- plans
+
+
+def validate_plan(plan: Any) -> dict:
+    """Check a format-1 or format-2 plan (see docs/ARTIFACT.md) and fill in defaults.
+
+    Returns a normalized deep copy of the same version. Raises :class:`ArtifactError` naming the first
+    failed check.
+    """
+    if not isinstance(plan, dict):
+        raise _fail("bad plan", "the plan is not a JSON object")
+    try:
+        plan = json.loads(json.dumps(plan, allow_nan=False))  # deep copy, and proves it is plain JSON
+    except (TypeError, ValueError, RecursionError) as e:
+        raise _fail("bad plan", f"not plain JSON: {str(e)[:200]}") from None
+    if plan.get("format") != FORMAT:
+        raise _fail(
+            "not an edgernn artifact", f"format is {_short(plan.get('format'))}, expected {_short(FORMAT)}"
+        )
+    version = plan.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version not in FORMAT_VERSIONS:
+        raise _fail(
+            "unknown format version",
+            f"{_short(version)}; this edgernn reads versions {', '.join(map(str, FORMAT_VERSIONS))}",
+        )
+    inp, out = _validate_io(plan)
+    if version == 1:
+        _validate_chain(plan, inp, out)
+    else:
+        from .plan_graph import validate_graph
+
+        validate_graph(plan, inp, out)
+    plan.setdefault("producer", {})
+    return plan
+
+
+def _validate_io(plan: dict) -> tuple[dict, dict]:
+    """The fields both versions share: ``input``, ``output``, ``quantization``."""
+    inp, out = plan.get("input"), plan.get("output")
+    if not isinstance(inp, dict) or not isinstance(out, dict):
+        raise _fail("bad plan", "'input' and 'output' must be objects")
+    inp.setdefault("kind", "features")
+    if inp["kind"] not in ("features", "tokens"):
+        raise _fail("bad field", f"input kind {_short(inp['kind'])}")
+    in_size = _int("input", inp, "size")
+    if inp["kind"] == "tokens":
+        _int("input", inp, "vocab_size")
+        if in_size != 1:
+            raise _fail("bad size", "a token input has size 1 (one id per step)")
+    out_size = _int("output", out, "size")
+    seq = out.setdefault("sequence", "many_to_many")
+    if seq not in ("many_to_one", "many_to_many"):
+        raise _fail("bad field", f"output sequence {_short(seq)}")
+    labels = out.setdefault("labels", None)
+    if labels is not None and (
+        not isinstance(labels, list) or len(labels) != out_size or not all(isinstance(s, str) for s in labels)
+    ):
+        raise _fail("bad field", f"output labels must be a list of {out_size} strings")
+    q = plan.setdefault("quantization", "none")
+    if q not in ("none", "int8", "fp16"):
+        raise _fail("bad field", f"quantization {_short(q)}")
+    return inp, out
+
+
+def _token_layer(where: str, layer: dict, inp: dict) -> None:
+    if inp["kind"] != "tokens" or layer["vocab_size"] != inp["vocab_size"]:
+        raise _fail("bad layer", f"{where}: token layer needs a token input of the same vocab_size")
+
+
+def _validate_chain(plan: dict, inp: dict, out: dict) -> None:
+    layers = plan.get("layers")
+    if not isinstance(layers, list) or not layers:
+        raise _fail("bad plan", "'layers' must be a non-empty list")
+    if len(layers) > MAX_OPS:
+        raise _fail("bad plan", f"{len(layers)} layers (at most {MAX_OPS})")
+    size = inp["size"]
+    names = set()
+    for idx, layer in enumerate(layers):
+        size = _validate_layer(idx, layer, size)
+        if layer["name"] in names:
+            raise _fail("bad field", f"duplicate layer name {_short(layer['name'])}")
+        names.add(layer["name"])
+        if layer["kind"] in ("embedding", "onehot"):
+            _token_layer(f"layer {idx}", layer, inp)
+    if inp["kind"] == "tokens" and layers[0]["kind"] not in ("embedding", "onehot"):
+        raise _fail("bad layer", "a token input must be followed by an embedding or onehot layer")
+    if size != out["size"]:
+        raise _fail(
+            "layers do not chain", f"the last layer produces {size} values but output.size is {out['size']}"
+        )
+
+
+def plan_layers(plan: dict) -> list[tuple[str, dict]]:
+    """``(where, layer)`` for every layer of a validated plan, in order: a format-1 plan's layers, or the
+    layer view of each op of a format-2 graph (the op's attributes with its kind, name, tensors and the
+    sizes of the values it reads and writes). ``where`` names the layer or op in messages."""
+    if plan["format_version"] == 1:
+        return [
+            (f"layer {i} ({_short(ly['name'])}, {ly['kind']})", ly) for i, ly in enumerate(plan["layers"])
+        ]
+    return [
+        (f"op {i} ({_short(op['name'])}, {op['kind']})", op_layer(plan, op))
+        for i, op in enumerate(plan["ops"])
+    ]
+
+
+def op_layer(plan: dict, op: dict) -> dict:
+    """The format-1 layer a format-2 op of a chained kind stands for (sizes from its values' shapes)."""
+    vals = plan["values"]
+    return {
+        "kind": op["kind"],
+        "name": op["name"],
+        "input_size": vals[op["inputs"][0]]["shape"][0],
+        "output_size": vals[op["outputs"][0]]["shape"][0],
+        **op.get("attrs", {}),
+        "tensors": op.get("tensors", {}),
+    }
+
+
+def upgrade(plan: Mapping) -> dict:
+    """A format-1 plan as the equivalent format-2 graph (a format-2 plan is returned validated).
+
+    Value names are deterministic: ``"input"`` for the model input, ``"<layer name>:y"`` for each layer's
+    output; op names are the layer names. Raises :class:`ArtifactError` if ``plan`` is invalid.
+    """
+    plan = validate_plan(dict(plan))
+    if plan["format_version"] == 2:
+        return plan
+    prev = "input"
+    values = {prev: {"shape": [plan["input"]["size"]]}}
+    ops = []
+    for layer in plan["layers"]:
+        v = f"{layer['name']}:y"
+        values[v] = {"shape": [layer["output_size"]]}
+        ops.append(
+            {
+                "kind": layer["kind"],
+                "name": layer["name"],
+                "inputs": [prev],
+                "outputs": [v],
+                "attrs": {k: x for k, x in layer.items() if k not in NOT_ATTRS},
+                "tensors": dict(layer["tensors"]),
+            }
+        )
+        prev = v
+    new = {k: v for k, v in plan.items() if k != "layers"}
+    new.update(
+        format_version=2,
+        input={**plan["input"], "value": "input"},
+        output={**plan["output"], "value": prev},
+        values=values,
+        ops=ops,
+    )
+    return validate_plan(new)
+
+
+def chain_layers(plan: Mapping) -> list[dict]:
+    """The format-1 layer list of a plan of either version (validated here).
+
+    A format-2 graph qualifies when it is a chain: every op of a format-1 layer kind, with one input and
+    one output, the first reading the model input, each next one reading the previous op's output, the
+    last writing the model output. Otherwise raises :class:`ArtifactError` ``"not a chain: ..."``.
+    """
+    return _chain(validate_plan(dict(plan)))
+
+
+def _chain(plan: dict) -> list[dict]:
+    """:func:`chain_layers` of a validated plan."""
+    if plan["format_version"] == 1:
+        return plan["layers"]
+    cur = plan["input"]["value"]
+    layers = []
+    for idx, op in enumerate(plan["ops"]):
+        where = f"op {idx} ({_short(op['name'])}, {op['kind']})"
+        if op["kind"] not in LAYER_KINDS or len(op["inputs"]) != 1 or len(op["outputs"]) != 1:
+            raise _fail("not a chain", f"{where} is not a one-input one-output layer")
+        if op["inputs"][0] != cur:
+            raise _fail("not a chain", f"{where} reads {_short(op['inputs'][0])}, not {_short(cur)}")
+        layers.append(op_layer(plan, op))
+        cur = op["outputs"][0]
+    if cur != plan["output"]["value"]:  # pragma: no cover - validate_graph refuses unused values
+        raise _fail("not a chain", f"the last op writes {_short(cur)}, not the model output")
+    return layers
+
+
+def chain_plan(plan: Mapping) -> dict:
+    """The format-1 plan of a plan of either version (see :func:`chain_layers`), validated."""
+    plan = validate_plan(dict(plan))
+    if plan["format_version"] == 1:
+        return plan
+    layers = _chain(plan)
+    new = {k: v for k, v in plan.items() if k not in ("values", "ops")}
+    new["format_version"] = 1
+    new["input"] = {k: v for k, v in plan["input"].items() if k != "value"}
+    new["output"] = {k: v for k, v in plan["output"].items() if k != "value"}
+    new["layers"] = layers
+    return validate_plan(new)

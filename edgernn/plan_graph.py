@@ -1,0 +1,221 @@
+"""Validation of a format-2 plan: a dataflow graph of named values and ops (docs/ARTIFACT.md).
+
+The graph checks (each a named :class:`~edgernn.ArtifactError`): ``unknown value``, ``duplicate value``,
+``cycle``, ``bad graph``, ``dangling output``, ``unused value``, ``shape mismatch``. Each op is then
+checked as the format-1 layer it stands for, by the same code as format 1 (:mod:`edgernn.plan`).
+"""
+
+from __future__ import annotations
+
+from .plan import (
+    LAYER_KINDS,
+    MAX_DIM,
+    MAX_OPS,
+    MAX_VALUE_NAME,
+    MAX_VALUES,
+    NOT_ATTRS,
+    OP_ARITY,
+    OP_KEYS,
+    _fail,
+    _layer_fields,
+    _name,
+    _short,
+    _token_layer,
+    op_layer,
+)
+
+TOKEN_KINDS = ("embedding", "onehot")
+
+
+def validate_graph(plan: dict, inp: dict, out: dict) -> None:
+    """Check the graph of a format-2 ``plan`` in place (``input``/``output`` already checked), filling in
+    defaults: ``attrs`` and ``tensors`` of every op are normalized like a format-1 layer's fields."""
+    if "layers" in plan:
+        raise _fail("bad plan", "a format-2 plan has 'values' and 'ops', not 'layers'")
+    iv = _name(inp.get("value"), "input 'value'", MAX_VALUE_NAME)
+    ov = _name(out.get("value"), "output 'value'", MAX_VALUE_NAME)
+    values = _values(plan)
+    for key, v, size in (("input", iv, inp["size"]), ("output", ov, out["size"])):
+        if v not in values:
+            raise _fail("unknown value", f"the model {key} {_short(v)} is not in 'values'")
+        if values[v]["shape"] != [size]:
+            raise _fail(
+                "shape mismatch",
+                f"the model {key} {_short(v)} has shape {values[v]['shape']}, {key}.size {size}",
+            )
+    ops = plan.get("ops")
+    if not isinstance(ops, list) or not ops:
+        raise _fail("bad plan", "'ops' must be a non-empty list")
+    if len(ops) > MAX_OPS:
+        raise _fail("bad plan", f"{len(ops)} ops (at most {MAX_OPS})")
+    producer = {iv: -1}  # value -> index of the op writing it (-1: the model input)
+    names: set[str] = set()
+    for idx, op in enumerate(ops):
+        where = _structure(idx, op, values, names)
+        for v in op["outputs"]:
+            if v in producer:
+                p = producer[v]
+                by = "the model input" if p < 0 else f"op {p} ({_short(ops[p]['name'])})"
+                raise _fail("duplicate value", f"{where} writes {_short(v)}, already written by {by}")
+            producer[v] = idx
+    readers: dict[str, list[int]] = {v: [] for v in values}
+    for idx, op in enumerate(ops):
+        for v in op["inputs"]:
+            if v not in producer:
+                raise _fail(
+                    "unknown value",
+                    f"{_where(idx, op)} reads {_short(v)}, which no op writes and is not the model input",
+                )
+            readers[v].append(idx)
+    _check_order(ops, producer)
+    if producer.get(ov, -1) < 0:
+        raise _fail("dangling output", f"the model output {_short(ov)} is not written by any op")
+    for v, r in readers.items():
+        if not r and v != ov:
+            p = producer.get(v)
+            by = (
+                "nobody writes it"
+                if p is None
+                else "the model input"
+                if p < 0
+                else f"written by {_where(p, ops[p])}"
+            )
+            raise _fail("unused value", f"value {_short(v)} is not read by any op ({by})")
+    for idx, op in enumerate(ops):
+        _check_op(idx, op, plan, inp)
+    if inp["kind"] == "tokens":
+        for r in readers[iv]:
+            if ops[r]["kind"] not in TOKEN_KINDS:
+                raise _fail(
+                    "bad layer", f"{_where(r, ops[r])}: a token input is read by embedding or onehot ops only"
+                )
+
+
+def _where(idx: int, op: dict) -> str:
+    return f"op {idx} ({_short(op['name'])}, {op['kind']})"
+
+
+def _values(plan: dict) -> dict:
+    values = plan.get("values")
+    if not isinstance(values, dict) or not values:
+        raise _fail("bad plan", "'values' must be a non-empty object")
+    if len(values) > MAX_VALUES:
+        raise _fail("bad plan", f"{len(values)} values (at most {MAX_VALUES})")
+    for name, v in values.items():
+        what = f"value {_short(name)}"
+        _name(name, what, MAX_VALUE_NAME)
+        if not isinstance(v, dict) or set(v) != {"shape"}:
+            raise _fail("bad field", f"{what} must be an object {{'shape': [n]}}, got {_short(v)}")
+        shape = v["shape"]
+        if not isinstance(shape, list) or len(shape) != 1:
+            raise _fail("bad field", f"{what}: shape {_short(shape)} is not a 1-D shape [n]")
+        n = shape[0]
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise _fail("bad field", f"{what}: shape {_short(shape)} must hold integers")
+        if not 1 <= n <= MAX_DIM:
+            raise _fail("bad size", f"{what}: shape {_short(shape)} is outside [1, {MAX_DIM}]")
+    return values
+
+
+def _structure(idx: int, op: object, values: dict, names: set[str]) -> str:
+    """Check an op's keys, name, kind, inputs and outputs; returns its description for messages."""
+    if not isinstance(op, dict):
+        raise _fail("bad graph", f"op {idx} is not an object")
+    extra = sorted(k for k in op if k not in OP_KEYS)
+    if extra:
+        raise _fail("bad field", f"op {idx}: unknown key(s) {_short(extra)} (known: {', '.join(OP_KEYS)})")
+    name = _name(op.get("name"), f"op {idx}")
+    kind = op.get("kind")
+    if kind not in LAYER_KINDS:  # a tuple: unhashable kinds compare, never raise
+        raise _fail("unknown op kind", f"op {idx}: {_short(kind)} (known: {', '.join(LAYER_KINDS)})")
+    where = _where(idx, op)
+    if name in names:
+        raise _fail("bad field", f"duplicate op name {_short(name)}")
+    names.add(name)
+    for key, n in zip(("inputs", "outputs"), OP_ARITY[kind], strict=True):
+        lst = op.get(key)
+        if not isinstance(lst, list) or len(lst) != n or not all(isinstance(s, str) for s in lst):
+            raise _fail(
+                "bad graph", f"{where}: '{key}' must be a list of {n} value name(s), got {_short(lst)}"
+            )
+        if len(set(lst)) != len(lst):
+            raise _fail("bad graph", f"{where}: '{key}' names a value twice")
+        for v in lst:
+            if v not in values:
+                raise _fail("unknown value", f"{where}: {key[:-1]} {_short(v)} is not in 'values'")
+    attrs = op.setdefault("attrs", {})
+    if not isinstance(attrs, dict):
+        raise _fail("bad field", f"{where}: 'attrs' must be an object")
+    held = [k for k in NOT_ATTRS if k in attrs]
+    if held:
+        raise _fail(
+            "bad field",
+            f"{where}: {held} are not attributes (kind, name, tensors: op keys; sizes: from values)",
+        )
+    if not isinstance(op.setdefault("tensors", {}), dict):
+        raise _fail("bad field", f"{where}: 'tensors' must be an object")
+    return where
+
+
+def _check_order(ops: list, producer: dict) -> None:
+    """Every op reads only values written before it: refuse a cycle, then any other order."""
+    preds = [[producer[v] for v in op["inputs"] if producer[v] >= 0] for op in ops]
+    for idx, ps in enumerate(preds):
+        late = [p for p in ps if p >= idx]
+        if late:
+            cyc = _find_cycle(preds)
+            if cyc:
+                path = " -> ".join(_short(ops[i]["name"]) for i in cyc + cyc[:1])
+                raise _fail("cycle", f"ops {path} depend on each other")
+            raise _fail(
+                "bad graph",
+                f"ops are not in topological order: {_where(idx, ops[idx])} reads a value written by "
+                f"the later {_where(late[0], ops[late[0]])}",
+            )
+
+
+def _find_cycle(preds: list[list[int]]) -> list[int]:
+    """Op indices on one cycle, in dataflow order, or [] (Kahn's algorithm, then a walk back)."""
+    n = len(preds)
+    succ: list[list[int]] = [[] for _ in range(n)]
+    indeg = [0] * n
+    for j, ps in enumerate(preds):
+        for p in ps:
+            succ[p].append(j)
+            indeg[j] += 1
+    ready = [j for j in range(n) if indeg[j] == 0]
+    while ready:
+        p = ready.pop()
+        for j in succ[p]:
+            indeg[j] -= 1
+            if indeg[j] == 0:
+                ready.append(j)
+    left = {j for j in range(n) if indeg[j] > 0}
+    if not left:
+        return []
+    seen: dict[int, int] = {}
+    path: list[int] = []
+    node = min(left)
+    while node not in seen:  # every op left has a predecessor left: the walk must close a loop
+        seen[node] = len(path)
+        path.append(node)
+        node = next(p for p in preds[node] if p in left)
+    return path[seen[node] :][::-1]
+
+
+def _check_op(idx: int, op: dict, plan: dict, inp: dict) -> None:
+    """Check one op as the format-1 layer it stands for; write its normalized attributes back."""
+    layer = op_layer(plan, op)
+    where = _where(idx, op)
+    o = _layer_fields(where, layer, op["inputs"][0] == inp["value"])
+    if o != layer["output_size"]:
+        v = op["outputs"][0]
+        raise _fail(
+            "shape mismatch",
+            f"{where} produces {o} values per step but its output {_short(v)} has shape "
+            f"{plan['values'][v]['shape']}",
+        )
+    if op["kind"] in TOKEN_KINDS:
+        _token_layer(where, layer, inp)
+    op["attrs"] = {k: x for k, x in layer.items() if k not in NOT_ATTRS}
+    op["tensors"] = layer["tensors"]
