@@ -131,3 +131,19 @@ def test_not_streamable_model_step_kernel_refuses(backend):
     M = m._m0.copy()
     assert m._backend.step(np.zeros(3, np.float32), p.wf, p.wb, M) == 5
     assert np.array_equal(M, m._m0)
+
+
+def test_inspect_source_prints_the_generated_kernels(tmp_path):
+    """`edgernn inspect --source MODEL.ernn` prints what the runtime compiles for that model."""
+    rng = np.random.default_rng(4)
+    plan, tensors = _hostile_model(rng)
+    path = tmp_path / "m.ernn"
+    artifact.write(path, plan, tensors)
+    r = subprocess.run(
+        [sys.executable, "-m", "edgernn.cli", "inspect", "--source", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout == edgernn.load(path, backend="numba").kernel_source
+    assert "def step(" in r.stdout and all(s[:12] not in r.stdout for s in HOSTILE)

@@ -22,6 +22,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``edgernn inspect``."""
     p.add_argument("file", help="an .ernn artifact or an .onnx model")
     p.add_argument("--json", action="store_true", help="print the information as JSON")
+    p.add_argument(
+        "--source",
+        action="store_true",
+        help="print the kernel source generated for this .ernn model (numba backend) instead",
+    )
 
 
 def describe_ernn(path: str) -> dict:
@@ -255,6 +260,17 @@ def _print_onnx(info: dict) -> None:
         print(f"  does not compile: {info['compile_error']}")
 
 
+def kernel_source(path: str) -> str:
+    """The Python source of the kernels generated for the ``.ernn`` model at ``path`` (what the numba
+    backend compiles; made from the packed numbers only, no string from the file)."""
+    from ..artifact import chain_plan, read
+    from ..kernels import codegen
+    from ..pack import pack
+
+    plan, tensors = read(path)
+    return codegen.source(pack(chain_plan(plan), tensors).wf)
+
+
 def run(args: argparse.Namespace) -> int:
     """Print the description of ``args.file``; returns the exit code."""
     from ..errors import InputError
@@ -265,6 +281,11 @@ def run(args: argparse.Namespace) -> int:
     with open(path, "rb") as f:
         head = f.read(16)
     is_onnx = path.endswith(".onnx") or (not path.endswith(".ernn") and head[:1] == b"\x08")
+    if getattr(args, "source", False):
+        if is_onnx:
+            raise InputError(f"--source shows the kernels of an .ernn model; compile {path} first")
+        print(kernel_source(path), end="")
+        return 0
     info = describe_onnx(path) if is_onnx else describe_ernn(path)
     if args.json:
         print(json.dumps(info, indent=1, default=str))
