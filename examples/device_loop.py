@@ -1,11 +1,13 @@
 """What device code looks like: load an artifact, read sensor samples at a fixed rate, print predictions.
 
 Imports only the core package (numpy + edgernn; no torch, no onnx). Samples come from a CSV file or from
-stdin (``-``), one sample per line, ``input_size`` comma-separated numbers (a header line of names is
-skipped). The loop ticks at ``--rate`` Hz: at each tick it reads one sample, steps the model, and prints
-the prediction (for a model with labels, the most likely label too). A sample whose prediction is printed
-after its deadline (the next tick, or ``--deadline-ms`` after its tick) counts as an overrun. At the end a
-summary goes to stderr: samples, overruns, per-step latency p50/p99/max in microseconds. Run::
+stdin (``-``), one sample per line, ``input_size`` numbers separated by commas, semicolons, tabs or spaces
+(detected, or ``--delimiter``; a first line of names is a header; any other bad line stops the loop with
+an error naming its line number). The loop ticks at ``--rate`` Hz: at each tick it reads one sample,
+steps the model, and prints the prediction (for a model with labels, the most likely label too). A sample
+whose prediction is printed after its deadline (the next tick, or ``--deadline-ms`` after its tick) counts
+as an overrun. At the end a summary goes to stderr: samples, overruns, per-step latency p50/p99/max in
+microseconds. Run::
 
     python examples/device_loop.py model.ernn samples.csv --rate 100
     some_sensor_reader | python examples/device_loop.py model.ernn - --rate 50
@@ -22,23 +24,13 @@ from typing import TextIO
 import numpy as np
 
 import edgernn
+from edgernn.textrows import DELIMITERS, read_rows
 
 
-def samples(f: TextIO, input_size: int) -> Iterator[np.ndarray]:
-    """Yield one float32 sample (input_size,) per non-empty line of ``f``; skips one header line of names."""
-    for lineno, line in enumerate(f, 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        fields = line.replace(";", ",").split(",")
-        try:
-            x = np.array([float(v) for v in fields], dtype=np.float32)
-        except ValueError:
-            if lineno == 1:
-                continue  # header
-            raise SystemExit(f"line {lineno}: not {input_size} numbers: {line[:80]!r}") from None
-        if x.shape != (input_size,):
-            raise SystemExit(f"line {lineno}: {x.size} values, the model takes {input_size}")
+def samples(f: TextIO, input_size: int, delimiter: str | None = None) -> Iterator[np.ndarray]:
+    """Yield one float32 sample (input_size,) per sample line of ``f`` (``edgernn.textrows`` rules: one
+    header line of names allowed, separator detected or given; any bad line raises InputError naming it)."""
+    for _, x in read_rows(f, input_size, delimiter):
         yield x
 
 
@@ -49,6 +41,7 @@ def run(
     deadline_ms: float | None = None,
     out: TextIO = sys.stdout,
     max_samples: int | None = None,
+    delimiter: str | None = None,
 ) -> dict:
     """Stream ``source`` through ``artifact`` at ``rate`` Hz; return the summary (counts, latency in µs)."""
     model = edgernn.load(artifact)
@@ -60,7 +53,7 @@ def run(
     overruns = 0
     n = 0
     start = time.perf_counter()
-    for x in samples(source, model.info["input_size"]):
+    for x in samples(source, model.info["input_size"], delimiter):
         tick = start + n * period
         t0 = time.perf_counter()
         y = stream.step(x)
@@ -98,15 +91,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=100.0, help="samples per second (default 100)")
     ap.add_argument("--deadline-ms", type=float, default=None, help="deadline per sample (default 1/rate)")
     ap.add_argument("--max-samples", type=int, default=None, help="stop after this many samples")
+    ap.add_argument("--delimiter", choices=sorted(DELIMITERS), default=None, metavar="SEP", help="separator")
     args = ap.parse_args(argv)
     if not args.rate > 0:
         ap.error(f"--rate must be > 0 Hz, got {args.rate}")
     try:
         if args.input == "-":
-            summary = run(args.artifact, sys.stdin, args.rate, args.deadline_ms, max_samples=args.max_samples)
+            summary = run(
+                args.artifact,
+                sys.stdin,
+                args.rate,
+                args.deadline_ms,
+                max_samples=args.max_samples,
+                delimiter=args.delimiter,
+            )
         else:
             with open(args.input) as f:
-                summary = run(args.artifact, f, args.rate, args.deadline_ms, max_samples=args.max_samples)
+                summary = run(
+                    args.artifact,
+                    f,
+                    args.rate,
+                    args.deadline_ms,
+                    max_samples=args.max_samples,
+                    delimiter=args.delimiter,
+                )
     except (edgernn.ArtifactError, edgernn.InputError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
