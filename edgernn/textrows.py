@@ -8,7 +8,7 @@ Rules (nothing is dropped silently; every refusal is an :class:`~edgernn.InputEr
   (nor numbers joined by another separator, as ``1;2`` read comma-separated);
   a non-numeric line anywhere else, or a first line mixing names and numbers, is an error;
 * the separator is given (``delimiter``: ``","``, ``";"``, ``"\\t"``, ``" "`` for any whitespace) or
-  detected on that first line: ``;`` if present, else a tab, else ``,``, else whitespace;
+  detected on the first data line: ``;`` if present, else a tab, else ``,``, else whitespace;
 * every row must have ``width`` values (or, without ``width``, as many as the first row); an empty field
   (``1,,2``, a trailing separator) is an error.
 
@@ -72,19 +72,19 @@ def read_rows(
     sep = DELIMITERS[delimiter] if delimiter is not None else None
     expect = "the model takes" if width is not None else "expected"
     first = True
+    detect = delimiter is None
     for lineno, raw in enumerate(lines, 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
+        if detect:  # on the first line, and again on the first data line after a header
+            sep = _detect(line)
+        fields = _split(line, sep)
         if first:
             first = False
-            if delimiter is None:
-                sep = _detect(line)
-            fields = _split(line, sep)
             if not any(_number(f) or _numbers_joined(f) for f in fields):
                 continue  # the header: names only
-        else:
-            fields = _split(line, sep)
+        detect = False
         values = []
         for k, f in enumerate(fields, 1):
             if not f:

@@ -45,10 +45,9 @@ def _labels(spec: str | None) -> list[str] | None:
 
 def run(args: argparse.Namespace) -> int:
     """Compile, print a summary; returns the exit code (errors surface as EdgeRNNError)."""
-    import numpy as np
-
     from ..errors import InputError
     from ..export import compile_onnx
+    from .export import _load_npy
 
     if not os.path.isfile(args.model):
         raise InputError(f"no such file: {args.model}")
@@ -56,8 +55,8 @@ def run(args: argparse.Namespace) -> int:
     if out is None:
         stem = args.model[:-5] if args.model.endswith(".onnx") else args.model
         out = stem + (f".{args.quantize}" if args.quantize else "") + ".ernn"
-    cal = np.load(args.calibration, allow_pickle=False) if args.calibration else None
-    cal_y = np.load(args.calibration_labels, allow_pickle=False) if args.calibration_labels else None
+    cal = _load_npy(args.calibration, "--calibration") if args.calibration else None
+    cal_y = _load_npy(args.calibration_labels, "--calibration-labels") if args.calibration_labels else None
     res = compile_onnx(
         args.model,
         out,

@@ -165,6 +165,10 @@ def run(args: argparse.Namespace) -> int:
         raise EdgeRNNError(f"no checkpoint file {args.checkpoint!r}")
     if args.calibration and args.quantize != "int8":
         raise EdgeRNNError("--calibration calibrates the int8 rounding: use it with --quantize int8")
+    for flag in ("weights", "example", "calibration"):  # before torch loads: seconds of work for a typo
+        p = getattr(args, flag)
+        if p and not os.path.isfile(p):
+            raise EdgeRNNError(f"--{flag}: no file {p!r}")
     require("torch", "export")
     require("onnx", "export")
     require("onnxruntime", "export")

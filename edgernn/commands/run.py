@@ -4,7 +4,7 @@ INPUT is a ``.npy`` file (T, input_size), a text file (one sample per line), or 
 line by line so each prediction is printed as soon as its sample arrives (a pipe from a sensor works).
 Text rules (``edgernn/textrows.py``): ``#`` comments and blank lines are skipped; a header is only a
 first line made of names alone; the separator (comma, semicolon, tab or whitespace) is detected on the
-first line or given with ``--delimiter``; any other line that is not exactly ``input_size`` numbers is an
+first data line or given with ``--delimiter``; any other line that is not exactly ``input_size`` numbers is an
 error naming its line number (1-based, as an editor shows it), and the command exits non-zero.
 """
 
@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=sorted(DELIMITERS),
         default=None,
         metavar="SEP",
-        help="separator of a text INPUT: ',', ';', tab or whitespace (default: detected on the first "
+        help="separator of a text INPUT: ',', ';', tab or whitespace (default: detected on the first data "
         "line: ';' if present, else a tab, else ',', else whitespace)",
     )
 
