@@ -356,7 +356,9 @@ class Model:
                 "(load with nonfinite='propagate' to let such values through)"
             )
         if code == 3:
-            raise InputError(f"token id {x[0]!r} is not an integer in [0, {self._vocab}){where}")
+            v = float(x[0])
+            shown = str(int(v)) if v.is_integer() else repr(v)  # 20, 20.5, nan: not np.float32(20.0)
+            raise InputError(f"token id {shown} is not an integer in [0, {self._vocab}){where}")
         if code == 4:
             raise InputError(
                 "the model overflowed to NaN/Inf (in its state or output) on a finite but extreme "
@@ -486,13 +488,13 @@ class Streams:
         except (TypeError, ValueError):  # not C-contiguous float32 (n, I): convert (or refuse), retry
             m = self._model
             Xa = np.asarray(X)
-            if m._tokens and Xa.ndim == 1:
+            if Xa.ndim == 1 and (m._tokens or m.input_size == 1):
                 Xa = Xa[:, None]
-            X = m._coerce(Xa, 2)
-            if X.shape[0] != self.n:
+            if Xa.shape != (self.n, m.input_size):  # n streams, not T steps: say (n, input_size)
                 raise InputError(
-                    f"X must have one row per stream: shape ({self.n}, {m.input_size}), got {X.shape}"
+                    f"X must have one row per stream: shape ({self.n}, {m.input_size}), got {Xa.shape}"
                 ) from None
+            X = m._coerce(Xa, 2)
             st = self._k(X, self._wf, self._wb, self._MB)
         if st:
             m = self._model
