@@ -8,7 +8,8 @@ Rules (nothing is dropped silently; every refusal is an :class:`~edgernn.InputEr
   (nor numbers joined by another separator, as ``1;2`` read comma-separated);
   a non-numeric line anywhere else, or a first line mixing names and numbers, is an error;
 * the separator is given (``delimiter``: ``","``, ``";"``, ``"\\t"``, ``" "`` for any whitespace) or
-  detected on the first data line: ``;`` if present, else a tab, else ``,``, else whitespace;
+  detected on the first data line (the first with two values or more): ``;`` if present, else a tab,
+  else ``,``, else whitespace;
 * every row must have ``width`` values (or, without ``width``, as many as the first row); an empty field
   (``1,,2``, a trailing separator) is an error.
 
@@ -77,14 +78,14 @@ def read_rows(
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        if detect:  # on the first line, and again on the first data line after a header
+        if detect:  # on the first line, again after a header, and until a line shows a separator
             sep = _detect(line)
         fields = _split(line, sep)
         if first:
             first = False
             if not any(_number(f) or _numbers_joined(f) for f in fields):
                 continue  # the header: names only
-        detect = False
+        detect = detect and len(fields) == 1  # one value alone ("0.5") does not show the separator
         values = []
         for k, f in enumerate(fields, 1):
             if not f:

@@ -165,5 +165,8 @@ def test_read_rows_rules():
     assert [n for n, _ in read_rows(["1 2", "3  4"])] == [1, 2]  # width from the first row
     with pytest.raises(edgernn.InputError, match=r"^line 2: 1 values, expected 2"):
         list(read_rows(["1 2", "3"]))
+    # one value per line shows no separator: detection waits for a line that does
+    with pytest.raises(edgernn.InputError, match=r"^line 3: 2 values, the model takes 1 \(comma"):
+        list(read_rows(["0.1", "0.2", "0.3,0.4"], 1))
     with pytest.raises(edgernn.InputError, match="delimiter must be one of"):
         list(read_rows(["1"], 1, delimiter="|"))
