@@ -108,9 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     except EdgeRNNError as e:
         print(f"edgernn {args.command}: error: {e}", file=sys.stderr)
         return 1
-    except (
-        BrokenPipeError
-    ):  # the reader of stdout went away (`edgernn run ... | head`): not an error to report
+    except BrokenPipeError:
+        # the reader of stdout went away (`edgernn run ... | head`): not an error to report
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # Python's final flush must not fail again
         return 1

@@ -65,8 +65,8 @@ def read_rows(
 
     ``lines``: an open text file, ``sys.stdin`` or any iterable of strings. ``width``: the number of
     values each row must hold (the model's ``input_size``). ``delimiter``: one of :data:`DELIMITERS`
-    (None: detect it on the first non-comment line). ``what`` prefixes each error (``"line"`` gives
-    ``line 51: ...``; pass ``"data.csv:line"`` to name the file too). Raises :class:`InputError`.
+    (None: detect it on the first data line). ``what`` prefixes each error (``"line"`` gives
+    ``line 51: ...``; pass ``"data.csv line"`` to name the file too). Raises :class:`InputError`.
     """
     if delimiter is not None and delimiter not in DELIMITERS:
         raise InputError(f"delimiter must be one of {sorted(DELIMITERS)}, got {delimiter!r}")

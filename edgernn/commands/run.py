@@ -45,8 +45,11 @@ def _rows(path: str, width: int, delimiter: str | None):
     from ..textrows import read_rows
 
     if path == "-":
-        for lineno, x in read_rows(sys.stdin, width, delimiter, what="stdin line"):
-            yield f"stdin line {lineno}", x
+        try:
+            for lineno, x in read_rows(sys.stdin, width, delimiter, what="stdin line"):
+                yield f"stdin line {lineno}", x
+        except UnicodeDecodeError as e:
+            raise InputError(f"stdin: not text ({e.reason} at byte {e.start})") from None
         return
     if path.endswith(".npy"):
         try:
