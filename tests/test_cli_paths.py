@@ -71,3 +71,25 @@ def test_missing_input_or_unwritable_output_is_one_line(files, case):
     if named is None:
         named = next(a for a in argv if "/plain/" in a or "/nodir/" in a)
     assert named in lines[0], (lines[0], named)
+
+
+def test_undecodable_text_inputs_are_one_line(files):
+    (files / "binary.csv").write_bytes(b"\xff\xfe\x00\x01" * 8)
+    (files / "labels.bin").write_bytes(b"\xff\xfe\x00\x01")
+    (files / "any.onnx").write_bytes(b"\x08\x07")
+    for argv, want in (
+        (["run", str(files / "m.ernn"), str(files / "binary.csv")], "binary.csv: not a text file"),
+        (
+            ["compile", str(files / "any.onnx"), "--labels", str(files / "labels.bin")],
+            "not a UTF-8 text file",
+        ),
+    ):
+        r = subprocess.run(
+            [sys.executable, "-m", "edgernn.cli", *argv],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+        )
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 1 and len(lines) == 1 and want in lines[0], r.stderr

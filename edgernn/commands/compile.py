@@ -38,8 +38,15 @@ def _labels(spec: str | None) -> list[str] | None:
     if spec is None:
         return None
     if os.path.isfile(spec):
-        with open(spec, encoding="utf-8") as f:
-            return [line.strip() for line in f if line.strip()]
+        from ..errors import InputError
+
+        try:
+            with open(spec, encoding="utf-8") as f:
+                return [line.strip() for line in f if line.strip()]
+        except UnicodeDecodeError as e:
+            raise InputError(
+                f"--labels {spec}: not a UTF-8 text file ({e.reason} at byte {e.start})"
+            ) from None
     return [s.strip() for s in spec.split(",")]
 
 
