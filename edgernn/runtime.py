@@ -186,14 +186,16 @@ class Model:
         self._warm()
 
     def _warm(self) -> None:
-        """Run the backend's step (and seq on one row) once on a scratch copy of the initial buffer, with a
-        valid input (zeros; token id 0): the first real ``step`` then costs what the others do (numba
-        finishes loading a cached kernel on its first call, milliseconds). No stream state is touched;
-        the status is ignored. Models that cannot stream (a reverse direction) warm ``seq`` only."""
+        """Run the backend's step once on a scratch copy of the initial buffer, with a valid input (zeros;
+        token id 0): the first real ``step`` then costs what the others do (numba finishes loading a
+        cached kernel on its first call). No stream state is touched; the status is ignored. A model that
+        cannot stream (a reverse direction) warms its sequence kernel on one row instead; a streamable
+        model's sequence kernel is left to its first use (step-only users do not pay for it)."""
         p = self._packed
         x = np.zeros(p.in_size, np.float32)
         if p.streamable:
             self._backend.step(x, p.wf, p.wb, self._m0.copy())
+            return
         buf = np.empty(2 * p.seq_width + p.seq_extra + 1, np.float32)  # as _run_seq sizes it for T = 1
         Y = np.empty((1, p.out_size), np.float32)
         self._backend.seq(x[None, :], p.wf, p.wb, self._m0.copy(), Y, buf)
