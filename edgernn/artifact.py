@@ -249,12 +249,26 @@ def write(path: str | os.PathLike, plan: Mapping, tensors: Mapping[str, np.ndarr
 # ------------------------------------------------------------------------------------------- reader
 
 
+def _looks_like_onnx(data: bytes) -> bool:
+    """The start of a serialized ONNX ModelProto: field 1 (ir_version, a small varint), then another
+    field of the message (producer_name, graph, opset_import, ...): ``08 <1..63> <tag>``."""
+    return len(data) >= 3 and data[0] == 0x08 and 1 <= data[1] < 64 and data[2] in _ONNX_TAGS
+
+
+#: wire tags of ModelProto's fields 2-8 and 14 (length-delimited, or varint for model_version)
+_ONNX_TAGS = frozenset({0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72})
+
+
 def parse(data: bytes, max_parameters: int = MAX_PARAMETERS) -> tuple[dict, dict[str, np.ndarray]]:
     """Parse and validate the bytes of an ``.ernn`` file; returns ``(plan, tensors)``."""
     n = len(data)
     if n < 8:
         raise _fail("truncated file", f"{n} bytes, fewer than the 8-byte header length")
     (hlen,) = struct.unpack("<Q", data[:8])
+    if (hlen > MAX_HEADER_BYTES or 8 + hlen > n) and _looks_like_onnx(data):
+        raise _fail(
+            "not an edgernn artifact", "this is not an .ernn file (it looks like ONNX: use `edgernn compile`)"
+        )
     if hlen > MAX_HEADER_BYTES:
         raise _fail("header too large", f"{hlen} bytes (cap {MAX_HEADER_BYTES})")
     if 8 + hlen > n:

@@ -202,6 +202,22 @@ class Model:
         self._vocab = plan["input"].get("vocab_size", 0)
         self._n_params = int(sum(np.prod(t.shape) for t in tensors.values()))
         self._bytes = int(sum(t.nbytes for t in tensors.values()))
+        self._warm()
+
+    def _warm(self) -> None:
+        """Run the backend's step once on a scratch copy of the initial buffer, with a valid input (zeros;
+        token id 0): the first real ``step`` then costs what the others do (numba finishes loading a
+        cached kernel on its first call). No stream state is touched; the status is ignored. A model that
+        cannot stream (a reverse direction) warms its sequence kernel on one row instead; a streamable
+        model's sequence kernel is left to its first use (step-only users do not pay for it)."""
+        p = self._packed
+        x = np.zeros(p.in_size, np.float32)
+        if p.streamable:
+            self._backend.step(x, p.wf, p.wb, self._m0.copy())
+            return
+        buf = np.empty(2 * p.seq_width + p.seq_extra + 1, np.float32)  # as _run_seq sizes it for T = 1
+        Y = np.empty((1, p.out_size), np.float32)
+        self._backend.seq(x[None, :], p.wf, p.wb, self._m0.copy(), Y, buf)
 
     # ------------------------------------------------------------------ info
     @property
@@ -381,7 +397,9 @@ class Model:
                 "(load with nonfinite='propagate' to let such values through)"
             )
         if code == 3:
-            raise InputError(f"token id {x[0]!r} is not an integer in [0, {self._vocab}){where}")
+            v = float(x[0])
+            shown = str(int(v)) if v.is_integer() else repr(v)  # 20, 20.5, nan: not np.float32(20.0)
+            raise InputError(f"token id {shown} is not an integer in [0, {self._vocab}){where}")
         if code == 4:
             raise InputError(
                 "the model overflowed to NaN/Inf (in its state or output) on a finite but extreme "
@@ -511,13 +529,13 @@ class Streams:
         except (TypeError, ValueError):  # not C-contiguous float32 (n, I): convert (or refuse), retry
             m = self._model
             Xa = np.asarray(X)
-            if m._tokens and Xa.ndim == 1:
+            if Xa.ndim == 1 and (m._tokens or m.input_size == 1):
                 Xa = Xa[:, None]
-            X = m._coerce(Xa, 2)
-            if X.shape[0] != self.n:
+            if Xa.shape != (self.n, m.input_size):  # n streams, not T steps: say (n, input_size)
                 raise InputError(
-                    f"X must have one row per stream: shape ({self.n}, {m.input_size}), got {X.shape}"
+                    f"X must have one row per stream: shape ({self.n}, {m.input_size}), got {Xa.shape}"
                 ) from None
+            X = m._coerce(Xa, 2)
             st = self._k(X, self._wf, self._wb, self._MB)
         if st:
             m = self._model

@@ -1,8 +1,9 @@
 """Activity recognition from a smart watch's IMU: a GRU classifier, exported, quantized and streamed.
 
-Data: BasicMotions (UEA archive; ships in the ``aeon`` package's data folder, read directly here, aeon is
-not imported): 4 students wearing a smart watch, 3-D accelerometer + 3-D gyroscope at 10 Hz for 10 s
-(6 channels x 100 samples), 4 classes (Standing, Running, Walking, Badminton), 40 train / 40 test cases.
+Data: BasicMotions (UEA archive; shipped in ``examples/data/BasicMotions/`` with its licence note, else
+read from the ``aeon`` package's data folder, aeon is not imported): 4 students wearing a smart watch,
+3-D accelerometer + 3-D gyroscope at 10 Hz for 10 s (6 channels x 100 samples), 4 classes (Standing,
+Running, Walking, Badminton), 40 train / 40 test cases.
 
 A many-to-one GRU (``edgernn.models.SequenceModel``, per-channel normalization carried into the artifact)
 is trained with ``edgernn.train.fit`` and exported with ``edgernn.export.export(..., quantize="int8")``.
@@ -10,7 +11,6 @@ Prints the test accuracy of PyTorch, ONNX Runtime (fp32 and int8) and edgernn (f
 sample by sample); a streaming run that shows the running prediction settling as samples arrive (accuracy
 after t samples, and when each case's prediction stops changing); and the step latency. Run::
 
-    pip install --no-deps aeon      # only for its data folder
     python examples/imu_activity.py [-o OUT_DIR] [--quick] [--data DIR]
 """
 
@@ -25,12 +25,20 @@ import time
 
 import numpy as np
 
+#: the copy shipped with the project (UEA archive data, see its README.md for the licence and origin)
+SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "BasicMotions")
+
 
 def find_data() -> str:
-    """The BasicMotions folder inside the installed ``aeon`` package (without importing aeon)."""
+    """The BasicMotions folder: the copy in ``examples/data/``, else the installed ``aeon`` package's
+    data folder (found without importing aeon)."""
+    if os.path.isfile(os.path.join(SHIPPED, "BasicMotions_TRAIN.ts")):
+        return SHIPPED
     spec = importlib.util.find_spec("aeon")
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("BasicMotions ships with aeon: pip install --no-deps aeon (or pass --data DIR)")
+        raise SystemExit(
+            f"BasicMotions not found in {SHIPPED} nor in aeon's data folder (or pass --data DIR)"
+        )
     return os.path.join(list(spec.submodule_search_locations)[0], "datasets", "data", "BasicMotions")
 
 

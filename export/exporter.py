@@ -18,7 +18,10 @@ Writes into ``out_dir``:
 * ``report.json`` — files and sizes, int8/fp32 size ratios, and the error of every pair of backends.
 
 Any float32 backend farther than ``1e-5 + 1e-4·|e|`` from torch raises :class:`ExportParityError` naming
-the first layer where the outputs diverge (``report.json`` is written first).
+the first layer where the outputs diverge. The files are written into a staging folder next to ``out_dir``
+and moved into place only when that proof passes (a successful export also removes the files of this list
+that an earlier export left and this one did not write); a failed export leaves ``out_dir`` as it was, plus
+``report.failed.json`` (the report of the failed proof).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import numpy as np
 
 from ..errors import EdgeRNNError, InputError
 from . import parity
+from .staging import FAILED_REPORT, staged
 
 #: ONNX Runtime dynamic quantization per channel? Per-tensor keeps the int8 files small (one scale per
 #: weight instead of one per column) at a negligible accuracy cost for these models.
@@ -263,20 +267,26 @@ def export(
         how each matrix was rounded (``quantization_rounding``). Without it: nearest rounding.
 
     Returns the report (also written to ``out_dir/report.json``). Raises :class:`ExportParityError` when a
-    float32 backend disagrees with torch beyond ``1e-5 + 1e-4·|e|``.
+    float32 backend disagrees with torch beyond ``1e-5 + 1e-4·|e|``: then nothing in ``out_dir`` changes
+    but ``out_dir/report.failed.json``.
     """
     if quantize not in (None, "int8"):
         raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
     out_dir = os.fspath(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
     scratch = tempfile.mkdtemp(prefix="edgernn-export-")
     try:
-        return _export(module, out_dir, example_input, quantize, verify, seed, scratch, calibration)
+        with staged(out_dir, ExportParityError) as stage:  # out_dir changes only if the proof passes
+            return _export(
+                module, stage, example_input, quantize, verify, seed, scratch, calibration, out_dir
+            )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _export(module, out_dir, example_input, quantize, verify, seed, scratch, calibration=None) -> dict:
+def _export(
+    module, out_dir, example_input, quantize, verify, seed, scratch, calibration=None, final_dir=None
+) -> dict:
+    """Write every file into ``out_dir`` (the staging folder); messages name ``final_dir``."""
     import torch
 
     from ..artifact import write
@@ -385,7 +395,9 @@ def _export(module, out_dir, example_input, quantize, verify, seed, scratch, cal
         if compiled_from_onnx:
             direct = os.path.join(scratch, "model.torch.ernn")
             write(direct, plan, tensors)
-        ok, failure = _verify(report, wrapper, desc, files, example, quantize, direct, seed, out_dir)
+        ok, failure = _verify(
+            report, wrapper, desc, files, example, quantize, direct, seed, final_dir or out_dir
+        )
     sizes = {name: os.path.getsize(p) for name, p in files.items()}
     report["files"] = sizes
     ratios = {}
@@ -522,6 +534,6 @@ def _verify(report, wrapper, desc, files, example, quantize, direct_ernn, seed, 
         msg += f" (max abs error {detail['max_abs']:.3g})"
     if "error" in detail:
         msg += f" ({detail['error']})"
-    msg += f"; first divergence: {where}. See {os.path.join(out_dir, 'report.json')}"
+    msg += f"; first divergence: {where}. See {os.path.join(out_dir, FAILED_REPORT)} (nothing else written)"
     report["failure"] = msg
     return False, msg

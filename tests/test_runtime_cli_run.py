@@ -44,7 +44,7 @@ def test_run_reports_bad_row_and_bad_file(tmp_path):
     path = tmp_path / "m.ernn"
     edgernn.artifact.write(path, plan, tensors)
     r = _cli("run", str(path), "-", stdin="1,2\n3,4,5\n")
-    assert r.returncode == 1 and "row 1" in r.stderr and "2 values" in r.stderr
+    assert r.returncode == 1 and "line 2:" in r.stderr and "3 values, the model takes 2" in r.stderr
     (tmp_path / "bad.ernn").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}      ")
     r = _cli("run", str(tmp_path / "bad.ernn"), "-", stdin="")
     assert r.returncode == 1 and "header not JSON" in r.stderr

@@ -66,6 +66,15 @@ def test_export_trained_checkpoint(tmp_path, kind):
     assert report["ok"] and all(c["ok"] for c in report["fp32_vs_torch"].values())
     assert report["size_ratio_int8_vs_fp32"]["model.int8.onnx"] <= 0.35
     assert "size ratio model.int8.onnx" in r.stdout
+    # each parity line under the heading of its precision: no int8 backend under "float32 parity"
+    lines = r.stdout.splitlines()
+    fp32 = lines.index(next(ln for ln in lines if ln.startswith("float32 parity")))
+    int8 = lines.index(next(ln for ln in lines if ln.startswith("int8 against torch")))
+    assert fp32 < int8
+    assert not any("int8" in ln for ln in lines[fp32 + 1 : int8]), lines[fp32:int8]
+    assert {ln.split()[0] for ln in lines[int8 + 1 :] if ln.startswith("  ") and "max abs" in ln} == set(
+        report["int8_vs_torch"]
+    )
 
 
 USER_MODULE = """

@@ -397,7 +397,8 @@ def test_parity_failure_is_loud(tmp_path):
     X = np.random.default_rng(0).normal(size=(2, 5, 3)).astype(np.float32)
     with pytest.raises(ExportParityError, match="disagree with torch"):
         export(Hidden().eval(), tmp_path, X)
-    report = json.load(open(tmp_path / "report.json"))
+    assert sorted(os.listdir(tmp_path)) == ["report.failed.json"]  # no model files of a failed export
+    report = json.load(open(tmp_path / "report.failed.json"))
     assert report["ok"] is False and "onnx_step" in report["failure"]
     # the module's own nn.Linear output (seen by a forward hook) is where it first differs from the plan
     assert "first divergence: layer 1 ('dense0', dense)" in report["failure"]

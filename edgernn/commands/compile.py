@@ -38,17 +38,23 @@ def _labels(spec: str | None) -> list[str] | None:
     if spec is None:
         return None
     if os.path.isfile(spec):
-        with open(spec, encoding="utf-8") as f:
-            return [line.strip() for line in f if line.strip()]
+        from ..errors import InputError
+
+        try:
+            with open(spec, encoding="utf-8") as f:
+                return [line.strip() for line in f if line.strip()]
+        except UnicodeDecodeError as e:
+            raise InputError(
+                f"--labels {spec}: not a UTF-8 text file ({e.reason} at byte {e.start})"
+            ) from None
     return [s.strip() for s in spec.split(",")]
 
 
 def run(args: argparse.Namespace) -> int:
     """Compile, print a summary; returns the exit code (errors surface as EdgeRNNError)."""
-    import numpy as np
-
     from ..errors import InputError
     from ..export import compile_onnx
+    from .export import _load_npy
 
     if not os.path.isfile(args.model):
         raise InputError(f"no such file: {args.model}")
@@ -56,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
     if out is None:
         stem = args.model[:-5] if args.model.endswith(".onnx") else args.model
         out = stem + (f".{args.quantize}" if args.quantize else "") + ".ernn"
-    cal = np.load(args.calibration, allow_pickle=False) if args.calibration else None
-    cal_y = np.load(args.calibration_labels, allow_pickle=False) if args.calibration_labels else None
+    cal = _load_npy(args.calibration, "--calibration") if args.calibration else None
+    cal_y = _load_npy(args.calibration_labels, "--calibration-labels") if args.calibration_labels else None
     res = compile_onnx(
         args.model,
         out,

@@ -165,6 +165,10 @@ def run(args: argparse.Namespace) -> int:
         raise EdgeRNNError(f"no checkpoint file {args.checkpoint!r}")
     if args.calibration and args.quantize != "int8":
         raise EdgeRNNError("--calibration calibrates the int8 rounding: use it with --quantize int8")
+    for flag in ("example", "calibration"):  # before torch loads: seconds of work for a typo
+        p = getattr(args, flag)
+        if p and not os.path.isfile(p):
+            raise EdgeRNNError(f"--{flag}: no file {p!r}")
     require("torch", "export")
     require("onnx", "export")
     require("onnxruntime", "export")
@@ -185,11 +189,13 @@ def run(args: argparse.Namespace) -> int:
     for name, c in report.get("fp32_vs_torch", {}).items():
         print(f"  {name:18s} max abs {c.get('max_abs', float('nan')):.3g}  ok")
     bad_int8 = []
+    if report.get("int8_vs_torch"):
+        print(f"int8 against torch (bound {report['tolerance']['int8']}):")
     for name, c in report.get("int8_vs_torch", {}).items():
         flag = "ok" if c.get("within_bound") else "OUT OF BOUND"
         if not c.get("within_bound"):
             bad_int8.append(name)
-        print(f"  {name:18s} max abs {c.get('max_abs', float('nan')):.3g}  {flag} (int8)")
+        print(f"  {name:18s} max abs {c.get('max_abs', float('nan')):.3g}  {flag}")
     for note in report.get("notes", []):
         print(f"  note: {note}")
     if args.verify:
