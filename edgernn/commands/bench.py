@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     for what, f in (("--json", args.json), ("--plot", args.plot)):
         d = os.path.dirname(os.path.abspath(f)) if f else None
         if d is not None and not os.path.isdir(d):
-            raise InputError(f"{what}: no such directory: {d}")
+            raise InputError(f"{what}: no such directory: {d} (for {f})")
         if f and os.path.isdir(f):
             raise InputError(f"{what}: {f} is a directory (give a file name)")
     backends = None
