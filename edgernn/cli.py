@@ -20,6 +20,7 @@ COMMANDS = {
     "bench": "bench",
     "warmup": "warmup",
     "aot": "aot",
+    "serve": "serve",
 }
 
 
