@@ -65,6 +65,7 @@ class Server:
         self._conn_error: str | None = None
         self.log = log or (lambda msg: print(f"edgernn serve: {msg}", file=sys.stderr, flush=True))
         self.stop = threading.Event()
+        self.ready = threading.Event()  #: set once subscribed and the sync marker came back
         self.snapshots = 0
 
     # ------------------------------------------------------------------ paho callbacks (network thread)
@@ -139,6 +140,7 @@ class Server:
                 for dev, p in late:
                     c.publish(f"{self.prefix}/{dev}/out", p, qos=1)
                 self.log(f"ready ({len(late)} answers of an earlier run published now)")
+                self.ready.set()
             return
         head, _, kind = topic.rpartition("/")
         device = head[len(self.prefix) + 1 :]
