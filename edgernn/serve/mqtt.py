@@ -100,7 +100,10 @@ class Server:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = SESSION_EXPIRY_S if self.state_dir else 0
         props.ReceiveMaximum = 65535
-        c.connect(self.host, self.port, keepalive=30, clean_start=not self.state_dir, properties=props)
+        try:
+            c.connect(self.host, self.port, keepalive=30, clean_start=not self.state_dir, properties=props)
+        except OSError as e:
+            raise EdgeRNNError(f"cannot connect to the broker at {self.host}:{self.port}: {e}") from None
         return c
 
     def _restore(self) -> None:
