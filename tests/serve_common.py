@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 
 import numpy as np
 import pytest
@@ -169,8 +169,10 @@ def interleaved(msgs: dict):
 def publish_all(port: int, items, prefix: str = "edgernn", pace_every: int = 0, pace_s: float = 0.0):
     """Publish (device, payload) at QoS 1 and wait until the broker acknowledged every one."""
     c = client(port)
-    infos = []
+    infos: deque = deque()
     for i, (d, p) in enumerate(items):
+        while len(infos) > 20000:  # paho's message ids are 16 bits: bound what is in flight
+            infos.popleft().wait_for_publish(30)
         infos.append(c.publish(f"{prefix}/{d}/in", p, qos=1))
         if pace_every and i % pace_every == pace_every - 1:
             time.sleep(pace_s)

@@ -23,6 +23,13 @@ from .gateway import Gateway
 SESSION_EXPIRY_S = 7 * 24 * 3600  #: how long the broker keeps a stopped shard's session and its queue
 
 
+def _done(info) -> bool:
+    try:
+        return info.is_published()
+    except (ValueError, RuntimeError):  # refused by paho (the answer stays in the outbox until seen)
+        return True
+
+
 def default_client_id(prefix: str, shard: tuple[int, int]) -> str:
     """The fixed client id of shard (I, N): the same after every restart, so the session is resumed."""
     return f"edgernn-serve-{prefix.replace('/', '_')}-{shard[0]}of{shard[1]}"
@@ -67,6 +74,7 @@ class Server:
         self.stop = threading.Event()
         self.ready = threading.Event()  #: set once subscribed and the sync marker came back
         self.snapshots = 0
+        self._out: deque = deque()  # publishes not yet acknowledged by the broker
 
     # ------------------------------------------------------------------ paho callbacks (network thread)
     def _on_connect(self, client, userdata, flags, reason_code, properties):
@@ -120,6 +128,18 @@ class Server:
         snapshot.write(self.state_dir, self.gw.shard, meta, states)
         self.snapshots += 1
 
+    def _publish(self, c, topic: str, payload: bytes) -> None:
+        out = self._out
+        while out and _done(out[0]):
+            out.popleft()
+        while len(out) > 20000:  # message ids are 16 bits: bound what is in flight
+            info = out.popleft()
+            try:
+                info.wait_for_publish(10)
+            except (ValueError, RuntimeError):  # not queued / connection lost: the outbox still has it
+                pass
+        out.append(c.publish(topic, payload, qos=1))
+
     def _handle(self, c, item, unacked: list) -> None:
         kind, val = item
         if kind == "connect":  # (re)connected: subscribe, then hold answers until our marker returns
@@ -141,7 +161,7 @@ class Server:
             if msg.payload == self._nonce and self.gw.hold:
                 late = self.gw.release()
                 for dev, p in late:
-                    c.publish(f"{self.prefix}/{dev}/out", p, qos=1)
+                    self._publish(c, f"{self.prefix}/{dev}/out", p)
                 self.log(f"ready ({len(late)} answers of an earlier run published now)")
                 self.ready.set()
             return
@@ -152,7 +172,7 @@ class Server:
         if kind == "in":
             err = self.gw.submit(device, msg.payload, time.monotonic())
             if err is not None:
-                c.publish(f"{self.prefix}/{device}/error", err, qos=1)
+                self._publish(c, f"{self.prefix}/{device}/error", err)
         elif kind == "out":
             self.gw.echo(device, msg.payload)
 
@@ -196,9 +216,9 @@ class Server:
             if answers or errors:
                 since_snap += 1
             for dev, p in answers:
-                c.publish(topic(dev) + "out", p, qos=1)
+                self._publish(c, topic(dev) + "out", p)
             for dev, p in errors:
-                c.publish(topic(dev) + "error", p, qos=1)
+                self._publish(c, topic(dev) + "error", p)
             gw.expire(time.monotonic())
             if unacked and (not self.state_dir or since_snap >= self.snapshot_every or not gw.busy):
                 if self.state_dir:
