@@ -181,7 +181,7 @@ def main() -> int:
     ap.add_argument("--devices", type=int, default=1000)
     ap.add_argument("--samples", type=int, default=20, help="samples per device in the throughput runs")
     ap.add_argument("--pack", type=int, default=10, help="samples per message in the packed run")
-    ap.add_argument("--period", type=float, default=0.5, help="seconds between a device's samples (latency)")
+    ap.add_argument("--period", type=float, default=4.0, help="seconds between a device's samples (latency)")
     ap.add_argument("--json", help="write the figures here")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

@@ -205,9 +205,8 @@ class Gateway:
     def to_snapshot(self) -> tuple[dict, np.ndarray]:
         """(meta, states): everything needed to continue, as JSON-able meta and (devices, state_size)."""
         devices = list(self.rows)
-        states = np.zeros((len(devices), self.model.state_size), np.float32)
-        for k, d in enumerate(devices):
-            states[k] = self.streams.get_state(self.rows[d])
+        rows = np.fromiter(self.rows.values(), np.int64, len(devices))
+        states = self.streams.state[rows]
         meta = {
             "format": "edgernn-serve-snapshot",
             "version": 1,

@@ -20,7 +20,9 @@ from ..errors import EdgeRNNError, require
 from . import snapshot
 from .gateway import Gateway
 
-SESSION_EXPIRY_S = 7 * 24 * 3600  #: how long the broker keeps a stopped shard's session and its queue
+SESSION_EXPIRY_S = 7 * 24 * 3600
+#: with nothing waiting, snapshot (and acknowledge) at most this often; under load every snapshot_every ticks
+SNAPSHOT_IDLE_S = 0.1  #: how long the broker keeps a stopped shard's session and its queue
 
 
 def _done(info) -> bool:
@@ -198,6 +200,7 @@ class Server:
         gw = self.gw
         unacked: list = []
         since_snap = 0
+        last_snap = time.monotonic()
         topic = f"{self.prefix}/{{}}/".format
         while True:
             draining = self.stop.is_set()  # then: finish what was taken in, snapshot, acknowledge, leave
@@ -220,9 +223,12 @@ class Server:
             for dev, p in errors:
                 self._publish(c, topic(dev) + "error", p)
             gw.expire(time.monotonic())
-            if unacked and (not self.state_dir or since_snap >= self.snapshot_every or not gw.busy):
+            now = time.monotonic()
+            quiet = not gw.busy and (draining or now - last_snap >= SNAPSHOT_IDLE_S)
+            if unacked and (not self.state_dir or since_snap >= self.snapshot_every or quiet):
                 if self.state_dir:
                     self._snapshot()
+                    last_snap = now
                 for m in unacked:
                     c.ack(m.mid, m.qos)
                 unacked.clear()
