@@ -22,6 +22,7 @@ COMMANDS = {
     "bench": "bench",
     "warmup": "warmup",
     "aot": "aot",
+    "serve": "serve",
 }
 
 

@@ -498,7 +498,12 @@ class Stream:
 
 
 class Streams:
-    """``n`` independent streams advanced by one call: ``step(X)`` with X (n, input_size)."""
+    """``n`` independent streams advanced by one call: ``step(X)`` with X (n, input_size).
+
+    For servers: ``step(X, rows)`` advances only the listed rows, ``reset(rows)``, per-row
+    ``get_state(row)``/``set_state(row, value)``, and ``resize(n)`` grows or shrinks the block without
+    disturbing the rows that stay.
+    """
 
     def __init__(self, model: Model, n: int):
         p = model._packed
@@ -519,23 +524,32 @@ class Streams:
     def __len__(self) -> int:
         return self.n
 
-    def step(self, X: Any, out: np.ndarray | None = None) -> np.ndarray:
+    def _coerce_X(self, X: Any, n: int) -> np.ndarray:
+        """X as C-contiguous float32 (n, input_size), or InputError saying (n, input_size)."""
+        m = self._model
+        try:
+            Xa = np.asarray(X)
+        except Exception as e:
+            raise InputError(f"X is not array-like: {e}") from None
+        if Xa.ndim == 1 and (m._tokens or m.input_size == 1):
+            Xa = Xa[:, None]
+        if Xa.shape != (n, m.input_size):  # n streams, not T steps: say (n, input_size)
+            raise InputError(f"X must have one row per stream: shape ({n}, {m.input_size}), got {Xa.shape}")
+        return m._coerce(Xa, 2)
+
+    def step(self, X: Any, rows: Any = None, out: np.ndarray | None = None) -> np.ndarray:
         """Feed one sample per stream, X (n, input_size); returns Y (n, output_size).
 
-        If any row is invalid, :class:`InputError` names it and no stream advances.
+        With ``rows`` (distinct row indices, k of them): X is (k, input_size), only those rows advance
+        (the others are untouched) and Y is (k, output_size), row i of Y for stream ``rows[i]``.
+        If any row is invalid (or ``rows`` is), :class:`InputError` names it and no stream advances.
         """
+        if rows is not None:
+            return self._step_rows(X, self._check_rows(rows), out)
         try:
             st = self._k(X, self._wf, self._wb, self._MB)
         except (TypeError, ValueError):  # not C-contiguous float32 (n, I): convert (or refuse), retry
-            m = self._model
-            Xa = np.asarray(X)
-            if Xa.ndim == 1 and (m._tokens or m.input_size == 1):
-                Xa = Xa[:, None]
-            if Xa.shape != (self.n, m.input_size):  # n streams, not T steps: say (n, input_size)
-                raise InputError(
-                    f"X must have one row per stream: shape ({self.n}, {m.input_size}), got {Xa.shape}"
-                ) from None
-            X = m._coerce(Xa, 2)
+            X = self._coerce_X(X, self.n)
             st = self._k(X, self._wf, self._wb, self._MB)
         if st:
             m = self._model
@@ -549,9 +563,83 @@ class Streams:
         out[...] = self._MB[:, self._o]
         return out
 
-    def reset(self) -> None:
-        """Reset every stream."""
-        self._MB[:] = self._model._m0
+    def _step_rows(self, X: Any, idx: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+        X = self._coerce_X(X, len(idx))
+        if len(idx) == 0:
+            Y = np.zeros((0, self._model.output_size), np.float32)
+            return Y if out is None else out
+        block = self._MB[idx]  # gather: a compact C-contiguous (k, m_size) copy
+        st = self._k(X, self._wf, self._wb, block)
+        if st:
+            r = st >> 3
+            self._model._raise_status(st & 7, X[r], f" (stream {int(idx[r])})")
+        self._MB[idx] = block  # scatter back only after the kernel accepted every row
+        if out is None:
+            return block[:, self._o].copy()
+        out[...] = block[:, self._o]
+        return out
+
+    def _check_rows(self, rows: Any) -> np.ndarray:
+        """rows as distinct int64 indices in [0, n), or InputError."""
+        try:
+            r = np.asarray(rows)
+        except Exception as e:
+            raise InputError(f"rows is not array-like: {e}") from None
+        if r.ndim == 0:
+            r = r.reshape(1)
+        if r.ndim != 1 or (r.size and r.dtype.kind not in "iu"):
+            raise InputError(f"rows must be a 1-D sequence of integers, got {r.dtype}{r.shape}")
+        r = r.astype(np.int64)
+        if r.size and (r.min() < 0 or r.max() >= self.n):
+            bad = r[(r < 0) | (r >= self.n)]
+            raise InputError(f"rows {bad.tolist()[:8]} out of range [0, {self.n})")
+        if len(np.unique(r)) != len(r):
+            u, c = np.unique(r, return_counts=True)
+            raise InputError(f"rows must be distinct, got {u[c > 1].tolist()[:8]} more than once")
+        return r
+
+    def _check_row(self, row: Any) -> int:
+        if isinstance(row, bool) or not isinstance(row, (int, np.integer)):
+            raise InputError(f"row must be an integer, got {row!r}")
+        if not 0 <= row < self.n:
+            raise InputError(f"row {row} out of range [0, {self.n})")
+        return int(row)
+
+    def reset(self, rows: Any = None) -> None:
+        """Reset every stream, or only the given rows."""
+        if rows is None:
+            self._MB[:] = self._model._m0
+        else:
+            self._MB[self._check_rows(rows)] = self._model._m0
+
+    def get_state(self, row: int) -> np.ndarray:
+        """A copy of stream ``row``'s flat float32 state, (state_size,)."""
+        return self._MB[self._check_row(row), : self._n_state].copy()
+
+    def set_state(self, row: int, value: Any) -> None:
+        """Set stream ``row``'s state (finite floats, (state_size,)); the other rows are untouched."""
+        r = self._check_row(row)
+        v = np.asarray(value)
+        if v.shape != (self._n_state,) or v.dtype.kind != "f":
+            raise InputError(
+                f"state must be a float array of shape ({self._n_state},), got {v.dtype}{v.shape}"
+            )
+        if not np.all(np.isfinite(v)):
+            raise InputError("state has NaN/Inf values")
+        self._MB[r, : self._n_state] = v
+
+    def resize(self, n: int) -> None:
+        """Grow (new rows start from the initial state) or shrink (rows >= n dropped) to ``n`` rows.
+
+        Rows below ``min(old n, n)`` keep their state and index."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise InputError(f"resize(n) needs a positive integer, got {n!r}")
+        n = int(n)
+        if n > self.n:
+            self._MB = np.concatenate([self._MB, np.tile(self._model._m0, (n - self.n, 1))])
+        elif n < self.n:
+            self._MB = self._MB[:n].copy()
+        self.n = n
 
     @property
     def state(self) -> np.ndarray:

@@ -1,0 +1,237 @@
+"""The MQTT side of ``edgernn serve`` (paho-mqtt 2.x, MQTT 5; the ``serve`` extra, imported here only).
+
+One :class:`Server` per shard: a persistent session under a fixed client id (``clean_start=False``, a long
+session expiry), QoS 1 subscriptions to ``{prefix}/+/in`` and ``{prefix}/+/out``, messages acknowledged by
+hand (``manual_ack``) only once a snapshot covers them. After each (re)connect it publishes a marker on its
+own sync topic and holds its answers until the marker comes back: by then every answer an earlier process
+published has come back on ``/out`` too and left the outbox, so the rest are published once. docs/SERVE.md.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+
+from ..errors import EdgeRNNError, require
+from . import snapshot
+from .gateway import Gateway
+
+SESSION_EXPIRY_S = 7 * 24 * 3600
+#: with nothing waiting, snapshot (and acknowledge) at most this often; under load every snapshot_every ticks
+SNAPSHOT_IDLE_S = 0.1  #: how long the broker keeps a stopped shard's session and its queue
+
+
+def _done(info) -> bool:
+    try:
+        return info.is_published()
+    except (ValueError, RuntimeError):  # refused by paho (the answer stays in the outbox until seen)
+        return True
+
+
+def default_client_id(prefix: str, shard: tuple[int, int]) -> str:
+    """The fixed client id of shard (I, N): the same after every restart, so the session is resumed."""
+    return f"edgernn-serve-{prefix.replace('/', '_')}-{shard[0]}of{shard[1]}"
+
+
+class Server:
+    """Serve ``model`` for the devices of ``shard`` through the broker at ``host:port``.
+
+    ``state_dir``: snapshots there every ``snapshot_every`` ticks (and whenever it runs out of work);
+    without it nothing is persisted and messages are acknowledged as soon as they are applied.
+    ``in_filter`` overrides the input subscription (``{prefix}/+/in``); the tests use it for a shared
+    subscription, which is *not* a way to scale (docs/SERVE.md).
+    """
+
+    def __init__(
+        self,
+        model,
+        host: str,
+        port: int,
+        prefix: str = "edgernn",
+        shard: tuple[int, int] = (0, 1),
+        state_dir: str | None = None,
+        idle_timeout: float | None = None,
+        snapshot_every: int = 10,
+        client_id: str | None = None,
+        in_filter: str | None = None,
+        log=None,
+    ):
+        self.gw = Gateway(model, shard, idle_timeout)
+        self.host, self.port, self.prefix = host, int(port), prefix.rstrip("/")
+        self.state_dir = state_dir
+        self.snapshot_every = max(1, int(snapshot_every))
+        self.client_id = client_id or default_client_id(self.prefix, self.gw.shard)
+        self.in_filter = in_filter or f"{self.prefix}/+/in"
+        self.sync_topic = f"{self.prefix}/_serve/{self.client_id}/sync"
+        self._q: deque = deque()
+        self._wake = threading.Event()
+        self._nonce = b""
+        self._connected = threading.Event()
+        self._conn_error: str | None = None
+        self.log = log or (lambda msg: print(f"edgernn serve: {msg}", file=sys.stderr, flush=True))
+        self.stop = threading.Event()
+        self.ready = threading.Event()  #: set once subscribed and the sync marker came back
+        self.snapshots = 0
+        self._out: deque = deque()  # publishes not yet acknowledged by the broker
+
+    # ------------------------------------------------------------------ paho callbacks (network thread)
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            self._conn_error = f"the broker refused the connection: {reason_code}"
+            self._connected.set()
+            return
+        self._q.append(("connect", flags.session_present))
+        self._connected.set()
+        self._wake.set()
+
+    def _on_message(self, client, userdata, msg):
+        self._q.append(("msg", msg))
+        self._wake.set()
+
+    # ------------------------------------------------------------------ main loop
+    def _client(self):
+        mqtt = require("paho.mqtt.client", "serve")
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        c = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        c.max_inflight_messages_set(1000)
+        c.max_queued_messages_set(0)
+        c.on_connect = self._on_connect
+        c.on_message = self._on_message
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = SESSION_EXPIRY_S if self.state_dir else 0
+        props.ReceiveMaximum = 65535
+        try:
+            c.connect(self.host, self.port, keepalive=30, clean_start=not self.state_dir, properties=props)
+        except OSError as e:
+            raise EdgeRNNError(f"cannot connect to the broker at {self.host}:{self.port}: {e}") from None
+        return c
+
+    def _restore(self) -> None:
+        if not self.state_dir:
+            return
+        now = time.monotonic()
+        for p in snapshot.sources_for(self.state_dir, self.gw.shard):
+            meta, states = snapshot.read(p)
+            self.gw.restore(meta, states, now)
+            self.log(f"restored {sum(map(self.gw.owns, meta['devices']))} devices from {os.path.basename(p)}")
+
+    def _snapshot(self) -> None:
+        meta, states = self.gw.to_snapshot()
+        snapshot.write(self.state_dir, self.gw.shard, meta, states)
+        self.snapshots += 1
+
+    def _publish(self, c, topic: str, payload: bytes) -> None:
+        out = self._out
+        while out and _done(out[0]):
+            out.popleft()
+        while len(out) > 20000:  # message ids are 16 bits: bound what is in flight
+            info = out.popleft()
+            try:
+                info.wait_for_publish(10)
+            except (ValueError, RuntimeError):  # not queued / connection lost: the outbox still has it
+                pass
+        out.append(c.publish(topic, payload, qos=1))
+
+    def _handle(self, c, item, unacked: list) -> None:
+        kind, val = item
+        if kind == "connect":  # (re)connected: subscribe, then hold answers until our marker returns
+            from paho.mqtt.subscribeoptions import SubscribeOptions
+
+            if self.state_dir and not val:
+                self.log("the broker had no session for this client id: a new one starts now")
+            self.gw.hold = True
+            opts = SubscribeOptions(qos=1)
+            c.subscribe([(self.in_filter, opts), (f"{self.prefix}/+/out", opts), (self.sync_topic, opts)])
+            self._nonce = uuid.uuid4().hex.encode()
+            c.publish(self.sync_topic, self._nonce, qos=1)
+            return
+        msg = val
+        unacked.append(msg)
+        topic = msg.topic
+        if topic == self.sync_topic:
+            if msg.payload == self._nonce and self.gw.hold:
+                late = self.gw.release()
+                for dev, p in late:
+                    self._publish(c, f"{self.prefix}/{dev}/out", p)
+                self.log(f"ready ({len(late)} answers of an earlier run published now)")
+                self.ready.set()
+            return
+        head, _, kind = topic.rpartition("/")
+        device = head[len(self.prefix) + 1 :]
+        if not device or "/" in device or not self.gw.owns(device):
+            return
+        if kind == "in":
+            err = self.gw.submit(device, msg.payload, time.monotonic())
+            if err is not None:
+                self._publish(c, f"{self.prefix}/{device}/error", err)
+        elif kind == "out":
+            self.gw.echo(device, msg.payload)
+
+    def run(self, timeout_s: float = 10.0) -> int:
+        """Serve until :attr:`stop` is set (SIGTERM/SIGINT in the command); returns an exit code."""
+        self._restore()
+        c = self._client()
+        c.loop_start()
+        try:
+            if not self._connected.wait(timeout_s):
+                raise EdgeRNNError(f"no answer from the broker at {self.host}:{self.port}")
+            if self._conn_error:
+                raise EdgeRNNError(self._conn_error)
+            self._loop(c)
+            info = c.publish(self.sync_topic, b"stop", qos=1)  # the last message out: wait for it
+            info.wait_for_publish(timeout_s)
+        finally:
+            c.disconnect()
+            c.loop_stop()
+        return 0
+
+    def _loop(self, c) -> None:
+        gw = self.gw
+        unacked: list = []
+        since_snap = 0
+        last_snap = time.monotonic()
+        topic = f"{self.prefix}/{{}}/".format
+        while True:
+            draining = self.stop.is_set()  # then: finish what was taken in, snapshot, acknowledge, leave
+            if draining and not gw.busy and not unacked:
+                break
+            if not draining:
+                if not self._q and not gw.busy:
+                    self._wake.wait(0.05)
+                    self._wake.clear()
+                for _ in range(min(len(self._q), 20000)):  # bounded: a tick follows even under a flood
+                    item = self._q.popleft()
+                    if item[0] == "connect":
+                        unacked.clear()  # the broker resends what the lost connection had not acknowledged
+                    self._handle(c, item, unacked)
+            answers, errors = gw.tick(time.monotonic())
+            if answers or errors:
+                since_snap += 1
+            for dev, p in answers:
+                self._publish(c, topic(dev) + "out", p)
+            for dev, p in errors:
+                self._publish(c, topic(dev) + "error", p)
+            gw.expire(time.monotonic())
+            now = time.monotonic()
+            quiet = not gw.busy and (draining or now - last_snap >= SNAPSHOT_IDLE_S)
+            if unacked and (not self.state_dir or since_snap >= self.snapshot_every or quiet):
+                if self.state_dir:
+                    self._snapshot()
+                    last_snap = now
+                for m in unacked:
+                    c.ack(m.mid, m.qos)
+                unacked.clear()
+                since_snap = 0
+        if self.state_dir:
+            self._snapshot()
