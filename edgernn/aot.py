@@ -393,7 +393,12 @@ def build(
     if clash:
         raise EdgeRNNError(f"entry names {clash} are reserved for the module's own records")
     out_dir = os.path.abspath(out_dir or package_dir())
-    os.makedirs(out_dir, exist_ok=True)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise EdgeRNNError(
+            f"cannot create {out_dir}: {e.strerror or e}; pass -o DIR (a writable directory)"
+        ) from None
     if not os.access(out_dir, os.W_OK):
         raise EdgeRNNError(
             f"{out_dir} is not writable; pass -o DIR and set EDGERNN_AOT_DIR=DIR on the device"
