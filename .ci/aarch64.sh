@@ -16,7 +16,9 @@
 #   4. writes artifacts and their expected outputs on the host (x86-64) with the host's python
 #      (${EDGERNN_HOST_PYTHON:-python3}, edgernn installed), then runs the aarch64 test selection in the
 #      chroot: every cell type against the numpy reference, load/step/run/streams, int8, the x86-64
-#      artifacts giving the same outputs, and (unless EDGERNN_ARM_AOT=0) an aarch64 `edgernn aot` build.
+#      artifacts giving the same outputs, and (unless EDGERNN_ARM_AOT=0) aarch64 per-model AOT modules
+#      (`edgernn aot MODEL.ernn` for tests/arm_cases.py's AOT_CASES, cached under /var/cache/edgernn/aot
+#      in the userland, one directory per kernel version) giving the same outputs without the JIT.
 #
 # Later runs reuse the userland, the pip cache and numba's cache: they take seconds to a few minutes.
 # Timings under emulation say nothing about a real board: this job never reports them as benchmarks.

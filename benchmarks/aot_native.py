@@ -1,16 +1,18 @@
-"""AOT module built for this CPU vs for the generic CPU vs numba JIT: per-step latency and thread scaling.
+"""AOT modules per model (host CPU, generic CPU) vs numba's generated kernels: per-step latency, threads.
 
-    python benchmarks/aot_native.py [--host-dir DIR] [--generic-dir DIR] [--rounds 7] [--json OUT]
+    python benchmarks/aot_native.py [--interpreter] [--rounds 40] [--json OUT]
 
-Without ``--host-dir`` / ``--generic-dir`` the two modules are built first (``edgernn aot -o TMP`` and
-``edgernn aot --cpu generic -o TMP``: a few minutes of compiling). Everything is measured in this one
+For each model the per-model module is built twice (``edgernn aot MODEL.ernn --cpu host`` and
+``--cpu generic``, a few seconds each); ``--interpreter`` also builds the generic plan-interpreter module
+(``edgernn aot`` without a model, about a minute) for comparison. Everything is measured in this one
 process, rounds interleaved across the backends so that a change of machine load hits them alike; each
-figure is the best round.
+figure is the best round. The baseline is the numba backend, which runs the same generated source
+(``kernels/codegen.py``) compiled by the JIT.
 
 * per step: ``Stream.step``, microseconds per step (best of many rounds of 500 steps; wall clock, and the
   stepping thread's CPU time, which leaves out the time the machine's other work kept it off a core),
-  for LSTM 8->64 + Dense,
-  LSTM 8->256 + Dense and ESN 500 + Dense (float32), with each backend's ratio to numba;
+  for LSTM 8->64 + Dense, GRU 8->64 + Dense, LSTM 8->256 + Dense and ESN 500 + Dense (float32), with each
+  backend's ratio to numba;
 * thread scaling: two streams of the same model advanced over the same steps, by one thread (one stream
   after the other, step by step) and by two threads (one stream each); scaling = time of one thread /
   time of two threads (2.0 = perfect on two idle cores, 1.0 = no gain, below 1 = contention), for
@@ -35,11 +37,12 @@ import time
 import numpy as np
 
 import edgernn
-from edgernn import aot, artifact
+from edgernn import aot, aot_model, artifact
 from edgernn.bench import synthetic
 
 MODELS = {  # name -> (cell, input, hidden)
     "lstm_8x64": ("lstm", 8, 64),
+    "gru_8x64": ("gru", 8, 64),
     "lstm_8x256": ("lstm", 8, 256),
     "esn_500": ("esn", 8, 500),
 }
@@ -49,13 +52,15 @@ ROUND = 500  # steps in a per-step latency round: short rounds, many of them, th
 
 
 def _load(path: str, backend: str, dirs: dict[str, str]) -> edgernn.Model:
-    """The model on ``backend``: ``aot-host``, ``aot-generic`` (that module) or ``numba``."""
+    """The model on ``backend``: ``aot-host``, ``aot-generic`` (the model's module built for that CPU),
+    ``aot-interp`` (the generic interpreter module) or ``numba``."""
     if backend == "numba":
         return edgernn.load(path, backend="numba")
-    os.environ["EDGERNN_AOT_DIR"] = dirs[backend]
-    edgernn.runtime._BACKENDS.pop("aot", None)  # the runtime keeps one AOT backend: choose it afresh
+    os.environ["EDGERNN_AOT_DIR"] = dirs[backend]  # searched first (the model's own directory has none)
     m = edgernn.load(path, backend="aot")
-    edgernn.runtime._BACKENDS.pop("aot", None)
+    del os.environ["EDGERNN_AOT_DIR"]
+    own = m.kernel_source is not None
+    assert own == (backend != "aot-interp"), f"{path} {backend}: the runtime picked the wrong module"
     return m
 
 
@@ -109,8 +114,7 @@ def _two_threads(s1, s2, X, mode: str) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--host-dir", help="directory of a module built with `edgernn aot` (default: build)")
-    ap.add_argument("--generic-dir", help="... with `edgernn aot --cpu generic` (default: build)")
+    ap.add_argument("--interpreter", action="store_true", help="also the generic interpreter module")
     ap.add_argument("--rounds", type=int, default=40, help=f"per-step rounds (of {ROUND} steps)")
     ap.add_argument("--thread-rounds", type=int, default=15, help=f"thread-scaling rounds (of {STEPS})")
     ap.add_argument("--json", default=None)
@@ -118,32 +122,41 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = tempfile.mkdtemp(prefix="edgernn-aotbench-")
     os.chmod(tmp, 0o700)
-    dirs = {"aot-host": a.host_dir, "aot-generic": a.generic_dir}
-    for key, cpu in (("aot-host", "host"), ("aot-generic", "generic")):
-        if not dirs[key]:
-            print(f"building the {cpu} module (edgernn aot --cpu {cpu}) ...", flush=True)
-            t0 = time.perf_counter()
-            path = aot.build(os.path.join(tmp, cpu), cpu=cpu)
-            dirs[key] = os.path.dirname(path)
-            print(f"  {path} in {time.perf_counter() - t0:.0f} s", flush=True)
-    for key in ("aot-host", "aot-generic"):
-        (path,) = aot.module_files(dirs[key])
-        print(f"{key}: {aot.describe(path)['cpu']}")
-    backends = ("aot-host", "aot-generic", "numba")
+    dirs = {"aot-host": os.path.join(tmp, "host"), "aot-generic": os.path.join(tmp, "generic")}
+    if a.interpreter:
+        print("building the interpreter module (edgernn aot) ...", flush=True)
+        t0 = time.perf_counter()
+        dirs["aot-interp"] = os.path.dirname(aot.build(os.path.join(tmp, "interp")))
+        print(f"  in {time.perf_counter() - t0:.0f} s", flush=True)
+    backends = (*dirs, "numba")
 
     rng = np.random.default_rng(0)
     X = rng.standard_normal((STEPS, 8)).astype(np.float32)
     models: dict[tuple[str, str], edgernn.Model] = {}
+    build_s: dict[str, dict[str, float]] = {}
+    last: dict[str, str] = {}  # the last module built for each CPU
     for name, (cell, i, h) in MODELS.items():
         p = os.path.join(tmp, name + ".ernn")
         artifact.write(p, *synthetic(cell, i, h, 1, seed=0))
+        build_s[name] = {}
+        for key, cpu in (("aot-host", "host"), ("aot-generic", "generic")):
+            t0 = time.perf_counter()
+            last[key] = aot_model.build(p, dirs[key], cpu=cpu)
+            build_s[name][cpu] = time.perf_counter() - t0
+        print(
+            f"{name}: built {os.path.basename(last['aot-host'])} for host and generic in "
+            f"{build_s[name]['host']:.0f} s / {build_s[name]['generic']:.0f} s",
+            flush=True,
+        )
         for b in backends:
             models[name, b] = m = _load(p, b, dirs)
             assert m.info["backend"] == ("numba" if b == "numba" else "aot")
         ref = models[name, "numba"].stream().run(X[:300])
-        for b in backends[:2]:  # same kernels: the modules agree with the JIT to rounding
+        for b in backends[:-1]:  # same source (or the same plan), same flags: agree with the JIT to rounding
             got = models[name, b].stream().run(X[:300])
             np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5, err_msg=f"{name} {b}")
+    for key, path in last.items():
+        print(f"{key}: {aot.describe(path)['cpu']}")
     print(f"load average {os.getloadavg()[0]:.2f} (cores: {os.cpu_count()})", flush=True)
 
     # ------------------------------------------------------------------ per-step latency
@@ -155,13 +168,19 @@ def main(argv: list[str] | None = None) -> int:
         for k, s in streams.items():
             w, c = _step_loop(s, Xr)
             wall[k], cpu[k] = min(wall[k], w), min(cpu[k], c)
-    out: dict = {"per_step_us": {}, "per_step_cpu_us": {}, "scaling": {}, "cores_used": {}}
+    out: dict = {
+        "per_step_us": {},
+        "per_step_cpu_us": {},
+        "scaling": {},
+        "cores_used": {},
+        "build_s": build_s,
+    }
     for title, best, key in (
         ("wall clock", wall, "per_step_us"),
         ("CPU time of the stepping thread (time not running on a core excluded)", cpu, "per_step_cpu_us"),
     ):
         print(f"\nStream.step, us per step, {title}; best of {a.rounds} rounds of {ROUND} steps")
-        print(f"{'model':12s}" + "".join(f"{b:>22s}" for b in backends))
+        print(f"{'model':12s}" + "".join(f"{b:>20s}" for b in backends))
         for name in MODELS:
             us = {b: best[name, b] / ROUND * 1e6 for b in backends}
             out[key][name] = us

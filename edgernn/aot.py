@@ -1,19 +1,25 @@
-"""Ahead-of-time device mode: the engine's kernels as a native extension module (``numba.pycc``).
+"""Ahead-of-time device mode: compiled kernels as a native extension module (``numba.pycc``).
 
-``build()`` (or ``edgernn aot``) compiles the three entry points of the plan interpreter in
-``edgernn.kernels.engine`` (``step``, ``step_batch``, ``seq``) into one CPython extension module,
-``_edgernn_aot``. A board then runs models with numpy + safetensors only: importing the module loads
-neither numba nor llvmlite, and nothing is compiled at start-up.
+Two kinds of module, both built by ``edgernn aot`` and loaded by the runtime with numpy + safetensors
+only (importing one loads neither numba nor llvmlite, and nothing is compiled at start-up):
 
-Where the runtime looks for the module (first hit wins), see :func:`find`:
+* **per model** (``edgernn aot MODEL.ernn``, see :mod:`edgernn.aot_model`): the kernels generated for that
+  model (``kernels/codegen.py``: ``step``, ``step_batch``, ``seq``, sizes and offsets as constants), in
+  ``_edgernn_m_<key>``, named after the generated source's key; used only for a model whose generated
+  source has that key. Preferred.
+* **generic** (``edgernn aot`` without a model): the plan interpreter ``edgernn.kernels.engine``, in
+  ``_edgernn_aot``; runs any model, slower per step than the per-model kernels.
+
+Where the runtime looks for the generic module (first hit wins), see :func:`find`:
 
 1. ``$EDGERNN_AOT_DIR/_edgernn_aot*.so`` (or ``.pyd``),
 2. the installed ``edgernn`` package directory (``edgernn aot`` writes there by default).
 
-A module records a fingerprint of the kernel sources it was built from (:func:`kernels_fingerprint`)
-and the CPU it was built for (``aot_target``, see :mod:`edgernn.aot_target`); :func:`load_module` refuses
-a module built from other kernels, or for the host CPU of another machine, so a stale build is never used
-silently and a module copied to another board never stops with an illegal instruction.
+A module records a fingerprint of the kernel sources it was built from (:func:`kernels_fingerprint`),
+the CPU it was built for (``aot_target``, see :mod:`edgernn.aot_target`) and, per model, the source key;
+:func:`load_module` refuses a module built from other kernels, for the host CPU of another machine, or
+for another model, so a stale build is never used silently and a module copied to another board never
+stops with an illegal instruction.
 
 The module is built for the CPU it runs on by default (``cpu="host"``: LLVM's name for this CPU and its
 feature list, as the JIT kernels are), or for the architecture's generic CPU (``cpu="generic"``: runs on
@@ -59,6 +65,8 @@ ENTRIES: dict[str, str] = {
 SOURCE = "edgernn.kernels.engine"
 #: Functions every module exports besides its entry points: what it was built from and for.
 META = ("kernels_fingerprint", "aot_target")
+#: The record a per-model module exports besides :data:`META`: the key of the generated source.
+KEY_RECORD = "source_key"
 
 
 def kernels_dir() -> str:
@@ -73,7 +81,8 @@ def kernels_dir() -> str:
 #: fingerprint, so a module built by an older ``edgernn aot`` is refused (and rebuilt into a new
 #: directory by tools that name directories after the fingerprint) even when the kernels did not change.
 #: 2: the target CPU record (``aot_target``) and entry points that release the GIL.
-FORMAT = 2
+#: 3: per-model modules (the ``source_key`` record).
+FORMAT = 3
 
 
 def kernels_fingerprint() -> int:
@@ -132,6 +141,7 @@ class Kernels:
         self.module = module
         self.path = path
         self.target = target  # what aot_target.record() wrote at build time
+        self.key: str | None = None  # a per-model module's source key (None: the generic interpreter)
         raw_step, raw_batch, raw_seq = module.step, module.step_batch, module.seq
         f32, i8, nd, ref = np.dtype(np.float32), np.dtype(np.int8), np.ndarray, weakref.ref
 
@@ -197,13 +207,15 @@ class Kernels:
 _LOADED: dict[str, Kernels] = {}
 
 
-def load_module(path: str | None = None) -> Kernels:
+def load_module(path: str | None = None, key: str | None = None) -> Kernels:
     """Import the AOT module at ``path`` (default :func:`find`) and check it matches the kernels.
 
     Returns a :class:`Kernels` whose ``step``/``step_batch``/``seq`` take the same arguments as the JIT
-    entry points of ``edgernn.kernels.engine``. Raises :class:`MissingDependencyError` when there is no
-    module, :class:`EdgeRNNError` when it cannot be loaded, was built from other kernel sources, or was
-    built for the host CPU of another machine (:func:`edgernn.aot_target.refusal`).
+    entry points of ``edgernn.kernels.engine``. ``key``: the generated source key the module must record
+    (a per-model module, see :mod:`edgernn.aot_model`); None for the generic module. Raises
+    :class:`MissingDependencyError` when there is no module, :class:`EdgeRNNError` when it cannot be
+    loaded, was built from other kernel sources, for another model, or for the host CPU of another
+    machine (:func:`edgernn.aot_target.refusal`).
     """
     path = path or find()
     if path is None:
@@ -222,6 +234,7 @@ def load_module(path: str | None = None) -> Kernels:
     k = _LOADED.get(path)
     if k is not None:
         _check_fingerprint(k.module, path)
+        _check_key(k.key, key, path)
         _check_target(k.target, path)
         return k
     name = os.path.basename(path).split(".")[0]  # PyInit_<name>: the name build() was given
@@ -234,23 +247,39 @@ def load_module(path: str | None = None) -> Kernels:
         loader.exec_module(mod)
     except ImportError as e:
         raise EdgeRNNError(f"AOT module {path} cannot be loaded here: {e}") from e
-    missing = [n for n in (*ENTRIES, *META) if not hasattr(mod, n)]
+    missing = [n for n in (*ENTRIES, *META, *([KEY_RECORD] if key else [])) if not hasattr(mod, n)]
     if missing:
         raise EdgeRNNError(f"AOT module {path} lacks {missing}; rebuild it with: edgernn aot")
     _check_fingerprint(mod, path)
-    target = read_target(mod)
+    built_key = read_record(mod, KEY_RECORD).decode() if hasattr(mod, KEY_RECORD) else None
+    _check_key(built_key, key, path)
+    target = json.loads(read_record(mod, "aot_target").decode())
     _check_target(target, path)
     k = _LOADED[path] = Kernels(mod, path, target)
+    k.key = built_key
     return k
+
+
+def read_record(mod: Any, name: str) -> bytes:
+    """The bytes of a record function ``name`` built into a module (``aot_target``: the target CPU record
+    of :func:`edgernn.aot_target.record` as JSON; ``source_key``: a per-model module's source key)."""
+    buf = np.zeros(1 << 14, np.uint8)
+    n = int(getattr(mod, name)(buf))
+    if not 0 < n <= buf.size:
+        raise EdgeRNNError(f"AOT module {mod.__file__} has a malformed {name} record; rebuild it")
+    return buf[:n].tobytes()
 
 
 def read_target(mod: Any) -> dict:
     """The target record built into a module (see :func:`edgernn.aot_target.record`)."""
-    buf = np.zeros(1 << 14, np.uint8)
-    n = int(mod.aot_target(buf))
-    if not 0 < n <= buf.size:
-        raise EdgeRNNError(f"AOT module {mod.__file__} has a malformed target record; rebuild it")
-    return json.loads(buf[:n].tobytes().decode())
+    return json.loads(read_record(mod, "aot_target").decode())
+
+
+def _check_key(built: str | None, want: str | None, path: str) -> None:
+    if built != want:
+        what = f"the model with source key {want}" if want else "the generic interpreter"
+        has = f"source key {built}" if built else "the generic interpreter"
+        raise EdgeRNNError(f"AOT module {path} holds {has}, not {what}; rebuild it: edgernn aot MODEL.ernn")
 
 
 def _check_target(target: dict, path: str) -> None:
@@ -333,6 +362,7 @@ def build(
     source: str | ModuleType = SOURCE,
     fingerprint: int | None = None,
     name: str = MODULE,
+    records: dict[str, bytes] | None = None,
 ) -> str:
     """Compile the kernels into ``out_dir/<name><EXT_SUFFIX>`` and return the file's path.
 
@@ -342,7 +372,9 @@ def build(
     ``entries``: exported name -> numba signature (default :data:`ENTRIES`), each a function of the
     module ``source`` (a module or its import name; ``@njit`` dispatchers or plain functions);
     ``fingerprint``: the 60-bit integer the module reports as ``kernels_fingerprint`` (default
-    :func:`kernels_fingerprint`). Needs numba, setuptools, gcc and g++; takes 15-60 s here.
+    :func:`kernels_fingerprint`); ``records``: more exported name -> bytes records, read back with
+    :func:`read_record` (a per-model module's ``source_key``). Needs numba, setuptools, gcc and g++;
+    takes 15-60 s here for the generic module, a few seconds for one model's.
     """
     try:
         with warnings.catch_warnings():  # "pending deprecation" since numba 0.57; no replacement yet
@@ -356,30 +388,40 @@ def build(
 
     src = importlib.import_module(source) if isinstance(source, str) else source
     entries = dict(ENTRIES if entries is None else entries)
-    clash = sorted(set(entries) & set(META))
+    records = dict(records or {})
+    clash = sorted((set(entries) | set(records)) & set(META) | set(entries) & set(records))
     if clash:
         raise EdgeRNNError(f"entry names {clash} are reserved for the module's own records")
     out_dir = os.path.abspath(out_dir or package_dir())
-    os.makedirs(out_dir, exist_ok=True)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise EdgeRNNError(
+            f"cannot create {out_dir}: {e.strerror or e}; pass -o DIR (a writable directory)"
+        ) from None
     if not os.access(out_dir, os.W_OK):
         raise EdgeRNNError(
             f"{out_dir} is not writable; pass -o DIR and set EDGERNN_AOT_DIR=DIR on the device"
         )
     target, llvm_cpu, features = resolve_cpu(cpu)
     fp = kernels_fingerprint() if fingerprint is None else int(fingerprint)
-    record = np.frombuffer(json.dumps(aot_target.record(target, llvm_cpu, features)).encode(), np.uint8)
-    ns: dict[str, Any] = {"_RECORD": record.copy()}  # a global array: a constant inside the module
-    exec(  # constants the module returns
-        f"def kernels_fingerprint():\n    return {fp}\n"
-        "def aot_target(out):\n"
-        "    n = _RECORD.size\n"
-        "    if out.size < n:\n"
-        "        return -n\n"
-        "    for i in range(n):\n"
-        "        out[i] = _RECORD[i]\n"
-        "    return n\n",
-        ns,
-    )
+    records["aot_target"] = json.dumps(aot_target.record(target, llvm_cpu, features)).encode()
+    ns: dict[str, Any] = {}
+    exec(f"def kernels_fingerprint():\n    return {fp}\n", ns)  # constants the module returns
+    for rec_name, data in records.items():
+        if not rec_name.isidentifier():
+            raise EdgeRNNError(f"record name {rec_name!r} is not an identifier")
+        ns[f"_R_{rec_name}"] = np.frombuffer(data, np.uint8).copy()  # a global array: a constant
+        exec(
+            f"def {rec_name}(out):\n"
+            f"    n = _R_{rec_name}.size\n"
+            "    if out.size < n:\n"
+            "        return -n\n"
+            "    for i in range(n):\n"
+            f"        out[i] = _R_{rec_name}[i]\n"
+            "    return n\n",
+            ns,
+        )
 
     try:
         cc = CC(name)  # checks for the C/C++ toolchain
@@ -394,7 +436,8 @@ def build(
         fn = getattr(src, entry)
         cc.export(entry, sig)(getattr(fn, "py_func", fn))
     cc.export("kernels_fingerprint", "i8()")(ns["kernels_fingerprint"])
-    cc.export("aot_target", "i8(u1[::1])")(ns["aot_target"])
+    for rec_name in records:
+        cc.export(rec_name, "i8(u1[::1])")(ns[rec_name])
     # pycc writes the final file in place; build elsewhere and move it, so a loaded module is never
     # overwritten mid-flight and an interrupted build leaves no half-written module behind.
     with tempfile.TemporaryDirectory(prefix="edgernn-aot-", dir=out_dir) as tmp:
@@ -414,10 +457,13 @@ def build(
 
 
 def describe(path: str) -> dict:
-    """Facts about a built module: path, size in bytes, target CPU, whether it matches the kernels and
-    this CPU (``matches_kernels``, ``problem`` says why not)."""
+    """Facts about a built module: path, size in bytes, target CPU, source key (``key``; None for the
+    generic interpreter), whether it matches the kernels and this CPU (``matches_kernels``, ``problem``
+    says why not)."""
+    name = os.path.basename(path).split(".")[0]
+    key = name[len("_edgernn_m_") :] if name.startswith("_edgernn_m_") else None  # a per-model module
     try:
-        target = load_module(path).target
+        target = load_module(path, key=key).target
         ok, why = True, ""
     except EdgeRNNError as e:
         ok, why, target = False, str(e), {}
@@ -428,6 +474,7 @@ def describe(path: str) -> dict:
         "bytes": os.path.getsize(path),
         "python": sys.implementation.cache_tag,
         "machine": platform.machine(),
+        "key": key,
         "matches_kernels": ok,
         "problem": why,
     }

@@ -43,12 +43,13 @@ class _Backend:
         self._per_model = per_model
         self.source: str | None = None  # the generated source of a per-model backend
 
-    def for_model(self, packed: Packed) -> _Backend:
-        """The entry points for one packed model: kernels generated for it (numba), or these ones."""
-        return self if self._per_model is None else self._per_model(self, packed)
+    def for_model(self, packed: Packed, path: str | None = None) -> _Backend:
+        """The entry points for one packed model (loaded from the file ``path``, if any): kernels generated
+        for it (numba), its AOT module, or these ones."""
+        return self if self._per_model is None else self._per_model(self, packed, path)
 
 
-def _numba_for_model(base: _Backend, packed: Packed) -> _Backend:
+def _numba_for_model(base: _Backend, packed: Packed, path: str | None = None) -> _Backend:
     from .kernels import codegen
     from .kernels.batch_blocked import blocked_supported
 
@@ -76,7 +77,7 @@ def _numba_backend() -> _Backend:
     return _Backend("numba", None, step_batch, None, step_batch.work, per_model=_numba_for_model)
 
 
-def _numpy_for_model(base: _Backend, packed: Packed) -> _Backend:
+def _numpy_for_model(base: _Backend, packed: Packed, path: str | None = None) -> _Backend:
     from . import numpy_backend as nb
 
     step, step_batch, seq = nb.for_model(packed.wf)
@@ -87,20 +88,57 @@ def _numpy_backend() -> _Backend:
     return _Backend("numpy", None, None, None, per_model=_numpy_for_model)
 
 
+def _aot_kernels(packed: Packed, path: str | None, forced: bool) -> _Backend | None:
+    """The model's AOT module, else the generic one, else None (see ``edgernn.aot_model.entries``)."""
+    from . import aot_model  # imports no numba
+
+    e = aot_model.entries(packed.wf, path, forced)
+    if e is None:
+        return None
+    b = _Backend("aot", e.step, e.step_batch, e.seq)
+    b.source = e.source
+    return b
+
+
+def _aot_for_model(base: _Backend, packed: Packed, path: str | None = None) -> _Backend:
+    b = _aot_kernels(packed, path, forced=True)
+    assert b is not None
+    return b
+
+
 def _aot_backend() -> _Backend:
-    from . import aot  # built by `edgernn aot`; absent unless built
-
-    mod = aot.load_module()
-    return _Backend("aot", mod.step, mod.step_batch, mod.seq)
+    return _Backend("aot", None, None, None, per_model=_aot_for_model)
 
 
-_FACTORIES = {"numba": _numba_backend, "numpy": _numpy_backend, "aot": _aot_backend}
+def _auto_for_model(base: _Backend, packed: Packed, path: str | None = None) -> _Backend:
+    """The best backend for one model: its AOT module (or the generic one), else numba, else numpy."""
+    b = _aot_kernels(packed, path, forced=False)  # first, and before kernels.config imports numba
+    if b is not None:
+        return b
+    from .kernels.config import DISABLE_JIT, HAVE_NUMBA
+
+    for cand in (["numba"] if HAVE_NUMBA and not DISABLE_JIT else []) + ["numpy"]:
+        try:
+            return get_backend(cand).for_model(packed, path)
+        except (ImportError, OSError, EdgeRNNError):
+            continue
+    raise EdgeRNNError("no backend could be loaded")  # pragma: no cover - numpy always loads
+
+
+def _auto_backend() -> _Backend:
+    return _Backend("auto", None, None, None, per_model=_auto_for_model)
+
+
+_FACTORIES = {"numba": _numba_backend, "numpy": _numpy_backend, "aot": _aot_backend, "auto": _auto_backend}
 
 
 def available_backends() -> list[str]:
-    """Names of the backends that load on this machine, in the order ``load`` prefers them."""
-    out = []
-    for name in ("aot", "numba", "numpy"):
+    """Names of the backends that load on this machine, in the order ``load`` prefers them (``"aot"``:
+    a generic AOT module loads, or per-model modules were found; each is used only for its own model)."""
+    from . import aot_model
+
+    out = ["aot"] if aot_model.available() else []
+    for name in ("numba", "numpy"):
         try:
             get_backend(name)
             out.append(name)
@@ -112,27 +150,16 @@ def available_backends() -> list[str]:
 def get_backend(name: str | None = None) -> _Backend:
     """The backend ``name`` (``"aot"``, ``"numba"``, ``"numpy"``), or the best available one.
 
-    ``None`` picks ``$EDGERNN_BACKEND`` if set, else the AOT module when built, else numba (unless
-    numba is missing or ``NUMBA_DISABLE_JIT``/``EDGERNN_DISABLE_JIT`` is set), else numpy.
+    ``None`` picks ``$EDGERNN_BACKEND`` if set, else ``"auto"``: chosen per model at load, the model's own
+    AOT module (``edgernn aot MODEL.ernn``) when built, else the generic AOT module (``edgernn aot``), else
+    numba (unless numba is missing or ``NUMBA_DISABLE_JIT``/``EDGERNN_DISABLE_JIT`` is set), else numpy.
+    ``"aot"`` on a model with neither module raises :class:`EdgeRNNError` naming the command to run.
     """
     if name is None:
-        name = os.environ.get("EDGERNN_BACKEND") or None
-    if name is None:
-        try:  # first, and before kernels.config imports numba: an AOT device never loads it
-            return get_backend("aot")
-        except (ImportError, OSError, EdgeRNNError):
-            pass
-        from .kernels.config import DISABLE_JIT, HAVE_NUMBA
-
-        order = (["numba"] if HAVE_NUMBA and not DISABLE_JIT else []) + ["numpy"]
-        for cand in order:
-            try:
-                return get_backend(cand)
-            except (ImportError, OSError, EdgeRNNError):
-                continue
-        raise EdgeRNNError("no backend could be loaded")  # pragma: no cover - numpy always loads
+        name = os.environ.get("EDGERNN_BACKEND") or "auto"
     if name not in _FACTORIES:
-        raise EdgeRNNError(f"unknown backend {name!r}; choose one of {sorted(_FACTORIES)}")
+        choices = sorted(set(_FACTORIES) - {"auto"})
+        raise EdgeRNNError(f"unknown backend {name!r}; choose one of {choices}")
     if name not in _BACKENDS:
         with _BACKENDS_LOCK:  # first loads from several threads: compile once, then disable_compile
             if name not in _BACKENDS:
@@ -154,7 +181,8 @@ def load(
     Parameters
     ----------
     path : the ``.ernn`` file.
-    backend : ``"aot"``, ``"numba"``, ``"numpy"`` or ``None`` (best available, see :func:`get_backend`).
+    backend : ``"aot"``, ``"numba"``, ``"numpy"`` or ``None`` (best available for this model, see
+        :func:`get_backend`; the model's AOT module is looked up next to ``path`` too).
     nonfinite : ``"raise"`` (default: a NaN/Inf input raises :class:`InputError` before any state
         changes) or ``"propagate"`` (let it through; the state then holds NaN until ``reset``).
     max_parameters : refuse files with more weights than this.
@@ -195,7 +223,7 @@ class Model:
 
             p.wf[H_FLAGS] = 1
         p.wf.flags.writeable = True  # numba signatures take mutable arrays; never written after this
-        self._backend = get_backend(backend).for_model(p)
+        self._backend = get_backend(backend).for_model(p, source)
         self._m0 = np.zeros(p.m_size, np.float32)
         self._m0[: p.n_state] = p.state0
         self._tokens = plan["input"]["kind"] == "tokens"

@@ -223,6 +223,56 @@ def write_fixtures(out_dir: str) -> list[str]:
     return names
 
 
+#: cases the aarch64 job builds a per-model AOT module for inside the emulated userland (each is a
+#: compile under emulation); tests/test_aot_model.py runs the same code for the first one on the host
+AOT_CASES = ("lstm", "gru.int8")
+
+
+def aot_module(path: str, base: str, cpu: str = "host") -> str:
+    """The per-model AOT module of the artifact at ``path``: reused from ``base/<kernels fingerprint>/``
+    when one there loads for this model, else built there (``edgernn aot MODEL -o DIR``). Returns its path.
+
+    One directory per kernel version: a stale module must never be loaded first (an extension module
+    cannot be unloaded, so a rebuilt file at the same path would still run the old code)."""
+    import edgernn
+    from edgernn import aot, aot_model
+
+    d = os.path.join(base, format(aot.kernels_fingerprint(), "x"))
+    _, key = aot_model.generated(edgernn.load(path, backend="numpy")._packed.wf)
+    for p in _module_files(d, aot_model.module_name(key)):
+        try:
+            aot.load_module(p, key=key)
+            return p
+        except edgernn.EdgeRNNError:
+            continue  # built for another CPU (a cache shared between machines): rebuild
+    os.makedirs(d, mode=0o700, exist_ok=True)
+    return aot_model.build(path, d, cpu=cpu)
+
+
+def _module_files(d: str, name: str) -> list[str]:
+    import importlib.machinery
+
+    return [
+        os.path.join(d, name + s)
+        for s in importlib.machinery.EXTENSION_SUFFIXES
+        if os.path.isfile(os.path.join(d, name + s))
+    ]
+
+
+def check_aot(path: str, X: np.ndarray) -> None:
+    """The model at ``path`` on ``backend="aot"`` runs its own module (not the generic interpreter) and
+    matches the numpy reference (chunk) and the numba backend (per step, to rounding)."""
+    from reference import assert_close
+
+    import edgernn
+
+    m = edgernn.load(path, backend="aot")
+    assert m.info["backend"] == "aot" and m.kernel_source is not None, "not the model's own AOT module"
+    assert_close(m.stream().run(X), reference_run(path, X), what=f"{path} aot")
+    s, ref = m.stream(), edgernn.load(path, backend="numba").stream()
+    np.testing.assert_allclose([s.step(x) for x in X], [ref.step(x) for x in X], rtol=1e-5, atol=1e-6)
+
+
 def reference_run(path: str, X: np.ndarray) -> np.ndarray:
     """The numpy reference's per-step outputs (T, O) of the artifact at ``path`` for input X (T, I)."""
     from reference import reference_predict

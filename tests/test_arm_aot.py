@@ -1,4 +1,5 @@
-"""The AOT device mode (``edgernn aot``): a numba.pycc module of the engine, used without numba.
+"""The generic AOT module (``edgernn aot`` without a model): a numba.pycc module of the plan interpreter,
+used without numba for any model that has no module of its own (per-model modules: test_aot_model.py).
 
 The module is built once per test session into a temporary directory with ``edgernn aot -o DIR``
 (15-30 s on the CI machine: under a minute, so these tests are not marked slow). Oracles: the numpy

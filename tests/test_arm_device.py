@@ -114,35 +114,15 @@ def test_artifact_written_on_x86_64_gives_same_outputs(cid):
 
 
 @pytest.fixture(scope="module")
-def aot_here():
+def aot_here(artifacts):
+    """Per-model AOT modules of ``cases.AOT_CASES``, built here (cached in ``EDGERNN_ARM_AOT_DIR``)."""
     if os.environ.get("EDGERNN_ARM_AOT", "0") in ("", "0"):
-        pytest.skip("EDGERNN_ARM_AOT not set (tests/test_arm_aot.py covers AOT on the host)")
-    from edgernn import aot
-
+        pytest.skip("EDGERNN_ARM_AOT not set (tests/test_aot_model.py covers AOT on the host)")
     base = os.environ.get("EDGERNN_ARM_AOT_DIR") or os.path.join(_HERE, "..", "build", "aot")
-    # one directory per kernel version: a stale module must never be loaded first (an extension module
-    # cannot be unloaded, so a rebuilt file at the same path would still run the old code)
-    d = os.path.join(base, format(aot.kernels_fingerprint(), "x"))
-    for path in aot.module_files(d):  # cached by the CI job between runs
-        try:
-            k = aot.load_module(path)
-        except edgernn.EdgeRNNError:
-            continue  # built from other kernel sources: rebuild
-        yield k
-        edgernn.runtime._BACKENDS.pop("aot", None)
-        return
-    path = aot.build(d)
-    yield aot.load_module(path)
-    edgernn.runtime._BACKENDS.pop("aot", None)  # later tests choose their backend afresh
+    return {cid: cases.aot_module(artifacts[cid], base) for cid in cases.AOT_CASES}
 
 
-@pytest.mark.parametrize("cid", IDS)
+@pytest.mark.parametrize("cid", cases.AOT_CASES)
 def test_aot_module_built_here_matches_reference(artifacts, aot_here, cid, monkeypatch):
-    monkeypatch.setenv("EDGERNN_AOT_DIR", os.path.dirname(aot_here.path))
-    m = edgernn.load(artifacts[cid], backend="aot")
-    assert m.info["backend"] == "aot"
-    X = cases.inputs()
-    assert_close(m.stream().run(X), cases.reference_run(artifacts[cid], X), what=f"{cid} aot")
-    ref_jit = edgernn.load(artifacts[cid], backend="numba").stream()
-    s = m.stream()
-    np.testing.assert_allclose([s.step(x) for x in X], [ref_jit.step(x) for x in X], rtol=1e-5, atol=1e-6)
+    monkeypatch.setenv("EDGERNN_AOT_DIR", os.path.dirname(aot_here[cid]))
+    cases.check_aot(artifacts[cid], cases.inputs())
