@@ -43,8 +43,10 @@ class _Spy:
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def for_model(self, packed):  # backends that generate kernels for each model
-        return _Spy(self.inner.for_model(packed), self.calls) if hasattr(self.inner, "for_model") else self
+    def for_model(self, packed, path=None):  # backends that generate kernels (or find a module) per model
+        if not hasattr(self.inner, "for_model"):
+            return self
+        return _Spy(self.inner.for_model(packed, path), self.calls)
 
     def step(self, x, wf, wb, M):
         self.calls.append(("step", x.copy()))
