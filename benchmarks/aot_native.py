@@ -1,10 +1,9 @@
 """AOT modules per model (host CPU, generic CPU) vs numba's generated kernels: per-step latency, threads.
 
-    python benchmarks/aot_native.py [--interpreter] [--rounds 40] [--json OUT]
+    python benchmarks/aot_native.py [--rounds 40] [--json OUT]
 
 For each model the per-model module is built twice (``edgernn aot MODEL.ernn --cpu host`` and
-``--cpu generic``, a few seconds each); ``--interpreter`` also builds the generic plan-interpreter module
-(``edgernn aot`` without a model, about a minute) for comparison. Everything is measured in this one
+``--cpu generic``, a few seconds each). Everything is measured in this one
 process, rounds interleaved across the backends so that a change of machine load hits them alike; each
 figure is the best round. The baseline is the numba backend, which runs the same generated source
 (``kernels/codegen.py``) compiled by the JIT.
@@ -52,15 +51,14 @@ ROUND = 500  # steps in a per-step latency round: short rounds, many of them, th
 
 
 def _load(path: str, backend: str, dirs: dict[str, str]) -> edgernn.Model:
-    """The model on ``backend``: ``aot-host``, ``aot-generic`` (the model's module built for that CPU),
-    ``aot-interp`` (the generic interpreter module) or ``numba``."""
+    """The model on ``backend``: ``aot-host``, ``aot-generic`` (the model's module built for that CPU) or
+    ``numba``."""
     if backend == "numba":
         return edgernn.load(path, backend="numba")
     os.environ["EDGERNN_AOT_DIR"] = dirs[backend]  # searched first (the model's own directory has none)
     m = edgernn.load(path, backend="aot")
     del os.environ["EDGERNN_AOT_DIR"]
-    own = m.kernel_source is not None
-    assert own == (backend != "aot-interp"), f"{path} {backend}: the runtime picked the wrong module"
+    assert m.kernel_source is not None, f"{path} {backend}: the runtime picked the wrong module"
     return m
 
 
@@ -114,7 +112,6 @@ def _two_threads(s1, s2, X, mode: str) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--interpreter", action="store_true", help="also the generic interpreter module")
     ap.add_argument("--rounds", type=int, default=40, help=f"per-step rounds (of {ROUND} steps)")
     ap.add_argument("--thread-rounds", type=int, default=15, help=f"thread-scaling rounds (of {STEPS})")
     ap.add_argument("--json", default=None)
@@ -123,11 +120,6 @@ def main(argv: list[str] | None = None) -> int:
     tmp = tempfile.mkdtemp(prefix="edgernn-aotbench-")
     os.chmod(tmp, 0o700)
     dirs = {"aot-host": os.path.join(tmp, "host"), "aot-generic": os.path.join(tmp, "generic")}
-    if a.interpreter:
-        print("building the interpreter module (edgernn aot) ...", flush=True)
-        t0 = time.perf_counter()
-        dirs["aot-interp"] = os.path.dirname(aot.build(os.path.join(tmp, "interp")))
-        print(f"  in {time.perf_counter() - t0:.0f} s", flush=True)
     backends = (*dirs, "numba")
 
     rng = np.random.default_rng(0)

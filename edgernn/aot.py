@@ -1,22 +1,14 @@
-"""Ahead-of-time device mode: compiled kernels as a native extension module (``numba.pycc``).
+"""Ahead-of-time device mode: one model's generated kernels as a native extension module (``numba.pycc``).
 
-Two kinds of module, both built by ``edgernn aot`` and loaded by the runtime with numpy + safetensors
-only (importing one loads neither numba nor llvmlite, and nothing is compiled at start-up):
-
-* **per model** (``edgernn aot MODEL.ernn``, see :mod:`edgernn.aot_model`): the kernels generated for that
-  model (``kernels/codegen.py``: ``step``, ``step_batch``, ``seq``, sizes and offsets as constants), in
-  ``_edgernn_m_<key>``, named after the generated source's key; used only for a model whose generated
-  source has that key. Preferred.
-* **generic** (``edgernn aot`` without a model): the plan interpreter ``edgernn.kernels.engine``, in
-  ``_edgernn_aot``; runs any model, slower per step than the per-model kernels.
-
-Where the runtime looks for the generic module (first hit wins), see :func:`find`:
-
-1. ``$EDGERNN_AOT_DIR/_edgernn_aot*.so`` (or ``.pyd``),
-2. the installed ``edgernn`` package directory (``edgernn aot`` writes there by default).
+``edgernn aot MODEL.ernn`` (see :mod:`edgernn.aot_model`) compiles the kernels generated for that model
+(``kernels/codegen.py``: ``step``, ``step_batch``, ``seq``, sizes and offsets as constants) into
+``_edgernn_m_<key>``, named after the generated source's key. The runtime loads it with numpy +
+safetensors only (importing it loads neither numba nor llvmlite, and nothing is compiled at start-up),
+and only for a model whose generated source has that key. (The generic plan-interpreter module of
+earlier versions is gone with the interpreter: every model gets its own module.)
 
 A module records a fingerprint of the kernel sources it was built from (:func:`kernels_fingerprint`),
-the CPU it was built for (``aot_target``, see :mod:`edgernn.aot_target`) and, per model, the source key;
+the CPU it was built for (``aot_target``, see :mod:`edgernn.aot_target`) and the source key;
 :func:`load_module` refuses a module built from other kernels, for the host CPU of another machine, or
 for another model, so a stale build is never used silently and a module copied to another board never
 stops with an illegal instruction.
@@ -50,10 +42,7 @@ import numpy as np
 from . import aot_target
 from .errors import EdgeRNNError, MissingDependencyError
 
-#: Name of the extension module (its file is ``_edgernn_aot<EXT_SUFFIX>``).
-MODULE = "_edgernn_aot"
-
-#: Entry points of ``edgernn.kernels.engine`` and their exported signatures. Every array is C-contiguous:
+#: Entry points of a model's generated kernels and their exported signatures. Every array is C-contiguous:
 #: x (I,), X (n|T, I), wf float32 (weights + plan records), wb int8, M float32 stream buffer,
 #: MB (n, len(M)), Y (T, O), buf float32 sequence scratch. Each returns a status (0 = ok).
 ENTRIES: dict[str, str] = {
@@ -61,11 +50,9 @@ ENTRIES: dict[str, str] = {
     "step_batch": "i8(f4[:, ::1], f4[::1], i1[::1], f4[:, ::1])",
     "seq": "i8(f4[:, ::1], f4[::1], i1[::1], f4[::1], f4[:, ::1], f4[::1])",
 }
-#: Where the default entry points come from (a module of numba ``@njit`` functions).
-SOURCE = "edgernn.kernels.engine"
 #: Functions every module exports besides its entry points: what it was built from and for.
 META = ("kernels_fingerprint", "aot_target")
-#: The record a per-model module exports besides :data:`META`: the key of the generated source.
+#: The record a module exports besides :data:`META`: the key of the generated source.
 KEY_RECORD = "source_key"
 
 
@@ -82,7 +69,8 @@ def kernels_dir() -> str:
 #: directory by tools that name directories after the fingerprint) even when the kernels did not change.
 #: 2: the target CPU record (``aot_target``) and entry points that release the GIL.
 #: 3: per-model modules (the ``source_key`` record).
-FORMAT = 3
+#: 4: per-model modules only (no generic interpreter module).
+FORMAT = 4
 
 
 def kernels_fingerprint() -> int:
@@ -104,26 +92,6 @@ def package_dir() -> str:
     return os.path.dirname(os.path.abspath(__file__))
 
 
-def module_files(directory: str) -> list[str]:
-    """Every ``_edgernn_aot`` extension file in ``directory`` that this Python can load."""
-    out = []
-    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        p = os.path.join(directory, MODULE + suffix)
-        if os.path.isfile(p):
-            out.append(p)
-    return out
-
-
-def find() -> str | None:
-    """Path of the AOT module the runtime would use, or None (see the module doc for the search order)."""
-    env = os.environ.get("EDGERNN_AOT_DIR")
-    for d in ([env] if env else []) + [package_dir()]:
-        files = module_files(d)
-        if files:
-            return files[0]
-    return None
-
-
 class Kernels:
     """The AOT module's entry points behind argument checks: ``step``, ``step_batch``, ``seq``.
 
@@ -141,7 +109,7 @@ class Kernels:
         self.module = module
         self.path = path
         self.target = target  # what aot_target.record() wrote at build time
-        self.key: str | None = None  # a per-model module's source key (None: the generic interpreter)
+        self.key: str | None = None  # the source key of the model whose kernels the module holds
         raw_step, raw_batch, raw_seq = module.step, module.step_batch, module.seq
         f32, i8, nd, ref = np.dtype(np.float32), np.dtype(np.int8), np.ndarray, weakref.ref
 
@@ -207,22 +175,14 @@ class Kernels:
 _LOADED: dict[str, Kernels] = {}
 
 
-def load_module(path: str | None = None, key: str | None = None) -> Kernels:
-    """Import the AOT module at ``path`` (default :func:`find`) and check it matches the kernels.
+def load_module(path: str, key: str) -> Kernels:
+    """Import the AOT module at ``path`` and check it holds the kernels of the model with source ``key``.
 
-    Returns a :class:`Kernels` whose ``step``/``step_batch``/``seq`` take the same arguments as the JIT
-    entry points of ``edgernn.kernels.engine``. ``key``: the generated source key the module must record
-    (a per-model module, see :mod:`edgernn.aot_model`); None for the generic module. Raises
-    :class:`MissingDependencyError` when there is no module, :class:`EdgeRNNError` when it cannot be
-    loaded, was built from other kernel sources, for another model, or for the host CPU of another
-    machine (:func:`edgernn.aot_target.refusal`).
+    Returns a :class:`Kernels` whose ``step``/``step_batch``/``seq`` take the same arguments as the
+    model's generated JIT entry points (``kernels/codegen.py``). Raises :class:`EdgeRNNError` when it
+    cannot be loaded, was built from other kernel sources, for another model, or for the host CPU of
+    another machine (:func:`edgernn.aot_target.refusal`).
     """
-    path = path or find()
-    if path is None:
-        raise MissingDependencyError(
-            "no AOT kernel module found (looked in $EDGERNN_AOT_DIR and the edgernn package); "
-            "build one with: edgernn aot"
-        )
     path = os.path.abspath(path)
     from .trust import insecure_dir
 
@@ -247,11 +207,11 @@ def load_module(path: str | None = None, key: str | None = None) -> Kernels:
         loader.exec_module(mod)
     except ImportError as e:
         raise EdgeRNNError(f"AOT module {path} cannot be loaded here: {e}") from e
-    missing = [n for n in (*ENTRIES, *META, *([KEY_RECORD] if key else [])) if not hasattr(mod, n)]
+    missing = [n for n in (*ENTRIES, *META, KEY_RECORD) if not hasattr(mod, n)]
     if missing:
-        raise EdgeRNNError(f"AOT module {path} lacks {missing}; rebuild it with: edgernn aot")
+        raise EdgeRNNError(f"AOT module {path} lacks {missing}; rebuild it with: edgernn aot MODEL.ernn")
     _check_fingerprint(mod, path)
-    built_key = read_record(mod, KEY_RECORD).decode() if hasattr(mod, KEY_RECORD) else None
+    built_key = read_record(mod, KEY_RECORD).decode()
     _check_key(built_key, key, path)
     target = json.loads(read_record(mod, "aot_target").decode())
     _check_target(target, path)
@@ -275,11 +235,12 @@ def read_target(mod: Any) -> dict:
     return json.loads(read_record(mod, "aot_target").decode())
 
 
-def _check_key(built: str | None, want: str | None, path: str) -> None:
+def _check_key(built: str | None, want: str, path: str) -> None:
     if built != want:
-        what = f"the model with source key {want}" if want else "the generic interpreter"
-        has = f"source key {built}" if built else "the generic interpreter"
-        raise EdgeRNNError(f"AOT module {path} holds {has}, not {what}; rebuild it: edgernn aot MODEL.ernn")
+        raise EdgeRNNError(
+            f"AOT module {path} holds source key {built}, not the model with source key {want}; "
+            "rebuild it: edgernn aot MODEL.ernn"
+        )
 
 
 def _check_target(target: dict, path: str) -> None:
@@ -293,7 +254,7 @@ def _check_fingerprint(mod: Any, path: str) -> None:
     if built != now:
         raise EdgeRNNError(
             f"AOT module {path} was built from other kernel sources (fingerprint {built:x}, the installed "
-            f"kernels are {now:x}); rebuild it with: edgernn aot"
+            f"kernels are {now:x}); rebuild it with: edgernn aot MODEL.ernn"
         )
 
 
@@ -354,27 +315,26 @@ def resolve_cpu(cpu: str) -> tuple[str, str, str]:
 
 
 def build(
-    out_dir: str | None = None,
+    out_dir: str,
+    source: str | ModuleType,
+    name: str,
     cpu: str = "host",
     verbose: bool = False,
     *,
     entries: dict[str, str] | None = None,
-    source: str | ModuleType = SOURCE,
     fingerprint: int | None = None,
-    name: str = MODULE,
     records: dict[str, bytes] | None = None,
 ) -> str:
-    """Compile the kernels into ``out_dir/<name><EXT_SUFFIX>`` and return the file's path.
+    """Compile the functions of ``source`` into ``out_dir/<name><EXT_SUFFIX>`` and return the file's path.
 
-    ``out_dir`` defaults to :func:`package_dir` (where the runtime finds the module without
-    configuration). ``cpu``: ``"host"`` = this machine's CPU and its features (default; refused at load
+    ``cpu``: ``"host"`` = this machine's CPU and its features (default; refused at load
     on another CPU), ``"generic"`` = the architecture's baseline (portable), or an LLVM CPU name.
     ``entries``: exported name -> numba signature (default :data:`ENTRIES`), each a function of the
     module ``source`` (a module or its import name; ``@njit`` dispatchers or plain functions);
     ``fingerprint``: the 60-bit integer the module reports as ``kernels_fingerprint`` (default
     :func:`kernels_fingerprint`); ``records``: more exported name -> bytes records, read back with
-    :func:`read_record` (a per-model module's ``source_key``). Needs numba, setuptools, gcc and g++;
-    takes 15-60 s here for the generic module, a few seconds for one model's.
+    :func:`read_record` (the model's ``source_key``). Needs numba, setuptools, gcc and g++; a few seconds
+    per model here.
     """
     try:
         with warnings.catch_warnings():  # "pending deprecation" since numba 0.57; no replacement yet
@@ -392,7 +352,7 @@ def build(
     clash = sorted((set(entries) | set(records)) & set(META) | set(entries) & set(records))
     if clash:
         raise EdgeRNNError(f"entry names {clash} are reserved for the module's own records")
-    out_dir = os.path.abspath(out_dir or package_dir())
+    out_dir = os.path.abspath(out_dir)
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as e:
@@ -457,12 +417,13 @@ def build(
 
 
 def describe(path: str) -> dict:
-    """Facts about a built module: path, size in bytes, target CPU, source key (``key``; None for the
-    generic interpreter), whether it matches the kernels and this CPU (``matches_kernels``, ``problem``
-    says why not)."""
+    """Facts about a built module (``_edgernn_m_<key>*``): path, size in bytes, target CPU, source key
+    (``key``), whether it matches the kernels and this CPU (``matches_kernels``; ``problem`` says why not)."""
     name = os.path.basename(path).split(".")[0]
-    key = name[len("_edgernn_m_") :] if name.startswith("_edgernn_m_") else None  # a per-model module
+    key = name[len("_edgernn_m_") :]
     try:
+        if not name.startswith("_edgernn_m_"):
+            raise EdgeRNNError(f"{path} is not an edgernn model module (_edgernn_m_<key>)")
         target = load_module(path, key=key).target
         ok, why = True, ""
     except EdgeRNNError as e:

@@ -151,10 +151,9 @@ def build_packed(wf: np.ndarray, out_dir: str, cpu: str = "host", verbose: bool 
 
 
 class Entries:
-    """The three entry points the runtime uses for one model, and the generated source (None for the
-    generic interpreter module)."""
+    """The three entry points the runtime uses for one model, and its generated source."""
 
-    def __init__(self, k: aot.Kernels, source: str | None):
+    def __init__(self, k: aot.Kernels, source: str):
         self.step, self.step_batch, self.seq, self.source, self.path = (
             k.step,
             k.step_batch,
@@ -166,7 +165,7 @@ class Entries:
 
 def entries(wf: np.ndarray, model_path: str | None = None, forced: bool = False) -> Entries | None:
     """The AOT entry points for the packed model ``wf``: its own module (looked up by the key of its
-    generated source), else the generic interpreter module (``edgernn aot``), else None.
+    generated source), else None.
 
     ``forced`` (``backend="aot"``): no module raises :class:`EdgeRNNError` naming the command to run. A
     module built for this model but refused (stale kernels, another CPU) is named in that error, or, when
@@ -181,21 +180,12 @@ def entries(wf: np.ndarray, model_path: str | None = None, forced: bool = False)
             import warnings
 
             warnings.warn(f"edgernn: {refusals[0]}; falling back to numba/numpy", stacklevel=5)
-    try:
-        return Entries(aot.load_module(), None)  # the generic interpreter, if built
-    except (ImportError, OSError, EdgeRNNError):
-        if forced:
-            raise EdgeRNNError(missing_message(key or "?", model_path, refusals)) from None
-        return None
+    if forced:
+        raise EdgeRNNError(missing_message(key or "?", model_path, refusals))
+    return None
 
 
 def available() -> bool:
-    """A generic AOT module loads, or per-model modules lie in the search directories (each is checked
-    against its model when that model is loaded)."""
-    if any_built():
-        return True
-    try:
-        aot.load_module()
-        return True
-    except (ImportError, OSError, EdgeRNNError):
-        return False
+    """Per-model modules lie in the search directories (each is checked against its model when that model
+    is loaded)."""
+    return any_built()

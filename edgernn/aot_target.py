@@ -192,6 +192,6 @@ def refusal(meta: dict[str, Any], here: dict[str, Any] | None = None) -> str | N
     return (
         f"it was built for the host CPU {describe(meta)} and this machine's CPU is {here['name']} "
         f"({here['model'] or here['machine']}){lacks}; a host-CPU module could stop with an illegal "
-        "instruction here. Rebuild it on this machine with: edgernn aot (or build a portable one with: "
-        "edgernn aot --cpu generic)"
+        "instruction here. Rebuild it on this machine with: edgernn aot MODEL.ernn (or build a portable "
+        "one with: edgernn aot --cpu generic MODEL.ernn)"
     )

@@ -89,7 +89,7 @@ def _numpy_backend() -> _Backend:
 
 
 def _aot_kernels(packed: Packed, path: str | None, forced: bool) -> _Backend | None:
-    """The model's AOT module, else the generic one, else None (see ``edgernn.aot_model.entries``)."""
+    """The model's AOT module, else None (see ``edgernn.aot_model.entries``)."""
     from . import aot_model  # imports no numba
 
     e = aot_model.entries(packed.wf, path, forced)
@@ -111,7 +111,7 @@ def _aot_backend() -> _Backend:
 
 
 def _auto_for_model(base: _Backend, packed: Packed, path: str | None = None) -> _Backend:
-    """The best backend for one model: its AOT module (or the generic one), else numba, else numpy."""
+    """The best backend for one model: its AOT module, else numba, else numpy."""
     b = _aot_kernels(packed, path, forced=False)  # first, and before kernels.config imports numba
     if b is not None:
         return b
@@ -134,7 +134,7 @@ _FACTORIES = {"numba": _numba_backend, "numpy": _numpy_backend, "aot": _aot_back
 
 def available_backends() -> list[str]:
     """Names of the backends that load on this machine, in the order ``load`` prefers them (``"aot"``:
-    a generic AOT module loads, or per-model modules were found; each is used only for its own model)."""
+    per-model AOT modules were found; each is used only for its own model)."""
     from . import aot_model
 
     out = ["aot"] if aot_model.available() else []
@@ -151,9 +151,9 @@ def get_backend(name: str | None = None) -> _Backend:
     """The backend ``name`` (``"aot"``, ``"numba"``, ``"numpy"``), or the best available one.
 
     ``None`` picks ``$EDGERNN_BACKEND`` if set, else ``"auto"``: chosen per model at load, the model's own
-    AOT module (``edgernn aot MODEL.ernn``) when built, else the generic AOT module (``edgernn aot``), else
+    AOT module (``edgernn aot MODEL.ernn``) when built, else
     numba (unless numba is missing or ``NUMBA_DISABLE_JIT``/``EDGERNN_DISABLE_JIT`` is set), else numpy.
-    ``"aot"`` on a model with neither module raises :class:`EdgeRNNError` naming the command to run.
+    ``"aot"`` on a model without its module raises :class:`EdgeRNNError` naming the command to run.
     """
     if name is None:
         name = os.environ.get("EDGERNN_BACKEND") or "auto"

@@ -1,10 +1,9 @@
-"""The generic AOT module (``edgernn aot`` without a model): a numba.pycc module of the plan interpreter,
-used without numba for any model that has no module of its own (per-model modules: test_aot_model.py).
+"""Every cell type through its own AOT module (``edgernn aot MODEL.ernn...``): a numba.pycc module of the
+model's generated kernels, used without numba. Lookup, keys and the GIL: test_aot_model.py.
 
-The module is built once per test session into a temporary directory with ``edgernn aot -o DIR``
-(15-30 s on the CI machine: under a minute, so these tests are not marked slow). Oracles: the numpy
-reference (tests/reference.py) for every backend, and the JIT kernels for the AOT module (same
-kernels, same flags: they must agree to rounding).
+One ``edgernn aot`` call builds the modules of every case (a few seconds each here), a second one two of
+them for the generic CPU. Oracles: the numpy reference (tests/reference.py) for every backend, and the
+JIT kernels for the AOT modules (same generated source, same flags: they must agree to rounding).
 """
 
 from __future__ import annotations
@@ -15,30 +14,18 @@ import platform
 import shutil
 import subprocess
 import sys
-import textwrap
 
 import arm_cases as cases
+import nonumba
 import numpy as np
 import pytest
 from reference import assert_close
 
 import edgernn
-from edgernn import aot, artifact
+from edgernn import aot, aot_model, artifact
 
 CASES = cases.cases()
 IDS = [cases.case_id(c, q) for c, q in CASES]
-
-
-@pytest.fixture(scope="session")
-def aot_dir(tmp_path_factory):
-    """`edgernn aot -o DIR`, once per session (about 15-30 s here)."""
-    from edgernn.cli import main
-
-    d = tmp_path_factory.mktemp("aot")
-    assert main(["aot", "-o", str(d)]) == 0
-    (path,) = aot.module_files(str(d))
-    assert aot.describe(path)["matches_kernels"]
-    return str(d)
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +40,30 @@ def artifacts(tmp_path_factory):
         artifact.write(p, plan, tensors)
         out[cases.case_id(cell, q)] = str(p)
     return out
+
+
+def _key(path: str) -> str:
+    """The source key of the kernels generated for the model at ``path``."""
+    return aot_model.generated(edgernn.load(path, backend="numpy")._packed.wf)[1]
+
+
+def _module(path: str, directory: str) -> str:
+    """The module file built for the model at ``path`` in ``directory`` (named after its source key)."""
+    name = aot_model.module_name(_key(path))
+    (p,) = [os.path.join(directory, f) for f in os.listdir(directory) if f.split(".")[0] == name]
+    return p
+
+
+@pytest.fixture(scope="module")
+def aot_dir(artifacts, tmp_path_factory):
+    """`edgernn aot CASE.ernn... -o DIR`: one module per case, once per test module."""
+    from edgernn.cli import main
+
+    d = tmp_path_factory.mktemp("aot")
+    assert main(["aot", *artifacts.values(), "-o", str(d)]) == 0
+    for path in artifacts.values():
+        assert aot.describe(_module(path, str(d)))["matches_kernels"]
+    return str(d)
 
 
 @pytest.fixture
@@ -99,19 +110,19 @@ def test_runtime_prefers_the_aot_module(artifacts, use_aot, monkeypatch):
 
 def test_missing_or_stale_module_is_refused(artifacts, aot_dir, tmp_path, monkeypatch):
     monkeypatch.delenv("EDGERNN_BACKEND", raising=False)
-    monkeypatch.setenv("EDGERNN_AOT_DIR", str(tmp_path))  # empty
-    if aot.find() is None:  # (a module built into the package directory would be found instead)
-        with pytest.raises(edgernn.MissingDependencyError, match="edgernn aot"):
-            aot.load_module()
-    monkeypatch.setenv("EDGERNN_AOT_DIR", aot_dir)
+    monkeypatch.setenv("EDGERNN_AOT_DIR", str(tmp_path))  # empty (and no module beside the artifacts)
+    with pytest.raises(edgernn.EdgeRNNError, match="edgernn aot"):
+        edgernn.load(artifacts["lstm"], backend="aot")
+    assert edgernn.load(artifacts["lstm"]).info["backend"] in ("numba", "numpy")  # auto falls back
+    path = _module(artifacts["lstm"], aot_dir)
     real = aot.kernels_fingerprint()
     monkeypatch.setattr(aot, "kernels_fingerprint", lambda: real ^ 1)  # the kernels changed since
     with pytest.raises(edgernn.EdgeRNNError, match="other kernel sources"):
-        aot.load_module()
+        aot.load_module(path, _key(artifacts["lstm"]))
 
 
 def test_wrappers_refuse_what_the_module_would_misread(aot_dir, artifacts, use_aot):
-    k = aot.load_module(aot.module_files(aot_dir)[0])
+    k = aot.load_module(_module(artifacts["gru"], aot_dir), _key(artifacts["gru"]))
     m = edgernn.load(artifacts["gru"], backend="aot")
     p = m._packed
     M = m._m0.copy()
@@ -132,28 +143,14 @@ def test_wrappers_refuse_what_the_module_would_misread(aot_dir, artifacts, use_a
         m.streams(2).step(np.zeros((3, x.size), np.float32))
 
 
-_NO_NUMBA = textwrap.dedent(
+_NO_NUMBA = nonumba.script(
     """
-    import importlib.abc, json, sys
-    import numpy as np
-
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("numba", "llvmlite"):
-                raise ImportError(f"{name} is blocked: the device has no numba")
-            return None
-
-    sys.meta_path.insert(0, Block())
-    import edgernn
-
     out = {}
     for cid, path in json.loads(sys.argv[1]).items():
         m = edgernn.load(path)
         X = np.load(sys.argv[2])
         out[cid] = {"backend": m.info["backend"], "y": m.stream().run(X).tolist(),
                     "steps": [m.stream().step(X[0]).tolist()]}
-    out["_modules"] = sorted(n for n in sys.modules if n.split(".")[0] in ("numba", "llvmlite"))
-    print(json.dumps(out))
     """
 )
 
@@ -181,19 +178,20 @@ def test_aot_module_runs_every_cell_without_numba(artifacts, aot_dir, tmp_path):
         assert_close(out[cid]["y"], cases.reference_run(path, X))
 
 
-def test_aot_module_refused_from_group_writable_dir(aot_dir, tmp_path):
+def test_aot_module_refused_from_group_writable_dir(artifacts, aot_dir, tmp_path):
     """Native code is refused from a directory another user could write (same rule as the cache)."""
-    (src,) = aot.module_files(aot_dir)
+    src = _module(artifacts["lstm"], aot_dir)
+    key = _key(artifacts["lstm"])
     d = tmp_path / "aot"
     d.mkdir(mode=0o700)
     dst = d / os.path.basename(src)
     shutil.copy(src, dst)
     os.chmod(dst, 0o755)
-    aot.load_module(str(dst))  # private directory: accepted (control)
+    aot.load_module(str(dst), key)  # private directory: accepted (control)
     os.chmod(d, 0o777)
     with pytest.raises(edgernn.EdgeRNNError, match="writable by group or others"):
         aot._LOADED.clear()
-        aot.load_module(str(dst))
+        aot.load_module(str(dst), key)
 
 
 # ------------------------------------------------------------------ target CPU (host / generic)
@@ -209,11 +207,10 @@ def _cpuinfo_flags() -> set[str]:
     return set()
 
 
-def test_default_build_is_for_this_cpu(aot_dir):
+def test_default_build_is_for_this_cpu(artifacts, aot_dir):
     """`edgernn aot` with no --cpu records LLVM's name for this CPU, and the features it enabled."""
     llvm = pytest.importorskip("llvmlite.binding")
-    (path,) = aot.module_files(aot_dir)
-    t = aot.load_module(path).target
+    t = aot.load_module(_module(artifacts["gru"], aot_dir), _key(artifacts["gru"])).target
     assert t["target"] == "host"
     assert t["cpu"] == llvm.get_host_cpu_name()
     assert t["machine"] == platform.machine()
@@ -228,13 +225,17 @@ def test_default_build_is_for_this_cpu(aot_dir):
             assert (flag in t["flags"]) == bool(feats[llvm_name]), llvm_name
 
 
+#: the cases built a second time, for the generic CPU
+GENERIC_CASES = ("lstm", "gru.int8", "esn_sparse")
+
+
 @pytest.fixture(scope="module")
-def generic_dir(tmp_path_factory):
-    """`edgernn aot --cpu generic -o DIR` (a second build: about as long as the first)."""
+def generic_dir(artifacts, tmp_path_factory):
+    """`edgernn aot --cpu generic -o DIR` of three cases."""
     from edgernn.cli import main
 
     d = tmp_path_factory.mktemp("aot_generic")
-    assert main(["aot", "--cpu", "generic", "-o", str(d)]) == 0
+    assert main(["aot", "--cpu", "generic", "-o", str(d), *(artifacts[c] for c in GENERIC_CASES)]) == 0
     return str(d)
 
 
@@ -252,15 +253,16 @@ def test_generic_build_runs_anywhere_and_matches_reference(artifacts, generic_di
     from edgernn import aot_target
 
     monkeypatch.setenv("EDGERNN_AOT_DIR", generic_dir)
-    (path,) = aot.module_files(generic_dir)
     real = aot_target.host_cpu()
     monkeypatch.setattr(aot_target, "host_cpu", lambda: _foreign_cpu(real))  # portable: not refused
-    k = aot.load_module(path)
-    assert k.target["target"] == "generic" and k.target["cpu"] == "generic"
+    for cid in GENERIC_CASES:
+        k = aot.load_module(_module(artifacts[cid], generic_dir), _key(artifacts[cid]))
+        assert k.target["target"] == "generic" and k.target["cpu"] == "generic"
     edgernn.runtime._BACKENDS.pop("aot", None)
     try:
         X = cases.inputs(seed=5, t=9)
-        for cid, apath in artifacts.items():
+        for cid in GENERIC_CASES:
+            apath = artifacts[cid]
             m = edgernn.load(apath, backend="aot")
             assert m.info["backend"] == "aot"
             want = cases.reference_run(apath, X)
@@ -275,12 +277,12 @@ def test_host_module_refused_on_another_cpu(artifacts, aot_dir, monkeypatch):
     """A module built for this CPU, loaded on another one: refused naming both CPUs, runtime falls back."""
     from edgernn import aot_target
 
-    (path,) = aot.module_files(aot_dir)
-    built = aot.load_module(path).target  # accepted here (control)
+    path, key = _module(artifacts["lstm"], aot_dir), _key(artifacts["lstm"])
+    built = aot.load_module(path, key).target  # accepted here (control)
     real = aot_target.host_cpu()
     monkeypatch.setattr(aot_target, "host_cpu", lambda: _foreign_cpu(real))
     with pytest.raises(edgernn.EdgeRNNError) as e:
-        aot.load_module(path)
+        aot.load_module(path, key)
     msg = str(e.value)
     assert built["cpu"] in msg and real["model"] in msg  # the CPU it was built for
     assert "AMD EPYC 7B13 (test)" in msg and "AuthenticAMD family 25 model 1" in msg  # this one
@@ -292,7 +294,7 @@ def test_host_module_refused_on_another_cpu(artifacts, aot_dir, monkeypatch):
             aot_target, "host_cpu", lambda: dict(real, flags=frozenset(real["flags"]) - {used[-1]})
         )
         with pytest.raises(edgernn.EdgeRNNError, match=f"lacks {used[-1]}"):
-            aot.load_module(path)
+            aot.load_module(path, key)
     monkeypatch.setattr(aot_target, "host_cpu", lambda: _foreign_cpu(real))
     monkeypatch.setenv("EDGERNN_AOT_DIR", aot_dir)
     monkeypatch.delenv("EDGERNN_BACKEND", raising=False)
@@ -300,7 +302,6 @@ def test_host_module_refused_on_another_cpu(artifacts, aot_dir, monkeypatch):
     try:
         m = edgernn.load(artifacts["lstm"])  # the runtime falls back, as for a stale module
         assert m.info["backend"] in ("numba", "numpy")
-        assert "aot" not in edgernn.available_backends()
     finally:
         edgernn.runtime._BACKENDS.pop("aot", None)
 
@@ -319,59 +320,3 @@ def test_target_record_of_a_foreign_build_is_refused_by_the_record_alone():
     assert "lacks avx2" in aot_target.refusal(other, dict(here, model=other["model"], flags=set()))
     for target in ("generic", "named"):
         assert aot_target.refusal(dict(other, target=target), dict(here, model="x", flags=set())) is None
-
-
-# ------------------------------------------------------------------ the GIL
-
-
-def test_aot_seq_releases_the_gil(aot_dir, tmp_path):
-    """While one thread is inside one long AOT ``seq`` call, another Python thread runs.
-
-    No clock: a spy thread copies the stream buffer M (the recurrent state, updated in place at every
-    step) in a pure-Python loop while the main thread is inside a single native call. A state that is
-    neither the one before the call nor the one after can only be seen by a thread that ran during the
-    call. With the GIL held for the whole call (the module before this fix) the spy sees only those two,
-    in every call; with it released, it sees intermediate ones. Up to 5 calls of 8000 LSTM 8->256 steps
-    (0.1-0.3 s each here) give the scheduler ample room to run the spy.
-    """
-    import threading
-
-    from edgernn.bench import synthetic
-
-    p = tmp_path / "lstm256.ernn"
-    artifact.write(p, *synthetic("lstm", 8, 256, 1, seed=0))
-    m = edgernn.load(p, backend="numpy")  # only its packed buffers are used
-    k = aot.load_module(aot.module_files(aot_dir)[0])
-    pk = m._packed
-    T = 8000
-    X = np.random.default_rng(0).standard_normal((T, 8)).astype(np.float32)
-
-    def intermediate_states_seen() -> int:
-        M = m._m0.copy()
-        Y = np.empty((T, pk.out_size), np.float32)
-        buf = np.empty(2 * T * pk.seq_width + pk.seq_extra + 1, np.float32)
-        before, seen = M.tobytes(), set()
-        started, done = threading.Event(), threading.Event()
-
-        def spy():
-            started.set()
-            while not done.is_set() and len(seen) < 2:  # two distinct states: one is not `after`
-                b = M.tobytes()
-                if b != before:
-                    seen.add(b)
-
-        t = threading.Thread(target=spy)
-        t.start()
-        started.wait()
-        assert k.seq(X, pk.wf, pk.wb, M, Y, buf) == 0  # one native call
-        after = M.tobytes()
-        done.set()
-        t.join()
-        return len(seen - {after})
-
-    counts = []
-    for _ in range(5):
-        counts.append(intermediate_states_seen())
-        if counts[-1]:
-            break
-    assert counts[-1] > 0, f"no other thread ran during any of {len(counts)} AOT seq calls: the GIL is held"

@@ -1,7 +1,7 @@
 """Every command turns a missing input or an unwritable output into one stderr line naming the path.
 
 Each case runs the command as a user would (a subprocess). The unwritable output sits under a regular
-file, so it cannot be created even as root. Commands without an input file (warmup, aot, demo today) are
+file, so it cannot be created even as root. Commands without an input file (warmup, demo today) are
 checked for their output only; inspect writes nothing.
 """
 
@@ -46,7 +46,8 @@ CASES = {
     "bench-json": "bench {d}/m.ernn --quick --json {d}/plain/r.json",
     "bench-plot": "bench {d}/m.ernn --quick --plot {d}/plain/r.png",
     "warmup-output": "warmup --cache-dir {d}/plain/cache",
-    "aot-output": "aot -o {d}/plain/aot",
+    "aot-input": "aot {m}.ernn",
+    "aot-output": "aot {d}/m.ernn -o {d}/plain/aot",
     "demo-output": "demo -o {d}/plain/demo",
 }
 

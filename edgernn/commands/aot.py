@@ -1,8 +1,8 @@
-"""``edgernn aot [MODEL.ernn ...] [-o DIR]``: compile kernels into native modules, so a board needs no numba.
+"""``edgernn aot MODEL.ernn... [-o DIR]``: compile models' kernels into native modules, so a board needs no
+numba.
 
-With models: each model's generated kernels into its own module ``_edgernn_m_<key>`` (written next to the
-model by default, where the runtime looks). Without: the generic plan interpreter ``_edgernn_aot``, which
-runs any model, more slowly (written into the edgernn package by default).
+Each model's generated kernels go into its own module ``_edgernn_m_<key>`` (written next to the model by
+default, where the runtime looks).
 """
 
 from __future__ import annotations
@@ -16,22 +16,20 @@ HELP = "compile a model's kernels ahead of time into a native module (device run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """MODEL.ernn... (optional), -o DIR, --cpu NAME, --nonfinite, --verbose."""
+    """MODEL.ernn..., -o DIR, --cpu NAME, --nonfinite, --verbose."""
     parser.add_argument(
         "models",
-        nargs="*",
+        nargs="+",
         metavar="MODEL.ernn",
-        help="models to compile, one module each (_edgernn_m_<key>*.so, used only for that model). "
-        "Without a model: the generic interpreter module _edgernn_aot*.so, for any model, slower per step",
+        help="models to compile, one module each (_edgernn_m_<key>*.so, used only for that model)",
     )
     parser.add_argument(
         "-o",
         "--output",
         metavar="DIR",
         default=None,
-        help="where to write the modules (default: next to each model; without a model, the edgernn "
-        "package directory). The runtime looks in $EDGERNN_AOT_DIR, then the model file's directory, then "
-        "the edgernn package directory",
+        help="where to write the modules (default: next to each model). The runtime looks in "
+        "$EDGERNN_AOT_DIR, then the model file's directory, then the edgernn package directory",
     )
     parser.add_argument(
         "--cpu",
@@ -64,17 +62,16 @@ def run(args: argparse.Namespace) -> int:
         if not os.path.isfile(m):
             print(f"edgernn aot: error: {m}: no such file", file=sys.stderr)
             return 1
-    what = "the generic interpreter" if not args.models else f"{len(args.models)} model(s)"
-    print(f"edgernn aot: compiling step, step_batch and seq of {what} for the {args.cpu} CPU...")
+    print(
+        f"edgernn aot: compiling step, step_batch and seq of {len(args.models)} model(s) "
+        f"for the {args.cpu} CPU..."
+    )
     dirs = set()
-    for model in args.models or [None]:
+    for model in args.models:
         t0 = time.perf_counter()
-        if model is None:
-            path = aot.build(args.output, cpu=args.cpu, verbose=args.verbose)
-        else:
-            path = aot_model.build(
-                model, args.output, cpu=args.cpu, nonfinite=args.nonfinite, verbose=args.verbose
-            )
+        path = aot_model.build(
+            model, args.output, cpu=args.cpu, nonfinite=args.nonfinite, verbose=args.verbose
+        )
         dt = time.perf_counter() - t0
         info = aot.describe(path)
         print(
@@ -83,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         if not info["matches_kernels"]:
             print(f"edgernn aot: error: the module does not load: {info['problem']}", file=sys.stderr)
             return 1
-        if model is not None and os.path.dirname(path) in aot_model.search_dirs(model):
+        if os.path.dirname(path) in aot_model.search_dirs(model):
             try:  # the runtime's own lookup picks it for this model
                 m = edgernn.load(model, backend="aot", nonfinite=args.nonfinite)
             except EdgeRNNError as e:
@@ -92,15 +89,10 @@ def run(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 1
-            if m._backend.source is None:
-                print(
-                    f"edgernn aot: error: the runtime picked the generic module for {model}", file=sys.stderr
-                )
-                return 1
         dirs.add(os.path.dirname(path))
     print(f"target CPU: {info['cpu']}")
     for d in sorted(dirs):
-        if model is None and d != aot.package_dir() or model is not None and args.output:
+        if args.output:
             print(f"the runtime finds it with: export EDGERNN_AOT_DIR={d}")
     print("edgernn.load(...).info['backend'] is now 'aot' (numpy + safetensors at run time, no numba)")
     return 0

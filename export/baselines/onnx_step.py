@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...artifact import validate_plan
+from ..onnx_layers import ONNX_ACT  # the recurrent ops' activation names
 from .common import Unsupported, _check_plan, dequantized
 
 
@@ -39,19 +40,6 @@ _ONNX_ACT = {
     "relu": "Relu",
     "tanh": "Tanh",
     "sigmoid": "Sigmoid",
-    "softsign": "Softsign",
-    "softplus": "Softplus",
-}
-_RNN_ACT = {
-    "sigmoid": "Sigmoid",
-    "tanh": "Tanh",
-    "relu": "Relu",
-    "leaky_relu": "LeakyRelu",
-    "affine": "Affine",
-    "thresholded_relu": "ThresholdedRelu",
-    "scaled_tanh": "ScaledTanh",
-    "hard_sigmoid": "HardSigmoid",
-    "elu": "Elu",
     "softsign": "Softsign",
     "softplus": "Softplus",
 }
@@ -143,7 +131,7 @@ def onnx_step_model(
                     ins.append(init(f"{name}.P", w["P"]))
             attrs = {"hidden_size": h}
             acts = layer["activations"]
-            attrs["activations"] = [_RNN_ACT[a] for a in acts]
+            attrs["activations"] = [ONNX_ACT[a] for a in acts]
             if any(
                 a in ("leaky_relu", "affine", "thresholded_relu", "scaled_tanh", "hard_sigmoid", "elu")
                 for a in acts
