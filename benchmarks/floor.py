@@ -95,6 +95,19 @@ def backends(name: str, path: str, plan: dict, tensors: dict, X: np.ndarray, str
     return out
 
 
+def work(name: str) -> tuple[float, float]:
+    """(weight bytes read, floating-point operations) of one fp32 step of benchmark model ``name``: every
+    weight once (a multiply and an add each), the Dense head included; activations not counted."""
+    from benchlib import MODELS
+
+    cell, i, h, density = MODELS[name]
+    if cell == "esn":
+        n = i * h + h * h * (density if density < 0.05 else 1.0) + h  # reservoirs ≥ 5% are packed dense
+    else:
+        n = {"lstm": 4, "gru": 3, "rnn": 1}[cell] * h * (i + h) + h
+    return 4.0 * n, 2.0 * n
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     from benchlib import MODELS
@@ -106,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-m", "--model", action="append", choices=sorted(MODELS))
     ap.add_argument("-r", "--rounds", type=int, default=15)
     ap.add_argument("--streams", type=int, default=0, help="also time streams(n).step (per stream)")
+    ap.add_argument(
+        "--stat", choices=("median", "min"), default="median", help="min is steadier on a loaded machine"
+    )
     args = ap.parse_args(argv)
     X = np.random.default_rng(0).standard_normal((1000, 8)).astype(np.float32)
     d = tempfile.mkdtemp(prefix="edgernn-floor-")
@@ -123,9 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.rounds):
             for k, fn in bs.items():
                 times[k].append(fn())
-        rows.append((name, {k: float(np.median(v)) for k, v in times.items()}))
+        stat = np.median if args.stat == "median" else np.min
+        rows.append((name, {k: float(stat(v)) for k, v in times.items()}))
     cols = sorted({k for _, r in rows for k in r}, key=lambda k: (not k.startswith("edgernn"), k))
-    print(f"load average {os.getloadavg()[0]:.2f}; µs per step (per stream for streams), median of "
+    print(f"load average {os.getloadavg()[0]:.2f}; µs per step (per stream for streams), {args.stat} of "
           f"{args.rounds} interleaved rounds")  # fmt: skip
     print("| model | " + " | ".join(cols) + " | step / C++ | run / C++ | run / ORT seq | run / torch run |")
     print("|---|" + "---:|" * (len(cols) + 4))
@@ -139,6 +156,14 @@ def main(argv: list[str] | None = None) -> int:
             f"| {name} | {cells} | {ratio('edgernn step', 'C++ loop')} | {ratio('edgernn run', 'C++ loop')} "
             f"| {ratio('edgernn run', 'ORT seq')} | {ratio('edgernn run', 'torch run')} |"
         )
+    print()
+    print("roofline: achieved GB/s of weights read and GFLOP/s (2 per weight) per backend")
+    print("| model | weights KB | " + " | ".join(cols) + " |")
+    print("|---|---:|" + "---:|" * len(cols))
+    for name, r in rows:
+        b, f = work(name)
+        cells = " | ".join(f"{b / r[k] / 1e3:.0f} / {f / r[k] / 1e3:.1f}" if k in r else "–" for k in cols)
+        print(f"| {name} | {b / 1e3:.0f} | {cells} |")
     return 0
 
 

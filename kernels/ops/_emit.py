@@ -134,6 +134,20 @@ def gemv_acc(
         body(1, I(r))
 
 
+def axpy_acc(c: Code, m: Matrix, r0: int, nrows: int, x: str, y: str, y0: int = 0) -> None:
+    """y[y0+r] += Σ_k M[k, r0+r]·x[k] for r < nrows, M = ``m`` (float32, rows = len(x)) a transposed
+    matrix: one vectorized axpy over the rows per input column, no horizontal sums."""
+    if nrows <= 0 or m.rows <= 0:
+        return
+    k, r, xv, wk, ys = c.fresh("k"), c.fresh("r"), c.fresh("xv"), c.fresh("wk"), c.fresh("ys")
+    c(f"{ys} = {y}[{I(y0)} : {I(y0 + nrows)}]")
+    with c.block(f"for {k} in range({I(m.rows)}):"):
+        c(f"{xv} = {x}[{k}]")
+        c(f"{wk} = wf[{I(m.off + r0)} + {k} * {I(m.ld)} : {I(m.off + r0)} + {k} * {I(m.ld)} + {I(nrows)}]")
+        with c.block(f"for {r} in range({I(nrows)}):"):
+            c(f"{ys}[{r}] += {wk}[{r}] * {xv}")
+
+
 def act_scalar(c: Code, code: int, alpha: float, beta: float, v: str) -> str | None:
     """A scalar expression for elementwise activation ``code`` of ``v`` (None for softmax/linear)."""
     if code == A_LINEAR:

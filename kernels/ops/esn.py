@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import layout as L
 from . import _numpy as _np
-from ._emit import Code, I, fill, gemv_acc
+from ._emit import Code, I, axpy_acc, fill, gemv_acc
 from .record import Layer
 
 KIND = L.K_ESN
@@ -31,7 +31,10 @@ def emit_apply(c: Code, lay: Layer, x: str, y: str) -> None:
     c(f"{xs} = M[{I(st)} : {I(st + N)}]")
     c(f"{gs} = M[{I(g)} : {I(g + N)}]")
     fill(c, gs, 0, N, "wf" if lay.has(L.F_BIAS) else None, lay.vecs[0])
-    gemv_acc(c, lay.mats[0], 0, lay.nin, 0, N, x, gs)
+    if lay.has(L.F_XT):
+        axpy_acc(c, lay.mats[L.XT], 0, N, x, gs)
+    else:
+        gemv_acc(c, lay.mats[0], 0, lay.nin, 0, N, x, gs)
     _tail(c, lay, x, y, xs, gs)
 
 
