@@ -21,7 +21,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 START, END = "<!-- perf:start -->", "<!-- perf:end -->"
-BACKENDS = ("edgernn", "ort", "torch")
+BACKENDS = ("edgernn", "ort", "torch", "cpp")
 
 
 def run_suite(json_path: str, extra: list[str]) -> int:
@@ -85,11 +85,12 @@ def tables(res: dict, machine: dict) -> str:
         "**`Stream.step`, one stream** (µs per step; ORT: step graph with IOBinding and ping-pong state "
         "buffers, no RunOptions; torch: `torch.lstm_cell`/`gru_cell` + `F.linear` per step, "
         "`inference_mode`; both on the same — for int8, dequantized — weights; ORT own int8: ORT's "
-        "`quantize_dynamic` of the step graph, int8 weights and activations):",
+        "`quantize_dynamic` of the step graph, int8 weights and activations; C++ loop: the plain loops of "
+        "`benchmarks/cpp/floor.cpp`, fp32, g++ -O3 -march=native -ffast-math, one call per 1,000 steps):",
         "",
-        "| model | weights | edgernn | spread | ORT | ORT own int8 | torch | ORT / edgernn | torch / edgernn "
-        "| target | met |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|",
+        "| model | weights | edgernn | spread | C++ loop | ORT | ORT own int8 | torch | edgernn / C++ "
+        "| ORT / edgernn | torch / edgernn | target | met |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|",
     ]
     for m in MODELS:
         for q in QUANT:
@@ -97,22 +98,23 @@ def tables(res: dict, machine: dict) -> str:
             if e is None:
                 continue
             o, t, oq = us("step", m, q, "ort"), us("step", m, q, "torch"), us("step", m, q, "ort-int8")
+            cpp = us("step", m, "fp32", "cpp")
             tgt = e.get("target")
             met = "" if tgt is None else ("yes" if e["us"] <= tgt else "**no**")
             lines.append(
-                f"| {m} + dense | {q} | {_f(e['us'])} | {e['spread'] * 100:.0f}% | {_f(o)} | {_f(oq)} "
-                f"| {_f(t)} | "
+                f"| {m} + dense | {q} | {_f(e['us'])} | {e['spread'] * 100:.0f}% | {_f(cpp)} | {_f(o)} "
+                f"| {_f(oq)} | {_f(t)} | {_ratio(e['us'], cpp)} | "
                 f"{_ratio(o, e['us'])} | {_ratio(t, e['us'])} | {_f(tgt) if tgt else ''} | {met} |"
             )
     lines += [
         "",
         "**`Stream.run(X)` over 1,000 steps** (µs per step) vs torch's fused `nn.LSTM`/`nn.GRU` over the "
         "same sequence (torch ESN: input projections in one matmul, then the recurrence per step) and ORT's "
-        "sequence graph (ONNX LSTM/GRU over all steps; none for ESN):",
+        "sequence graph (ONNX LSTM/GRU over all steps; none for ESN) and the plain C++ step loop (fp32):",
         "",
-        "| model | weights | edgernn run | torch fused | ORT sequence graph | torch / edgernn "
-        "| ORT / edgernn | run ≤ torch fused |",
-        "|---|---|---:|---:|---:|---:|---:|:---:|",
+        "| model | weights | edgernn run | C++ loop | torch fused | ORT sequence graph | edgernn / C++ "
+        "| torch / edgernn | ORT / edgernn | run ≤ torch fused |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|:---:|",
     ]
     for m in MODELS:
         for q in QUANT:
@@ -120,9 +122,10 @@ def tables(res: dict, machine: dict) -> str:
             if e is None:
                 continue
             ok = "" if t is None else ("yes" if e <= t else "**no**")
+            cpp = us("step", m, "fp32", "cpp")
             lines.append(
-                f"| {m} + dense | {q} | {_f(e)} | {_f(t)} | {_f(o)} | {_ratio(t, e)} | {_ratio(o, e)} "
-                f"| {ok} |"
+                f"| {m} + dense | {q} | {_f(e)} | {_f(cpp)} | {_f(t)} | {_f(o)} | {_ratio(e, cpp)} "
+                f"| {_ratio(t, e)} | {_ratio(o, e)} | {ok} |"
             )
     lines += [
         "",

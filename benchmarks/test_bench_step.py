@@ -56,3 +56,26 @@ def test_step_baseline(benchmark, artifacts, inputs, model, quant, backend):
     assert_agree(
         np.stack([fresh.step(x) for x in Xk]), edgernn_step_outputs(path, Xk), quant, f"{backend} step"
     )
+
+
+@pytest.mark.parametrize("model", [m for m in MODELS if MODELS[m][0] in ("lstm", "gru", "esn")])
+def test_step_cpp(benchmark, artifacts, inputs, model):
+    """The plain C++ loop (benchmarks/cpp/floor.cpp, g++ -O3 -march=native at benchmark time): the
+    hardware's own reference, fp32, one call per 1,000 steps (no per-step call overhead)."""
+    import cppfloor
+
+    problem = cppfloor.compiler_problem()
+    if problem:
+        pytest.skip(f"no C++ baseline: {problem}")
+    path, plan, tensors = artifacts[model, "fp32"]
+    X, Xk = inputs
+    try:
+        f = cppfloor.CppFloor.for_model(plan, tensors)
+    except cppfloor.Unsupported as e:
+        pytest.skip(str(e))
+    Y = np.empty((len(X), f.O), np.float32)
+    benchmark.group = f"step {model} fp32"
+    benchmark.extra_info.update(backend="cpp", model=model, quant="fp32", mode="step", steps=STEPS)
+    benchmark.pedantic(f.run, args=(X, Y), rounds=30, iterations=1, warmup_rounds=3)
+    f.reset()
+    assert_agree(f.run(Xk), edgernn_step_outputs(path, Xk), "fp32", "C++ loop")

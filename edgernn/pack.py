@@ -250,6 +250,9 @@ def pack(plan: dict, tensors: dict[str, np.ndarray]) -> Packed:
                 else:
                     fused = np.concatenate([_float(W[d]), _float(R[d])], axis=1)
                     add_matrix(rec, 2 * d, layer, "W", fused, None)
+                    if D == 1:  # the step's layout of the input part (kernels/layout.py F_XT)
+                        add_matrix(rec, L.XT, layer, "W", np.ascontiguousarray(_float(W[d]).T), None)
+                        flags |= L.F_XT
                 b = np.zeros(2 * g * h, np.float32) if B is None else _float(B[d])
                 if k == "gru":
                     set_vec(rec, d, b[: g * h])
@@ -311,6 +314,9 @@ def pack(plan: dict, tensors: dict[str, np.ndarray]) -> Packed:
             n = layer["reservoir_size"]
             rec[L.R_H] = n
             add_matrix(rec, 0, layer, "W_in", T(layer, "W_in"), _scale(layer, tensors, "W_in"))
+            if T(layer, "W_in").dtype != np.int8:  # the step's layout of W_in (kernels/layout.py F_XT)
+                add_matrix(rec, L.XT, layer, "W_in", np.ascontiguousarray(_float(T(layer, "W_in")).T), None)
+                flags |= L.F_XT
             data = T(layer, "W_data") if layer["sparse"] else None
             dense = None if data is None else _densified(n, data, T(layer, "W_indices"), T(layer, "W_indptr"))
             if dense is not None:

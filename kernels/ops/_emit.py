@@ -134,6 +134,20 @@ def gemv_acc(
         body(1, I(r))
 
 
+def axpy_acc(c: Code, m: Matrix, r0: int, nrows: int, x: str, y: str, y0: int = 0) -> None:
+    """y[y0+r] += Σ_k M[k, r0+r]·x[k] for r < nrows, M = ``m`` (float32, rows = len(x)) a transposed
+    matrix: one vectorized axpy over the rows per input column, no horizontal sums."""
+    if nrows <= 0 or m.rows <= 0:
+        return
+    k, r, xv, wk, ys = c.fresh("k"), c.fresh("r"), c.fresh("xv"), c.fresh("wk"), c.fresh("ys")
+    c(f"{ys} = {y}[{I(y0)} : {I(y0 + nrows)}]")
+    with c.block(f"for {k} in range({I(m.rows)}):"):
+        c(f"{xv} = {x}[{k}]")
+        c(f"{wk} = wf[{I(m.off + r0)} + {k} * {I(m.ld)} : {I(m.off + r0)} + {k} * {I(m.ld)} + {I(nrows)}]")
+        with c.block(f"for {r} in range({I(nrows)}):"):
+            c(f"{ys}[{r}] += {wk}[{r}] * {xv}")
+
+
 def act_scalar(c: Code, code: int, alpha: float, beta: float, v: str) -> str | None:
     """A scalar expression for elementwise activation ``code`` of ``v`` (None for softmax/linear)."""
     if code == A_LINEAR:
@@ -203,3 +217,39 @@ def clip(c: Code, value: float, arr: str, a0: int, n: int) -> None:
         with c.block(f"if {v} < {lo}:"):
             c(f"{v} = {lo}")
         c(f"{arr}[{I(a0)} + {k}] = {v}")
+
+
+def project_setup(
+    c: Code, m: Matrix, cols: int, rows: int, bias: list[tuple[int, int, int]]
+) -> tuple[str, str]:
+    """Chunk mode: emit the transposed input weights ``wt`` (cols, rows) = W[0:rows, 0:cols]ᵀ (int8 rows
+    dequantized with their scales) and the summed bias ``pb`` (rows,) from ``bias`` segments (vector offset
+    in wf, first row, rows). Returns the two local names (arrays made once per chunk call)."""
+    W = "wb" if m.int8 else "wf"
+    wt, pb, r, k = c.fresh("wt"), c.fresh("pb"), c.fresh("r"), c.fresh("k")
+    c(f"{wt} = np.empty({I(cols * rows)}, np.float32)")
+    c(f"{pb} = np.zeros({I(rows)}, np.float32)")
+    with c.block(f"for {r} in range({I(rows)}):"):
+        with c.block(f"for {k} in range({I(cols)}):"):
+            v = f"{W}[{I(m.off)} + {r} * {I(m.ld)} + {k}]"
+            if m.int8:
+                v = f"np.float32({v}) * wf[{I(m.soff)} + {r}]"
+            c(f"{wt}[{k} * {I(rows)} + {r}] = {v}")
+    for voff, r0, n in bias:
+        with c.block(f"for {r} in range({I(n)}):"):
+            c(f"{pb}[{I(r0)} + {r}] += wf[{I(voff)} + {r}]")
+    return wt, pb
+
+
+def project_block(c: Code, wt: str, pb: str, cols: int, rows: int, X: str, t0: str, tn: str, P: str) -> None:
+    """P[j*rows:(j+1)*rows] = pb + W·X[t0 + j] for j < tn (one axpy over the rows per input column)."""
+    j, r, k, xv, pj, wk = (c.fresh(n) for n in ("j", "r", "k", "xv", "pj", "wk"))
+    with c.block(f"for {j} in range({tn}):"):
+        c(f"{pj} = {P}[{j} * {I(rows)} : {j} * {I(rows)} + {I(rows)}]")
+        with c.block(f"for {r} in range({I(rows)}):"):
+            c(f"{pj}[{r}] = {pb}[{r}]")
+        with c.block(f"for {k} in range({I(cols)}):"):
+            c(f"{xv} = {X}[{t0} + {j}, {k}]")
+            c(f"{wk} = {wt}[{k} * {I(rows)} : {k} * {I(rows)} + {I(rows)}]")
+            with c.block(f"for {r} in range({I(rows)}):"):
+                c(f"{pj}[{r}] += {wk}[{r}] * {xv}")

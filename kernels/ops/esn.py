@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import layout as L
 from . import _numpy as _np
-from ._emit import Code, I, fill, gemv_acc
+from ._emit import Code, I, axpy_acc, fill, gemv_acc
 from .record import Layer
 
 KIND = L.K_ESN
@@ -31,7 +31,38 @@ def emit_apply(c: Code, lay: Layer, x: str, y: str) -> None:
     c(f"{xs} = M[{I(st)} : {I(st + N)}]")
     c(f"{gs} = M[{I(g)} : {I(g + N)}]")
     fill(c, gs, 0, N, "wf" if lay.has(L.F_BIAS) else None, lay.vecs[0])
-    gemv_acc(c, lay.mats[0], 0, lay.nin, 0, N, x, gs)
+    if lay.has(L.F_XT):
+        axpy_acc(c, lay.mats[L.XT], 0, N, x, gs)
+    else:
+        gemv_acc(c, lay.mats[0], 0, lay.nin, 0, N, x, gs)
+    _tail(c, lay, x, y, xs, gs)
+
+
+def proj_bias(lay: Layer, d: int) -> list[tuple[int, int, int]]:
+    """Chunk mode: the bias segments (wf offset, first row, rows) folded into the input projection."""
+    return [(lay.vecs[0], 0, lay.hidden)] if lay.has(L.F_BIAS) else []
+
+
+def proj_rows(lay: Layer) -> int:
+    """Chunk mode: rows of the input projection W_in·u."""
+    return lay.hidden
+
+
+def emit_apply_proj(c: Code, lay: Layer, p: str, x: str, y: str) -> None:
+    """One reservoir step whose input part p (N,) = W_in·u + b was computed for the whole chunk (x is u,
+    read only by the extended readout)."""
+    N = lay.hidden
+    st, g = lay.state_off, lay.scratch_off
+    xs, gs = c.fresh("xs"), c.fresh("g")
+    c(f"{xs} = M[{I(st)} : {I(st + N)}]")
+    c(f"{gs} = M[{I(g)} : {I(g + N)}]")
+    fill(c, gs, 0, N, p)
+    _tail(c, lay, x, y, xs, gs)
+
+
+def _tail(c: Code, lay: Layer, x: str, y: str, xs: str, gs: str) -> None:
+    """gs += W·xs, then the leaky update of the state xs and the output y."""
+    N = lay.hidden
     m = lay.mats[1]
     if lay.has(L.F_SPARSE):
         vals = "wb" if m.int8 else "wf"

@@ -30,14 +30,48 @@ def emit_cell(c: Code, lay: Layer, d: int, x: str, h: str, cc: str | None, g: st
         c(f"{g}[k] = wf[{I(wbias)} + k] + wf[{I(rbias)} + k]")
     recurrent.load_xh(c, lay, x, h, xh)
     recurrent.gates_acc(c, lay, d, 0, 2 * H, x, h, xh, g, 0)
-    fa, ga = lay.act(d, 0), lay.act(d, 1)
-    do_clip = lay.has(L.F_CLIP)
-    if do_clip:
+    _zr(c, lay, d, g)
+    fill(c, g, 2 * H, H, "wf", wbias + 2 * H)
+    recurrent.x_acc(c, lay, d, 2 * H, H, x, g, 2 * H)
+    _tail(c, lay, d, h, g)
+
+
+def proj_bias(lay: Layer, d: int) -> list[tuple[int, int, int]]:
+    """Chunk mode: the bias segments (wf offset, first row, rows) folded into the input projection:
+    Wb (3H) and Rb of z and r (2H); Rb of the candidate stays in the step (it may be reset-gated)."""
+    return [(lay.vecs[d], 0, 3 * lay.hidden), (lay.vecs[2 + d], 0, 2 * lay.hidden)]
+
+
+def proj_rows(lay: Layer) -> int:
+    """Chunk mode: rows of the input projection W·x (z, r and the candidate)."""
+    return 3 * lay.hidden
+
+
+def emit_cell_proj(c: Code, lay: Layer, d: int, p: str, h: str, cc: str | None, g: str) -> None:
+    """One step of direction ``d`` whose input part p (3H,) = W·x + biases was computed for the chunk."""
+    H = lay.hidden
+    fill(c, g, 0, 3 * H, p)
+    recurrent.h_acc(c, lay, d, 0, 2 * H, h, g, 0)
+    _zr(c, lay, d, g)
+    _tail(c, lay, d, h, g)
+
+
+def _zr(c: Code, lay: Layer, d: int, g: str) -> None:
+    """g[0:2H] (pre-activation z, r) → the gates."""
+    H = lay.hidden
+    fa = lay.act(d, 0)
+    if lay.has(L.F_CLIP):
         clip(c, lay.clip, g, 0, 2 * H)
     activate(c, fa.code, fa.alpha, fa.beta, g, 0, 2 * H)
+
+
+def _tail(c: Code, lay: Layer, d: int, h: str, g: str) -> None:
+    """Gates z, r in g[0:2H] and Wh x + Wbh in g[2H:3H] → the new h."""
+    H = lay.hidden
+    rbias = lay.vecs[2 + d]
+    fa, ga = lay.act(d, 0), lay.act(d, 1)
+    do_clip = lay.has(L.F_CLIP)
     xs, rs, rh = 2 * H, 3 * H, 4 * H  # Wh x + Wbh | recurrent part of the candidate | r⊙h
-    fill(c, g, xs, H, "wf", wbias + 2 * H)
-    recurrent.x_acc(c, lay, d, 2 * H, H, x, g, xs)
     if lay.has(L.F_LBR):
         fill(c, g, rs, H, "wf", rbias + 2 * H)
         recurrent.h_acc(c, lay, d, 2 * H, H, h, g, rs)

@@ -30,6 +30,30 @@ def emit_cell(c: Code, lay: Layer, d: int, x: str, h: str, cc: str, g: str, xh: 
     fill(c, g, 0, 4 * H, "wf", lay.vecs[d])
     recurrent.load_xh(c, lay, x, h, xh)
     recurrent.gates_acc(c, lay, d, 0, 4 * H, x, h, xh, g, 0)
+    _tail(c, lay, d, h, cc, g)
+
+
+def proj_bias(lay: Layer, d: int) -> list[tuple[int, int, int]]:
+    """Chunk mode: the bias segments (wf offset, first row, rows) folded into the input projection."""
+    return [(lay.vecs[d], 0, 4 * lay.hidden)]
+
+
+def proj_rows(lay: Layer) -> int:
+    """Chunk mode: rows of the input projection W·x (all four gates)."""
+    return 4 * lay.hidden
+
+
+def emit_cell_proj(c: Code, lay: Layer, d: int, p: str, h: str, cc: str, g: str) -> None:
+    """One step of direction ``d`` whose input part p (4H,) = W·x + b was computed for the whole chunk."""
+    H = lay.hidden
+    fill(c, g, 0, 4 * H, p)
+    recurrent.h_acc(c, lay, d, 0, 4 * H, h, g, 0)
+    _tail(c, lay, d, h, cc, g)
+
+
+def _tail(c: Code, lay: Layer, d: int, h: str, cc: str, g: str) -> None:
+    """Gates g[0:4H] (pre-activation) → the new c and h."""
+    H = lay.hidden
     fa, ga, ha = lay.act(d, 0), lay.act(d, 1), lay.act(d, 2)
     special = lay.flags & (L.F_CLIP | L.F_INPUT_FORGET | L.F_PEEPHOLE)
     if special == 0 and fa.code == A_SIGMOID and ga.code == A_TANH and ha.code == A_TANH:

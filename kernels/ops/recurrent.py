@@ -8,13 +8,13 @@ rows G·H, columns I+H; flag ``F_FUSED``) used with ``xh = [x; h]``, or int8 ``W
 from __future__ import annotations
 
 from .. import layout as L
-from ._emit import Code, fill, gemv_acc
+from ._emit import Code, axpy_acc, fill, gemv_acc
 from .record import Layer
 
 
 def load_xh(c: Code, lay: Layer, x: str, h: str, xh: str) -> None:
-    """xh = [x; h] (only the fused layout reads it)."""
-    if lay.has(L.F_FUSED):
+    """xh = [x; h] (only the fused layout without the transposed input part reads it)."""
+    if lay.has(L.F_FUSED) and not lay.has(L.F_XT):
         fill(c, xh, 0, lay.nin, x)
         fill(c, xh, lay.nin, lay.hidden, h)
 
@@ -23,7 +23,10 @@ def gates_acc(
     c: Code, lay: Layer, d: int, r0: int, nrows: int, x: str, h: str, xh: str, y: str, y0: int
 ) -> None:
     """y[y0:y0+nrows] += W[r0:r0+nrows]·x + R[r0:r0+nrows]·h."""
-    if lay.has(L.F_FUSED):
+    if lay.has(L.F_XT):
+        x_acc(c, lay, d, r0, nrows, x, y, y0)
+        h_acc(c, lay, d, r0, nrows, h, y, y0)
+    elif lay.has(L.F_FUSED):
         gemv_acc(c, lay.mats[2 * d], 0, lay.nin + lay.hidden, r0, nrows, xh, y, y0)
     else:
         gemv_acc(c, lay.mats[2 * d], 0, lay.nin, r0, nrows, x, y, y0)
@@ -32,6 +35,9 @@ def gates_acc(
 
 def x_acc(c: Code, lay: Layer, d: int, r0: int, nrows: int, x: str, y: str, y0: int) -> None:
     """y[y0:y0+nrows] += W[r0:r0+nrows]·x."""
+    if lay.has(L.F_XT):
+        axpy_acc(c, lay.mats[L.XT], r0, nrows, x, y, y0)
+        return
     gemv_acc(c, lay.mats[2 * d], 0, lay.nin, r0, nrows, x, y, y0)
 
 

@@ -19,6 +19,29 @@ def emit_cell(c: Code, lay: Layer, d: int, x: str, h: str, cc: str | None, g: st
     fill(c, g, 0, H, "wf", lay.vecs[d])
     recurrent.load_xh(c, lay, x, h, xh)
     recurrent.gates_acc(c, lay, d, 0, H, x, h, xh, g, 0)
+    _tail(c, lay, d, h, g)
+
+
+def proj_bias(lay: Layer, d: int) -> list[tuple[int, int, int]]:
+    """Chunk mode: the bias segments (wf offset, first row, rows) folded into the input projection."""
+    return [(lay.vecs[d], 0, lay.hidden)]
+
+
+def proj_rows(lay: Layer) -> int:
+    """Chunk mode: rows of the input projection W·x."""
+    return lay.hidden
+
+
+def emit_cell_proj(c: Code, lay: Layer, d: int, p: str, h: str, cc: str | None, g: str) -> None:
+    """One step of direction ``d`` whose input part p (H,) = W·x + b was computed for the whole chunk."""
+    H = lay.hidden
+    fill(c, g, 0, H, p)
+    recurrent.h_acc(c, lay, d, 0, H, h, g, 0)
+    _tail(c, lay, d, h, g)
+
+
+def _tail(c: Code, lay: Layer, d: int, h: str, g: str) -> None:
+    H = lay.hidden
     if lay.has(L.F_CLIP):
         clip(c, lay.clip, g, 0, H)
     a = lay.act(d, 0)
