@@ -226,14 +226,15 @@ def test_explicit_state_pair_and_its_errors(tmp_path):
         compile_onnx(p, out, state={"b": "p"}, output="p")
 
 
-def test_two_same_shaped_states_pair_by_name():
-    """h and c both match hn and cn by shape (as in silero_vad_16k_sequence.onnx): the names decide."""
+def _two_states(names=("h", "c", "hn", "cn")):
+    """x [T, 1, 3], h and c [1, 1, 4] -> LSTM -> y; Y_c and Y_h are the outputs ``names[3]``, ``names[2]``."""
     h = 4
+    a, b, p, q = names
     nodes = [
-        helper.make_node("LSTM", ["x", "W", "R", "", "", "h", "c"], ["Y", "Yh", "Yc"], hidden_size=h),
+        helper.make_node("LSTM", ["x", "W", "R", "", "", a, b], ["Y", "Yh", "Yc"], hidden_size=h),
         helper.make_node("Squeeze", ["Y", "one"], ["y"]),
-        helper.make_node("Identity", ["Yc"], ["cn"]),
-        helper.make_node("Identity", ["Yh"], ["hn"]),
+        helper.make_node("Identity", ["Yc"], [q]),
+        helper.make_node("Identity", ["Yh"], [p]),
     ]
     rng = np.random.default_rng(5)
     inits = [
@@ -242,10 +243,29 @@ def test_two_same_shaped_states_pair_by_name():
         _init("one", np.array([1], np.int64)),
     ]
     st = [1, 1, h]
-    ins = [_vi("x", TensorProto.FLOAT, ["T", 1, 3]), _vi("h", 1, st), _vi("c", 1, st)]
-    outs = [_vi("y", 1, ["T", 1, h]), _vi("cn", 1, st), _vi("hn", 1, st)]
-    fe = front_end(_model(nodes, ins, outs, inits))
+    ins = [_vi("x", TensorProto.FLOAT, ["T", 1, 3]), _vi(a, 1, st), _vi(b, 1, st)]
+    outs = [_vi("y", 1, ["T", 1, h]), _vi(q, 1, st), _vi(p, 1, st)]
+    return _model(nodes, ins, outs, inits)
+
+
+def test_two_same_shaped_states_pair_by_name_or_slot(tmp_path):
+    """h and c both match hn and cn by shape (as in silero_vad_16k_sequence.onnx): the names decide, or,
+    when the names say nothing, the recurrent slots (initial_h <-> Y_h, initial_c <-> Y_c); the stream
+    then follows ONNX Runtime fed its own state outputs, chunk by chunk (a sequence model: run(X))."""
+    fe = front_end(_two_states())
     assert fe["state_pairs"] == [["h", "hn"], ["c", "cn"]] and fe["data_input"] == "x"
+    m = _two_states(("a", "b", "p", "q"))  # a feeds initial_h, b initial_c; p = Y_h, q = Y_c
+    fe = front_end(m)
+    assert fe["state_pairs"] == [["a", "p"], ["b", "q"]]
+    path = str(tmp_path / "ab.onnx")
+    onnx.save(m, path)
+    res = compile_onnx(path, str(tmp_path / "ab.ernn"))
+    assert not any("not checked" in n for n in res["notes"])
+    sess, s = _sess(m), edgernn.load(res["path"]).stream()
+    hs = cs = np.zeros((1, 1, 4), np.float32)
+    for t, x in enumerate(np.random.default_rng(6).normal(size=(4, 3, 1, 3)).astype(np.float32)):
+        y, cs, hs = sess.run(None, {"x": x, "a": hs, "b": cs})
+        assert mismatch(s.run(x[:, 0]), y[:, 0]) is None, f"chunk {t}"
 
 
 # ---------------------------------------------------------------------------------- Silero VAD

@@ -10,7 +10,8 @@ without an output to compile. The score prefers
 * name pairs: ``state`` -> ``stateN``, ``h`` -> ``hn``, ``c`` -> ``cn``, ``h`` -> ``h_out``, ``hidden`` ->
   ``hidden_out``, ``x_in`` -> ``x_out`` (+4);
 * state-like input names (``state``, ``h``, ``c``, ``h0``, ``hidden``, ``cell``, ``cache``, ...) (+2);
-* inputs that reach ``initial_h``/``initial_c`` of a recurrent node through data-movement ops (+3);
+* inputs that reach ``initial_h``/``initial_c`` of a recurrent node through data-movement ops (+3), and
+  more (+3 again) when the output is that node's ``Y_h``/``Y_c`` (the same slot) through data movement;
 * not the first graph input, which is taken as the data when several inputs fit (-3).
 
 An input no output pairs with but that reaches only recurrent state slots is still state (the stream
@@ -88,6 +89,35 @@ def slot_use(inputs: list[str], nodes: list) -> tuple[set, set]:
     return as_state, as_data
 
 
+def _slot_links(inputs: list[str], outputs: list[str], nodes: list) -> tuple[dict, dict]:
+    """(input -> {(recurrent node index, "h"|"c")} it feeds as initial_h/initial_c through plumbing,
+    output -> {(recurrent node index, "h"|"c")} it is Y_h/Y_c of, through plumbing)."""
+    roots: dict[str, set] = {n: {n} for n in inputs}
+    fed: dict[str, set] = {n: set() for n in inputs}
+    came: dict[str, set] = {}
+    for k, n in enumerate(nodes):
+        rec = n.op_type in RECURRENT_OPS
+        if rec:
+            for slot, which in ((5, "h"), (6, "c")):
+                if len(n.input) > slot:
+                    for r in roots.get(n.input[slot], ()):
+                        fed[r].add((k, which))
+            for j, which in ((1, "h"), (2, "c")):
+                if len(n.output) > j and n.output[j]:
+                    came[n.output[j]] = {(k, which)}
+            continue
+        if n.op_type not in PLUMBING or n.op_type in ("Shape", "Size"):
+            continue
+        r = set().union(*[roots.get(i, set()) for i in n.input if i])
+        c = set().union(*[came.get(i, set()) for i in n.input if i])
+        for o in n.output:
+            if r:
+                roots[o] = r
+            if c:
+                came[o] = c
+    return fed, {o: came.get(o, set()) for o in outputs}
+
+
 def _ancestors(nodes: list, name: str) -> set:
     prod = {o: n for n in nodes for o in n.output if o}
     seen: set[str] = set()
@@ -135,6 +165,7 @@ def choose_pairs(g, explicit: dict | None = None, output: str | None = None) -> 
             raise CompileError("--state: two inputs paired with the same output")
         return sorted(pairs, key=lambda p: [i.name for i in ins].index(p[0]))
     reach, _ = slot_use(list(by_in), nodes)
+    fed, came = _slot_links(list(by_in), list(by_out), nodes)
     anc = {o.name: _ancestors(nodes, o.name) for o in outs}
     cands = []
     for k, i in enumerate(ins):
@@ -144,7 +175,7 @@ def choose_pairs(g, explicit: dict | None = None, output: str | None = None) -> 
             if _dims(o) is None and not _name_pair(i.name, o.name):
                 continue  # an output of unknown shape pairs only by name
             score = 4 * _name_pair(i.name, o.name) + 2 * bool(_STATE_WORDS.search(i.name))
-            score += 3 * (i.name in reach) - 3 * (k == 0)
+            score += 3 * (i.name in reach) + 3 * bool(fed[i.name] & came[o.name]) - 3 * (k == 0)
             cands.append((-score, k, j, i.name, o.name))
     cands.sort()
     pairs: list[tuple[str, str]] = []
