@@ -369,6 +369,16 @@ def test_silero_cli_inspect_and_compile(tmp_path, capsys):
     ):
         assert want in text, text
     assert "If nodes replaced by their taken branch: 7" in text
+    folded = str(tmp_path / "folded.onnx")
+    assert (
+        main(["inspect", path, "--set", "sr=16000", "--shape", "input=1,576", "--write-folded", folded]) == 0
+    )
+    capsys.readouterr()
+    x = _chunks(1)
+    st = np.zeros((2, 1, 128), np.float32)
+    want = _sess(onnx.load(path)).run(None, {"input": x, "state": st, "sr": np.array(16000, np.int64)})
+    got = _sess(onnx.load(folded)).run(None, {"input": x, "state": st})
+    assert all(mismatch(o, w, atol=1e-6, rtol=1e-6) is None for o, w in zip(got, want, strict=True))
     assert main(["inspect", path, "--set", "sr=16000", "--shape", "input=1,576", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["state_pairs"] == [["state", "stateN"]] and info["bound"] == {"sr": 16000}
@@ -382,3 +392,19 @@ def test_silero_cli_inspect_and_compile(tmp_path, capsys):
     assert "--set sr: expected NAME=VALUE" in capsys.readouterr().err
     assert main(["compile", path, "-o", str(tmp_path / "v.ernn"), "--shape", "input=1,576"]) == 1
     assert "If node 'If_0'" in capsys.readouterr().err
+
+
+def test_silero_8k_branch_folds_too():
+    """sr = 8000 keeps the other branch of silero_vad.onnx (288-sample chunks: 256 new + 32 of context);
+    the folded graph equals ONNX Runtime on the original file with sr fed."""
+    path = _silero("silero_vad.onnx")
+    fe = front_end(path, bind={"sr": 8000}, shapes={"input": (1, 288)})
+    assert not [n for n in _all_nodes(fe["model"].graph) if n.op_type == "If"]
+    a, b = _sess(onnx.load(path)), _sess(fe["model"])
+    state = np.zeros((2, 1, 128), np.float32)
+    for k, x in enumerate(_chunks(4, 288)):
+        want = a.run(None, {"input": x[None], "state": state, "sr": np.array(8000, np.int64)})
+        got = b.run(None, {"input": x[None], "state": state})
+        for w, o in zip(want, got, strict=True):
+            assert mismatch(o, w, atol=1e-6, rtol=1e-6) is None, f"chunk {k}"
+        state = want[1]

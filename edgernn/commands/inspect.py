@@ -30,6 +30,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from .compile import add_graph_arguments
 
     add_graph_arguments(p)
+    p.add_argument(
+        "--write-folded",
+        default=None,
+        metavar="OUT.onnx",
+        help="write the graph the compiler reads (bindings and shapes applied, If inlined, cells fused) "
+        "as an ONNX file ONNX Runtime runs",
+    )
 
 
 def describe_ernn(path: str) -> dict:
@@ -109,11 +116,15 @@ def _show(name: str) -> str:
 
 
 def describe_onnx(
-    path: str, bind: dict | None = None, shapes: dict | None = None, state: dict | None = None
+    path: str,
+    bind: dict | None = None,
+    shapes: dict | None = None,
+    state: dict | None = None,
+    write_folded: str | None = None,
 ) -> dict:
     """Information about an ONNX model as a JSON-able dict, including how its inputs are read (the data
     input, the state pairs, the inputs bound with ``bind``, the shapes fixed with ``shapes``) and whether
-    it compiles."""
+    it compiles. ``write_folded``: a path to save the graph the compiler reads (an ONNX file)."""
     from ..errors import EdgeRNNError, require
 
     onnx = require("onnx", "export")
@@ -166,6 +177,9 @@ def describe_onnx(
     except EdgeRNNError as e:
         info.update(compiles=False, compile_error=str(e))
         return info
+    if write_folded:
+        onnx.save(fe["model"], write_folded)
+        info["folded_graph"] = write_folded
     keys = ("data_input", "state_pairs", "state_inputs", "bound", "shapes", "folded_ifs", "fused_cells")
     info.update({k: fe[k] for k in keys})
     if fe["data_input"] is None:
@@ -276,6 +290,8 @@ def _print_onnx(info: dict) -> None:
         print(_show(f"  shape fixed: {name} = {dims}"))
     if info.get("folded_ifs"):
         print(f"  If nodes replaced by their taken branch: {info['folded_ifs']}")
+    if info.get("folded_graph"):
+        print(_show(f"  graph the compiler reads written to {info['folded_graph']}"))
     if info.get("fused_cells"):
         print(f"  LSTM steps written as plain ops, fused into LSTM nodes: {info['fused_cells']}")
     if "specialized_ops" in info:
@@ -324,10 +340,12 @@ def run(args: argparse.Namespace) -> int:
     if is_onnx:
         from .compile import graph_options
 
-        info = describe_onnx(path, **graph_options(args))
+        info = describe_onnx(path, **graph_options(args), write_folded=getattr(args, "write_folded", None))
     else:
-        if any(getattr(args, k, None) for k in ("set", "shape", "state")):
-            raise InputError("--set, --shape and --state apply to an .onnx model, not an .ernn artifact")
+        if any(getattr(args, k, None) for k in ("set", "shape", "state", "write_folded")):
+            raise InputError(
+                "--set, --shape, --state and --write-folded apply to an .onnx model, not an .ernn artifact"
+            )
         info = describe_ernn(path)
     if args.json:
         print(json.dumps(info, indent=1, default=str))
