@@ -408,3 +408,21 @@ def test_silero_8k_branch_folds_too():
         for w, o in zip(want, got, strict=True):
             assert mismatch(o, w, atol=1e-6, rtol=1e-6) is None, f"chunk {k}"
         state = want[1]
+
+
+def test_data_input_and_compiled_output_are_never_paired():
+    """An output with the data input's shape (computed from it) is not a state pair: one input stays the
+    data and one output the compiled output; the first graph input is preferred as the data."""
+    f = TensorProto.FLOAT
+    one = _model([helper.make_node("Relu", ["x"], ["y"])], [_vi("x", f, ["b", 4])], [_vi("y", f, ["b", 4])])
+    fe = front_end(one)
+    assert fe["state_pairs"] == [] and fe["data_input"] == "x" and fe["output"] == "y"
+    # two inputs of one shape feeding two outputs of that shape, no names to go by: the second input is
+    # the state, paired with the first output it fits (ties go by graph order), the other output compiled
+    two = _model(
+        [helper.make_node("Add", ["u", "v"], ["w"]), helper.make_node("Relu", ["w"], ["z"])],
+        [_vi("u", f, [1, 4]), _vi("v", f, [1, 4])],
+        [_vi("z", f, [1, 4]), _vi("w", f, [1, 4])],
+    )
+    fe = front_end(two)
+    assert fe["state_pairs"] == [["v", "z"]] and fe["data_input"] == "u" and fe["output"] == "w"
