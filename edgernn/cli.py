@@ -27,7 +27,11 @@ COMMANDS = {
 
 
 #: command -> the attributes of its parsed arguments that name a file it writes (checked before it runs)
-OUTPUT_FILES = {"run": ("out",), "compile": ("output",)}  # bench checks its own, naming the option
+OUTPUT_FILES = {
+    "run": ("out",),
+    "compile": ("output",),
+    "inspect": ("write_folded",),
+}  # bench checks its own, naming the option
 #: command -> the attributes that name a directory it writes into (created if missing)
 OUTPUT_DIRS = {"export": ("output",), "demo": ("out",), "aot": ("output",), "warmup": ("cache_dir",)}
 

@@ -31,7 +31,55 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="Y.npy",
         help="class ids or regression targets of --calibration (adds accuracy / RMSE change)",
     )
+    add_graph_arguments(p)
     p.add_argument("--json", action="store_true", help="print the compile result as JSON")
+
+
+def add_graph_arguments(p: argparse.ArgumentParser) -> None:
+    """``--set``, ``--shape``, ``--state``: how an ONNX graph is specialized (shared with ``inspect``)."""
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="bind graph input NAME to VALUE (a number or comma-separated numbers) at compile time; "
+        "it is folded, and an If on it keeps only the branch taken (repeatable)",
+    )
+    p.add_argument(
+        "--shape",
+        action="append",
+        default=[],
+        metavar="NAME=D1,D2,...",
+        help="fix the shape of graph input NAME where the file leaves it open, e.g. input=1,576 (repeatable)",
+    )
+    p.add_argument(
+        "--state",
+        action="append",
+        default=[],
+        metavar="IN=OUT",
+        help="state pair of a step graph: input IN is fed back from output OUT (repeatable; "
+        "default: found automatically)",
+    )
+
+
+def graph_options(args: argparse.Namespace) -> dict:
+    """``bind``, ``shapes``, ``state`` for :func:`~edgernn.export.compile_onnx` from ``--set``/``--shape``/
+    ``--state`` (``NAME=VALUE`` each; a malformed one is an InputError naming it)."""
+    from ..errors import InputError
+
+    out: dict = {}
+    for opt, key in (("--set", "bind"), ("--shape", "shapes"), ("--state", "state")):
+        table: dict = {}
+        for spec in getattr(args, opt[2:], None) or []:
+            name, eq, value = spec.partition("=")
+            name, value = name.strip(), value.strip()
+            if not eq or not name or not value:
+                raise InputError(f"{opt} {spec}: expected NAME=VALUE")
+            if name in table:
+                raise InputError(f"{opt} {name} given twice")
+            table[name] = value
+        out[key] = table or None
+    return out
 
 
 def _labels(spec: str | None) -> list[str] | None:
@@ -72,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         labels=_labels(args.labels),
         calibration=cal,
         calibration_labels=cal_y,
+        **graph_options(args),
     )
     if args.json:
         print(json.dumps({k: v for k, v in res.items() if k != "plan"} | {"layers": res["plan"]["layers"]}))
@@ -85,8 +134,14 @@ def run(args: argparse.Namespace) -> int:
             f"  {layer['name']:<14} {layer['kind']:<10} "
             f"{layer['input_size']:>6} -> {layer['output_size']:<6} {extra}"
         )
+    for name, value in res.get("bound", {}).items():
+        print(f"  bound input {name} = {value}")
+    for name, dims in res.get("shapes", {}).items():
+        print(f"  input {name} shape fixed to {dims}")
     if res["state_inputs"]:
-        print(f"  state inputs (kept by the stream): {', '.join(res['state_inputs'])}")
+        pairs = dict(res.get("state_pairs", []))
+        shown = [f"{i} <- {pairs[i]}" if i in pairs else i for i in res["state_inputs"]]
+        print(f"  state inputs (kept by the stream): {', '.join(shown)}")
     if res["ignored_outputs"]:
         print(f"  graph outputs not compiled: {', '.join(res['ignored_outputs'])}")
     for note in res["notes"]:

@@ -27,6 +27,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="print the kernel source generated for this .ernn model (numba backend) instead",
     )
+    from .compile import add_graph_arguments
+
+    add_graph_arguments(p)
+    p.add_argument(
+        "--write-folded",
+        default=None,
+        metavar="OUT.onnx",
+        help="write the graph the compiler reads (bindings and shapes applied, If inlined, cells fused) "
+        "as an ONNX file ONNX Runtime runs",
+    )
 
 
 def describe_ernn(path: str) -> dict:
@@ -105,12 +115,20 @@ def _show(name: str) -> str:
     return name if name.isprintable() else repr(name)[1:-1]
 
 
-def describe_onnx(path: str) -> dict:
-    """Information about an ONNX model as a JSON-able dict, including whether it compiles."""
+def describe_onnx(
+    path: str,
+    bind: dict | None = None,
+    shapes: dict | None = None,
+    state: dict | None = None,
+    write_folded: str | None = None,
+) -> dict:
+    """Information about an ONNX model as a JSON-able dict, including how its inputs are read (the data
+    input, the state pairs, the inputs bound with ``bind``, the shapes fixed with ``shapes``) and whether
+    it compiles. ``write_folded``: a path to save the graph the compiler reads (an ONNX file)."""
     from ..errors import EdgeRNNError, require
 
     onnx = require("onnx", "export")
-    from ..export.onnx import compile_graph, load_model
+    from ..export.onnx import compile_graph, front_end, load_model
 
     model = load_model(path)
     g = model.graph
@@ -155,7 +173,22 @@ def describe_onnx(path: str) -> dict:
         "weight_bytes": nbytes,
     }
     try:
-        res = compile_graph(model, source=os.path.basename(path))
+        fe = front_end(model, bind=bind, shapes=shapes, state=state)
+    except EdgeRNNError as e:
+        info.update(compiles=False, compile_error=str(e))
+        return info
+    if write_folded:
+        onnx.save(fe["model"], write_folded)
+        info["folded_graph"] = write_folded
+    keys = ("data_input", "state_pairs", "state_inputs", "bound", "shapes", "folded_ifs", "fused_cells")
+    info.update({k: fe[k] for k in keys})
+    if fe["data_input"] is None:
+        info.update(compiles=False, compile_error=fe["data_error"])
+        return info
+    if fe["specialized"] or fe["fused_cells"]:
+        info["specialized_ops"] = dict(Counter(n.op_type for n in fe["model"].graph.node))
+    try:
+        res = compile_graph(fe["model"], source=os.path.basename(path), state=state)
         info["compiles"] = True
         info["compiled_layers"] = [
             {k: layer[k] for k in ("name", "kind", "input_size", "output_size")}
@@ -251,6 +284,24 @@ def _print_onnx(info: dict) -> None:
     print(f"  ops: {ops}")
     for r in info["recurrent_nodes"]:
         print(f"  {r['op']} {r['name']!r}: {r['attributes']}")
+    for name, value in (info.get("bound") or {}).items():
+        print(_show(f"  bound: {name} = {value}"))
+    for name, dims in (info.get("shapes") or {}).items():
+        print(_show(f"  shape fixed: {name} = {dims}"))
+    if info.get("folded_ifs"):
+        print(f"  If nodes replaced by their taken branch: {info['folded_ifs']}")
+    if info.get("folded_graph"):
+        print(_show(f"  graph the compiler reads written to {info['folded_graph']}"))
+    if info.get("fused_cells"):
+        print(f"  LSTM steps written as plain ops, fused into LSTM nodes: {info['fused_cells']}")
+    if "specialized_ops" in info:
+        ops2 = ", ".join(f"{k}×{v}" for k, v in sorted(info["specialized_ops"].items()))
+        print(f"  ops once specialized: {ops2}")
+    if info.get("data_input"):
+        print(_show(f"  data input: {info['data_input']}"))
+        pairs = {i: o for i, o in info.get("state_pairs", [])}
+        for i in info.get("state_inputs", []):
+            print(_show(f"  state: {i} <- {pairs[i]}" if i in pairs else f"  state: {i} (no state output)"))
     if info["compiles"]:
         layers = " -> ".join(
             f"{lyr['kind']}({lyr['input_size']}->{lyr['output_size']})" for lyr in info["compiled_layers"]
@@ -286,7 +337,16 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--source shows the kernels of an .ernn model; compile {path} first")
         print(kernel_source(path), end="")
         return 0
-    info = describe_onnx(path) if is_onnx else describe_ernn(path)
+    if is_onnx:
+        from .compile import graph_options
+
+        info = describe_onnx(path, **graph_options(args), write_folded=getattr(args, "write_folded", None))
+    else:
+        if any(getattr(args, k, None) for k in ("set", "shape", "state", "write_folded")):
+            raise InputError(
+                "--set, --shape, --state and --write-folded apply to an .onnx model, not an .ernn artifact"
+            )
+        info = describe_ernn(path)
     if args.json:
         print(json.dumps(info, indent=1, default=str))
     elif is_onnx:

@@ -19,7 +19,10 @@ of an ``.ernn`` plan (docs/ARTIFACT.md, docs/COMPILER.md). Every value of the gr
 Layout of the package:
 
 * :mod:`.load`: reading the file, external data only from inside the model's own folder (no absolute
-  paths, no ``..``, no symlink leaving the folder); control flow is refused;
+  paths, no ``..``, no symlink leaving the folder); ``Loop``/``Scan`` are refused;
+* :mod:`.frontend`: what the compiler reads — the graph specialized to the user's bindings and shapes
+  (:mod:`.passes.specialize`: constants folded, ``If`` with a constant condition inlined), plain-op LSTM
+  steps fused (:mod:`.passes.cells`), and the data input and state pairs (:mod:`.passes.pairing`);
 * :mod:`.fold`, :mod:`.values`, :mod:`.graph`: constant folding, the value kinds, graph reading;
 * :mod:`.ops`: one module per op family, each handler registered by ONNX op type
   (:mod:`.ops.registry`): ``recurrent`` (LSTM/GRU/RNN/DynamicQuantizeLSTM), ``linear`` (Gemm/MatMul),
@@ -27,7 +30,8 @@ Layout of the package:
   ``activations``, ``embedding`` (Gather of a table by token ids, OneHot), ``attention``, ``shape``
   (Shape/Reshape/Flatten/Squeeze/Unsqueeze/Expand/Cast/...), ``indexing`` (Transpose/Slice/Gather/
   Split/Concat);
-* :mod:`.passes`: attention fusion, state pairs (input classification, state-wiring check), layer fusion;
+* :mod:`.passes`: specialization, cell fusion, attention fusion, state pairs (pairing, input
+  classification, state-wiring check), layer fusion;
 * :mod:`.plan`: the layer chain the handlers emit into; :mod:`.compiler`: the evaluation loop and
   :func:`compile_graph`; :mod:`.api`: :func:`compile_onnx`.
 
@@ -41,6 +45,7 @@ output for, so using them is an error unless the reverse part is sliced away.
 from .api import compile_onnx
 from .compiler import compile_graph
 from .errors import CompileError
+from .frontend import front_end
 from .load import load_model
 
-__all__ = ["CompileError", "compile_graph", "compile_onnx", "load_model"]
+__all__ = ["CompileError", "compile_graph", "compile_onnx", "front_end", "load_model"]

@@ -23,6 +23,9 @@ def compile_onnx(
     labels: list[str] | None = None,
     calibration: np.ndarray | None = None,
     calibration_labels: np.ndarray | None = None,
+    bind: dict | None = None,
+    shapes: dict | None = None,
+    state: dict | None = None,
 ) -> dict:
     """Compile the ONNX model at ``onnx_path`` into the ``.ernn`` artifact ``ernn_path``.
 
@@ -33,9 +36,14 @@ def compile_onnx(
     (error-compensated on that data, see ``export/calibrate.py``; without it: nearest rounding) and it is
     the data of the quantization report (without it a deterministic random input is used);
     ``calibration_labels``: class ids (many_to_one) or regression targets for accuracy/RMSE change.
+    ``bind``: graph inputs fixed at compile time (``{"sr": 16000}``: then folded, an ``If`` on them
+    inlined); ``shapes``: sizes of inputs the file leaves open (``{"input": (1, 576)}``), applied after
+    the bindings; ``state``: the step graph's state pairs, input -> output (``{"h": "hn"}``; default:
+    found automatically, see ``export/onnx/passes/pairing.py``).
 
     Returns a dict: ``path``, ``plan`` (as written), ``io`` (axis roles of the ONNX input/output: "T",
-    "B", "N" or feature sizes), ``ignored_outputs``, ``state_inputs``, ``notes``, ``bytes`` and, when
+    "B", "N" or feature sizes), ``ignored_outputs``, ``state_inputs``, ``state_pairs``, ``bound``,
+    ``shapes``, ``notes``, ``bytes`` and, when
     quantizing, ``quantization_report``. Raises :class:`CompileError` for anything it cannot compile
     exactly, :class:`~edgernn.ArtifactError` if the result fails validation.
     """
@@ -49,7 +57,15 @@ def compile_onnx(
     with open(onnx_path, "rb") as f:
         sha = hashlib.sha256(f.read()).hexdigest()
     model = load_model(onnx_path)
-    res = compile_graph(model, output=output, source=os.path.basename(onnx_path), sha256=sha)
+    res = compile_graph(
+        model,
+        output=output,
+        source=os.path.basename(onnx_path),
+        sha256=sha,
+        bind=bind,
+        shapes=shapes,
+        state=state,
+    )
     plan, tensors = res["plan"], res["tensors"]
     if labels is not None:
         labels = [str(s) for s in labels]

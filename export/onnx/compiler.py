@@ -17,6 +17,7 @@ from .fold import constant, fold
 from .graph import attrs, live_nodes, producers
 from .ops import handler
 from .ops.recurrent import RECURRENT_OPS
+from .passes import pairing
 from .passes import state as state_pass
 from .passes.attention import fuse_attention
 from .plan import PlanBuilder
@@ -32,7 +33,7 @@ class Compiler:
     """The state of one compilation: the value table ``env`` (ONNX value name -> value), the ``plan``
     being built, and what the passes record (state inputs/feeds/codes, fused attention nodes, notes)."""
 
-    def __init__(self, model, output: str | None):
+    def __init__(self, model, output: str | None, state: dict | None = None):
         self.model = model
         self.g = model.graph
         self.opset = {o.domain or "": o.version for o in model.opset_import}
@@ -49,10 +50,13 @@ class Compiler:
         self.state_codes: dict[str, Any] = {}  # Y_h / Y_c output name -> Bcast of codes of (layer, h|c, unit)
         self.pending_q: tuple | None = None  # the MatMulInteger layer awaiting its scale
         outs = [o.name for o in self.g.output]
+        #: (state input, state output) pairs of a step graph (:mod:`.passes.pairing`)
+        self.state_pairs = pairing.choose_pairs(self.g, state, output)
         if output is None:
-            if not outs:
+            rest = [o for o in outs if o not in {so for _, so in self.state_pairs}]
+            if not rest:
                 raise CompileError("the graph has no outputs")
-            output = outs[0]
+            output = rest[0]
         self.output = output
         self.ignored_outputs = [o for o in outs if o != output]
 
@@ -71,7 +75,8 @@ class Compiler:
                 raise CompileError(f"the graph has no value named {self.output!r}")
         nodes, seen = live_nodes(graph_nodes, prod, self.output)
         used_inputs = [i for i in g.input if i.name not in inits and i.name in seen]
-        data_inputs, state_inputs = state_pass.classify_inputs(used_inputs, nodes, self.output)
+        paired = {i for i, _ in self.state_pairs}
+        data_inputs, state_inputs = state_pass.classify_inputs(used_inputs, nodes, self.output, paired)
         for i in state_inputs:
             self.env[i.name] = State(i.name, state_pass.state_index(i))
             self.state_inputs.append(i.name)
@@ -82,7 +87,7 @@ class Compiler:
         if not isinstance(out, Data):
             raise CompileError(f"output {self.output!r} does not depend on the model input")
         self._finish(out)
-        if self.state_feeds:
+        if self.state_feeds or self.state_pairs:
             state_pass.check_wiring(self, prod)
 
     def _bind_input(self, vi) -> None:
@@ -167,17 +172,38 @@ class Compiler:
         self.out_value = out
 
 
-def compile_graph(model, output: str | None = None, source: str = "model.onnx", sha256: str = "") -> dict:
+def compile_graph(
+    model,
+    output: str | None = None,
+    source: str = "model.onnx",
+    sha256: str = "",
+    *,
+    bind: dict | None = None,
+    shapes: dict | None = None,
+    state: dict | None = None,
+) -> dict:
     """Compile an in-memory ``onnx.ModelProto`` (external data already loaded) into ``(plan, tensors)``.
+
+    ``bind``: graph input name -> value (a number or array) fixed at compile time and folded; ``shapes``:
+    graph input name -> sizes for inputs the file leaves open; with either, or when the graph holds an
+    ``If``, the graph is first specialized (:mod:`.passes.specialize`: bindings, shapes, constant ``If``
+    conditions inlined); LSTM steps written as plain ops are fused into ``LSTM`` nodes
+    (:mod:`.passes.cells`). ``state``: state input name -> state output name (default: found automatically,
+    :mod:`.passes.pairing`).
 
     Returns a dict with ``plan``, ``tensors`` (float32 arrays), ``exact_int8`` (tensor name ->
     (int8 q, float32 per-row scale) for weights that were already symmetric int8 in the source),
     ``io`` (input/output names and axis roles: "T" time, "B" batch, "N" independent rows, ints = feature
-    axes), ``ignored_outputs``, ``state_inputs`` and ``notes``.
+    axes), ``ignored_outputs``, ``state_inputs``, ``state_pairs`` ([input, output] lists), ``bound``
+    (input name -> value as a list), ``shapes`` (input name -> sizes) and ``notes``.
     """
     from ... import __version__
+    from .frontend import prepare
 
-    c = Compiler(model, output)
+    model, spec = prepare(model, bind, shapes)
+    c = Compiler(model, output, state)
+    if spec["fused_cells"]:
+        c.notes.append(f"{spec['fused_cells']} LSTM step(s) written as plain ops fused into LSTM nodes")
     c.run()
     plan = {
         "format": "ernn",
@@ -205,5 +231,8 @@ def compile_graph(model, output: str | None = None, source: str = "model.onnx", 
         "io": io,
         "ignored_outputs": c.ignored_outputs,
         "state_inputs": c.state_inputs,
+        "state_pairs": [[i, o] for i, o in c.state_pairs],
+        "bound": spec["bound"],
+        "shapes": spec["shapes"],
         "notes": c.notes,
     }

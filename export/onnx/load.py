@@ -9,7 +9,8 @@ from .errors import CompileError, where
 
 __all__ = ["load_model"]
 
-_CONTROL_FLOW = ("Loop", "Scan", "If")
+#: control flow the compiler cannot specialize away (an ``If`` with a constant condition is inlined)
+_CONTROL_FLOW = ("Loop", "Scan")
 
 
 def _inline_external(t, base: str) -> None:
@@ -53,10 +54,34 @@ def _inline_external(t, base: str) -> None:
     t.data_location = TensorProto.DEFAULT
 
 
+def _nodes(g):
+    """The nodes of graph ``g`` and of its subgraphs (``If`` branches), depth first."""
+    for n in g.node:
+        yield n
+        for a in n.attribute:
+            for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                yield from _nodes(sub)
+
+
+def _inline_graph(g, base: str) -> None:
+    """Inline the external data of every tensor of ``g`` and of its subgraphs."""
+    for t in g.initializer:
+        _inline_external(t, base)
+    for n in g.node:
+        for a in n.attribute:
+            if a.HasField("t"):
+                _inline_external(a.t, base)
+            for t in a.tensors:
+                _inline_external(t, base)
+            for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                _inline_graph(sub, base)
+
+
 def load_model(path: str):
     """Load the ONNX model at ``path`` (an ``onnx.ModelProto``), reading external data only from files
-    inside the model's own folder (no absolute paths, no ``..``, no symlink leaving the folder, byte ranges
-    inside the file). Control flow (``Loop``/``Scan``/``If``) is refused here."""
+    inside the model's own folder (no absolute paths, no ``..``, no symlink leaving the folder, byte
+    ranges inside the file), in subgraphs too. ``Loop``/``Scan`` are refused here; an ``If`` is left to
+    :mod:`.passes.specialize`, which inlines it when its condition is constant."""
     onnx = require("onnx", "export")
 
     try:
@@ -64,13 +89,8 @@ def load_model(path: str):
     except Exception as e:  # noqa: BLE001 - protobuf raises several types
         raise CompileError(f"cannot read {path!r} as an ONNX model: {e}") from None
     base = os.path.realpath(os.path.dirname(os.path.abspath(path)))
-    for t in model.graph.initializer:
-        _inline_external(t, base)
-    for n in model.graph.node:
-        for a in n.attribute:
-            if a.HasField("t"):
-                _inline_external(a.t, base)
-    flow = next((n for n in model.graph.node if n.op_type in _CONTROL_FLOW), None)
+    _inline_graph(model.graph, base)
+    flow = next((n for n in _nodes(model.graph) if n.op_type in _CONTROL_FLOW), None)
     if flow is not None:
         raise CompileError(f"unsupported op {flow.op_type!r} ({where(flow)}): control flow is not compiled")
     return model

@@ -247,7 +247,9 @@ def recurrent(cx, node, vals, at, op: str, exact_int8: dict | None = None):
 
 
 def _outputs(cx, node, nd, h, layout, t_ax, b_ax, step, direction) -> list:
-    """The values of Y, Y_h and Y_c; in a step graph, Y_h/Y_c also get state codes for the wiring check."""
+    """The values of Y, Y_h and Y_c; in a step graph, and for a forward node over a time axis (whose Y_h/Y_c
+    are the state after the last step, what the stream keeps), Y_h/Y_c also get state codes for the
+    wiring check."""
     pos = len(cx.plan.layers)
     f = nd * h
     ident = np.arange(f)
@@ -267,7 +269,7 @@ def _outputs(cx, node, nd, h, layout, t_ax, b_ax, step, direction) -> list:
         step,
         why=f"Y_h of the reverse direction of {where(node)} (its final state, which the plan cannot output)",
     )
-    if step:
+    if step or direction == "forward":
         li = pos - 1
         for k, which in ((1, "h"), (2, "c")):
             if len(node.output) > k and node.output[k]:

@@ -1,11 +1,11 @@
 """State pairs of a step graph (``x_t`` + state in, ``y_t`` + state out).
 
-* :func:`classify_inputs`: a graph input that reaches only ``initial_h``/``initial_c`` (through plumbing)
-  is state; the one other input is the data.
+* :func:`classify_inputs`: the inputs of the state pairs (:mod:`.pairing`) and any graph input that
+  reaches only ``initial_h``/``initial_c`` (through plumbing) are state; the one other input is the data.
 * :func:`propagate`: a state value flowing through plumbing stays state; its positions are followed
   (a :class:`~..values.Bcast` of flat state positions) so the wiring can be checked.
-* :func:`check_wiring`: state output k must return, position by position, the state that state input k
-  fed into the recurrent layers (the stream feeds each layer's state back to itself).
+* :func:`check_wiring`: the output of each state pair must return, position by position, the state
+  that its input fed into the recurrent layers (the stream feeds each layer's state back to itself).
 """
 
 from __future__ import annotations
@@ -20,50 +20,55 @@ from ..graph import attrs
 from ..ops import PLUMBING, handler
 from ..ops.recurrent import RECURRENT_OPS, STATE_SLOTS
 from ..values import Bcast, Const, State, Sym, state_code
+from .pairing import slot_use
 
 __all__ = ["check_wiring", "classify_inputs", "propagate", "state_index"]
 
 
-def classify_inputs(used_inputs: list, nodes: list, output: str) -> tuple[list, list]:
+def classify_inputs(
+    used_inputs: list, nodes: list, output: str, paired: set | None = None
+) -> tuple[list, list]:
     """Split the graph inputs the output depends on into (data inputs, state inputs).
 
     ``used_inputs``: ``ValueInfoProto`` of the non-initializer inputs reached from ``output``; ``nodes``: the
-    live nodes in graph order. Raises :class:`CompileError` unless there is exactly one data input and no
-    input is used both ways."""
+    live nodes in graph order; ``paired``: the inputs of the state pairs (:mod:`.pairing`), state whatever
+    they feed. An input reaching only ``initial_h``/``initial_c`` (through plumbing) is state too. Raises
+    :class:`CompileError` unless exactly one data input remains and no unpaired input is used both ways."""
+    paired = paired or set()
+    as_state, as_data = slot_use([i.name for i in used_inputs], nodes)
+    as_data |= {x for x in _roots(used_inputs, nodes, output)}
+    for i in used_inputs:
+        if i.name in as_state and i.name in as_data and i.name not in paired:
+            raise CompileError(f"graph input {i.name!r} is used both as data and as recurrent initial state")
+    data_inputs = [
+        i for i in used_inputs if i.name not in paired and (i.name in as_data or i.name not in as_state)
+    ]
+    if len(data_inputs) != 1:
+        names = [i.name for i in data_inputs]
+        raise CompileError(
+            f"expected exactly one data input, found {names or 'none'}: bind the inputs that are neither "
+            "data nor state with --set NAME=VALUE, or name the state pairs with --state IN=OUT"
+            if len(names) > 1
+            else f"expected exactly one data input, found {names or 'none'}"
+        )
+    return data_inputs, [i for i in used_inputs if i not in data_inputs]
+
+
+def _roots(used_inputs: list, nodes: list, output: str) -> set:
+    """The inputs whose values (not only shapes) flow into ``output``."""
     roots_of: dict[str, set] = {i.name: {i.name} for i in used_inputs}
-    as_state: dict[str, bool] = {}
-    as_data: dict[str, bool] = {}
     for n in nodes:
         if n.op_type in ("Shape", "Size"):
-            continue  # only the shape of the value flows on
+            continue
         src: set = set()
         for slot, name in enumerate(n.input):
-            r = roots_of.get(name, set())
-            if not r:
-                continue
             if n.op_type in RECURRENT_OPS and slot in STATE_SLOTS:
-                for x in r:
-                    as_state[x] = True
                 continue
-            if n.op_type in RECURRENT_OPS or n.op_type not in PLUMBING:
-                for x in r:
-                    as_data[x] = True
-            src |= r
+            src |= roots_of.get(name, set())
         if src:
             for o in n.output:
                 roots_of[o] = set(src)
-    for x in roots_of.get(output, set()):
-        as_data[x] = True
-    for i in used_inputs:
-        if as_state.get(i.name) and as_data.get(i.name):
-            raise CompileError(f"graph input {i.name!r} is used both as data and as recurrent initial state")
-    data_inputs = [i for i in used_inputs if as_data.get(i.name) or not as_state.get(i.name)]
-    if len(data_inputs) != 1:
-        raise CompileError(
-            f"expected exactly one data input, found {[i.name for i in data_inputs]} "
-            f"(inputs feeding only initial_h/initial_c are state)"
-        )
-    return data_inputs, [i for i in used_inputs if i not in data_inputs]
+    return roots_of.get(output, set())
 
 
 def state_index(vi) -> Bcast | None:
@@ -99,18 +104,19 @@ def propagate(cx, node, vals: list) -> list[State]:
 
 
 def check_wiring(cx, prod: dict) -> None:
-    """The step graph's contract: state output k returns, at each position, the state that the same
-    position of state input k fed (the stream keeps each layer's own state). Checked when the graph
-    has as many state outputs as state inputs; otherwise noted in ``cx.notes``."""
-    outs = list(cx.ignored_outputs)
-    if len(outs) != len(cx.state_inputs):
+    """The step graph's contract: the state output of each state pair (``cx.state_pairs``) returns, at each
+    position, the state that the same position of its state input fed (the stream keeps each layer's own
+    state). State inputs without a state output are noted in ``cx.notes``, their wiring unchecked."""
+    pairs = [(i, o) for i, o in cx.state_pairs if i in cx.state_inputs]
+    unpaired = [i for i in cx.state_inputs if i not in dict(pairs)]
+    if unpaired:
         cx.notes.append(
-            f"state inputs {cx.state_inputs} but other outputs {outs}: the state wiring was not checked"
+            f"state inputs {unpaired} have no state output among {cx.ignored_outputs}: "
+            "the state wiring was not checked"
         )
-        return
     env: dict[str, Any] = {k: v for k, v in cx.env.items() if isinstance(v, Const)}
     env.update(cx.state_codes)
-    for sin, sout in zip(cx.state_inputs, outs, strict=True):
+    for sin, sout in pairs:
         try:
             got = _eval_codes(cx, sout, prod, env)
         except CompileError as e:
