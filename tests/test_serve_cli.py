@@ -18,13 +18,13 @@ def _py(code: str):
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
 
 
-def test_device_path_and_serve_core_do_not_import_paho():
+def test_device_path_and_serve_core_do_not_import_paho_or_ray():
     r = _py(
         "import sys, edgernn, edgernn.serve, edgernn.cli\n"
-        "edgernn.cli.build_parser()\nprint('paho' in sys.modules)"
+        "edgernn.cli.build_parser()\nprint('paho' in sys.modules, 'ray' in sys.modules)"
     )
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "False"
+    assert r.stdout.strip() == "False False"
 
 
 def test_missing_paho_is_one_clear_line(tmp_path):
@@ -37,6 +37,18 @@ def test_missing_paho_is_one_clear_line(tmp_path):
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "edgernn[serve]" in lines[0] and "paho" in lines[0], r.stderr
+
+
+def test_missing_ray_is_one_clear_line(tmp_path):
+    code = (
+        "import sys\nsys.modules['ray'] = None\n"
+        + "from edgernn.cli import main\n"
+        + f"sys.exit(main(['serve', {str(tmp_path / 'm.ernn')!r}, '--broker', '127.0.0.1:1', '--ray', '2']))"
+    )
+    r = _py(code)
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "edgernn[ray]" in lines[0] and "ray is not installed" in lines[0], r.stderr
 
 
 @pytest.mark.parametrize(

@@ -76,6 +76,7 @@ class Server:
         self.stop = threading.Event()
         self.ready = threading.Event()  #: set once subscribed and the sync marker came back
         self.snapshots = 0
+        self.restored = 0  #: devices restored from snapshots at start
         self._out: deque = deque()  # publishes not yet acknowledged by the broker
 
     # ------------------------------------------------------------------ paho callbacks (network thread)
@@ -124,7 +125,9 @@ class Server:
         for p in snapshot.sources_for(self.state_dir, self.gw.shard):
             meta, states = snapshot.read(p)
             self.gw.restore(meta, states, now)
-            self.log(f"restored {sum(map(self.gw.owns, meta['devices']))} devices from {os.path.basename(p)}")
+            k = sum(map(self.gw.owns, meta["devices"]))
+            self.restored += k
+            self.log(f"restored {k} devices from {os.path.basename(p)}")
 
     def _snapshot(self) -> None:
         meta, states = self.gw.to_snapshot()
