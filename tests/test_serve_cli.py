@@ -86,3 +86,20 @@ def test_unreachable_broker_and_missing_model_are_errors(tmp_path, capsys):
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("edgernn serve: error: cannot connect to the broker at 127.0.0.1:"), err
+
+
+def test_a_child_process_uses_the_same_kernel_cache():
+    """A process started by an edgernn process (``edgernn serve`` from a test, a Ray actor) inherits the
+    NUMBA_CACHE_DIR edgernn set: it must use that directory, not a cold one nested inside it."""
+    code = (
+        "import edgernn.kernels.config as c, os; print(c.CACHE_DIR); print(os.environ.get('NUMBA_CACHE_DIR'))"
+    )
+    import os
+
+    parent = _py(code).stdout.split()
+    if parent[1] == "None":
+        pytest.skip("the kernel cache is off here")
+    env = dict(os.environ, NUMBA_CACHE_DIR=parent[0])
+    env.pop("EDGERNN_CACHE_DIR", None)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert r.stdout.split() == [parent[0], parent[0]], r.stderr
