@@ -112,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         f"stopped: {st['samples']} samples in {st['messages']} messages, {st['kernel_calls']} kernel calls, "
         f"{st['refused']} refused, {st['duplicates']} duplicates dropped, {server.snapshots} snapshots"
     )
+    server.log("main loop time: " + ", ".join(f"{k} {v:.2f} s" for k, v in server.times.items()))
     return code
 
 

@@ -22,9 +22,13 @@ from ..errors import EdgeRNNError, require
 from . import snapshot
 from .gateway import Gateway
 
+#: how long the broker keeps a stopped shard's session and its queue
 SESSION_EXPIRY_S = 7 * 24 * 3600
-#: with nothing waiting, snapshot (and acknowledge) at most this often; under load every snapshot_every ticks
-SNAPSHOT_IDLE_S = 0.1  #: how long the broker keeps a stopped shard's session and its queue
+#: snapshots (and acknowledgements) come every snapshot_every ticks under load, or when out of work, but
+#: at most every SNAPSHOT_MIN_S and every SNAPSHOT_COST_RATIO x the last one's cost (tens of ms for 1,000
+#: devices with fsync; ten times that for 10,000): at most ~1/(1+ratio) of the time goes to them
+SNAPSHOT_MIN_S = 0.5
+SNAPSHOT_COST_RATIO = 5.0
 RETRY_MIN_S, RETRY_MAX_S = 0.1, 5.0  #: the wait between attempts to connect again after a loss
 
 
@@ -46,7 +50,9 @@ class Server:
     ``state_dir``: snapshots there every ``snapshot_every`` ticks (and whenever it runs out of work);
     without it nothing is persisted and messages are acknowledged as soon as they are applied.
     ``in_filter`` overrides the input subscription (``{prefix}/+/in``); the tests use it for a shared
-    subscription, which is *not* a way to scale (docs/SERVE.md).
+    subscription, which is *not* a way to scale (docs/SERVE.md). ``max_intake``: at most this many messages
+    taken in and not yet acknowledged (MQTT 5 Receive Maximum): a backlog waits at the broker, not in the
+    snapshots (which hold the messages taken in but not applied yet).
     """
 
     def __init__(
@@ -62,6 +68,7 @@ class Server:
         client_id: str | None = None,
         in_filter: str | None = None,
         log=None,
+        max_intake: int = 4096,
     ):
         self.gw = Gateway(model, shard, idle_timeout)
         self.host, self.port, self.prefix = host, int(port), prefix.rstrip("/")
@@ -69,6 +76,7 @@ class Server:
         self.snapshot_every = max(1, int(snapshot_every))
         self.client_id = client_id or default_client_id(self.prefix, self.gw.shard)
         self.in_filter = in_filter or f"{self.prefix}/+/in"
+        self.max_intake = max(16, min(65535, int(max_intake)))
         self.sync_topic = f"{self.prefix}/_serve/{self.client_id}/sync"
         self._q: deque = deque()
         self._wake = threading.Event()
@@ -85,6 +93,10 @@ class Server:
         self._retry_at = 0.0
         self._backoff = RETRY_MIN_S
         self.reconnects = 0
+        self._snap_cost = 0.0  # seconds the last snapshot took
+        #: seconds of the main loop spent taking messages in (parse, echoes), in ticks (kernel, answer
+        #: JSON), publishing, and writing snapshots + acknowledging; the network thread's time is not here
+        self.times = {"intake": 0.0, "tick": 0.0, "publish": 0.0, "snapshot": 0.0}
 
     # ------------------------------------------------------------------ paho callbacks (network thread)
     def _on_connect(self, client, userdata, flags, reason_code, properties):
@@ -130,7 +142,7 @@ class Server:
         c.on_disconnect = self._on_disconnect
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = SESSION_EXPIRY_S if self.state_dir else 0
-        props.ReceiveMaximum = 65535
+        props.ReceiveMaximum = self.max_intake  # the broker sends no more unacknowledged messages
         try:
             c.connect(self.host, self.port, keepalive=30, clean_start=not self.state_dir, properties=props)
         except OSError as e:
@@ -172,9 +184,11 @@ class Server:
             self.log(f"restored {k} devices from {os.path.basename(p)}")
 
     def _snapshot(self) -> None:
+        t0 = time.monotonic()
         meta, states = self.gw.to_snapshot()
         snapshot.write(self.state_dir, self.gw.shard, meta, states)
         self.snapshots += 1
+        self._snap_cost = time.monotonic() - t0
 
     def _publish(self, topic: str, payload: bytes) -> None:
         c = self._c
@@ -272,19 +286,25 @@ class Server:
         since_snap = 0
         last_snap = time.monotonic()
         topic = f"{self.prefix}/{{}}/".format
+        tm = self.times
+        clock = time.perf_counter
         while True:
             draining = self.stop.is_set()  # then: finish what was taken in, snapshot, acknowledge, leave
             if draining and not gw.busy and not unacked:
                 break
             if self._c is None and not draining and time.monotonic() >= self._retry_at:
                 self._reconnect()
+            t0 = clock()
             if not draining:
                 if not self._q and not gw.busy:
                     self._wake.wait(0.05)
                     self._wake.clear()
+                t0 = clock()
                 for _ in range(min(len(self._q), 20000)):  # bounded: a tick follows even under a flood
                     self._handle(self._q.popleft(), unacked)
+            t1 = clock()
             answers, errors = gw.tick(time.monotonic())
+            t2 = clock()
             if answers or errors:
                 since_snap += 1
             for dev, p in answers:
@@ -292,9 +312,14 @@ class Server:
             for dev, p in errors:
                 self._publish(topic(dev) + "error", p)
             gw.expire(time.monotonic())
+            t3 = clock()
             now = time.monotonic()
-            quiet = not gw.busy and (draining or now - last_snap >= SNAPSHOT_IDLE_S)
-            if unacked and (not self.state_dir or since_snap >= self.snapshot_every or quiet):
+            gap = now - last_snap
+            enough = gap >= max(SNAPSHOT_MIN_S, SNAPSHOT_COST_RATIO * self._snap_cost)
+            quiet = not gw.busy and (draining or enough)
+            due = since_snap >= self.snapshot_every and enough
+            full = len(unacked) >= self.max_intake // 2  # do not let the broker's window close
+            if unacked and (not self.state_dir or due or full or quiet):
                 if self.state_dir:
                     self._snapshot()
                     last_snap = now
@@ -303,6 +328,11 @@ class Server:
                         c.ack(m.mid, m.qos)
                 unacked.clear()
                 since_snap = 0
+            t4 = clock()
+            tm["intake"] += t1 - t0
+            tm["tick"] += t2 - t1
+            tm["publish"] += t3 - t2
+            tm["snapshot"] += t4 - t3
         if self.state_dir:
             self._snapshot()
 
