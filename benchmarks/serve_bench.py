@@ -246,7 +246,8 @@ def plot(results: dict, path: str) -> None:
     a.set_xticks(x, [f"{int(D):,} devices" for D in Ds])
     a.set_ylabel("µs per message (1 sample per message)")
     a.set_title("Where the time goes, end to end")
-    a.legend(fontsize=8)
+    a.set_ylim(0, 1.7 * bottom.max())
+    a.legend(fontsize=7, loc="upper center", ncol=2)
     for D in Ds:
         lat = np.sort(np.asarray(results[D]["latency_ms"]))
         b.plot(lat, np.linspace(0, 1, len(lat)), label=f"{int(D):,} devices")
@@ -258,7 +259,7 @@ def plot(results: dict, path: str) -> None:
     b.set_title("Latency below saturation")
     b.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=90)
 
 
 def main() -> int:

@@ -54,7 +54,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--idle-timeout", type=_positive(float), help="seconds after which an idle device's row is freed"
     )
     p.add_argument(
-        "--snapshot-every", type=_positive(int), default=10, help="ticks between snapshots under load (10)"
+        "--snapshot-every",
+        type=_positive(int),
+        default=10,
+        help="ticks between snapshots under load (10; at most every 0.5 s)",
     )
     p.add_argument("--client-id", help="MQTT client id (default: fixed per prefix and shard)")
     p.add_argument("--backend", choices=["aot", "numba", "numpy"], help="force a backend")
