@@ -118,7 +118,16 @@ def test_cli_ray_serves_and_stops_cleanly(model_path, ref, broker, tmp_path):
 
 @pytest.mark.parametrize("kill", [False, True], ids=["plain", "sigkill-one-actor"])
 def test_ray_shards_answer_every_seq_once(model_path, ref, broker, tmp_path, local_ray, kill):
-    data, msgs = S.make_data(150, 40, I, seed=5)
+    _ray_run(model_path, ref, broker, tmp_path, 150, 40, kill)
+
+
+@pytest.mark.slow
+def test_ray_1000_devices_200_samples_with_a_kill(model_path, ref, broker, tmp_path, local_ray):
+    _ray_run(model_path, ref, broker, tmp_path, 1000, 200, True, wait_s=1200)
+
+
+def _ray_run(model_path, ref, broker, tmp_path, n_dev, T, kill, wait_s=300):
+    data, msgs = S.make_data(n_dev, T, I, seed=5)
     total = sum(len(m) for m in msgs.values())
     col = S.Collector(broker.port)
     state = tmp_path / "state"
@@ -145,9 +154,9 @@ def test_ray_shards_answer_every_seq_once(model_path, ref, broker, tmp_path, loc
             after = rs.info()
             assert after[0]["reconstructed"] and after[0]["restored"] > 0
             assert after[1]["pid"] == first[1]["pid"] and not after[1]["reconstructed"]
-        pub.join(300)
+        pub.join(wait_s)
         assert not pub.is_alive()
-        S.wait_until(lambda: col.distinct() >= total, 300, f"all {total} answers")
+        S.wait_until(lambda: col.distinct() >= total, wait_s, f"all {total} answers")
         infos = rs.stop()
         assert all(i["stopped"] for i in infos)
         assert all(i["stats"]["messages"] > 0 for i in infos), "a shard got nothing"
