@@ -144,7 +144,7 @@ def _ray_run(model_path, ref, broker, tmp_path, n_dev, T, kill, wait_s=300):
         )
         pub.start()
         if kill:
-            S.wait_until(lambda: col.distinct() >= total // 4, 120, "a quarter of the answers")
+            S.wait_until(lambda: col.distinct() >= total // 4, wait_s, "a quarter of the answers")
             victim = first[0]["pid"]
             os.kill(victim, signal.SIGKILL)
             at_kill = col.distinct()

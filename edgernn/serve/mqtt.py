@@ -94,6 +94,8 @@ class Server:
         self._backoff = RETRY_MIN_S
         self.reconnects = 0
         self._snap_cost = 0.0  # seconds the last snapshot took
+        self._up = True  # the current client's CONNACK came (the first one is awaited in run())
+        self._attempt_at = 0.0
         #: seconds of the main loop spent taking messages in (parse, echoes), in ticks (kernel, answer
         #: JSON), publishing, and writing snapshots + acknowledging; the network thread's time is not here
         self.times = {"intake": 0.0, "tick": 0.0, "publish": 0.0, "snapshot": 0.0}
@@ -155,9 +157,10 @@ class Server:
         c, self._c = self._c, None
         self.gw.hold = True
         self._out.clear()
-        self.log(f"lost the broker connection ({why}): reconnecting")
+        self.log(f"lost the broker connection ({why}): reconnecting in {self._backoff:.1f} s")
         threading.Thread(target=_retire, args=(c,), daemon=True).start()
-        self._retry_at = time.monotonic()
+        self._retry_at = time.monotonic() + self._backoff
+        self._backoff = min(2 * self._backoff, RETRY_MAX_S)  # back to the minimum once a session is up
 
     def _reconnect(self) -> None:
         try:
@@ -167,9 +170,10 @@ class Server:
             self._retry_at = time.monotonic() + self._backoff
             self.log(f"{e}; trying again in {self._backoff:.1f} s")
             return
-        self._backoff = RETRY_MIN_S
         self.reconnects += 1
         self._c = c
+        self._up = False
+        self._attempt_at = time.monotonic()
         c.loop_start()
 
     def _restore(self) -> None:
@@ -221,6 +225,9 @@ class Server:
             if c is not self._c:
                 return
             from paho.mqtt.subscribeoptions import SubscribeOptions
+
+            self._backoff = RETRY_MIN_S
+            self._up = True
 
             if self.state_dir and not val:
                 self.log("the broker had no session for this client id: a new one starts now")
@@ -294,6 +301,9 @@ class Server:
                 break
             if self._c is None and not draining and time.monotonic() >= self._retry_at:
                 self._reconnect()
+            elif self._c is not None and not self._up and time.monotonic() - self._attempt_at > 10.0:
+                self._lost("no answer to CONNECT within 10 s")
+                unacked.clear()
             t0 = clock()
             if not draining:
                 if not self._q and not gw.busy:
