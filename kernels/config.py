@@ -48,7 +48,11 @@ def cache_dir() -> str:
     d = os.environ.get("EDGERNN_CACHE_DIR") or os.environ.get("NUMBA_CACHE_DIR")
     if not d:
         d = os.path.join(os.path.expanduser("~"), ".cache", "edgernn")
-    return os.path.join(os.path.abspath(d), "kernels-" + _kernels_digest())
+    sub = "kernels-" + _kernels_digest()
+    if os.path.basename(os.path.normpath(d)) == sub:
+        # already ours: a child process inherits the NUMBA_CACHE_DIR set below (not a nested, cold cache)
+        return os.path.abspath(d)
+    return os.path.join(os.path.abspath(d), sub)
 
 
 def cache_problem(path: str) -> str | None:

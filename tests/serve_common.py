@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -72,6 +74,66 @@ class Broker:
             self.proc.kill()
             self.proc.wait(10)
         self.log.close()
+
+
+class Relay:
+    """A TCP relay 127.0.0.1:port → the broker: ``cut()`` drops every connection through it with a reset
+    (bytes in flight are lost both ways) and refuses new ones for ``down_s``, as a network blip would."""
+
+    def __init__(self, upstream_port: int):
+        self.up = upstream_port
+        self.srv = socket.socket()
+        self.srv.bind((HOST, 0))
+        self.srv.listen(16)
+        self.port = self.srv.getsockname()[1]
+        self.down_until = 0.0
+        self.accepted = 0
+        self.gen = 0  # connections of an older generation are cut
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self._closed:
+            try:
+                a, _ = self.srv.accept()
+            except OSError:
+                return
+            if time.monotonic() < self.down_until:
+                a.close()
+                continue
+            b = socket.create_connection((HOST, self.up))
+            self.accepted += 1
+            gen = self.gen
+            for x, y in ((a, b), (b, a)):
+                threading.Thread(target=self._pump, args=(x, y, gen), daemon=True).start()
+
+    def _pump(self, x, y, gen):
+        try:
+            while self.gen == gen:
+                r, _, _ = select.select([x], [], [], 0.05)
+                if not r:
+                    continue
+                data = x.recv(65536)
+                if not data:
+                    break
+                y.sendall(data)
+        except (OSError, ValueError):  # the other pump closed it
+            pass
+        for s in (x, y):
+            try:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.close()  # linger 0: a reset, what is unsent or unread is dropped
+            except OSError:
+                pass
+
+    def cut(self, down_s: float = 0.5):
+        self.down_until = time.monotonic() + down_s
+        self.gen += 1
+
+    def close(self):
+        self._closed = True
+        self.cut(0)
+        self.srv.close()
 
 
 def client(port: int, cid: str | None = None):

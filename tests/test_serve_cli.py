@@ -18,13 +18,13 @@ def _py(code: str):
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
 
 
-def test_device_path_and_serve_core_do_not_import_paho():
+def test_device_path_and_serve_core_do_not_import_paho_or_ray():
     r = _py(
         "import sys, edgernn, edgernn.serve, edgernn.cli\n"
-        "edgernn.cli.build_parser()\nprint('paho' in sys.modules)"
+        "edgernn.cli.build_parser()\nprint('paho' in sys.modules, 'ray' in sys.modules)"
     )
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "False"
+    assert r.stdout.strip() == "False False"
 
 
 def test_missing_paho_is_one_clear_line(tmp_path):
@@ -37,6 +37,18 @@ def test_missing_paho_is_one_clear_line(tmp_path):
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "edgernn[serve]" in lines[0] and "paho" in lines[0], r.stderr
+
+
+def test_missing_ray_is_one_clear_line(tmp_path):
+    code = (
+        "import sys\nsys.modules['ray'] = None\n"
+        + "from edgernn.cli import main\n"
+        + f"sys.exit(main(['serve', {str(tmp_path / 'm.ernn')!r}, '--broker', '127.0.0.1:1', '--ray', '2']))"
+    )
+    r = _py(code)
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "edgernn[ray]" in lines[0] and "ray is not installed" in lines[0], r.stderr
 
 
 @pytest.mark.parametrize(
@@ -74,3 +86,20 @@ def test_unreachable_broker_and_missing_model_are_errors(tmp_path, capsys):
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("edgernn serve: error: cannot connect to the broker at 127.0.0.1:"), err
+
+
+def test_a_child_process_uses_the_same_kernel_cache():
+    """A process started by an edgernn process (``edgernn serve`` from a test, a Ray actor) inherits the
+    NUMBA_CACHE_DIR edgernn set: it must use that directory, not a cold one nested inside it."""
+    code = (
+        "import edgernn.kernels.config as c, os; print(c.CACHE_DIR); print(os.environ.get('NUMBA_CACHE_DIR'))"
+    )
+    import os
+
+    parent = _py(code).stdout.split()
+    if parent[1] == "None":
+        pytest.skip("the kernel cache is off here")
+    env = dict(os.environ, NUMBA_CACHE_DIR=parent[0])
+    env.pop("EDGERNN_CACHE_DIR", None)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert r.stdout.split() == [parent[0], parent[0]], r.stderr

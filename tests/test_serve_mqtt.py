@@ -108,6 +108,47 @@ def test_serve_1000_devices_200_samples_with_a_kill(model_path, ref, broker, tmp
     _run(model_path, ref, broker, tmp_path, 1000, 200, kill=True)
 
 
+def test_serve_exactly_once_across_broker_connection_blips(model_path, ref, broker, tmp_path):
+    """The server's own connection is cut (a reset, bytes in flight lost both ways) three times mid-run
+    while it keeps running: it reconnects to its session and still answers every seq exactly once."""
+    data, msgs = S.make_data(200, 50, I, seed=3)
+    total = sum(len(m) for m in msgs.values())
+    relay = S.Relay(broker.port)
+    col = S.Collector(broker.port)
+    state = tmp_path / "state"
+    srv = S.ServerProc(
+        model_path, relay.port, str(tmp_path), "--state-dir", str(state), "--snapshot-every", "3"
+    )
+    try:
+        srv.ready()
+        pub = threading.Thread(
+            target=S.publish_all,
+            args=(broker.port, list(S.interleaved(msgs))),
+            kwargs={"pace_every": 200, "pace_s": 0.02},
+        )
+        pub.start()
+        for k in (1, 2, 3):
+            S.wait_until(lambda k=k: col.distinct() >= k * total // 5, 120, f"{k}/5 of the answers")
+            relay.cut(down_s=0.3 * k)
+            at_cut = col.distinct()
+            S.wait_until(lambda k=k: relay.accepted > k, 60, "the server to reconnect")
+        assert at_cut < total, "everything was answered before the last cut: nothing was tested"
+        pub.join(300)
+        assert not pub.is_alive()
+        S.wait_until(lambda: col.distinct() >= total, 300, f"all {total} answers")
+        assert srv.stop() == 0, srv.text()
+        assert srv.text().count("lost the broker connection") >= 3, srv.text()
+        col.flush()
+        S.check_outputs(col, data, msgs, ref)
+        _final_states(state, data, ref)
+    finally:
+        if srv.proc.poll() is None:
+            srv.proc.kill()
+            srv.proc.wait(10)
+        col.close()
+        relay.close()
+
+
 def test_bad_payloads_answered_on_error_and_change_nothing(model_path, ref, broker, tmp_path):
     col = S.Collector(broker.port)
     srv = S.ServerProc(model_path, broker.port, str(tmp_path), "--state-dir", str(tmp_path / "st"))

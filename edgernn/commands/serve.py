@@ -4,7 +4,8 @@ Devices publish ``{"seq": n, "x": [...]}`` (or ``"X"``: several samples) on ``{p
 get ``{"seq": n, "y": [...]}`` (``"Y"``) on ``{prefix}/{device}/out``; refused payloads are answered on
 ``{prefix}/{device}/error``. ``--shard I/N`` serves the devices with ``crc32(device) % N == I``;
 ``--state-dir`` makes it survive a crash without losing or doubling a sample (docs/SERVE.md).
-Needs the ``serve`` extra (paho-mqtt), imported only when the command runs.
+``--ray N`` runs N shards as Ray actors (the ``ray`` extra). Needs the ``serve`` extra (paho-mqtt);
+both are imported only when the command runs.
 """
 
 from __future__ import annotations
@@ -53,10 +54,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--idle-timeout", type=_positive(float), help="seconds after which an idle device's row is freed"
     )
     p.add_argument(
-        "--snapshot-every", type=_positive(int), default=10, help="ticks between snapshots under load (10)"
+        "--snapshot-every",
+        type=_positive(int),
+        default=10,
+        help="ticks between snapshots under load (10; at most every 0.5 s)",
     )
     p.add_argument("--client-id", help="MQTT client id (default: fixed per prefix and shard)")
     p.add_argument("--backend", choices=["aot", "numba", "numpy"], help="force a backend")
+    p.add_argument(
+        "--ray",
+        type=_positive(int),
+        metavar="N",
+        help="run N shards as named Ray actors, each restarted by Ray from its snapshot (the ray extra; "
+        "a local Ray unless RAY_ADDRESS names a cluster)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
     import edgernn
     from edgernn.serve.mqtt import Server
 
+    if args.ray:
+        return _run_ray(args)
     model = edgernn.load(args.model, backend=args.backend)
     if not model.info["streamable"]:
         raise edgernn.EdgeRNNError("this model cannot stream (a reverse direction): it cannot be served")
@@ -102,4 +115,61 @@ def run(args: argparse.Namespace) -> int:
         f"stopped: {st['samples']} samples in {st['messages']} messages, {st['kernel_calls']} kernel calls, "
         f"{st['refused']} refused, {st['duplicates']} duplicates dropped, {server.snapshots} snapshots"
     )
+    server.log("main loop time: " + ", ".join(f"{k} {v:.2f} s" for k, v in server.times.items()))
     return code
+
+
+def _run_ray(args: argparse.Namespace) -> int:
+    """``--ray N``: start N shard actors, wait for SIGTERM/SIGINT, stop them cleanly, shut Ray down."""
+    import os
+    import sys
+    import threading
+
+    import edgernn
+    from edgernn.errors import require
+
+    ray = require("ray", "ray")
+    from edgernn.serve.onray import ray_serve
+
+    if args.shard != (0, 1) or args.client_id:
+        raise edgernn.EdgeRNNError("--ray N makes the shards itself: it takes no --shard or --client-id")
+    n = args.ray
+    model = edgernn.load(args.model, backend="numpy")  # check it here: one clear error, not N
+    if not model.info["streamable"]:
+        raise edgernn.EdgeRNNError("this model cannot stream (a reverse direction): it cannot be served")
+
+    def log(msg: str) -> None:
+        print(f"edgernn serve: {msg}", file=sys.stderr, flush=True)
+
+    stop = threading.Event()
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init()
+    else:
+        ray.init(address="local", num_cpus=max(n, os.cpu_count() or 1), include_dashboard=False)
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())  # after ray.init, which installs its own
+    signal.signal(signal.SIGINT, lambda *a: stop.set())
+    try:
+        host, port = args.broker
+        rs = ray_serve(
+            args.model,
+            host,
+            port,
+            n,
+            prefix=args.prefix,
+            state_dir=args.state_dir,
+            idle_timeout=args.idle_timeout,
+            snapshot_every=args.snapshot_every,
+            backend=args.backend,
+        )
+        log(f"ready ({n} shards on Ray: actors {', '.join(rs.names)}; pids {rs.pids()})")
+        while not stop.wait(0.5):
+            pass
+        infos = rs.stop()
+        tot = {k: sum(i["stats"][k] for i in infos) for k in infos[0]["stats"]}
+        log(
+            f"stopped: {tot['samples']} samples in {tot['messages']} messages over {n} shards, "
+            f"{tot['refused']} refused, {tot['duplicates']} duplicates dropped"
+        )
+    finally:
+        ray.shutdown()
+    return 0
