@@ -58,8 +58,8 @@ def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-error",
         type=float,
         metavar="E",
-        help="int8 budget: max output error as a fraction of max|y_fp32| (default without labels: 0.001, "
-        "or 2x the error of fp16 everywhere when larger); 'inf': pure int8",
+        help="int8 budget: max output error as a fraction of max|y_fp32| (default without labels: "
+        "2x the error of fp16 everywhere, at least 1e-4); 'inf': pure int8",
     )
     parser.add_argument(
         "--max-accuracy-drop",

@@ -40,7 +40,8 @@ def compile_onnx(
     With ``"int8"`` the file meets an accuracy budget (``export/budget.py``): ``max_error`` (a fraction of
     the float32 output's largest magnitude), ``max_accuracy_drop`` (pp) and ``max_rmse_increase`` (%),
     the last two on ``calibration_labels``; layers too sensitive for int8 stay fp16 or fp32 (default
-    budget: 0.5 pp / 2 % with labels, else 0.1 %); ``quantization_budget`` in the result says how.
+    budget: 0.5 pp / 2 % with labels, else 2 × fp16's error, at least 0.01 %); ``quantization_budget``
+    in the result says how.
     ``example``: inputs to measure that on when there is no calibration data (plus synthetic ones).
 
     Returns a dict: ``path``, ``plan`` (as written), ``io`` (axis roles of the ONNX input/output: "T",
