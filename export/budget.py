@@ -3,17 +3,17 @@
 :func:`quantize_with_budget` turns a float32 plan into the smallest mixed-precision plan (every
 weight-bearing layer int8, fp16 or fp32) that meets a budget, verified end to end:
 
-1. **Data.** The calibration data when given (capped at :data:`MAX_STEPS` steps, whole sequences
-   first); without it the example input plus a synthetic fallback: :data:`SYNTHETIC_SEQUENCES`
-   Gaussian sequences with the example's per-feature mean and standard deviation (+0.1), or standard
-   normal ones without an example (uniform random ids for token models). **Memory.** Recurrent errors
-   compound, so the data must be at least as long as the model's memory: for an ESN layer with leak
-   rate a and reservoir spectral radius ρ the state forgets at most at the rate c = 1 − a·(1 − ρ) per
-   step (the spectral radius of its Jacobian bound (1 − a)·I + a·diag(tanh′)·W), so an error decays
-   below 1e-3 of itself after ``t = ln(1e-3) / ln(c)`` steps (ρ ≥ 1: :data:`MAX_MEMORY`). When the
-   data's sequences are shorter than that, a *memory probe* is added: the data's sequences joined end
-   to end (repeated if needed) into one sequence of at least that many steps. Gated cells (LSTM, GRU,
-   RNN) are measured over the data's own sequence length (the calibration sequences' length).
+1. **Data.** The calibration data when given (capped at :data:`MAX_STEPS` steps: evenly spaced whole
+   sequences, labels with them); without it the example input plus a synthetic fallback:
+   :data:`SYNTHETIC_SEQUENCES` Gaussian sequences with the example's per-feature mean and standard
+   deviation (+0.1), or standard normal ones without an example (uniform random ids for token models).
+   **Memory.** Recurrent errors compound, so the data must be at least as long as the model's memory: for
+   an ESN layer with leak rate a and reservoir spectral radius ρ the state forgets at most at the rate c
+   = 1 − a·(1 − ρ) per step (the spectral radius of its Jacobian bound (1 − a)·I + a·diag(tanh′)·W), so
+   an error decays below 1e-3 of itself after ``t = ln(1e-3) / ln(c)`` steps (ρ ≥ 1: :data:`MAX_MEMORY`).
+   When the data's sequences are shorter than that, a *memory probe* is added: the data's sequences
+   joined end to end (repeated if needed) into one sequence of at least that many steps. Gated cells
+   (LSTM, GRU, RNN) are measured over the data's own sequence length (the calibration sequences' length).
 2. **Sensitivity.** For each weight-bearing layer alone (every other layer float32): its output error
    with the layer's matrices int8 nearest, int8 error-compensated (with calibration data) and fp16.
 3. **Budget.** ``max_error``: max |y − y_fp32| / max |y_fp32| over all data and steps (the error as a
@@ -67,8 +67,8 @@ DEFAULT_MAX_RMSE_INCREASE = 2.0
 MEMORY_DECAY = 1e-3
 #: longest memory measured (steps); also the memory of a reservoir with spectral radius >= 1
 MAX_MEMORY = 2000
-#: at most this many time steps of data are measured (whole sequences first)
-MAX_STEPS = 20_000
+#: at most this many time steps of data are measured (evenly spaced whole sequences, labels with them)
+MAX_STEPS = 5_000
 #: synthetic sequences added when there is no calibration data
 SYNTHETIC_SEQUENCES = 8
 #: the runtime backend of every measurement (deterministic, no compile time)
@@ -146,14 +146,17 @@ def memory_steps(plan: Mapping, tensors: Mapping[str, np.ndarray]) -> int:
 
 
 def _measure_data(
-    plan: Mapping, data, example, memory: int, seed: int = 0, cap: bool = True
-) -> tuple[list[np.ndarray], dict]:
+    plan: Mapping, data, example, memory: int, seed: int = 0
+) -> tuple[list[np.ndarray], dict, np.ndarray | None]:
     """The inputs every measurement runs: [main data (B, T, I), optional memory probe (1, L, I)]."""
     tokens = plan["input"].get("kind") == "tokens"
+    keep = None
     if data is not None:
         x = check_data(plan, data)
-        if cap and x.shape[0] * x.shape[1] > MAX_STEPS:  # labeled data is measured whole
-            x = x[: max(1, MAX_STEPS // x.shape[1]), :MAX_STEPS]
+        if x.shape[0] * x.shape[1] > MAX_STEPS:  # evenly spaced whole sequences (one long one: its start)
+            n = max(1, MAX_STEPS // x.shape[1])
+            keep = np.unique(np.linspace(0, x.shape[0] - 1, n).round().astype(int))
+            x = x[keep, :MAX_STEPS]
         source = "calibration"
         xs = [x]
     else:
@@ -178,7 +181,9 @@ def _measure_data(
         joined = np.tile(joined, (math.ceil(memory / len(joined)), 1))[: max(memory, x.shape[1])]
         xs.append(joined[None])
         info["memory_probe_steps"] = int(len(joined))
-    return xs, info
+    if keep is not None:
+        info["of_sequences"] = int(np.asarray(data).shape[0])
+    return xs, info, keep
 
 
 def _predict(plan: Mapping, tensors: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
@@ -186,13 +191,7 @@ def _predict(plan: Mapping, tensors: Mapping[str, np.ndarray], x: np.ndarray) ->
     from .. import runtime
 
     model = runtime.Model(copy.deepcopy(dict(plan)), dict(tensors), backend=BACKEND, nonfinite="propagate")
-    if not model.info.get("streamable", True) or x.shape[0] == 1:
-        return np.asarray(model.predict(x), np.float64)
-    streams = model.streams(x.shape[0])
-    ys = np.stack([np.array(streams.step(np.ascontiguousarray(x[:, t]))) for t in range(x.shape[1])], 1)
-    if plan["output"]["sequence"] == "many_to_one":
-        ys = ys[:, -1]
-    return ys.astype(np.float64)
+    return np.asarray(model.predict(x), np.float64)  # chunk mode: input projections of all steps at once
 
 
 def _task(yf: np.ndarray, yq: np.ndarray, labels, classifier: bool) -> dict:
@@ -361,7 +360,15 @@ def quantize_with_budget(
     if calibration is None and labels is not None:
         raise QuantizationError("labels / targets need the calibration data they belong to")
     memory = memory_steps(plan, tensors)
-    xs, data_info = _measure_data(plan, calibration, example, memory, cap=labels is None)
+    xs, data_info, keep = _measure_data(plan, calibration, example, memory)
+    if labels is not None and keep is not None:
+        lab = np.asarray(labels)
+        if lab.ndim >= 1 and lab.shape[0] == data_info["of_sequences"]:
+            labels = (
+                lab[keep]
+                if lab.ndim == 1 or plan["output"]["sequence"] == "many_to_one"
+                else lab[keep, :MAX_STEPS]
+            )
     classifier = plan["output"]["size"] > 1 and labels is not None and _is_class_ids(plan, labels, xs[0])
     limits, limits_from = budget_limits(max_error, max_accuracy_drop, max_rmse_increase, labels, classifier)
     ev = _Evaluator(plan, tensors, xs, labels, limits)
@@ -372,7 +379,7 @@ def quantize_with_budget(
     variants = {"int8_nearest": quantize_plan(plan, tensors, "int8", exact_int8=exact_int8)}
     if calibration is not None:
         variants["int8_compensated"] = quantize_plan(
-            plan, tensors, "int8", exact_int8=exact_int8, calibration=xs[0]
+            plan, tensors, "int8", exact_int8=exact_int8, calibration=calibration
         )
     if limits_from == "default" and "max_error" in limits:  # as close to fp32 as fp16 storage keeps it
         fp16_all = ev(*_assemble(plan, tensors, variants, dict.fromkeys(idx, "fp16")))["max_error"]

@@ -249,7 +249,7 @@ def test_gru_classifier_on_basicmotions_within_half_a_point(tmp_path):
     torch.set_num_threads(1)
     mean, std = Xtr.reshape(-1, 6).mean(0), Xtr.reshape(-1, 6).std(0) + 1e-6
     m = models.SequenceModel("gru", 6, 12, 4, input_mean=mean, input_std=std)
-    train.fit(m, Xtr, ytr, loss="cross_entropy", lr=0.02, epochs=12, batch_size=8, progress=False)
+    train.fit(m, Xtr, ytr, loss="cross_entropy", lr=0.02, epochs=8, batch_size=8, progress=False)
     m.eval()
     with torch.no_grad():
         acc_f = float(np.mean(m(torch.from_numpy(Xte)).numpy().argmax(-1) == yte))
