@@ -320,7 +320,6 @@ def sine(sine_model, tmp_path_factory):
     return m, out, report, X, Y, split, ref
 
 
-@pytest.mark.slow
 def test_sine_export_without_calibration_within_2pct_rmse(sine):
     import edgernn
 
@@ -336,7 +335,6 @@ def test_sine_export_without_calibration_within_2pct_rmse(sine):
     assert sizes["mixed_bytes"] < sizes["fp32_bytes"]
 
 
-@pytest.mark.slow
 def test_the_int8_onnx_files_follow_the_layer_choice(sine, tmp_path):
     """Layers the budget keeps wide are excluded from ORT's quantizer: with every layer fp32 the int8 ONNX
     file has no integer op, with none kept wide it has them (ONNX node types are the oracle)."""
