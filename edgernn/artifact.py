@@ -122,8 +122,8 @@ def validate_tensors(
             is_int_role = role in ("W_indices", "W_indptr")
             if is_int_role:
                 allowed = {np.dtype("<i4")}
-            elif role in qroles and quant == "int8":
-                allowed = {np.dtype("<f4"), np.dtype("i1")}
+            elif role in qroles and quant == "int8":  # mixed precision: int8, fp16 or fp32 per matrix
+                allowed = {np.dtype("<f4"), np.dtype("i1"), np.dtype("<f2")}
             elif quant == "fp16":
                 allowed = {np.dtype("<f4"), np.dtype("<f2")}
             else:
@@ -176,6 +176,52 @@ def validate_tensors(
         raise _fail("bad plan", "quantization is 'int8' but no tensor is int8")
     if quant == "fp16" and not has_h:
         raise _fail("bad plan", "quantization is 'fp16' but no tensor is float16")
+    if "quantization_layers" in plan:
+        _check_precisions(plan, tensors)
+
+
+#: precisions a ``quantization_layers`` record may state, and the dtype a layer's matrices then have
+_PRECISION_DTYPES = {"int8": np.dtype("i1"), "fp16": np.dtype("<f2"), "fp32": np.dtype("<f4")}
+
+
+def _check_precisions(plan: dict, tensors: Mapping[str, np.ndarray]) -> None:
+    """The informational ``quantization_layers`` record (docs/ARTIFACT.md) is small and true: layer name ->
+    ``{"precision": "int8"|"fp16"|"fp32", "sensitivity": {name: number or "inf"/"nan"}}``, matching the
+    dtypes of that layer's matrices."""
+    rec = plan["quantization_layers"]
+    layers = {ly["name"]: ly for _, ly in plan_layers(plan)}
+    if not isinstance(rec, dict) or len(rec) > len(layers):
+        raise _fail("bad field", "quantization_layers must be an object with at most one entry per layer")
+    for name, entry in rec.items():
+        layer = layers.get(name)
+        if layer is None or not isinstance(entry, dict) or set(entry) - {"precision", "sensitivity"}:
+            raise _fail("bad field", f"quantization_layers entry {_short(name)}: not a layer or bad keys")
+        prec = entry.get("precision")
+        if prec not in _PRECISION_DTYPES:
+            raise _fail("bad field", f"quantization_layers {_short(name)}: precision {_short(prec)}")
+        sens = entry.get("sensitivity", {})
+        if (
+            not isinstance(sens, dict)
+            or len(sens) > 8
+            or not all(
+                isinstance(k, str) and len(k) <= 32 and (type(v) in (int, float) or v in ("inf", "nan"))
+                for k, v in sens.items()
+            )
+        ):
+            raise _fail("bad field", f"quantization_layers {_short(name)}: bad sensitivity record")
+        qroles = QUANTIZABLE.get(layer["kind"], ())
+        dts = {np.dtype(tensors[layer["tensors"][r]].dtype) for r in qroles if r in layer["tensors"]}
+        if (
+            prec == "int8"
+            and _PRECISION_DTYPES["int8"] not in dts
+            or prec != "int8"
+            and dts != {_PRECISION_DTYPES[prec]}
+        ):
+            raise _fail(
+                "bad field",
+                f"quantization_layers {_short(name)}: precision {prec} but its matrices are "
+                + "/".join(sorted(_DTYPE_NAMES.get(d, str(d)) for d in dts)),
+            )
 
 
 def _check_values(where: str, layer: dict, roles: Mapping, tensors: Mapping) -> None:

@@ -74,7 +74,7 @@ def _layer_outputs(plan: Mapping, tensors: Mapping[str, np.ndarray], x: np.ndarr
             p.pop("quantization_report", None)
             f = os.path.join(d, f"layer{k}.ernn")
             write(f, p, {n: tensors[n] for n in layer["tensors"].values()})
-            m = edgernn.load(f, nonfinite="propagate")
+            m = edgernn.load(f, backend="numpy", nonfinite="propagate")  # no compile; deterministic
             prev = np.asarray(m.predict(prev), np.float32)
             outs.append(prev)
     return outs

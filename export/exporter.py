@@ -147,69 +147,6 @@ def _save_onnx(model, path: str) -> None:
     onnx.save(model, path)
 
 
-def _quantize(src: str, dst: str) -> None:
-    import logging
-
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quantize_dynamic(
-            src,
-            dst,
-            weight_type=QuantType.QInt8,
-            per_channel=PER_CHANNEL,
-            extra_options={"EnableSubgraph": True},
-        )
-    import onnx
-
-    model = onnx.load(dst)
-    minify(model)
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, dst)
-
-
-def minify(model) -> None:
-    """Rename every internal tensor of ``model`` (subgraphs included) to a short id, drop node names, doc
-    strings and value_info shape hints, in place. The main graph's inputs/outputs keep their names."""
-    keep = {v.name for v in model.graph.input} | {v.name for v in model.graph.output}
-    names: dict[str, str] = {}
-
-    def new(n: str) -> str:
-        if not n or n in keep:
-            return n
-        if n not in names:
-            names[n] = f"t{len(names)}"
-        return names[n]
-
-    def walk(g) -> None:
-        g.doc_string = ""
-        for t in g.initializer:
-            t.name = new(t.name)
-            t.doc_string = ""
-        del g.value_info[:]  # optional shape hints; ONNX Runtime infers them again
-        for coll in (g.input, g.output):
-            for v in coll:
-                v.name = new(v.name)
-                v.doc_string = ""
-        for node in g.node:
-            node.name = ""
-            node.doc_string = ""
-            for i, n in enumerate(node.input):
-                node.input[i] = new(n)
-            for i, n in enumerate(node.output):
-                node.output[i] = new(n)
-            for a in node.attribute:
-                if a.type == a.GRAPH:
-                    walk(a.g)
-                for sg in a.graphs:
-                    walk(sg)
-
-    model.doc_string = ""
-    walk(model.graph)
-
-
 def _random_inputs(example, tokens: bool, vocab: int | None, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     ex = example.numpy()
@@ -234,11 +171,17 @@ def _compile_onnx():
     return compile_onnx
 
 
-def _quantize_plan(plan: dict, tensors: dict, calibration: np.ndarray | None) -> tuple[dict, dict]:
-    """Per-row symmetric int8 of a float plan, by the compiler's quantizer (``export/quantize.py``)."""
-    from .quantize import quantize_plan
+def _int8_onnx(src: str, dst: str, plan: dict, tensors: dict, choices: dict) -> dict[str, str]:
+    """ORT int8 of ``src`` with the layers the budget kept wider excluded; layer -> what the file holds."""
+    import onnx
 
-    return quantize_plan(plan, tensors, "int8", calibration=calibration)
+    from .ort_budget import name_nodes, nodes_of_layers, ort_layer_notes, quantize_onnx
+
+    model = onnx.load(src)
+    name_nodes(model)
+    exclude, notes = ort_layer_notes(choices, nodes_of_layers(model, plan, tensors))
+    quantize_onnx(src, dst, exclude, PER_CHANNEL)
+    return notes
 
 
 def export(
@@ -249,6 +192,10 @@ def export(
     verify: bool = True,
     seed: int = 0,
     calibration: Any = None,
+    calibration_labels: Any = None,
+    max_error: float | None = None,
+    max_accuracy_drop: float | None = None,
+    max_rmse_increase: float | None = None,
 ) -> dict:
     """Export a trained module to ONNX (sequence + step, fp32 and int8) and ``.ernn``, and prove parity.
 
@@ -265,6 +212,16 @@ def export(
         long ones, of real data): with ``quantize="int8"`` the ``.ernn`` weights are rounded to minimise the
         output error on them (error-compensated, per matrix; ``export/calibrate.py``); the artifact records
         how each matrix was rounded (``quantization_rounding``). Without it: nearest rounding.
+    calibration_labels : class ids (one per sequence, or per step for many-to-many) or regression targets
+        of ``calibration``, for the task budgets below.
+    max_error, max_accuracy_drop, max_rmse_increase : the int8 files' accuracy budget
+        (``export/budget.py``): the max output error as a fraction of the float32 output's largest
+        magnitude, the accuracy drop in percentage points, the RMSE increase in percent (the last two on
+        ``calibration_labels``). Layers too sensitive for int8 stay fp16 or fp32 in ``model.int8.ernn``
+        (and fp32 in the int8 ONNX files) until the whole model meets it. Default budget: 0.5 pp /
+        2 % with labels, else 2 × the error of fp16 everywhere (at least 0.01 %). Measured on
+        ``calibration`` (else ``example_input`` plus synthetic sequences like it);
+        ``report["quantization_budget"]`` shows per-layer sensitivity and choices.
 
     Returns the report (also written to ``out_dir/report.json``). Raises :class:`ExportParityError` when a
     float32 backend disagrees with torch beyond ``1e-5 + 1e-4·|e|``: then nothing in ``out_dir`` changes
@@ -272,23 +229,41 @@ def export(
     """
     if quantize not in (None, "int8"):
         raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
+    budget = {
+        "max_error": max_error,
+        "max_accuracy_drop": max_accuracy_drop,
+        "max_rmse_increase": max_rmse_increase,
+    }
+    if quantize is None and any(v is not None for v in budget.values()):
+        raise InputError("max_error / max_accuracy_drop / max_rmse_increase are budgets of quantize='int8'")
+    budget["labels"] = calibration_labels
     out_dir = os.fspath(out_dir)
     scratch = tempfile.mkdtemp(prefix="edgernn-export-")
     try:
         with staged(out_dir, ExportParityError) as stage:  # out_dir changes only if the proof passes
             return _export(
-                module, stage, example_input, quantize, verify, seed, scratch, calibration, out_dir
+                module, stage, example_input, quantize, verify, seed, scratch, calibration, out_dir, budget
             )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _export(
-    module, out_dir, example_input, quantize, verify, seed, scratch, calibration=None, final_dir=None
+    module,
+    out_dir,
+    example_input,
+    quantize,
+    verify,
+    seed,
+    scratch,
+    calibration=None,
+    final_dir=None,
+    budget=None,
 ) -> dict:
     """Write every file into ``out_dir`` (the staging folder); messages name ``final_dir``."""
     import torch
 
+    from .. import artifact
     from ..artifact import write
     from ..models import ESN
     from .from_torch import describe
@@ -346,9 +321,39 @@ def _export(
             notes.append(f"compile_onnx failed ({type(e).__name__}: {e}); model.ernn mapped from torch")
     if not compiled_from_onnx:
         write(ernn_direct, plan, tensors)
-    # ---- int8
-    int8_seq_src = None
+    # ---- int8: the .ernn first (the budget's per-layer choice), then ORT's files with the same choice
+    budget_report = None
     if quantize == "int8":
+        budget = dict(budget or {})
+        labels_cal = budget.pop("labels", None)
+        if compiled_from_onnx:
+            res = compile_onnx(
+                files["model.onnx"],
+                path("model.int8.ernn"),
+                "int8",
+                labels=labels,
+                calibration=cal,
+                calibration_labels=labels_cal,
+                example=example.numpy()[..., None] if tokens else example.numpy(),
+                **budget,
+            )
+            budget_report = res["quantization_budget"]
+        else:
+            from .budget import quantize_with_budget
+
+            qplan, qtensors, budget_report = quantize_with_budget(
+                plan,
+                tensors,
+                calibration=cal,
+                labels=labels_cal,
+                example=example.numpy()[..., None] if tokens else example.numpy(),
+                **budget,
+            )
+            write(path("model.int8.ernn"), qplan, qtensors)
+        choices = {ly["name"]: ly["choice"] for ly in budget_report["layers"]}
+        budget_report["sizes"]["mixed_bytes"] = os.path.getsize(files["model.int8.ernn"])
+        # the layer names of the choice are the plan's the budget ran on (the compiled one when compiled)
+        mplan, mtensors = artifact.read(ernn_direct) if compiled_from_onnx else (plan, tensors)
         native_ok = kinds.isdisjoint({"rnn", "gru", "esn"})
         if native_ok:
             int8_seq_src = files["model.onnx"]
@@ -364,14 +369,13 @@ def _export(
                 "int8 ONNX from the MatMul form of the cells "
                 "(ONNX Runtime's quantizer leaves GRU/RNN nodes float)"
             )
-        _quantize(int8_seq_src, path("model.int8.onnx"))
+        budget_report["onnx_int8"] = _int8_onnx(
+            int8_seq_src, path("model.int8.onnx"), mplan, mtensors, choices
+        )
         if step_src:
-            _quantize(step_src, path("model.step.int8.onnx"))
-        if compiled_from_onnx:
-            compile_onnx(files["model.onnx"], path("model.int8.ernn"), "int8", labels=labels, calibration=cal)
-        else:
-            qplan, qtensors = _quantize_plan(plan, tensors, cal)
-            write(path("model.int8.ernn"), qplan, qtensors)
+            _int8_onnx(step_src, path("model.step.int8.onnx"), mplan, mtensors, choices)
+        if not budget_report["met"]:
+            notes.append(f"model.int8.ernn: {budget_report['outcome']}")
     # ---- parity
     report: dict[str, Any] = {
         "model": {
@@ -409,6 +413,8 @@ def _export(
         if q in sizes and f in sizes:
             ratios[q] = round(sizes[q] / sizes[f], 4)
     report["size_ratio_int8_vs_fp32"] = ratios
+    if budget_report is not None:
+        report["quantization_budget"] = budget_report
     report["ok"] = ok
     with open(os.path.join(out_dir, "report.json"), "w") as f:
         json.dump(_json_safe(report), f, indent=2, allow_nan=False)

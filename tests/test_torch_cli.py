@@ -56,7 +56,8 @@ def test_export_trained_checkpoint(tmp_path, kind):
     ck = tmp_path / "model.safetensors"
     models.save(_trained(kind), ck)
     out = tmp_path / "out"
-    r = _cli(str(ck), "-o", str(out), "--quantize", "int8", "--verify")
+    # --max-error inf: every matrix int8 (the size target below); the budget is test_quant_budget.py's
+    r = _cli(str(ck), "-o", str(out), "--quantize", "int8", "--max-error", "inf", "--verify")
     assert r.returncode == 0, r.stderr + r.stdout
     expected = {"model.onnx", "model.ernn", "model.int8.onnx", "model.int8.ernn", "report.json"}
     if kind != "bidirectional":
@@ -152,7 +153,8 @@ def test_cli_calibrated_export_records_the_rounding(tmp_path):
     rng = np.random.default_rng(1)
     np.save(tmp_path / "cal.npy", rng.normal(size=(16, 20, 4)).astype(np.float32))
     out = tmp_path / "out"
-    r = _cli(str(ck), "-o", str(out), "--quantize", "int8", "--calibration", str(tmp_path / "cal.npy"))
+    cal = str(tmp_path / "cal.npy")
+    r = _cli(str(ck), "-o", str(out), "--quantize", "int8", "--calibration", cal, "--max-error", "inf")
     assert r.returncode == 0, r.stderr + r.stdout
     plan, _ = artifact.read(out / "model.int8.ernn")
     rounding = plan["quantization_rounding"]

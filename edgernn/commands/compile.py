@@ -1,4 +1,5 @@
-"""``edgernn compile MODEL.onnx -o MODEL.ernn [--quantize int8|fp16]``: the ONNX → ``.ernn`` compiler."""
+"""``edgernn compile MODEL.onnx -o MODEL.ernn [--quantize int8|fp16] [--max-error E ...]``: the ONNX →
+``.ernn`` compiler (int8 meets an accuracy budget, see ``export/budget.py``)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="class ids or regression targets of --calibration (adds accuracy / RMSE change)",
     )
     add_graph_arguments(p)
+    from .export import add_budget_arguments
+
+    add_budget_arguments(p)
     p.add_argument("--json", action="store_true", help="print the compile result as JSON")
 
 
@@ -102,10 +106,11 @@ def run(args: argparse.Namespace) -> int:
     """Compile, print a summary; returns the exit code (errors surface as EdgeRNNError)."""
     from ..errors import InputError
     from ..export import compile_onnx
-    from .export import _load_npy
+    from .export import _load_npy, budget_kwargs
 
     if not os.path.isfile(args.model):
         raise InputError(f"no such file: {args.model}")
+    budget = budget_kwargs(args)
     out = args.output
     if out is None:
         stem = args.model[:-5] if args.model.endswith(".onnx") else args.model
@@ -121,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         calibration=cal,
         calibration_labels=cal_y,
         **graph_options(args),
+        **budget,
     )
     if args.json:
         print(json.dumps({k: v for k, v in res.items() if k != "plan"} | {"layers": res["plan"]["layers"]}))
@@ -159,4 +165,8 @@ def run(args: argparse.Namespace) -> int:
             )
         if rep.get("rmse_change_pct") is not None:
             print(f"  RMSE {rep['rmse_float32']:.4g} -> {rep['rmse']:.4g} ({rep['rmse_change_pct']:+.2f} %)")
+    if res.get("quantization_budget"):
+        from ..export.budget import format_budget
+
+        print("\n".join(format_budget(res["quantization_budget"])))
     return 0

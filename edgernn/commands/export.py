@@ -1,6 +1,7 @@
 """``edgernn export``: a trained checkpoint -> model.onnx, model.step.onnx, model.ernn (+ int8), report.json.
 
-    edgernn export model.safetensors -o out/ [--quantize int8 [--calibration X.npy]] [--verify]
+    edgernn export model.safetensors -o out/ [--quantize int8 [--calibration X.npy [--calibration-labels Y]]
+                   [--max-error E | --max-accuracy-drop PP | --max-rmse-increase PCT]] [--verify]
     edgernn export --factory mypkg.nets:build --weights w.safetensors -o out/ [--example x.npy]
 
 An edgernn checkpoint (``edgernn.models.save``) carries its own configuration. A user's own module is
@@ -8,7 +9,9 @@ built by calling ``--factory`` (``pkg.module:function`` importable from the curr
 ``path/to/file.py:function``) with no arguments, then loaded with the ``--weights`` safetensors file.
 Without ``--example`` the parity proof uses random inputs (``--batch`` x ``--time``). ``--calibration``
 (representative real inputs, same layout as ``--example``) makes the int8 ``.ernn`` rounding minimise the
-output error on that data instead of rounding each weight to nearest.
+output error on that data instead of rounding each weight to nearest. The int8 files meet an accuracy
+budget (``export/budget.py``): layers too sensitive for int8 stay fp16 or fp32, and the printout shows
+each layer's measured sensitivity, the choice, the final error and the sizes.
 """
 
 from __future__ import annotations
@@ -38,9 +41,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="X.npy",
         help="representative inputs (batch, time, features) or ids: calibrates the int8 .ernn rounding",
     )
+    parser.add_argument(
+        "--calibration-labels",
+        metavar="Y.npy",
+        help="class ids or regression targets of --calibration (for --max-accuracy-drop/--max-rmse-increase)",
+    )
+    add_budget_arguments(parser)
     parser.add_argument("--batch", type=int, default=2, help="random example batch size (default 2)")
     parser.add_argument("--time", type=int, default=16, help="random example length (default 16)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+
+
+def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--max-error``, ``--max-accuracy-drop``, ``--max-rmse-increase`` (shared with ``edgernn compile``)."""
+    parser.add_argument(
+        "--max-error",
+        type=float,
+        metavar="E",
+        help="int8 budget: max output error as a fraction of max|y_fp32| (default without labels: "
+        "2x the error of fp16 everywhere, at least 1e-4); 'inf': pure int8",
+    )
+    parser.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        metavar="PP",
+        help="int8 budget: accuracy drop in percentage points on the calibration labels (default 0.5)",
+    )
+    parser.add_argument(
+        "--max-rmse-increase",
+        type=float,
+        metavar="PCT",
+        help="int8 budget: RMSE increase in percent on the calibration targets (default 2)",
+    )
+
+
+def budget_kwargs(args: argparse.Namespace) -> dict:
+    """The budget options as keyword arguments; an error if given without ``--quantize int8``."""
+    from ..errors import EdgeRNNError
+
+    kw = {k: getattr(args, k) for k in ("max_error", "max_accuracy_drop", "max_rmse_increase")}
+    given = [k for k, v in kw.items() if v is not None]
+    if given and args.quantize != "int8":
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise EdgeRNNError(f"{flags}: a budget of the int8 files, use it with --quantize int8")
+    return kw
 
 
 def _factory(spec: str):
@@ -165,10 +209,13 @@ def run(args: argparse.Namespace) -> int:
         raise EdgeRNNError(f"no checkpoint file {args.checkpoint!r}")
     if args.calibration and args.quantize != "int8":
         raise EdgeRNNError("--calibration calibrates the int8 rounding: use it with --quantize int8")
-    for flag in ("example", "calibration"):  # before torch loads: seconds of work for a typo
+    if args.calibration_labels and not args.calibration:
+        raise EdgeRNNError("--calibration-labels are the labels of --calibration: give both")
+    budget = budget_kwargs(args)
+    for flag in ("example", "calibration", "calibration_labels"):  # before torch loads: seconds for a typo
         p = getattr(args, flag)
         if p and not os.path.isfile(p):
-            raise EdgeRNNError(f"--{flag}: no file {p!r}")
+            raise EdgeRNNError(f"--{flag.replace('_', '-')}: no file {p!r}")
     require("torch", "export")
     require("onnx", "export")
     require("onnxruntime", "export")
@@ -177,8 +224,18 @@ def run(args: argparse.Namespace) -> int:
     module = _load_module(args)
     example = _example(module, args)
     calibration = _load_npy(args.calibration, "--calibration") if args.calibration else None
+    cal_labels = (
+        _load_npy(args.calibration_labels, "--calibration-labels") if args.calibration_labels else None
+    )
     report = export(
-        module, args.output, example, quantize=args.quantize, seed=args.seed, calibration=calibration
+        module,
+        args.output,
+        example,
+        quantize=args.quantize,
+        seed=args.seed,
+        calibration=calibration,
+        calibration_labels=cal_labels,
+        **budget,
     )
     print(f"wrote {args.output}:")
     for name, size in report["files"].items():
@@ -196,6 +253,10 @@ def run(args: argparse.Namespace) -> int:
         if not c.get("within_bound"):
             bad_int8.append(name)
         print(f"  {name:18s} max abs {c.get('max_abs', float('nan')):.3g}  {flag}")
+    if report.get("quantization_budget"):
+        from ..export.budget import format_budget
+
+        print("\n".join(format_budget(report["quantization_budget"])))
     for note in report.get("notes", []):
         print(f"  note: {note}")
     if args.verify:

@@ -66,6 +66,11 @@ def describe_ernn(path: str) -> dict:
             "bytes": nbytes,
             "dtypes": sorted({dtype_name(tensors[n]) for n in names}),
         }
+        qrec = (plan.get("quantization_layers") or {}).get(layer["name"])
+        if qrec is not None:  # the budget's choice and the measured sensitivity (validated at load)
+            d["precision"] = qrec["precision"]
+            if qrec.get("sensitivity"):
+                d["sensitivity"] = qrec["sensitivity"]
         if ops is not None:
             d["inputs"], d["outputs"] = list(ops[idx]["inputs"]), list(ops[idx]["outputs"])
         for key in DETAILS:
@@ -243,6 +248,15 @@ def _print_ernn(info: dict) -> None:
             ins = ", ".join(_show(v) for v in layer["inputs"])
             outs = ", ".join(_show(v) for v in layer["outputs"])
             print(f"  {'':<14} {ins} -> {outs}")
+    prec = [ly for ly in rows if "precision" in ly]
+    if prec:
+        print("  per-layer precision (int8 budget; sensitivity: max error of that layer alone quantized):")
+        for ly in prec:
+            sens = ", ".join(
+                f"{k} {v:.3g}" if isinstance(v, (int, float)) else f"{k} {v}"
+                for k, v in (ly.get("sensitivity") or {}).items()
+            )
+            print(f"    {_show(ly['name']):<14} {ly['precision']:<5}" + (f"  ({sens})" if sens else ""))
     rnd = info.get("quantization_rounding")
     if isinstance(rnd, dict):
         how = "nearest" if rnd.get("method") != "gptq" else "error-compensated (GPTQ)"

@@ -26,6 +26,10 @@ def compile_onnx(
     bind: dict | None = None,
     shapes: dict | None = None,
     state: dict | None = None,
+    max_error: float | None = None,
+    max_accuracy_drop: float | None = None,
+    max_rmse_increase: float | None = None,
+    example: np.ndarray | None = None,
 ) -> dict:
     """Compile the ONNX model at ``onnx_path`` into the ``.ernn`` artifact ``ernn_path``.
 
@@ -40,6 +44,12 @@ def compile_onnx(
     inlined); ``shapes``: sizes of inputs the file leaves open (``{"input": (1, 576)}``), applied after
     the bindings; ``state``: the step graph's state pairs, input -> output (``{"h": "hn"}``; default:
     found automatically, see ``export/onnx/passes/pairing.py``).
+    With ``"int8"`` the file meets an accuracy budget (``export/budget.py``): ``max_error`` (a fraction of
+    the float32 output's largest magnitude), ``max_accuracy_drop`` (pp) and ``max_rmse_increase`` (%),
+    the last two on ``calibration_labels``; layers too sensitive for int8 stay fp16 or fp32 (default
+    budget: 0.5 pp / 2 % with labels, else 2 × fp16's error, at least 0.01 %); ``quantization_budget``
+    in the result says how.
+    ``example``: inputs to measure that on when there is no calibration data (plus synthetic ones).
 
     Returns a dict: ``path``, ``plan`` (as written), ``io`` (axis roles of the ONNX input/output: "T",
     "B", "N" or feature sizes), ``ignored_outputs``, ``state_inputs``, ``state_pairs``, ``bound``,
@@ -51,6 +61,9 @@ def compile_onnx(
 
     if quantize not in (None, "none", "int8", "fp16"):
         raise CompileError(f"quantize must be None, 'int8' or 'fp16', got {quantize!r}")
+    limits = (max_error, max_accuracy_drop, max_rmse_increase)
+    if quantize != "int8" and any(v is not None for v in limits):
+        raise CompileError("max_error / max_accuracy_drop / max_rmse_increase are budgets of quantize='int8'")
     onnx_path = os.fspath(onnx_path)
     if not os.path.isfile(onnx_path):
         raise CompileError(f"no such file: {onnx_path!r}")
@@ -73,12 +86,29 @@ def compile_onnx(
             raise CompileError(f"{len(labels)} labels for {plan['output']['size']} outputs")
         plan["output"]["labels"] = labels
     report = None
-    if quantize in ("int8", "fp16"):
+    budget = None
+    if quantize == "int8":
+        from ..budget import quantize_with_budget
+        from ..quantize import quantization_report
+
+        qplan, qtensors, budget = quantize_with_budget(
+            plan,
+            tensors,
+            calibration=calibration,
+            labels=calibration_labels,
+            max_error=max_error,
+            max_accuracy_drop=max_accuracy_drop,
+            max_rmse_increase=max_rmse_increase,
+            exact_int8=res["exact_int8"],
+            example=example,
+        )
+    elif quantize == "fp16":
         from ..quantize import quantization_report, quantize_plan
 
         qplan, qtensors = quantize_plan(
             plan, tensors, quantize, exact_int8=res["exact_int8"], calibration=calibration
         )
+    if quantize in ("int8", "fp16"):
         report = quantization_report(
             artifact.validate_plan(plan), tensors, qplan, qtensors, calibration, calibration_labels
         )
@@ -108,4 +138,7 @@ def compile_onnx(
     out.update({"path": os.fspath(ernn_path), "plan": written, "bytes": os.path.getsize(ernn_path)})
     if report is not None:
         out["quantization_report"] = report
+    if budget is not None:
+        budget["sizes"]["mixed_bytes"] = out["bytes"]  # the file as written (with its report)
+        out["quantization_budget"] = budget
     return out
