@@ -58,9 +58,9 @@ def _layer_matrices(layer: Mapping, tensors: Mapping[str, np.ndarray]) -> list[n
         if w.ndim == 3:
             mats.extend(w[d] for d in range(w.shape[0]))
     if layer["kind"] == "esn" and "W_data" in roles:
-        from .onnx_graph import _esn_dense_w
+        from .onnx_layers import esn_dense_w
 
-        mats.append(np.asarray(_esn_dense_w(layer, tensors), np.float32))
+        mats.append(np.asarray(esn_dense_w(layer, tensors), np.float32))
     return [m for m in mats if m.size > 1]
 
 
