@@ -44,7 +44,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..artifact import QUANTIZABLE, validate_plan
-from .budget_data import MAX_MEMORY, MAX_STEPS, MEMORY_DECAY, SYNTHETIC_SEQUENCES, _measure_data, memory_steps
+from .budget_data import MAX_MEMORY, MAX_STEPS, MEMORY_DECAY, SYNTHETIC_SEQUENCES, measurement, memory_steps
 from .quantize import FP16_MAX, QuantizationError, _artifact_bytes, quantize_plan
 
 __all__ = [
@@ -282,16 +282,7 @@ def quantize_with_budget(
         raise QuantizationError(f"the plan is already quantized ({plan['quantization']})")
     if calibration is None and labels is not None:
         raise QuantizationError("labels / targets need the calibration data they belong to")
-    memory = memory_steps(plan, tensors)
-    xs, data_info, keep = _measure_data(plan, calibration, example, memory)
-    if labels is not None and keep is not None:
-        lab = np.asarray(labels)
-        if lab.ndim >= 1 and lab.shape[0] == data_info["of_sequences"]:
-            labels = (
-                lab[keep]
-                if lab.ndim == 1 or plan["output"]["sequence"] == "many_to_one"
-                else lab[keep, :MAX_STEPS]
-            )
+    xs, data_info, labels = measurement(plan, tensors, calibration, example, labels)
     classifier = plan["output"]["size"] > 1 and labels is not None and _is_class_ids(plan, labels, xs[0])
     limits, limits_from = budget_limits(max_error, max_accuracy_drop, max_rmse_increase, labels, classifier)
     ev = _Evaluator(plan, tensors, xs, labels, limits)

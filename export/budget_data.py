@@ -98,3 +98,20 @@ def _measure_data(
     if keep is not None:
         info["of_sequences"] = int(np.asarray(data).shape[0])
     return xs, info, keep
+
+
+def measurement(
+    plan: Mapping, tensors: Mapping[str, np.ndarray], data, example, labels
+) -> tuple[list[np.ndarray], dict, np.ndarray | None]:
+    """``(xs, info, labels)``: the inputs every budget measurement runs (:func:`_measure_data`, over the
+    model's memory :func:`memory_steps`) and the labels of the sequences kept of ``data``."""
+    xs, info, keep = _measure_data(plan, data, example, memory_steps(plan, tensors))
+    if labels is not None and keep is not None:
+        lab = np.asarray(labels)
+        if lab.ndim >= 1 and lab.shape[0] == info["of_sequences"]:
+            labels = (
+                lab[keep]
+                if lab.ndim == 1 or plan["output"]["sequence"] == "many_to_one"
+                else lab[keep, :MAX_STEPS]
+            )
+    return xs, info, labels

@@ -196,3 +196,89 @@ def minify(model) -> None:
 
     model.doc_string = ""
     walk(model.graph)
+
+
+def _ort_outputs(path: str, xs: list[np.ndarray], tokens: bool) -> list[np.ndarray]:
+    """ONNX Runtime's outputs of the sequence graph at ``path`` on each (B, T, I) array of ``xs``."""
+    from .parity import ort_sequence
+
+    run = ort_sequence(path)
+    out = []
+    for x in xs:
+        feed = np.asarray(x)[..., 0].astype(np.int64) if tokens else np.ascontiguousarray(x, np.float32)
+        out.append(np.asarray(run(feed), np.float64))
+    return out
+
+
+def onnx_int8_within_budget(
+    src: str,
+    dst: str,
+    plan: Mapping,
+    tensors: Mapping[str, np.ndarray],
+    budget_report: Mapping,
+    xs: list[np.ndarray],
+    labels: np.ndarray | None,
+    per_channel: bool = False,
+) -> dict:
+    """ORT's int8 of the sequence graph ``src`` into ``dst``, held to the budget the ``.ernn`` met.
+
+    The layers the budget kept fp16/fp32 are excluded from ORT's quantizer (:func:`ort_layer_notes`);
+    then ``dst`` is run against ``src`` in ONNX Runtime on the budget's own data ``xs`` (and ``labels``),
+    scored with the budget's limits (``budget_report["limits"]``). ORT also quantizes activations at run
+    time, which the ``.ernn`` measurement does not see, so the file can miss where the ``.ernn`` met:
+    then the int8 layer with the largest int8 sensitivity is excluded too, and again, until the file meets
+    the budget (with every layer excluded it holds the float32 graph). Returns ``{"layers": layer ->
+    what the file holds, "final": metrics, "met": bool, "widened": [layers excluded for ORT's sake],
+    "exclude": node names}``.
+    """
+    import onnx
+
+    from .budget import _MEASURE, _is_class_ids, _task
+
+    model = onnx.load(src)
+    name_nodes(model)
+    nodes = nodes_of_layers(model, plan, tensors)
+    choices = {ly["name"]: ly["choice"] for ly in budget_report["layers"]}
+    limits = budget_report["limits"]
+    order = sorted(  # int8 layers, most sensitive to int8 first
+        (ly for ly in budget_report["layers"] if ly["choice"] == "int8"),
+        key=lambda ly: -max(float(v.get("max_error", 0.0)) for v in ly["sensitivity"].values()),
+    )
+    tokens = plan["input"].get("kind") == "tokens"
+    ref = _ort_outputs(src, xs, tokens)
+    scale = max(float(np.max(np.abs(y))) if y.size else 0.0 for y in ref) or 1.0
+    classifier = plan["output"]["size"] > 1 and labels is not None and _is_class_ids(plan, labels, xs[0])
+    widened: list[str] = []
+    while True:
+        exclude, notes = ort_layer_notes(choices, nodes)
+        quantize_onnx(src, dst, exclude, per_channel)
+        ys = _ort_outputs(dst, xs, tokens)
+        err = max(float(np.max(np.abs(y - r))) if y.size else 0.0 for y, r in zip(ys, ref, strict=True))
+        m = {"max_error": err / scale if np.isfinite(err) else float("inf")}
+        try:
+            m.update(_task(ref[0], ys[0], labels, classifier))
+        except ValueError:  # labels that do not fit the outputs' shape: the max error alone
+            pass
+        score = -np.inf
+        for lim, key in _MEASURE.items():
+            if lim in limits and key in m:
+                v, limit = m[key], float(limits[lim])
+                score = max(score, v / limit if limit > 0 else (0.0 if v <= 0 else np.inf))
+        met = score <= 1.0
+        if met or not order:
+            break
+        layer = order.pop(0)["name"]
+        choices[layer] = "fp32"
+        widened.append(layer)
+    for layer in widened:
+        notes[layer] = notes[layer].replace(
+            "kept fp32 by the budget",
+            "kept fp32: with ORT's run-time activation quantization it missed the budget",
+        )
+    return {
+        "layers": notes,
+        "final": {k: (round(v, 6) if np.isfinite(v) else str(v)) for k, v in m.items()},
+        "met": bool(met),
+        "widened": widened,
+        "exclude": exclude,
+    }
