@@ -243,6 +243,17 @@ def test_esn_int8_onnx_meets_the_budget_in_onnx_runtime(esn_elnino, tmp_path):
     yf = ort_sequence(str(tmp_path / "model.onnx"))(cal)
     yq = ort_sequence(str(tmp_path / "model.int8.onnx"))(cal)
     assert _rmse(yq, tgt) <= 1.02 * _rmse(yf, tgt), (_rmse(yq, tgt), _rmse(yf, tgt), fin)
+    # the check matters: ORT's int8 of the layers the .ernn keeps int8 misses the budget in ORT
+    from edgernn.export.ort_budget import quantize_onnx
+
+    plan, t = esn_elnino[:2]
+    kept8 = [ly["name"] for ly in rep["quantization_budget"]["layers"] if ly["choice"] == "int8"]
+    assert kept8 and set(fin["widened"]) <= set(kept8)
+    if fin["widened"]:
+        src = _onnx_of(plan, t, tmp_path / "mm.onnx", "matmul")
+        quantize_onnx(src, str(tmp_path / "raw8.onnx"))
+        yr = ort_sequence(str(tmp_path / "raw8.onnx"))(cal)
+        assert _rmse(yr, tgt) > 1.02 * _rmse(yf, tgt)
 
 
 # ----------------------------------------------------------------- real data: GRU on BasicMotions
