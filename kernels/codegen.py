@@ -77,6 +77,16 @@ def _streamable(layers: list[Layer]) -> bool:
     )
 
 
+def _chained(head: Header, layers: list[Layer]) -> bool:
+    """Whether each layer reads the previous layer's output (the first the model input): a chain."""
+    prev = head.in_off
+    for lay in layers:
+        if lay.in_off != prev or getattr(REGISTRY[lay.kind], "INPUTS", 1) != 1:
+            return False
+        prev = lay.out_off
+    return True
+
+
 def _check_row(c: Code, head: Header, x: str, fail: str) -> None:
     """Status of one input row x (I,): size, token id, finiteness; ``fail`` is appended to the code."""
     with c.block(f"if {x}.shape[0] != {I(head.nin)}:"):
@@ -139,12 +149,23 @@ def _emit_run(c: Code, head: Header, layers: list[Layer]) -> None:
         c('"""The layers of one step on stream buffer M (x already checked)."""')
         for lay in layers:
             c(f"# layer {I(lay.index)}: {REGISTRY[lay.kind].NAME} {I(lay.nin)} -> {I(lay.nout)}")
-            xin = "x" if lay.index == 0 else c.fresh("x")
-            if lay.index:
-                c(f"{xin} = M[{I(lay.in_off)} : {I(lay.in_off + lay.nin)}]")
+            xin = _input(c, head, lay.in_off, lay.nin)
             y = c.fresh("y")
             c(f"{y} = M[{I(lay.out_off)} : {I(lay.out_off + lay.nout)}]")
-            _emit_step_layer(c, lay, xin, y)
+            if getattr(REGISTRY[lay.kind], "INPUTS", 1) == 2:
+                REGISTRY[lay.kind].emit_apply2(c, lay, xin, _input(c, head, lay.in2_off, lay.nin), y)
+            else:
+                _emit_step_layer(c, lay, xin, y)
+
+
+def _input(c: Code, head: Header, off: int, n: int) -> str:
+    """The array a layer reads: the step's input ``x`` (the model input is not copied into M), or the
+    value at ``off`` in M."""
+    if off == head.in_off:
+        return "x"
+    v = c.fresh("x")
+    c(f"{v} = M[{I(off)} : {I(off + n)}]")
+    return v
 
 
 def _emit_step(c: Code, head: Header, layers: list[Layer]) -> None:
@@ -246,6 +267,9 @@ def _emit_seq(c: Code, head: Header, layers: list[Layer]) -> None:
                     c(f"Y[t, k] = M[{I(head.out_off)} + k]")
             _seq_guard(c, head)
             return
+        if not _chained(head, layers):  # a graph runs only through the step (every graph op is streamable)
+            c(f"return {I(ST_NOT_STREAMABLE)}")
+            return
         c(f"a = buf[0 : T * {I(W)}]")
         c(f"b = buf[T * {I(W)} : 2 * T * {I(W)}]")
         c(f"tmp = buf[2 * T * {I(W)} :]")
@@ -288,6 +312,7 @@ def source(wf: np.ndarray) -> str:
     head, layers = _layers(wf)
     consts: dict[str, str] = {}
     body = Code(consts)
+    body.wf = wf
     _emit_step(body, head, layers)
     body("")
     body("")
