@@ -146,16 +146,28 @@ def test_binary_between_values_against_ort(tmp_path, op):
     _check(tmp_path, m, X, {"binary"})
 
 
-def test_stft_magnitude_against_ort(tmp_path):
+@pytest.mark.parametrize("basis", ["random", "hann_dft"])
+def test_stft_magnitude_against_ort(tmp_path, basis):
     """Silero's STFT magnitude: one conv whose output halves are squared, added and square-rooted (the
-    conv output read by two consumers) = ONNX Runtime."""
+    conv output read by two consumers) = ONNX Runtime; with a Hann-windowed DFT basis (the real part's
+    rows symmetric, the imaginary part's antisymmetric) the packer folds the bank (half the MACs)."""
+    from edgernn.kernels.ops.conv import fold_runs
+
     rng = np.random.default_rng(3)
-    w = rng.normal(size=(6, 1, 4)).astype(np.float32)
+    n = 16
+    if basis == "random":
+        w = rng.normal(size=(18, 1, n)).astype(np.float32)
+    else:
+        t, k = np.arange(n), np.arange(9)[:, None]
+        win = 0.5 - 0.5 * np.cos(2 * np.pi * t / n)
+        w = np.concatenate([win * np.cos(2 * np.pi * k * t / n), -win * np.sin(2 * np.pi * k * t / n)])
+        w = w[:, None, :].astype(np.float32)
+    assert (fold_runs(w[:, 0]) is not None) == (basis == "hann_dft")
     nodes = [
-        helper.make_node("Unsqueeze", ["x", "one"], ["x3"]),  # [1, 1, 12]
-        helper.make_node("Conv", ["x3", "W"], ["c"], kernel_shape=[4], strides=[2]),  # [1, 6, 5]
-        helper.make_node("Slice", ["c", "z", "three", "one"], ["re"]),
-        helper.make_node("Slice", ["c", "three", "six", "one"], ["im"]),
+        helper.make_node("Unsqueeze", ["x", "one"], ["x3"]),  # [1, 1, 40]
+        helper.make_node("Conv", ["x3", "W"], ["c"], kernel_shape=[n], strides=[8]),  # [1, 18, 4]
+        helper.make_node("Slice", ["c", "z", "half", "one"], ["re"]),
+        helper.make_node("Slice", ["c", "half", "full", "one"], ["im"]),
         helper.make_node("Pow", ["re", "two"], ["re2"]),
         helper.make_node("Pow", ["im", "two"], ["im2"]),
         helper.make_node("Add", ["re2", "im2"], ["s"]),
@@ -165,13 +177,13 @@ def test_stft_magnitude_against_ort(tmp_path):
     inits = [
         _const("one", np.array([1], np.int64)),
         _const("z", np.array([0], np.int64)),
-        _const("three", np.array([3], np.int64)),
-        _const("six", np.array([6], np.int64)),
+        _const("half", np.array([9], np.int64)),
+        _const("full", np.array([18], np.int64)),
         _const("two", np.array(2.0, np.float32)),
         _const("W", w),
     ]
-    m = _model(nodes, 12, [1, 3], inits)
-    _check(tmp_path, m, rng.normal(size=(3, 12)).astype(np.float32), {"conv1d", "unary", "binary"})
+    m = _model(nodes, 40, [1, 9], inits)
+    _check(tmp_path, m, rng.normal(size=(3, 40)).astype(np.float32), {"conv1d", "unary", "binary"})
 
 
 @pytest.mark.parametrize("op", ["Sqrt", "Abs", "Neg", "Exp", "Log", "Reciprocal"])
