@@ -42,6 +42,7 @@ K_GATHER = 11
 K_CONV = 12
 K_BINARY = 13
 K_UNARY = 14
+K_LAYERNORM = 15
 KIND_CODES = {
     "normalize": K_NORMALIZE,
     "affine": K_AFFINE,
@@ -58,6 +59,7 @@ KIND_CODES = {
     "conv1d": K_CONV,
     "binary": K_BINARY,
     "unary": K_UNARY,
+    "layernorm": K_LAYERNORM,
 }
 
 # record fields (offsets within a record)

@@ -235,6 +235,13 @@ def reference_predict(plan: dict, tensors: dict, X: np.ndarray) -> np.ndarray:
             cur = conv1d_layer(layer, tensors, cur)
         elif k == "unary":
             cur = GRAPH_FUNCS[layer["func"]](cur)
+        elif k == "layernorm":
+            n = layer["size"]
+            v = cur.reshape(len(cur), -1, n)
+            mu = v.mean(axis=2, keepdims=True)
+            z = (v - mu) / np.sqrt(((v - mu) ** 2).mean(axis=2, keepdims=True) + layer["epsilon"])
+            b = _w(layer, tensors, "bias")
+            cur = (z * _w(layer, tensors, "scale") + (0 if b is None else b)).reshape(len(cur), -1)
         elif k in ("rnn", "lstm", "gru"):
             cur = recurrent_layer(layer, tensors, cur)
         elif k == "esn":

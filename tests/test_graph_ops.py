@@ -356,3 +356,32 @@ def test_batchnorm_folds_into_conv_against_ort(tmp_path, order):
     res = _check(tmp_path, m, rng.normal(size=(3, 18)).astype(np.float32), {"conv1d"})
     kinds = [lay["kind"] for lay in artifact.graph_layers(res["plan"])[0]]
     assert ("affine" in kinds) == (order == "bn-conv"), kinds
+
+
+@pytest.mark.parametrize("form", ["op", "decomposed"])
+def test_layernorm_against_ort(tmp_path, form):
+    """LayerNormalization over the last axis of [1, 3, 8] (the op, and the ReduceMean/Sub/Pow/Add/Sqrt/Div
+    form older exporters write) = ONNX Runtime."""
+    rng = np.random.default_rng(8)
+    g, b = rng.normal(size=8).astype(np.float32), rng.normal(size=8).astype(np.float32)
+    inits = [_const("shp", np.array([1, 3, 8], np.int64)), _const("g", g), _const("b", b)]
+    nodes = [helper.make_node("Reshape", ["x", "shp"], ["x3"])]
+    if form == "op":
+        nodes.append(helper.make_node("LayerNormalization", ["x3", "g", "b"], ["n"], axis=-1, epsilon=1e-5))
+    else:
+        inits += [_const("two", np.array(2.0, np.float32)), _const("eps", np.array(1e-5, np.float32))]
+        nodes += [
+            helper.make_node("ReduceMean", ["x3"], ["mu"], axes=[-1]),
+            helper.make_node("Sub", ["x3", "mu"], ["d"]),
+            helper.make_node("Pow", ["d", "two"], ["d2"]),
+            helper.make_node("ReduceMean", ["d2"], ["var"], axes=[-1]),
+            helper.make_node("Add", ["var", "eps"], ["ve"]),
+            helper.make_node("Sqrt", ["ve"], ["sd"]),
+            helper.make_node("Div", ["d", "sd"], ["z"]),
+            helper.make_node("Mul", ["z", "g"], ["zg"]),
+            helper.make_node("Add", ["zg", "b"], ["n"]),
+        ]
+    nodes.append(helper.make_node("Flatten", ["n"], ["y"]))
+    m = _model(nodes, 24, [1, 24], inits)
+    X = (rng.normal(size=(3, 24)) * 3 + 1).astype(np.float32)
+    _check(tmp_path, m, X, {"layernorm"} if form == "op" else {"binary", "unary"})

@@ -159,7 +159,7 @@ def _case(name, rng):
             tokens=12,
             sequence="many_to_one",
         )
-    if name == "graph_conv_chain":  # gather (reflect pad) -> conv1d -> unary -> dense, a format-1 chain
+    if name == "graph_conv_chain":  # gather (reflect pad) -> conv1d -> unary -> layernorm -> dense (a chain)
         ix = np.array([1, 0, 1, 2, 3, 4, 3, 6, 5, 6, 7, 8, 9, 8], np.float32)  # [2, 5] -> [2, 7]
         g = (
             {"kind": "gather", "name": "g", "input_size": 10, "output_size": 14, "tensors": {"index": "g.i"}},
@@ -186,7 +186,10 @@ def _case(name, rng):
             },
             {},
         )
-        return model([g, c, u, dense(rng, "d", 9, 2)], 10)
+        ln_t = {"n.s": rng.normal(size=3).astype(np.float32), "n.b": rng.normal(size=3).astype(np.float32)}
+        ln = {"kind": "layernorm", "name": "n", "input_size": 9, "output_size": 9, "size": 3, "epsilon": 1e-3}
+        ln["tensors"] = {"scale": "n.s", "bias": "n.b"}
+        return model([g, c, u, (ln, ln_t), dense(rng, "d", 9, 2)], 10)
     if name == "graph_binary":  # a format-2 graph: the input read by two ops, a binary op joining them
         from edgernn.artifact import upgrade
 
