@@ -385,3 +385,15 @@ def test_layernorm_against_ort(tmp_path, form):
     m = _model(nodes, 24, [1, 24], inits)
     X = (rng.normal(size=(3, 24)) * 3 + 1).astype(np.float32)
     _check(tmp_path, m, X, {"layernorm"} if form == "op" else {"binary", "unary"})
+
+
+def test_quantizing_a_graph_plan_is_one_clear_error(tmp_path):
+    """--quantize on a model that compiles to a graph plan: one CompileError saying so, no file."""
+    from edgernn.export.onnx import CompileError
+
+    nodes = [helper.make_node("Sqrt", ["x"], ["s"]), helper.make_node("Mul", ["s", "x"], ["y"])]
+    p = tmp_path / "m.onnx"
+    onnx.save(_model(nodes, 4, [1, 4]), p)
+    with pytest.raises(CompileError, match="graph plan"):
+        compile_onnx(str(p), str(tmp_path / "m.ernn"), quantize="int8")
+    assert not (tmp_path / "m.ernn").exists()

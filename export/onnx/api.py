@@ -57,6 +57,11 @@ def compile_onnx(
             raise CompileError(f"{len(labels)} labels for {plan['output']['size']} outputs")
         plan["output"]["labels"] = labels
     report = None
+    if quantize in ("int8", "fp16") and plan["format_version"] == 2:
+        raise CompileError(
+            f"--quantize {quantize}: this model compiles to a graph plan (a value read by several ops), "
+            "which the quantizer does not handle yet; compile it without --quantize"
+        )
     if quantize in ("int8", "fp16"):
         from ..quantize import quantization_report, quantize_plan
 
