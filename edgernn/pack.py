@@ -175,6 +175,8 @@ def pack(plan: dict, tensors: dict[str, np.ndarray]) -> Packed:
             state_sizes.append(layer["reservoir_size"])
         elif k == "attention":
             state_sizes.append(layer["input_size"] + 2)
+        elif k in GRAPH_KINDS and hasattr(GRAPH_BY_NAME[k], "state_size"):
+            state_sizes.append(GRAPH_BY_NAME[k].state_size(layer))
         else:
             state_sizes.append(0)
     n_state = int(sum(state_sizes))
@@ -356,6 +358,8 @@ def pack(plan: dict, tensors: dict[str, np.ndarray]) -> Packed:
             state_layout.append((f"{name}.pool", st, layer["input_size"] + 2))
         elif k in GRAPH_KINDS:
             flags |= _pack_graph_op(layer, rec, wf, tensors, T, add_matrix, set_vec, set_params)
+            if state_sizes[li]:
+                state_layout.append((f"{name}.history", st, state_sizes[li]))
         rec[L.R_FLAGS] = flags
         st += state_sizes[li]
 

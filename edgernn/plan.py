@@ -81,9 +81,10 @@ LAYER_KINDS = (
     "binary",
     "unary",
     "layernorm",
+    "tconv",
 )
 #: The graph ops: kinds whose fields, tensors and packing their module in ``kernels/ops`` owns.
-GRAPH_KINDS = ("gather", "conv1d", "binary", "unary", "layernorm")
+GRAPH_KINDS = ("gather", "conv1d", "binary", "unary", "layernorm", "tconv")
 #: Format 2: (number of inputs, number of outputs) of each op kind.
 OP_ARITY = {k: (1, 1) for k in LAYER_KINDS}
 OP_ARITY["binary"] = (2, 1)

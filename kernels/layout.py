@@ -43,6 +43,7 @@ K_CONV = 12
 K_BINARY = 13
 K_UNARY = 14
 K_LAYERNORM = 15
+K_TCONV = 16
 KIND_CODES = {
     "normalize": K_NORMALIZE,
     "affine": K_AFFINE,
@@ -60,6 +61,7 @@ KIND_CODES = {
     "binary": K_BINARY,
     "unary": K_UNARY,
     "layernorm": K_LAYERNORM,
+    "tconv": K_TCONV,
 }
 
 # record fields (offsets within a record)

@@ -235,6 +235,16 @@ def reference_predict(plan: dict, tensors: dict, X: np.ndarray) -> np.ndarray:
             cur = conv1d_layer(layer, tensors, cur)
         elif k == "unary":
             cur = GRAPH_FUNCS[layer["func"]](cur)
+        elif k == "tconv":  # causal: zeros before the first step
+            W, b = _w(layer, tensors, "W"), _w(layer, tensors, "b")
+            kk, d = layer["kernel_size"], layer.get("dilation", 1)
+            xp = np.concatenate([np.zeros(((kk - 1) * d, cur.shape[1])), cur])
+            z = np.stack(
+                [np.einsum("oik,ki->o", W, xp[t : t + (kk - 1) * d + 1 : d]) for t in range(len(cur))]
+            )
+            z = z + (0 if b is None else b)
+            a = layer.get("activation", "linear")
+            cur = np.array([act(a, r, layer.get("alpha"), layer.get("beta")) for r in z]).reshape(len(z), -1)
         elif k == "layernorm":
             n = layer["size"]
             v = cur.reshape(len(cur), -1, n)

@@ -190,6 +190,15 @@ def _case(name, rng):
         ln = {"kind": "layernorm", "name": "n", "input_size": 9, "output_size": 9, "size": 3, "epsilon": 1e-3}
         ln["tensors"] = {"scale": "n.s", "bias": "n.b"}
         return model([g, c, u, (ln, ln_t), dense(rng, "d", 9, 2)], 10)
+    if name == "tconv_lstm":  # a causal convolution over time (state: the last (k-1)*d inputs) -> LSTM
+        tc = {"kind": "tconv", "name": "tc", "input_size": 4, "output_size": 5, "in_channels": 4,
+              "out_channels": 5, "kernel_size": 3, "dilation": 2, "activation": "relu",
+              "tensors": {"W": "tc.W", "b": "tc.b"}}  # fmt: skip
+        tt = {
+            "tc.W": rng.normal(0, 0.5, (5, 4, 3)).astype(np.float32),
+            "tc.b": rng.normal(size=5).astype(np.float32),
+        }
+        return model([(tc, tt), recurrent(rng, "lstm", "l", 5, 8), dense(rng, "d", 8, 2)], 4)
     if name == "graph_binary":  # a format-2 graph: the input read by two ops, a binary op joining them
         from edgernn.artifact import upgrade
 
@@ -222,6 +231,7 @@ CASES = [
     "gru_lbr1", "gru_acts_clip", "bidirectional_lstm", "reverse_gru", "bidirectional_rnn_gru_stack",
     "stacked_lstm_gru_rnn", "esn_dense", "esn_sparse_extended", "dense_acts", "attention",
     "normalize_affine_activation", "embedding", "onehot", "graph_conv_chain", "graph_binary",
+    "tconv_lstm",
 ]  # fmt: skip
 STREAMABLE = [c for c in CASES if not any(s in c for s in ("bidirectional", "reverse"))]
 

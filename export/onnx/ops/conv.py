@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import CompileError, where
-from ..values import Const, Data, Sym, feat_index, ints, select
+from ..values import Const, Data, Sym, TimePadded, feat_index, ints, select
 from .registry import register
 
 
@@ -52,6 +52,13 @@ def _pads(node, at, k: int, d: int, s: int, n: int) -> tuple[int, int]:
 def conv(cx, node, vals, at):
     vals = list(vals) + [None] * (3 - len(vals))
     x, wv, bv = vals[:3]
+    left = 0
+    if isinstance(x, TimePadded):
+        x, left = x.data, x.left
+    if isinstance(x, Data) and len(x.axes) == 3 and isinstance(x.axes[2], Sym):
+        return _conv_over_time(cx, node, x, wv, bv, at, left)
+    if left:
+        raise CompileError(f"{where(node)}: internal: a time padding reached a convolution over features")
     if not isinstance(x, Data):
         raise CompileError(f"{where(node)}: input X does not depend on the model input")
     if not isinstance(wv, Const) or (bv is not None and not isinstance(bv, Const)):
@@ -133,9 +140,16 @@ def pad(cx, node, vals, at):
     if np.any(p < 0):
         raise CompileError(f"{where(node)}: negative pads (cropping) are not supported")
     idx, fpos = feat_index(x)
-    for k, dim in enumerate(x.axes):
-        if isinstance(dim, Sym) and (p[k] or p[r + k]):
-            raise CompileError(f"{where(node)}: pads the batch/time axis {k}")
+    syms = [k for k, dim in enumerate(x.axes) if isinstance(dim, Sym) and (p[k] or p[r + k])]
+    if syms == [r - 1] and mode == "constant" and not p[2 * r - 1] and not np.any(np.delete(p, [r - 1])):
+        cv = vals[2]
+        if cv is None or (isinstance(cv, Const) and np.all(np.asarray(cv.arr) == 0)):
+            return TimePadded(x, int(p[r - 1]))  # causal: zeros before the first step, for a Conv over time
+    if syms:
+        raise CompileError(
+            f"{where(node)}: pads the batch/time axis {syms[0]} (only zeros at the start of the time axis, "
+            "before a convolution over time, are compiled)"
+        )
     widths = [(int(p[k]), int(p[r + k])) for k in fpos]
     axes = [d if isinstance(d, Sym) else int(d + p[k] + p[r + k]) for k, d in enumerate(x.axes)]
     if mode in ("reflect", "edge"):
@@ -163,3 +177,60 @@ def pad(cx, node, vals, at):
     plan.add_layer(layer, {"index": index.astype(np.float32)}, inputs=[src])
     m = len(index)
     return Data(axes, np.arange(m), np.zeros(m, bool), len(plan.layers), x.last, x.step)
+
+
+def _conv_over_time(cx, node, x: Data, wv, bv, at, left: int) -> Data:
+    """A causal convolution over the time axis (x axes [N, C, T]): a streamed ``tconv`` layer."""
+    n_ax, c, t_ax = x.axes
+    if isinstance(c, Sym) or not (isinstance(n_ax, Sym) or n_ax == 1):
+        raise CompileError(f"{where(node)}: a convolution over time needs axes [N, C, T] (got {x.axes})")
+    if t_ax.role == "B":
+        raise CompileError(f"{where(node)}: convolves over the batch axis")
+    t_ax.role = "T"
+    if isinstance(n_ax, Sym):
+        n_ax.role = n_ax.role or "B"
+    if not isinstance(wv, Const) or (bv is not None and not isinstance(bv, Const)):
+        raise CompileError(f"{where(node)}: W and B must be constant")
+    w = np.asarray(wv.arr, np.float64)
+    if w.ndim != 3 or w.shape[1] != c:
+        raise CompileError(f"{where(node)}: W {w.shape} does not fit {c} input channels (1-D, groups=1)")
+    cout, _, k = w.shape
+    g = int(at.get("group", 1))
+    s = int(list(at.get("strides", [1]))[0])
+    d = int(list(at.get("dilations", [1]))[0])
+    auto = at.get("auto_pad", "NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    pads = list(at.get("pads", [0, 0])) if auto in ("NOTSET", "") else None
+    if g != 1 or s != 1 or pads is None:
+        raise CompileError(
+            f"{where(node)}: a convolution over time streams with groups=1, stride 1 and explicit pads "
+            f"(got group {g}, stride {s}, auto_pad {auto!r})"
+        )
+    pl, pr = int(pads[0]) + left, int(pads[1])
+    if pr or pl != (k - 1) * d:
+        raise CompileError(
+            f"{where(node)}: a convolution over time streams when it is causal: zeros before the start, "
+            f"(k-1)*d = {(k - 1) * d} steps, and none after (got {pl} before, {pr} after); 'valid' or "
+            "centred padding would need the sequence's end"
+        )
+    b = None if bv is None else np.asarray(bv.arr, np.float64).reshape(-1)
+    plan = cx.plan
+    pos = plan.value_input(x, where(node))
+    layer = {
+        "kind": "tconv",
+        "name": plan.name("tconv"),
+        "input_size": int(c),
+        "output_size": int(cout),
+        "in_channels": int(c),
+        "out_channels": int(cout),
+        "kernel_size": int(k),
+        "dilation": d,
+        "activation": "linear",
+    }
+    tensors = {"W": w}
+    if b is not None and np.any(b != 0):
+        tensors["b"] = b
+    plan.add_layer(layer, tensors, inputs=[pos])
+    return Data(
+        [n_ax, int(cout), t_ax], np.arange(cout), np.zeros(cout, bool), len(plan.layers), x.last, x.step
+    )

@@ -69,9 +69,9 @@ def activation_into_tip(plan, v, act: str, params: dict) -> bool:
     """Make ``act`` (with its alpha/beta ``params``) the activation of the last layer when it is a linear
     dense layer that ``v`` comes from; False otherwise."""
     last = plan.layers[-1] if plan.layers else None
-    if last is None or last["kind"] not in ("dense", "conv1d") or last["activation"] != "linear":
+    if last is None or last["kind"] not in ("dense", "conv1d", "tconv") or last["activation"] != "linear":
         return False
-    if v.pos != len(plan.layers) or (last["kind"] == "conv1d" and act == "softmax"):
+    if v.pos != len(plan.layers) or (last["kind"] != "dense" and act == "softmax"):
         return False
     last["activation"] = act
     last.update(params)
