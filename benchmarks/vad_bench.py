@@ -1,10 +1,12 @@
 """Silero VAD per 512-sample chunk, one thread: edgernn ``Stream.step`` against ONNX Runtime's ``run`` on the
 same ONNX file (state fed back, ``intra_op_num_threads=1``), in one process, printing the ratio.
 
-    .venv/bin/python benchmarks/vad_bench.py [--file silero_vad_openvino_16k.onnx] [--chunks 2000]
+    .venv/bin/python benchmarks/vad_bench.py [--file silero_vad_openvino_16k.onnx ...] [--chunks 2000]
 
 The chunks are 576-sample windows of a synthetic signal (speech-like bursts of harmonics and noise);
-latency does not depend on the values. Also prints max |Δp| between the two over those chunks.
+latency does not depend on the values. Also prints max |Δp| between the two over those chunks. Files
+that take ``sr`` or leave the chunk length open are compiled with ``--set sr=16000`` and ``--shape
+input=1,576`` (the compiler front end of the Real-models issue; without it they are refused).
 """
 
 from __future__ import annotations
@@ -28,21 +30,46 @@ def _signal(n: int, seed: int = 0) -> np.ndarray:
 
 def main() -> None:
     """Run the benchmark and print the per-chunk medians and their ratio."""
-    import onnxruntime as ort
-    from edgernn.export import compile_onnx
-
-    import edgernn
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--file", default="silero_vad_openvino_16k.onnx")
+    ap.add_argument("--file", nargs="+", default=["silero_vad_openvino_16k.onnx"])
     ap.add_argument("--chunks", type=int, default=2000)
     ap.add_argument("--repeats", type=int, default=5)
     a = ap.parse_args()
-    path = str(importlib.resources.files("silero_vad") / "data" / a.file)
+    for f in a.file:
+        bench_file(f, a.chunks, a.repeats)
+
+
+def _compile(path: str, ernn: str) -> None:
+    """``edgernn compile`` with the bindings the file needs (``sr``, an open chunk length)."""
+    import onnx
+
+    from edgernn.cli import main as cli
+
+    g = onnx.load(path, load_external_data=False).graph
+    args = ["compile", path, "-o", ernn]
+    names = {i.name: i for i in g.input}
+    if "sr" in names:
+        args += ["--set", "sr=16000"]
+    dims = [d.dim_value for d in names["input"].type.tensor_type.shape.dim]
+    if len(dims) != 2 or 0 in dims:
+        args += ["--shape", "input=1,576"]
+    if cli(args) != 0:
+        raise SystemExit(f"vad_bench: could not compile {path}")
+
+
+def bench_file(name: str, chunks: int, repeats: int) -> None:
+    """Benchmark one Silero ONNX file (a name in ``silero_vad/data``)."""
+    import onnxruntime as ort
+
+    import edgernn
+
+    path = str(importlib.resources.files("silero_vad") / "data" / name)
     with tempfile.TemporaryDirectory() as d:
         ernn = os.path.join(d, "vad.ernn")
-        compile_onnx(path, ernn)
+        _compile(path, ernn)
         m = edgernn.load(ernn)
+    a = argparse.Namespace(file=name, chunks=chunks, repeats=repeats)
     audio = _signal(512 * a.chunks + 64)
     X = np.stack([audio[i * 512 : i * 512 + 576] for i in range(a.chunks)]).astype(np.float32)
     so = ort.SessionOptions()
