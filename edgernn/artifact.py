@@ -28,6 +28,7 @@ from .plan import (  # noqa: F401 - the plan's names, re-exported: artifact.vali
     FORMAT,
     FORMAT_VERSION,
     FORMAT_VERSIONS,
+    GRAPH_KINDS,
     LAYER_KINDS,
     MAX_DIM,
     MAX_NAME,
@@ -39,6 +40,8 @@ from .plan import (  # noqa: F401 - the plan's names, re-exported: artifact.vali
     _short,
     chain_layers,
     chain_plan,
+    graph_layers,
+    graph_op,
     layer_tensor_specs,
     op_layer,
     plan_layers,
@@ -226,6 +229,11 @@ def _check_precisions(plan: dict, tensors: Mapping[str, np.ndarray]) -> None:
 
 def _check_values(where: str, layer: dict, roles: Mapping, tensors: Mapping) -> None:
     k = layer["kind"]
+    if k in GRAPH_KINDS:
+        from . import plan as plan_mod
+
+        graph_op(k).check_values(where, layer, roles, tensors, plan_mod)
+        return
     if k == "normalize" and not np.all(tensors[roles["std"]] > 0):
         raise _fail("bad weights", f"{where}: std must be > 0")
     if k == "esn" and layer["sparse"]:

@@ -34,6 +34,11 @@ class ModelFunctions:
         self.head: Header = read_header(wf)
         self.layers: list[Layer] = [read_layer(wf, i) for i in range(self.head.n_layers)]
         self.ops = [REGISTRY[lay.kind] for lay in self.layers]
+        prev, self._chained = self.head.in_off, True
+        for lay, op in zip(self.layers, self.ops, strict=True):
+            if lay.in_off != prev or getattr(op, "INPUTS", 1) != 1:
+                self._chained = False
+            prev = lay.out_off
 
     # ------------------------------------------------------------------------------- pieces
     def _check(self, x: np.ndarray) -> int:
@@ -49,8 +54,15 @@ class ModelFunctions:
 
     def _run(self, x: np.ndarray, wf, wb, M: np.ndarray) -> None:
         out = x
+        vals = {self.head.in_off: x}  # every value by its offset in M (a layer may read any earlier one)
         with np.errstate(over="ignore", invalid="ignore"):
             for lay, op in zip(self.layers, self.ops, strict=True):
+                src = vals[lay.in_off]
+                if getattr(op, "INPUTS", 1) == 2:
+                    out = op.numpy_apply2(lay, wf, wb, M, src, vals[lay.in2_off])
+                    vals[lay.out_off] = out
+                    continue
+                out = src
                 if op.RECURRENT:
                     H, st = lay.hidden, lay.state_off
                     h = M[st : st + H]
@@ -62,6 +74,7 @@ class ModelFunctions:
                     out = hn
                 else:
                     out = op.numpy_apply(lay, wf, wb, M, out)
+                vals[lay.out_off] = out
         o = self.head.out_off
         M[o : o + out.shape[0]] = out
 
@@ -130,13 +143,21 @@ class ModelFunctions:
         T = len(cur)
         ns = self.head.n_state
         saved = None if self.head.propagate else M[:ns].copy()
+        if not self._chained:  # a graph: step by step (every graph op is streamable)
+            if not self.streamable:
+                return 5
+            for t in range(T):
+                self._run(cur[t], wf, wb, M)
+                o = self.head.out_off
+                Y[t] = M[o : o + self.head.nout]
+            cur = None
         with np.errstate(over="ignore", invalid="ignore"):
-            for lay, op in zip(self.layers, self.ops, strict=True):
+            for lay, op in zip(self.layers, self.ops, strict=True) if cur is not None else ():
                 if op.RECURRENT:
                     cur = self._seq_recurrent(lay, op, cur, wf, wb, M)
                 else:
                     cur = [op.numpy_apply(lay, wf, wb, M, x) for x in cur]
-        for t in range(T):
+        for t in range(T if cur is not None else 0):
             Y[t] = cur[t]
         if saved is not None:
             bad = np.flatnonzero(~np.isfinite(Y).all(axis=1)) if T else []

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .artifact import ACTIVATION_DEFAULTS, ACTIVATIONS, DIRECTIONS, RECURRENT_GATES
+from .artifact import ACTIVATION_DEFAULTS, ACTIVATIONS, DIRECTIONS, GRAPH_KINDS, RECURRENT_GATES, graph_layers
 from .kernels import layout as L
+from .kernels.ops import GRAPH_BY_NAME
+from .kernels.ops._graph import PackContext
 
 _ALIGN = 16  # floats / bytes alignment of every block (64 bytes for float32)
 #: a CSR reservoir at least this dense is packed as a dense matrix (the file stays CSR): from ~4% nonzeros
@@ -118,8 +120,10 @@ def _densified(n: int, data: np.ndarray, indices: np.ndarray, indptr: np.ndarray
 
 
 def pack(plan: dict, tensors: dict[str, np.ndarray]) -> Packed:
-    """Pack a plan validated by :func:`edgernn.artifact.validate_plan` and its checked tensors."""
-    layers = plan["layers"]
+    """Pack a plan validated by :func:`edgernn.artifact.validate_plan` (either format version) and its
+    checked tensors. Every value has its own region of M; a layer's record holds the offsets of the
+    values it reads (``R_IN``, and ``R_IN2`` for a second input)."""
+    layers, inputs = graph_layers(plan)
     nl = len(layers)
     head_len = L.HEADER + nl * L.REC
     wf = _Buf(np.float32, start=head_len)
@@ -171,6 +175,8 @@ def pack(plan: dict, tensors: dict[str, np.ndarray]) -> Packed:
             state_sizes.append(layer["reservoir_size"])
         elif k == "attention":
             state_sizes.append(layer["input_size"] + 2)
+        elif k in GRAPH_KINDS and hasattr(GRAPH_BY_NAME[k], "state_size"):
+            state_sizes.append(GRAPH_BY_NAME[k].state_size(layer))
         else:
             state_sizes.append(0)
     n_state = int(sum(state_sizes))
@@ -191,7 +197,10 @@ def pack(plan: dict, tensors: dict[str, np.ndarray]) -> Packed:
             scratch = max(scratch, layer["reservoir_size"])
         elif k == "attention":
             scratch = max(scratch, layer["attention_size"])
+        elif k in GRAPH_KINDS:
+            scratch = max(scratch, GRAPH_BY_NAME[k].scratch(layer))
     scr_off = pos
+    val_off = [in_off] + out_offs  # position p: 0 the model input, j + 1 layer j's output
     m_size = pos + scratch + n_state  # the last n_state values: the overflow guard's state backup
 
     state0 = np.zeros(n_state, np.float32)
@@ -201,7 +210,6 @@ def pack(plan: dict, tensors: dict[str, np.ndarray]) -> Packed:
     max_deq = dequantize_max_bytes()
     streamable, reason = True, ""
     st = 0
-    prev_out = in_off
     seq_width = plan["input"]["size"]
     seq_extra = 0
     for li, layer in enumerate(layers):
@@ -210,7 +218,9 @@ def pack(plan: dict, tensors: dict[str, np.ndarray]) -> Packed:
         rec[L.R_KIND] = L.KIND_CODES[k]
         rec[L.R_NIN] = layer["input_size"]
         rec[L.R_NOUT] = layer["output_size"]
-        _put_off(rec, L.R_IN, prev_out)
+        _put_off(rec, L.R_IN, val_off[inputs[li][0]])
+        if len(inputs[li]) > 1:
+            _put_off(rec, L.R_IN2, val_off[inputs[li][1]])
         _put_off(rec, L.R_OUT, out_offs[li])
         _put_off(rec, L.R_ST, st)
         _put_off(rec, L.R_SCR, scr_off)
@@ -352,9 +362,12 @@ def pack(plan: dict, tensors: dict[str, np.ndarray]) -> Packed:
             set_vec(rec, 0, T(layer, "b"))
             set_vec(rec, 1, T(layer, "v"))
             state_layout.append((f"{name}.pool", st, layer["input_size"] + 2))
+        elif k in GRAPH_KINDS:
+            flags |= _pack_graph_op(layer, rec, wf, tensors, T, add_matrix, set_vec, set_params)
+            if state_sizes[li]:
+                state_layout.append((f"{name}.history", st, state_sizes[li]))
         rec[L.R_FLAGS] = flags
         st += state_sizes[li]
-        prev_out = out_offs[li]
 
     head = np.zeros(head_len, np.float32)
     head[L.H_NLAYERS] = nl
@@ -388,6 +401,28 @@ def pack(plan: dict, tensors: dict[str, np.ndarray]) -> Packed:
         dense_reservoirs=dense_reservoirs,
         dequantized=dequantized,
     )
+
+
+def _pack_graph_op(layer, rec, wf, tensors, T, add_matrix, set_vec, set_params) -> int:
+    """Fill the record of a graph op through its module's ``pack``; returns the flags it set."""
+    flags = [0]
+
+    def aux(ints: list[int]) -> None:
+        _put_off(rec, L.R_AUX, wf.add(np.asarray(ints, np.float32)))
+
+    def flag(f: int) -> None:
+        flags[0] |= f
+
+    ctx = PackContext(
+        tensor=lambda role: T(layer, role),
+        matrix=lambda j, role, m: add_matrix(rec, j, layer, role, m, _scale(layer, tensors, role)),
+        vector=lambda slot, arr: set_vec(rec, slot, arr),
+        aux=aux,
+        params=lambda acts, alphas, betas: set_params(rec, acts, alphas, betas),
+        set_flag=flag,
+    )
+    GRAPH_BY_NAME[layer["kind"]].pack(layer, ctx)
+    return flags[0]
 
 
 def _scale(layer: dict, tensors: dict, role: str, d: int | None = None) -> np.ndarray | None:

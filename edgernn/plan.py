@@ -76,9 +76,18 @@ LAYER_KINDS = (
     "esn",
     "dense",
     "attention",
+    "gather",
+    "conv1d",
+    "binary",
+    "unary",
+    "layernorm",
+    "tconv",
 )
+#: The graph ops: kinds whose fields, tensors and packing their module in ``kernels/ops`` owns.
+GRAPH_KINDS = ("gather", "conv1d", "binary", "unary", "layernorm", "tconv")
 #: Format 2: (number of inputs, number of outputs) of each op kind.
 OP_ARITY = {k: (1, 1) for k in LAYER_KINDS}
+OP_ARITY["binary"] = (2, 1)
 #: Keys of a format-2 op.
 OP_KEYS = ("kind", "name", "inputs", "outputs", "attrs", "tensors")
 #: Layer fields that a format-2 op holds outside ``attrs`` (or derives from its values' shapes).
@@ -184,6 +193,8 @@ def layer_tensor_specs(layer: dict) -> dict[str, tuple[tuple[int, ...], bool]]:
     ``layer`` is a format-1 layer, or the layer view of a format-2 op (:func:`plan_layers`)."""
     k = layer["kind"]
     i, o = layer["input_size"], layer["output_size"]
+    if k in GRAPH_KINDS:
+        return graph_op(k).tensor_specs(layer)
     if k in ("normalize",):
         return {"mean": ((i,), True), "std": ((i,), True)}
     if k == "affine":
@@ -228,7 +239,11 @@ def _layer_fields(where: str, layer: dict, first: bool) -> int:
     ``first``: the layer reads the model input. Returns the size the layer produces per step.
     """
     kind, i = layer["kind"], layer["input_size"]
-    if kind in ("normalize", "affine"):
+    if kind in GRAPH_KINDS:
+        import sys
+
+        o = graph_op(kind).check(where, layer, sys.modules[__name__])
+    elif kind in ("normalize", "affine"):
         o = i
     elif kind == "activation":
         _act1(where, layer)
@@ -278,6 +293,13 @@ def _layer_fields(where: str, layer: dict, first: bool) -> int:
     return o
 
 
+def graph_op(kind: str):
+    """The ``kernels/ops`` module of graph op ``kind`` (imported on first use)."""
+    from .kernels.ops import GRAPH_BY_NAME
+
+    return GRAPH_BY_NAME[kind]
+
+
 def _validate_layer(idx: int, layer: Any, in_size: int) -> int:
     if not isinstance(layer, dict):
         raise _fail("bad layer", f"layer {idx} is not an object")
@@ -286,6 +308,8 @@ def _validate_layer(idx: int, layer: Any, in_size: int) -> int:
     where = f"layer {idx} ({_short(name)}, {kind})"
     if kind not in LAYER_KINDS:
         raise _fail("unknown layer kind", f"layer {idx}: {_short(kind)} (known: {', '.join(LAYER_KINDS)})")
+    if OP_ARITY[kind][0] != 1:
+        raise _fail("bad layer", f"layer {idx}: a {kind} op reads two values: it needs a format-2 plan")
     i = _int(where, layer, "input_size")
     if i != in_size:
         raise _fail("layers do not chain", f"{where}: input_size {i} but the previous output is {in_size}")
@@ -452,6 +476,32 @@ def upgrade(plan: Mapping) -> dict:
         ops=ops,
     )
     return validate_plan(new)
+
+
+def graph_layers(plan: Mapping) -> tuple[list[dict], list[list[int]]]:
+    """The layers a plan of either version runs, in order, and for each the values it reads, as
+    positions: 0 the model input, j + 1 the output of layer j (``plan`` validated here).
+
+    A format-1 plan is a chain (layer i reads position i). A format-2 op reads any earlier value, and
+    every op writes one value: its output (the op order is the execution order)."""
+    plan = validate_plan(dict(plan))
+    if plan["format_version"] == 1:
+        return plan["layers"], [[i] for i in range(len(plan["layers"]))]
+    pos = {plan["input"]["value"]: 0}
+    layers, inputs = [], []
+    for idx, op in enumerate(plan["ops"]):
+        if len(op["outputs"]) != 1:  # pragma: no cover - every kind has one output today
+            raise _fail("bad graph", f"op {idx}: one output expected")
+        if op["kind"] not in GRAPH_KINDS and len(op["inputs"]) != 1:
+            raise _fail(
+                "not a chain",
+                f"op {idx} ({_short(op['name'])}, {op['kind']}) reads {len(op['inputs'])} values; only the "
+                f"graph ops ({', '.join(GRAPH_KINDS)}) read more than one",
+            )
+        layers.append(op_layer(plan, op))
+        inputs.append([pos[v] for v in op["inputs"]])
+        pos[op["outputs"][0]] = idx + 1
+    return layers, inputs
 
 
 def chain_layers(plan: Mapping) -> list[dict]:

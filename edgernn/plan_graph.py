@@ -8,6 +8,7 @@ checked as the format-1 layer it stands for, by the same code as format 1 (:mod:
 from __future__ import annotations
 
 from .plan import (
+    GRAPH_KINDS,
     LAYER_KINDS,
     MAX_DIM,
     MAX_OPS,
@@ -207,6 +208,9 @@ def _check_op(idx: int, op: dict, plan: dict, inp: dict) -> None:
     """Check one op as the format-1 layer it stands for; write its normalized attributes back."""
     layer = op_layer(plan, op)
     where = _where(idx, op)
+    sizes = {plan["values"][v]["shape"][0] for v in op["inputs"]}
+    if op["kind"] in GRAPH_KINDS and len(sizes) != 1:
+        raise _fail("shape mismatch", f"{where} reads values of different sizes {sorted(sizes)}")
     o = _layer_fields(where, layer, op["inputs"][0] == inp["value"])
     if o != layer["output_size"]:
         v = op["outputs"][0]

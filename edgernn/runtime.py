@@ -214,9 +214,8 @@ class Model:
         self.plan = plan
         self.source = source
         self.nonfinite = nonfinite
-        chain = artifact.chain_plan(plan)  # what runs: the layer chain of a plan of either format version
-        self._layers = chain["layers"]
-        self._packed: Packed = pack(chain, tensors)
+        self._layers, _ = artifact.graph_layers(plan)  # what runs: the layers, each reading earlier values
+        self._packed: Packed = pack(plan, tensors)
         p = self._packed
         if nonfinite == "propagate":
             from .kernels.layout import H_FLAGS

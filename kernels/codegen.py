@@ -77,6 +77,16 @@ def _streamable(layers: list[Layer]) -> bool:
     )
 
 
+def _chained(head: Header, layers: list[Layer]) -> bool:
+    """Whether each layer reads the previous layer's output (the first the model input): a chain."""
+    prev = head.in_off
+    for lay in layers:
+        if lay.in_off != prev or getattr(REGISTRY[lay.kind], "INPUTS", 1) != 1:
+            return False
+        prev = lay.out_off
+    return True
+
+
 def _check_row(c: Code, head: Header, x: str, fail: str) -> None:
     """Status of one input row x (I,): size, token id, finiteness; ``fail`` is appended to the code."""
     with c.block(f"if {x}.shape[0] != {I(head.nin)}:"):
@@ -132,17 +142,18 @@ def _guard_failed(head: Header, m: str) -> str:
     )
 
 
-def _emit_layers(c: Code, layers: list[Layer], x: str, p: str | None = None) -> None:
-    """The layers of one step on M, layer 0 reading ``x``; with ``p``, layer 0's input projection for
-    this step was computed for the whole chunk (see :func:`_hoistable`)."""
+def _emit_layers(c: Code, head: Header, layers: list[Layer], x: str, p: str | None = None) -> None:
+    """The layers of one step on M, the model input being ``x`` (it is not copied into M: a layer reading
+    it reads ``x``, any other value is read from its region of M); with ``p``, layer 0's input projection
+    for this step was computed for the whole chunk (see :func:`_hoistable`)."""
     for lay in layers:
         c(f"# layer {I(lay.index)}: {REGISTRY[lay.kind].NAME} {I(lay.nin)} -> {I(lay.nout)}")
-        xin = x if lay.index == 0 else c.fresh("x")
-        if lay.index:
-            c(f"{xin} = M[{I(lay.in_off)} : {I(lay.in_off + lay.nin)}]")
+        xin = _input(c, head, lay.in_off, lay.nin, x)
         y = c.fresh("y")
         c(f"{y} = M[{I(lay.out_off)} : {I(lay.out_off + lay.nout)}]")
-        if lay.index == 0 and p is not None:
+        if getattr(REGISTRY[lay.kind], "INPUTS", 1) == 2:
+            REGISTRY[lay.kind].emit_apply2(c, lay, xin, _input(c, head, lay.in2_off, lay.nin, x), y)
+        elif lay.index == 0 and p is not None:
             _emit_step_layer_proj(c, lay, p, xin, y)
         else:
             _emit_step_layer(c, lay, xin, y)
@@ -153,7 +164,7 @@ def _emit_run(c: Code, head: Header, layers: list[Layer]) -> None:
     c("@njit")
     with c.block("def run1(x, wf, wb, M):"):
         c('"""The layers of one step on stream buffer M (x already checked)."""')
-        _emit_layers(c, layers, "x")
+        _emit_layers(c, head, layers, "x")
 
 
 def _hoistable(head: Header, layers: list[Layer]) -> bool:
@@ -177,6 +188,16 @@ def _emit_step_layer_proj(c: Code, lay: Layer, p: str, x: str, y: str) -> None:
         fill(c, y, 0, H, h)
     else:
         op.emit_apply_proj(c, lay, p, x, y)
+
+
+def _input(c: Code, head: Header, off: int, n: int, x: str = "x") -> str:
+    """The array a layer reads: the step's input ``x`` (the model input is not copied into M), or the
+    value at ``off`` in M."""
+    if off == head.in_off:
+        return x
+    v = c.fresh("x")
+    c(f"{v} = M[{I(off)} : {I(off + n)}]")
+    return v
 
 
 def _emit_step(c: Code, head: Header, layers: list[Layer]) -> None:
@@ -282,6 +303,9 @@ def _emit_seq(c: Code, head: Header, layers: list[Layer]) -> None:
                     c(f"Y[t, k] = M[{I(head.out_off)} + k]")
             _seq_guard(c, head)
             return
+        if not _chained(head, layers):  # a graph runs only through the step (every graph op is streamable)
+            c(f"return {I(ST_NOT_STREAMABLE)}")
+            return
         c(f"a = buf[0 : T * {I(W)}]")
         c(f"b = buf[T * {I(W)} : 2 * T * {I(W)}]")
         c(f"tmp = buf[2 * T * {I(W)} :]")
@@ -322,7 +346,7 @@ def _emit_seq_hoisted(c: Code, head: Header, layers: list[Layer]) -> None:
         with c.block("for j in range(tn):"):
             c("t = t0 + j")
             c(f"p = P[j * {I(G)} : j * {I(G)} + {I(G)}]")
-            _emit_layers(c, layers, "X[t]", "p")
+            _emit_layers(c, head, layers, "X[t]", "p")
             with c.block(f"for k in range({I(head.nout)}):"):
                 c(f"Y[t, k] = M[{I(head.out_off)} + k]")
 
@@ -345,6 +369,7 @@ def source(wf: np.ndarray) -> str:
     head, layers = _layers(wf)
     consts: dict[str, str] = {}
     body = Code(consts)
+    body.wf = wf
     _emit_step(body, head, layers)
     body("")
     body("")

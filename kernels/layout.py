@@ -38,6 +38,12 @@ K_GRU = 7
 K_ESN = 8
 K_DENSE = 9
 K_ATTENTION = 10
+K_GATHER = 11
+K_CONV = 12
+K_BINARY = 13
+K_UNARY = 14
+K_LAYERNORM = 15
+K_TCONV = 16
 KIND_CODES = {
     "normalize": K_NORMALIZE,
     "affine": K_AFFINE,
@@ -50,6 +56,12 @@ KIND_CODES = {
     "esn": K_ESN,
     "dense": K_DENSE,
     "attention": K_ATTENTION,
+    "gather": K_GATHER,
+    "conv1d": K_CONV,
+    "binary": K_BINARY,
+    "unary": K_UNARY,
+    "layernorm": K_LAYERNORM,
+    "tconv": K_TCONV,
 }
 
 # record fields (offsets within a record)
@@ -68,6 +80,9 @@ R_ACT = 16  # 6 activation codes: 3 per direction
 R_MAT = 24  # 6 matrix descriptors of MAT fields each
 MAT = 8
 R_VEC = 72  # 12 vector offsets (into wf, or into wb's int32 view for CSR), 2 fields each
+# the graph ops (gather, conv1d, binary, unary) use the last two vector slots, which no other kind uses:
+R_AUX = R_VEC + 20  # 2: offset in wf of the op's integer parameters (small ints stored as float32)
+R_IN2 = R_VEC + 22  # 2: offset in M of a second input value (binary ops)
 # matrix descriptor fields: a rows x cols block, row r starting at off + r*ld
 M_Q = 0  # 0: float32 in wf; 1: int8 in wb with float32 per-row scales in wf
 M_OFF = 1  # 2 fields

@@ -171,12 +171,88 @@ def attention_layer(layer: dict, tensors: dict, Hs: np.ndarray) -> np.ndarray:
     return np.array(out).reshape(len(Hs), -1)
 
 
+def conv1d_layer(layer: dict, tensors: dict, X: np.ndarray) -> np.ndarray:
+    """ONNX Conv 1-D of every row of X (T, Cin·L), written as the definition's loops, float64."""
+    cin, cout, k = layer["in_channels"], layer["out_channels"], layer["kernel_size"]
+    s, d, g = layer.get("stride", 1), layer.get("dilation", 1), layer.get("groups", 1)
+    pb, pe = layer.get("pads", [0, 0])
+    n = X.shape[1] // cin
+    lout = (n + pb + pe - d * (k - 1) - 1) // s + 1
+    W, b = _w(layer, tensors, "W"), _w(layer, tensors, "b")
+    out = np.zeros((len(X), cout, lout))
+    for r, x in enumerate(X.reshape(len(X), cin, n)):
+        for co in range(cout):
+            gi = co // (cout // g)
+            for t in range(lout):
+                acc = 0.0 if b is None else b[co]
+                for ci in range(cin // g):
+                    for kk in range(k):
+                        p = t * s + kk * d - pb
+                        if 0 <= p < n:
+                            acc += W[co, ci, kk] * x[gi * (cin // g) + ci, p]
+                out[r, co, t] = acc
+    a = layer.get("activation", "linear")
+    return np.array([act(a, v, layer.get("alpha"), layer.get("beta")) for v in out.reshape(len(X), -1)])
+
+
+GRAPH_FUNCS = {
+    "sqrt": np.sqrt, "square": np.square, "abs": np.abs, "neg": np.negative, "exp": np.exp, "log": np.log,
+    "reciprocal": np.reciprocal,
+    "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide, "max": np.maximum,
+    "min": np.minimum, "pow": np.power,
+}  # fmt: skip
+
+
 def reference_predict(plan: dict, tensors: dict, X: np.ndarray) -> np.ndarray:
-    """The whole model over X (T, input_size) from its initial state -> (T, output_size), float64."""
+    """The whole model over X (T, input_size) from its initial state -> (T, output_size), float64.
+
+    A format-2 plan runs op by op, each reading its input values by name."""
+    if plan.get("format_version") == 2:
+        vals = {plan["input"]["value"]: np.asarray(X, np.float64)}
+        for op in plan["ops"]:
+            layer = {
+                "kind": op["kind"],
+                "name": op["name"],
+                "input_size": vals[op["inputs"][0]].shape[1],
+                "output_size": plan["values"][op["outputs"][0]]["shape"][0],
+                **op.get("attrs", {}),
+                "tensors": op.get("tensors", {}),
+            }
+            if op["kind"] == "binary":
+                a, b = (vals[v] for v in op["inputs"])
+                vals[op["outputs"][0]] = GRAPH_FUNCS[layer["op"]](a, b)
+            else:
+                one = dict(plan, format_version=1, layers=[layer])
+                vals[op["outputs"][0]] = reference_predict(one, tensors, vals[op["inputs"][0]])
+        return vals[plan["output"]["value"]]
     cur = np.asarray(X, np.float64)
     for layer in plan["layers"]:
         k = layer["kind"]
-        if k in ("rnn", "lstm", "gru"):
+        if k == "gather":
+            ix = np.asarray(tensors[layer["tensors"]["index"]]).astype(int)
+            cur = np.where(ix >= 0, cur[:, np.maximum(ix, 0)], 0.0)
+        elif k == "conv1d":
+            cur = conv1d_layer(layer, tensors, cur)
+        elif k == "unary":
+            cur = GRAPH_FUNCS[layer["func"]](cur)
+        elif k == "tconv":  # causal: zeros before the first step
+            W, b = _w(layer, tensors, "W"), _w(layer, tensors, "b")
+            kk, d = layer["kernel_size"], layer.get("dilation", 1)
+            xp = np.concatenate([np.zeros(((kk - 1) * d, cur.shape[1])), cur])
+            z = np.stack(
+                [np.einsum("oik,ki->o", W, xp[t : t + (kk - 1) * d + 1 : d]) for t in range(len(cur))]
+            )
+            z = z + (0 if b is None else b)
+            a = layer.get("activation", "linear")
+            cur = np.array([act(a, r, layer.get("alpha"), layer.get("beta")) for r in z]).reshape(len(z), -1)
+        elif k == "layernorm":
+            n = layer["size"]
+            v = cur.reshape(len(cur), -1, n)
+            mu = v.mean(axis=2, keepdims=True)
+            z = (v - mu) / np.sqrt(((v - mu) ** 2).mean(axis=2, keepdims=True) + layer["epsilon"])
+            b = _w(layer, tensors, "bias")
+            cur = (z * _w(layer, tensors, "scale") + (0 if b is None else b)).reshape(len(cur), -1)
+        elif k in ("rnn", "lstm", "gru"):
             cur = recurrent_layer(layer, tensors, cur)
         elif k == "esn":
             cur = esn_layer(layer, tensors, cur)

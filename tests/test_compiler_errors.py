@@ -54,13 +54,24 @@ def test_unsupported_op_names_op_and_node(tmp_path):
         _compile(tmp_path, m)
 
 
-def test_branching_graph_is_refused(tmp_path):
+def test_branching_graph_compiles_as_a_graph(tmp_path):
+    """A residual connection (the LSTM output read by Relu and by the Add after it), refused while plans
+    were chains, compiles to a format-2 graph plan and matches ONNX Runtime."""
+    import onnxruntime as ort
+    from compiler_common import mismatch, predict_onnx_layout
+
     nodes = [
         helper.make_node("Relu", ["Y"], ["r"], name="relu"),
         helper.make_node("Add", ["Y", "r"], ["z"], name="res"),
     ]
-    with pytest.raises(CompileError, match="Add node 'res'"):
-        _compile(tmp_path, _lstm_graph(nodes, out="z"))
+    res = _compile(tmp_path, _lstm_graph(nodes, out="z"))
+    assert res["plan"]["format_version"] == 2
+    x = np.random.default_rng(1).normal(size=(5, 2, 3)).astype(np.float32)
+    want = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x}
+    )[0]
+    got, conv = predict_onnx_layout(str(tmp_path / "m.ernn"), x, res["io"])
+    assert mismatch(got, conv(want)) is None
 
 
 def test_time_slice_other_than_last_is_refused(tmp_path):

@@ -224,3 +224,27 @@ def test_imu_activity(tmp_path):
 def stream_label(y: np.ndarray, classes: list[str]) -> str:
     """The class name of the largest output."""
     return classes[int(np.argmax(y))]
+
+
+@pytest.mark.slow
+def test_vad_stream_quick(tmp_path):
+    """examples/vad_stream.py --quick: Silero VAD streamed chunk by chunk equals ONNX Runtime within 1e-4,
+    and its speech starts where the synthesized recording's sound starts (an energy oracle computed here
+    from the WAV the example wrote)."""
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("silero_vad")
+    import shutil
+    import wave
+
+    if not (shutil.which("espeak-ng") and shutil.which("sox")):
+        pytest.skip("espeak-ng and sox synthesize the example's recording")
+    res = _example("vad_stream.py", tmp_path)
+    assert res["max_abs_diff_vs_ort"] <= 1e-4
+    assert _is_png(tmp_path / "vad.png")
+    with wave.open(str(tmp_path / "speech16k.wav")) as w:
+        a = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768
+    first_sound = np.flatnonzero(np.abs(a[: 4 * 16000]) > 0.02)[0] / 16000
+    segs = res["speech_segments_s"]
+    assert segs, "no speech found"
+    assert abs(segs[0][0] - first_sound) <= 0.1, (segs, first_sound)

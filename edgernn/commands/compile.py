@@ -129,13 +129,20 @@ def run(args: argparse.Namespace) -> int:
         **budget,
     )
     if args.json:
-        print(json.dumps({k: v for k, v in res.items() if k != "plan"} | {"layers": res["plan"]["layers"]}))
+        from ..artifact import graph_layers
+
+        layers = graph_layers(res["plan"])[0]
+        print(json.dumps({k: v for k, v in res.items() if k != "plan"} | {"layers": layers}))
         return 0
     plan = res["plan"]
+    from ..artifact import graph_layers
+
     print(f"{args.model} -> {res['path']} ({res['bytes']} bytes, {plan['quantization']})")
     print(f"  input {plan['input']['size']}, output {plan['output']['size']} ({plan['output']['sequence']})")
-    for layer in plan["layers"]:
-        extra = layer.get("direction") or layer.get("activation") or ""
+    for layer in graph_layers(plan)[0]:
+        extra = (
+            layer.get("direction") or layer.get("activation") or layer.get("op") or layer.get("func") or ""
+        )
         print(
             f"  {layer['name']:<14} {layer['kind']:<10} "
             f"{layer['input_size']:>6} -> {layer['output_size']:<6} {extra}"

@@ -328,12 +328,12 @@ def _print_onnx(info: dict) -> None:
 def kernel_source(path: str) -> str:
     """The Python source of the kernels generated for the ``.ernn`` model at ``path`` (what the numba
     backend compiles; made from the packed numbers only, no string from the file)."""
-    from ..artifact import chain_plan, read
+    from ..artifact import read
     from ..kernels import codegen
     from ..pack import pack
 
     plan, tensors = read(path)
-    return codegen.source(pack(chain_plan(plan), tensors).wf)
+    return codegen.source(pack(plan, tensors).wf)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -172,6 +172,39 @@ class Compiler:
         self.out_value = out
 
 
+def as_graph(plan: dict, inputs: list[list[int]]) -> dict:
+    """The format-2 form of the compiled ``plan`` whose layer i reads the values at positions
+    ``inputs[i]`` (0: the model input, j + 1: layer j's output). Value names: ``"input"``, and
+    ``"<layer name>:y"``."""
+    from ...plan import NOT_ATTRS
+
+    layers = plan["layers"]
+    names = ["input"] + [f"{lay['name']}:y" for lay in layers]
+    values = {"input": {"shape": [plan["input"]["size"]]}}
+    ops = []
+    for lay, ins, out in zip(layers, inputs, names[1:], strict=True):
+        values[out] = {"shape": [lay["output_size"]]}
+        ops.append(
+            {
+                "kind": lay["kind"],
+                "name": lay["name"],
+                "inputs": [names[p] for p in ins],
+                "outputs": [out],
+                "attrs": {k: x for k, x in lay.items() if k not in NOT_ATTRS},
+                "tensors": dict(lay["tensors"]),
+            }
+        )
+    new = {k: v for k, v in plan.items() if k != "layers"}
+    new.update(
+        format_version=2,
+        input={**plan["input"], "value": "input"},
+        output={**plan["output"], "value": names[-1]},
+        values=values,
+        ops=ops,
+    )
+    return new
+
+
 def compile_graph(
     model,
     output: str | None = None,
@@ -224,6 +257,8 @@ def compile_graph(
         "output_axes": axes_desc(c.out_value.axes),
     }
     plan["source_io"] = io
+    if not c.plan.is_chain():
+        plan = as_graph(plan, c.plan.inputs)
     return {
         "plan": plan,
         "tensors": c.plan.tensors,

@@ -30,13 +30,25 @@ class PlanBuilder:
         self.tensors: dict[str, np.ndarray] = {}
         self.exact_int8: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.in_size = 0
+        #: per layer, the values it reads as positions (0: the plan input, j + 1: layer j's output)
+        self.inputs: list[list[int]] = []
+
+    def value_size(self, pos: int) -> int:
+        """The size of the value at position ``pos`` (0: the plan input, j + 1: layer j's output)."""
+        return self.in_size if pos == 0 else self.layers[pos - 1]["output_size"]
+
+    def is_chain(self) -> bool:
+        """Whether every layer reads the previous layer's output (a format-1 chain)."""
+        return all(ins == [i] for i, ins in enumerate(self.inputs))
 
     def name(self, kind: str) -> str:
         """The name the next layer of ``kind`` gets (kind + its position in the chain)."""
         return f"{kind}{len(self.layers)}"
 
-    def add_layer(self, layer: dict, tensors: dict[str, np.ndarray]) -> None:
-        """Append ``layer``; its tensors (role -> array) are stored as float32 under ``<layer>.<role>``."""
+    def add_layer(self, layer: dict, tensors: dict[str, np.ndarray], inputs: list[int] | None = None) -> None:
+        """Append ``layer`` reading the values at positions ``inputs`` (default: the chain's tip); its
+        tensors (role -> array) are stored as float32 under ``<layer>.<role>``."""
+        self.inputs.append(list(inputs) if inputs is not None else [len(self.layers)])
         name = layer["name"]
         layer["tensors"] = {}
         for role, arr in tensors.items():
@@ -52,14 +64,40 @@ class PlanBuilder:
         return self.in_size
 
     def check_tip(self, v: Data, where: str) -> None:
-        """``v`` must be computed from the end of the chain (no branch) and not be a quantized value."""
-        if v.pos != len(self.layers):
-            raise CompileError(
-                f"{where}: the graph branches (this value was computed before layer "
-                f"{self.layers[v.pos]['name']!r}); only a single chain of layers can be compiled"
-            )
+        """Make ``v`` a value at the end of the chain: a value computed earlier (the graph branches) is
+        copied there by a ``gather`` layer, and ``v`` is updated in place to read that copy (the same
+        numbers). A quantized value, token ids or a value the plan cannot produce cannot be copied."""
         if v.quant is not None:
             raise CompileError(f"{where}: unexpected use of a dynamically quantized value")
+        if v.pos != len(self.layers):
+            if v.tokens:
+                raise CompileError(f"{where}: the graph branches on the token ids")
+            pos = self.gather(v, where)
+            v.perm, v.bad, v.pos = np.arange(len(v.perm)), np.zeros(len(v.perm), bool), pos
+
+    def value_input(self, v: Data, where: str) -> int:
+        """The position of a value holding exactly ``v``'s features in order: ``v``'s own value when its
+        index map is the identity, else a ``gather`` layer's copy."""
+        if v.quant is not None or v.tokens:
+            raise CompileError(f"{where}: unexpected use of a dynamically quantized value or token ids")
+        if is_identity(v.perm, self.value_size(v.pos)) and not v.bad.any():
+            return v.pos
+        return self.gather(v, where)
+
+    def gather(self, v: Data, where: str) -> int:
+        """Append a ``gather`` layer copying ``v``'s features (its index map) from its value; returns the
+        copy's position."""
+        if v.bad.any():
+            raise CompileError(f"{where}: uses {v.why or 'a value the plan cannot produce'}")
+        n = len(v.perm)
+        layer = {
+            "kind": "gather",
+            "name": self.name("gather"),
+            "input_size": self.value_size(v.pos),
+            "output_size": n,
+        }
+        self.add_layer(layer, {"index": np.asarray(v.perm, np.float32)}, inputs=[v.pos])
+        return len(self.layers)
 
     def fold_cols(self, v: Data, w: np.ndarray, where: str) -> np.ndarray:
         """Re-index the last axis of ``w`` (current feature order) onto the plan's output vector."""

@@ -31,6 +31,7 @@ __all__ = [
     "ShapeVal",
     "State",
     "Sym",
+    "TimePadded",
     "axes_desc",
     "feat_index",
     "ints",
@@ -135,6 +136,15 @@ class Multi:
             raise CompileError(f"{where(node)}: selects across parts of a Concat of data-dependent tensors")
         k = which.pop()
         return self.parts[k], idx - starts[k]
+
+
+@dataclass
+class TimePadded:
+    """``data`` zero-padded by ``left`` steps at the start of its time axis (a causal convolution's input):
+    only ``Conv`` over time may use it, as its left padding."""
+
+    data: Data
+    left: int
 
 
 @dataclass

@@ -9,17 +9,23 @@ other kind: y from x, state and scratch at the layer's offsets in M).
 
 from __future__ import annotations
 
-from . import attention, dense, esn, gru, lstm, rnn
+from . import attention, binary, conv, dense, esn, gather, gru, layernorm, lstm, rnn, tconv, unary
 from .elementwise import Activation, Affine, Normalize
 from .tokens import Embedding, OneHot
+
+#: the graph ops: each also owns its plan fields, tensor roles and packing (see ``_graph``)
+GRAPH_OPS = (gather, conv, binary, unary, layernorm, tconv)
+#: plan kind name -> graph op module
+GRAPH_BY_NAME = {op.NAME: op for op in GRAPH_OPS}
 
 #: kind code -> emitter
 REGISTRY = {
     op.KIND: op
     for op in (lstm, gru, rnn, esn, dense, attention, Normalize, Affine, Activation, Embedding, OneHot)
+    + GRAPH_OPS
 }
 
 #: plan kind name -> emitter
 BY_NAME = {op.NAME: op for op in REGISTRY.values()}
 
-__all__ = ["BY_NAME", "REGISTRY"]
+__all__ = ["BY_NAME", "GRAPH_BY_NAME", "GRAPH_OPS", "REGISTRY"]

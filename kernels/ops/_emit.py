@@ -36,6 +36,7 @@ class Code:
         self.depth = 0
         self._n = 0
         self.consts = consts if consts is not None else {}
+        self.wf = None  # the packed float32 buffer, for emitters that read their tables (numbers only)
 
     def __call__(self, line: str) -> None:
         self.lines.append("    " * self.depth + line)

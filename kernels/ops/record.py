@@ -57,10 +57,16 @@ class Layer:
     mats: tuple[Matrix, ...]  # descriptor j
     vecs: tuple[int, ...]  # vector slot offsets
     extra: dict = field(default_factory=dict)
+    in2_off: int = 0  # second input in M (binary ops)
+    aux_off: int = 0  # integer parameters in wf (graph ops: gather, conv1d, binary, unary)
 
     def has(self, flag: int) -> bool:
         """Whether the record's flag bit ``flag`` (``layout.F_*``) is set."""
         return bool(self.flags & flag)
+
+    def aux(self, wf: np.ndarray, n: int) -> tuple[int, ...]:
+        """The first ``n`` integer parameters of a graph op (stored as float32 at ``aux_off``)."""
+        return tuple(int(v) for v in wf[self.aux_off : self.aux_off + n])
 
     def act(self, d: int, j: int) -> Act:
         """Activation ``j`` of direction ``d``."""
@@ -111,6 +117,8 @@ def read_layer(wf: np.ndarray, index: int) -> Layer:
         leak=float(wf[fp + L.P_LEAK]),
         mats=tuple(mats),
         vecs=vecs,
+        in2_off=off2(wf, rec + L.R_IN2),
+        aux_off=off2(wf, rec + L.R_AUX),
     )
 
 

@@ -5,7 +5,20 @@ Adding an op: write ``@register("OpType") def handler(cx, node, vals, at)`` in t
 """
 
 # importing the family modules registers their handlers
-from . import activations, attention, elementwise, embedding, indexing, linear, quantized, recurrent, shape  # noqa: F401
+from . import (  # noqa: F401
+    activations,
+    attention,
+    conv,
+    elementwise,
+    embedding,
+    indexing,
+    linear,
+    math,
+    norm,
+    quantized,
+    recurrent,
+    shape,
+)
 from .registry import OPS, PLUMBING, Handler, handler, register
 
 __all__ = ["OPS", "PLUMBING", "Handler", "handler", "register"]

@@ -49,8 +49,12 @@ def _binary(cx, node, vals, op):
         v, c, left = a, b.arr, False
     elif isinstance(b, Data) and isinstance(a, Const):
         v, c, left = b, a.arr, True
+    elif isinstance(a, Data) and isinstance(b, Data):
+        from .math import data_binary
+
+        return data_binary(cx, node, a, b, op.lower())
     else:
-        raise CompileError(f"{where(node)}: {op} of two data-dependent tensors is not supported")
+        raise CompileError(f"{where(node)}: {op} of these operands is not supported")
     if v.quant is not None:
         raise CompileError(f"{where(node)}: unexpected use of a dynamically quantized value")
     vec = _feature_vector(v, c, node)

@@ -4,7 +4,8 @@
   layer's input weights and bias (:func:`pop_trailing_affine`);
 * an affine op after a linear ``dense`` layer scales its rows and shifts its bias; two affine ops compose
   (:func:`affine_into_tip`);
-* an activation after a linear ``dense`` layer becomes that layer's activation (:func:`activation_into_tip`).
+* an activation after a linear ``dense`` (or ``conv1d``) layer becomes that layer's activation
+  (:func:`activation_into_tip`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ def pop_trailing_affine(plan, v) -> tuple[np.ndarray, np.ndarray] | None:
     if not plan.layers or plan.layers[-1]["kind"] != "affine" or v.pos != len(plan.layers):
         return None
     layer = plan.layers.pop()
+    plan.inputs.pop()
     sc = plan.tensors.pop(layer["tensors"]["scale"]).astype(np.float64)
     sh = plan.tensors.pop(layer["tensors"]["shift"]).astype(np.float64)
     return sc, sh
@@ -42,6 +44,18 @@ def affine_into_tip(plan, sc: np.ndarray, sh: np.ndarray) -> bool:
             last["tensors"]["b"] = f"{last['name']}.b"
             plan.tensors[f"{last['name']}.b"] = nb
         return True
+    if last is not None and last["kind"] == "conv1d" and last["activation"] == "linear":
+        cout = last["out_channels"]
+        lout = last["output_size"] // cout
+        s2, h2 = sc.reshape(cout, lout), sh.reshape(cout, lout)
+        if np.all(s2 == s2[:, :1]) and np.all(h2 == h2[:, :1]):  # per channel: scale rows, shift bias
+            w = plan.tensors[last["tensors"]["W"]].astype(np.float64)
+            bname = last["tensors"].get("b") or f"{last['name']}.b"
+            b = plan.tensors[bname].astype(np.float64) if bname in plan.tensors else np.zeros(cout)
+            plan.tensors[last["tensors"]["W"]] = (w * s2[:, :1, None]).astype(np.float32)
+            plan.tensors[bname] = (b * s2[:, 0] + h2[:, 0]).astype(np.float32)
+            last["tensors"]["b"] = bname
+            return True
     if last is not None and last["kind"] == "affine":
         s0 = plan.tensors[last["tensors"]["scale"]].astype(np.float64)
         h0 = plan.tensors[last["tensors"]["shift"]].astype(np.float64)
@@ -55,7 +69,9 @@ def activation_into_tip(plan, v, act: str, params: dict) -> bool:
     """Make ``act`` (with its alpha/beta ``params``) the activation of the last layer when it is a linear
     dense layer that ``v`` comes from; False otherwise."""
     last = plan.layers[-1] if plan.layers else None
-    if last is None or last["kind"] != "dense" or last["activation"] != "linear" or v.pos != len(plan.layers):
+    if last is None or last["kind"] not in ("dense", "conv1d", "tconv") or last["activation"] != "linear":
+        return False
+    if v.pos != len(plan.layers) or (last["kind"] != "dense" and act == "softmax"):
         return False
     last["activation"] = act
     last.update(params)

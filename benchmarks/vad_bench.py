@@ -1,0 +1,117 @@
+"""Silero VAD per 512-sample chunk, one thread: edgernn ``Stream.step`` against ONNX Runtime's ``run`` on the
+same ONNX file (state fed back, ``intra_op_num_threads=1``), in one process, printing the ratio.
+
+    .venv/bin/python benchmarks/vad_bench.py [--file silero_vad_openvino_16k.onnx ...] [--chunks 2000]
+
+The chunks are 576-sample windows of a synthetic signal (speech-like bursts of harmonics and noise);
+latency does not depend on the values. Also prints max |Δp| between the two over those chunks. Files
+that take ``sr`` or leave the chunk length open are compiled with ``--set sr=16000`` and ``--shape
+input=1,576`` (the compiler front end of the Real-models issue; without it they are refused).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.resources
+import os
+import tempfile
+import time
+
+import numpy as np
+
+
+def _signal(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / 16000.0
+    env = (np.sin(2 * np.pi * 0.7 * t) > 0).astype(np.float32)
+    voiced = sum(np.sin(2 * np.pi * f * t) / (k + 1) for k, f in enumerate((140, 280, 420, 700, 1100)))
+    return (0.3 * env * voiced + 0.01 * rng.normal(size=n)).astype(np.float32)
+
+
+def main() -> None:
+    """Run the benchmark and print the per-chunk medians and their ratio."""
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--file", nargs="+", default=["silero_vad_openvino_16k.onnx"])
+    ap.add_argument("--chunks", type=int, default=2000)
+    ap.add_argument("--repeats", type=int, default=5)
+    a = ap.parse_args()
+    for f in a.file:
+        bench_file(f, a.chunks, a.repeats)
+
+
+def _compile(path: str, ernn: str) -> None:
+    """``edgernn compile`` with the bindings the file needs (``sr``, an open chunk length)."""
+    import onnx
+
+    from edgernn.cli import main as cli
+
+    g = onnx.load(path, load_external_data=False).graph
+    args = ["compile", path, "-o", ernn]
+    names = {i.name: i for i in g.input}
+    if "sr" in names:
+        args += ["--set", "sr=16000"]
+    dims = [d.dim_value for d in names["input"].type.tensor_type.shape.dim]
+    if len(dims) != 2 or 0 in dims:
+        args += ["--shape", "input=1,576"]
+    if cli(args) != 0:
+        raise SystemExit(f"vad_bench: could not compile {path}")
+
+
+def bench_file(name: str, chunks: int, repeats: int) -> None:
+    """Benchmark one Silero ONNX file (a name in ``silero_vad/data``)."""
+    import onnxruntime as ort
+
+    import edgernn
+
+    path = str(importlib.resources.files("silero_vad") / "data" / name)
+    with tempfile.TemporaryDirectory() as d:
+        ernn = os.path.join(d, "vad.ernn")
+        _compile(path, ernn)
+        m = edgernn.load(ernn)
+    a = argparse.Namespace(file=name, chunks=chunks, repeats=repeats)
+    audio = _signal(512 * a.chunks + 64)
+    X = np.stack([audio[i * 512 : i * 512 + 576] for i in range(a.chunks)]).astype(np.float32)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    sr = {"sr": np.array(16000, np.int64)} if "sr" in names else {}
+
+    def run_ort() -> tuple[float, np.ndarray]:
+        state = np.zeros((2, 1, 128), np.float32)
+        out = np.empty(len(X), np.float32)
+        t0 = time.perf_counter()
+        for i, x in enumerate(X):
+            p, state = sess.run(None, {"input": x[None], "state": state, **sr})
+            out[i] = p.ravel()[0]
+        return (time.perf_counter() - t0) / len(X), out
+
+    def run_ernn() -> tuple[float, np.ndarray]:
+        s = m.stream()
+        out = np.empty(len(X), np.float32)
+        step = s.step
+        t0 = time.perf_counter()
+        for i, x in enumerate(X):
+            out[i] = step(x)[0]
+        return (time.perf_counter() - t0) / len(X), out
+
+    run_ort(), run_ernn()  # warm both
+    to, te = [], []
+    for _ in range(a.repeats):  # interleaved: both see the same machine load
+        t, po = run_ort()
+        to.append(t)
+        t, pe = run_ernn()
+        te.append(t)
+    mo, me = float(np.median(to)) * 1e6, float(np.median(te)) * 1e6
+    print(
+        f"file {a.file}: {a.chunks} chunks x {a.repeats} repeats, one thread, load {os.getloadavg()[0]:.1f}"
+    )
+    print(f"  onnxruntime run : {mo:8.1f} us/chunk (min {min(to) * 1e6:.1f})")
+    print(f"  edgernn step    : {me:8.1f} us/chunk (min {min(te) * 1e6:.1f})")
+    print(f"  ratio           : {mo / me:8.2f}x  (max |dp| {float(np.abs(po - pe).max()):.2e})")
+
+
+if __name__ == "__main__":
+    main()
