@@ -9,6 +9,8 @@ twin (same weights; the twin transposes X, initial states and Y around the node)
 |a − e| ≤ 1e-5 + 1e-4·|e|, NaN must match NaN.
 
 ``test_differential_fast`` runs N_FAST graphs in CI; ``test_differential_many`` (slow) runs N_SLOW more.
+Each graph compiles its own step and chunk kernels (the chunk kernel with the hoisted input projection
+is a second full compile), so N_FAST is what keeps the default suite within its time budget.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-N_FAST = 300
+N_FAST = 100
 N_SLOW = 3000
 
 ACTS = ["Relu", "Tanh", "Sigmoid", "Affine", "LeakyRelu", "ThresholdedRelu", "ScaledTanh", "HardSigmoid"]
