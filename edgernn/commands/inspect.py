@@ -195,9 +195,11 @@ def describe_onnx(
     try:
         res = compile_graph(fe["model"], source=os.path.basename(path), state=state)
         info["compiles"] = True
-        info["compiled_layers"] = [
+        from ..plan import plan_layers
+
+        info["compiled_layers"] = [  # a chain's layers, or a graph plan's ops
             {k: layer[k] for k in ("name", "kind", "input_size", "output_size")}
-            for layer in res["plan"]["layers"]
+            for _, layer in plan_layers(res["plan"])
         ]
         info["compiled_sequence"] = res["plan"]["output"]["sequence"]
     except EdgeRNNError as e:
