@@ -14,8 +14,6 @@ import numpy as np
 
 from .artifact import ACTIVATION_DEFAULTS, ACTIVATIONS, DIRECTIONS, GRAPH_KINDS, RECURRENT_GATES, graph_layers
 from .kernels import layout as L
-from .kernels.ops import GRAPH_BY_NAME
-from .kernels.ops._graph import PackContext
 
 _ALIGN = 16  # floats / bytes alignment of every block (64 bytes for float32)
 #: a CSR reservoir at least this dense is packed as a dense matrix (the file stays CSR): from ~4% nonzeros
@@ -175,8 +173,8 @@ def pack(plan: dict, tensors: dict[str, np.ndarray]) -> Packed:
             state_sizes.append(layer["reservoir_size"])
         elif k == "attention":
             state_sizes.append(layer["input_size"] + 2)
-        elif k in GRAPH_KINDS and hasattr(GRAPH_BY_NAME[k], "state_size"):
-            state_sizes.append(GRAPH_BY_NAME[k].state_size(layer))
+        elif k in GRAPH_KINDS and hasattr(_graph_ops()[k], "state_size"):
+            state_sizes.append(_graph_ops()[k].state_size(layer))
         else:
             state_sizes.append(0)
     n_state = int(sum(state_sizes))
@@ -198,7 +196,7 @@ def pack(plan: dict, tensors: dict[str, np.ndarray]) -> Packed:
         elif k == "attention":
             scratch = max(scratch, layer["attention_size"])
         elif k in GRAPH_KINDS:
-            scratch = max(scratch, GRAPH_BY_NAME[k].scratch(layer))
+            scratch = max(scratch, _graph_ops()[k].scratch(layer))
     scr_off = pos
     val_off = [in_off] + out_offs  # position p: 0 the model input, j + 1 layer j's output
     m_size = pos + scratch + n_state  # the last n_state values: the overflow guard's state backup
@@ -413,6 +411,8 @@ def _pack_graph_op(layer, rec, wf, tensors, T, add_matrix, set_vec, set_params) 
     def flag(f: int) -> None:
         flags[0] |= f
 
+    from .kernels.ops._graph import PackContext
+
     ctx = PackContext(
         tensor=lambda role: T(layer, role),
         matrix=lambda j, role, m: add_matrix(rec, j, layer, role, m, _scale(layer, tensors, role)),
@@ -421,7 +421,7 @@ def _pack_graph_op(layer, rec, wf, tensors, T, add_matrix, set_vec, set_params) 
         params=lambda acts, alphas, betas: set_params(rec, acts, alphas, betas),
         set_flag=flag,
     )
-    GRAPH_BY_NAME[layer["kind"]].pack(layer, ctx)
+    _graph_ops()[layer["kind"]].pack(layer, ctx)
     return flags[0]
 
 
@@ -431,3 +431,11 @@ def _scale(layer: dict, tensors: dict, role: str, d: int | None = None) -> np.nd
         return None
     s = tensors[name]
     return s[d] if d is not None else s
+
+
+def _graph_ops() -> dict:
+    """The graph op modules by kind (``kernels/ops``), imported on first use: importing them imports
+    numba (their emitters), which ``import edgernn`` and the AOT path must not."""
+    from .kernels.ops import GRAPH_BY_NAME
+
+    return GRAPH_BY_NAME

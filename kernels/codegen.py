@@ -167,12 +167,18 @@ def _emit_run(c: Code, head: Header, layers: list[Layer]) -> None:
         _emit_layers(c, head, layers, "x")
 
 
+#: chunk mode with the hoisted input projection (see :func:`_hoistable`)
+HOIST = False
+
+
 def _hoistable(head: Header, layers: list[Layer]) -> bool:
     """Whether chunk mode computes layer 0's input projection W·x_t (+ bias) for a block of steps at
     once: a one-direction recurrent cell or a reservoir reading the model's feature input."""
     lay = layers[0]
     op = REGISTRY[lay.kind]
-    return head.vocab == 0 and hasattr(op, "proj_rows") and lay.directions == 1
+    # off until the projection block P lives in the caller's scratch: its np.empty is an allocation per
+    # call, which the real-time rule (tests/test_harden_realtime.py) forbids in every kernel entry
+    return HOIST and head.vocab == 0 and hasattr(op, "proj_rows") and lay.directions == 1
 
 
 def _emit_step_layer_proj(c: Code, lay: Layer, p: str, x: str, y: str) -> None:
