@@ -221,29 +221,38 @@ def clip(c: Code, value: float, arr: str, a0: int, n: int) -> None:
 
 
 def project_setup(
-    c: Code, m: Matrix, cols: int, rows: int, bias: list[tuple[int, int, int]]
-) -> tuple[str, str]:
-    """Chunk mode: emit the transposed input weights ``wt`` (cols, rows) = W[0:rows, 0:cols]ᵀ (int8 rows
-    dequantized with their scales) and the summed bias ``pb`` (rows,) from ``bias`` segments (vector offset
-    in wf, first row, rows). Returns the two local names (arrays made once per chunk call)."""
+    c: Code, m: Matrix, xt: Matrix | None, cols: int, rows: int, bias: list[tuple[int, int, int]], buf: str
+) -> tuple[str, str, int, int]:
+    """Chunk mode: the input weights transposed (cols, rows) and the summed bias ``pb`` (rows,) from
+    ``bias`` segments (vector offset in wf, first row, rows), both in the caller's scratch ``buf`` (no
+    allocation in the kernel). With ``xt`` (the packed transposed float32 input part, flag F_XT) the
+    weights are read from wf where they are; otherwise W[0:rows, 0:cols] is transposed into buf (int8 rows
+    dequantized with their scales). Returns (pb, the array holding the transposed weights, their offset
+    in it, how many values of buf are used)."""
+    pb, r, k = c.fresh("pb"), c.fresh("r"), c.fresh("k")
+    c(f"{pb} = {buf}[0 : {I(rows)}]")
+    with c.block(f"for {r} in range({I(rows)}):"):
+        c(f"{pb}[{r}] = Z")
+    for voff, r0, n in bias:
+        with c.block(f"for {r} in range({I(n)}):"):
+            c(f"{pb}[{I(r0)} + {r}] += wf[{I(voff)} + {r}]")
+    if xt is not None and xt.ld == rows:
+        return pb, "wf", xt.off, rows
     W = "wb" if m.int8 else "wf"
-    wt, pb, r, k = c.fresh("wt"), c.fresh("pb"), c.fresh("r"), c.fresh("k")
-    c(f"{wt} = np.empty({I(cols * rows)}, np.float32)")
-    c(f"{pb} = np.zeros({I(rows)}, np.float32)")
     with c.block(f"for {r} in range({I(rows)}):"):
         with c.block(f"for {k} in range({I(cols)}):"):
             v = f"{W}[{I(m.off)} + {r} * {I(m.ld)} + {k}]"
             if m.int8:
                 v = f"np.float32({v}) * wf[{I(m.soff)} + {r}]"
-            c(f"{wt}[{k} * {I(rows)} + {r}] = {v}")
-    for voff, r0, n in bias:
-        with c.block(f"for {r} in range({I(n)}):"):
-            c(f"{pb}[{I(r0)} + {r}] += wf[{I(voff)} + {r}]")
-    return wt, pb
+            c(f"{buf}[{I(rows)} + {k} * {I(rows)} + {r}] = {v}")
+    return pb, buf, rows, rows + cols * rows
 
 
-def project_block(c: Code, wt: str, pb: str, cols: int, rows: int, X: str, t0: str, tn: str, P: str) -> None:
-    """P[j*rows:(j+1)*rows] = pb + W·X[t0 + j] for j < tn (one axpy over the rows per input column)."""
+def project_block(
+    c: Code, wt: str, wt_off: int, pb: str, cols: int, rows: int, X: str, t0: str, tn: str, P: str
+) -> None:
+    """P[j*rows:(j+1)*rows] = pb + W·X[t0 + j] for j < tn (one axpy over the rows per input column), the
+    transposed weights W at ``wt[wt_off + k*rows + r]``."""
     j, r, k, xv, pj, wk = (c.fresh(n) for n in ("j", "r", "k", "xv", "pj", "wk"))
     with c.block(f"for {j} in range({tn}):"):
         c(f"{pj} = {P}[{j} * {I(rows)} : {j} * {I(rows)} + {I(rows)}]")
@@ -251,6 +260,6 @@ def project_block(c: Code, wt: str, pb: str, cols: int, rows: int, X: str, t0: s
             c(f"{pj}[{r}] = {pb}[{r}]")
         with c.block(f"for {k} in range({I(cols)}):"):
             c(f"{xv} = {X}[{t0} + {j}, {k}]")
-            c(f"{wk} = {wt}[{k} * {I(rows)} : {k} * {I(rows)} + {I(rows)}]")
+            c(f"{wk} = {wt}[{I(wt_off)} + {k} * {I(rows)} : {I(wt_off)} + {k} * {I(rows)} + {I(rows)}]")
             with c.block(f"for {r} in range({I(rows)}):"):
                 c(f"{pj}[{r}] += {wk}[{r}] * {xv}")
