@@ -131,7 +131,8 @@ def tables(res: dict, machine: dict) -> str:
         "",
         "**1,024 streams** (µs per stream-step): `streams(1024).step` (the blocked kernel, "
         "kernels/batch_blocked.py: each weight row loaded once per block of 16 streams) vs the "
-        "stream-by-stream kernel it replaced (`engine.step_batch`, same buffers) vs 1,024 separate "
+        "generated stream-by-stream kernel (`step_batch` of kernels/codegen.py, same buffers) "
+        "vs 1,024 separate "
         "`Stream.step` calls vs torch's batched cell vs ORT's step graph with batch 1,024:",
         "",
         "| model | weights | streams(1024) | stream by stream | separate | torch batched | ORT batched "

@@ -55,7 +55,12 @@ def _numba_for_model(base: _Backend, packed: Packed, path: str | None = None) ->
 
     k = codegen.kernels(packed.wf)  # step compiled now (or loaded from the cache), seq on first use
     if blocked_supported(packed.wf):  # the blocked kernel: each weight row loaded once per block of streams
-        b = _Backend("numba", k.step, base.step_batch, k.seq, base.batch_work)
+        blocked, one = base.step_batch, k.step_batch
+
+        def step_batch(X, wf, wb, MB, W):  # a single stream: the generated kernel (no block of 16 to pad)
+            return one(X, wf, wb, MB) if X.shape[0] < 2 else blocked(X, wf, wb, MB, W)
+
+        b = _Backend("numba", k.step, step_batch, k.seq, base.batch_work)
     else:
         b = _Backend("numba", k.step, k.step_batch, k.seq)
     b.source = k.source

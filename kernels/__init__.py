@@ -1,5 +1,6 @@
-"""numba kernels, one file per cell type, and the plan interpreter (``engine``).
+"""numba kernels: generated for each model (``codegen``, one emitter module per op kind in ``ops``),
+the blocked many-stream kernel (``batch_blocked``) and what they share (activations, guard, layout).
 
-Importing this package does not compile anything: ``engine`` is imported (and compiled, or loaded from
-the cache) when the first model is loaded with the numba backend.
+Importing this package does not compile anything: a model's kernels are generated and compiled (or
+loaded from the cache) when it is loaded with the numba backend.
 """

@@ -1,7 +1,7 @@
 """Blocked many-stream step: each weight row is loaded once per block of ``BLK`` streams.
 
-``engine.step_batch`` advances n streams with n single-stream steps: every stream re-reads every weight
-row. Here the streams go through in blocks of ``BLK`` = 16: a layer's inputs for the block are gathered
+A single-stream step run n times re-reads every weight row n times. Here the streams go through in
+blocks of ``BLK`` = 16: a layer's inputs for the block are gathered
 into a *panel* P[b, k] (row b = stream b's [x; h]), and each weight row, loaded once into L1, is dotted
 with the panel rows of four streams at a time (one weight load feeds four FMAs; the reduction over k
 vectorizes). The elementwise parts (gates, leaky integration, activations) run per stream on the panels;
@@ -10,14 +10,15 @@ states are copied from and back to each stream's buffer.
 Supported here (the common streaming models): forward LSTM with the default activations and no clip,
 peepholes or input_forget; forward GRU (sigmoid/tanh, either ``linear_before_reset``, no clip); forward RNN
 (tanh/relu, no clip); ESN (dense or CSR, state or extended readout); dense (linear/relu/tanh/sigmoid);
-float32 or int8 weights. Any other model steps its streams one after another, as ``engine.step_batch``.
-Same entry point, arguments and status codes as ``engine.step_batch``.
+float32 or int8 weights (``blocked_supported``). Any other model gets the generated per-model
+``step_batch`` (kernels/codegen.py), whose arguments and status codes this kernel shares (plus the work
+buffer ``W``); so does a call with fewer than two streams (the runtime routes it there).
 
 The numba backend's ``step_batch`` (``Model.streams(n).step``) is this kernel, behind
 :class:`LazyStepBatch`: compiling it takes longer than the single-stream step, so it compiles on the first
 batched call of a process (or loads from the kernel cache; ``edgernn warmup`` compiles it ahead). Its
 sums run in a different order than the single-stream GEMV, so ``streams(n)`` equals n separate streams
-to float32 rounding (~3e-8 here), not bit for bit. The AOT module keeps ``engine.step_batch``.
+to float32 rounding (~3e-8 here), not bit for bit. An AOT module has the generated ``step_batch`` only.
 """
 
 from __future__ import annotations
@@ -26,17 +27,6 @@ import numpy as np
 
 from .activations import A_LINEAR, A_RELU, A_SIGMOID, A_TANH, fast_sigmoid, fast_tanh
 from .config import kernel, njit
-from .engine import (
-    ST_OK,
-    ST_OVERFLOW,
-    ST_SIZE,
-    _backup,
-    _check,
-    _guarded,
-    _restore,
-    _run_step,
-    _state_out_finite,
-)
 from .layout import (
     F_BIAS,
     F_CLIP,
@@ -78,6 +68,17 @@ from .layout import (
     REC,
 )
 from .linalg import off2, vec
+from .streamcheck import (
+    ST_NOT_STREAMABLE,
+    ST_OK,
+    ST_OVERFLOW,
+    ST_SIZE,
+    backup,
+    check_row,
+    guarded,
+    restore,
+    state_out_finite,
+)
 
 BLK = 16  # streams per block: one AVX-512 register, two AVX2 registers of float32
 _Z = np.float32(0.0)
@@ -530,29 +531,28 @@ def work_size(wf):
 @njit
 def step_batch(X, wf, wb, MB, W):
     """Advance n streams (rows of MB) by one step each with the rows of X (same contract and status codes
-    as ``engine.step_batch``); blocks of BLK streams share every weight row load. ``W``: a float32 work
+    as the generated ``step_batch``); blocks of BLK streams share every weight row load. ``W``: a float32 work
     buffer of at least :func:`work_size` floats (its contents are overwritten; nothing is allocated)."""
     n = X.shape[0]
     if n != MB.shape[0] or W.shape[0] < work_size(wf):
         return ST_SIZE
+    if not _supported(wf):  # the runtime gives such models the generated step_batch
+        return ST_NOT_STREAMABLE
     for i in range(n):
-        st = _check(X[i], wf)
+        st = check_row(X[i], wf)
         if st != ST_OK:
             return st | (i << 3)
-    guard = _guarded(wf)
+    guard = guarded(wf)
     if guard:
         for i in range(n):
-            _backup(wf, MB[i])
-    if n < 2 or not _supported(wf):
-        for i in range(n):
-            _run_step(X[i], wf, wb, MB[i])
-    else:
+            backup(wf, MB[i])
+    if n > 0:
         _blocks(X, wf, wb, MB, W)
-    if guard:  # a finite input drove some stream to NaN/Inf: no stream advances (engine.step_batch's rule)
+    if guard:  # a finite input drove some stream to NaN/Inf: no stream advances
         for i in range(n):
-            if not _state_out_finite(wf, MB[i]):
+            if not state_out_finite(wf, MB[i]):
                 for j in range(n):
-                    _restore(wf, MB[j])
+                    restore(wf, MB[j])
                 return ST_OVERFLOW | (i << 3)
     return ST_OK
 

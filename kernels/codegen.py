@@ -5,7 +5,7 @@ Why: a generic interpreter must be compiled for every layer kind and branch it c
 reads its plan from memory at every step; a function specialised to one model compiles only the ops that
 model uses (about a second for an LSTM) and gives LLVM constant trip counts to unroll and vectorize.
 
-Entry points of the generated module (same arguments and status codes as ``kernels/engine.py``, so the
+Entry points of the generated module (status codes ``layout.ST_*``, so the
 runtime, the numpy backend and the batched kernel share one stream-buffer layout):
 
 * ``step(x, wf, wb, M)``: x (I,) float32 → the model output at ``M[out_off:out_off+O]``;
@@ -34,6 +34,7 @@ import numpy as np
 
 from . import config
 from . import layout as L
+from .layout import ST_NONFINITE, ST_NOT_STREAMABLE, ST_OK, ST_OVERFLOW, ST_SIZE, ST_TOKEN
 from .ops import REGISTRY
 from .ops._emit import Code, I, fill, project_block, project_setup
 from .ops.record import Header, Layer, read_header, read_layer
@@ -58,8 +59,6 @@ from edgernn.kernels.guard import all_finite
 Z = np.float32(0.0)
 ONE = np.float32(1.0)
 """
-
-ST_OK, ST_SIZE, ST_NONFINITE, ST_TOKEN, ST_OVERFLOW, ST_NOT_STREAMABLE = 0, 1, 2, 3, 4, 5
 
 
 def _layers(wf: np.ndarray) -> tuple[Header, list[Layer]]:
@@ -110,7 +109,7 @@ def _restore(c: Code, head: Header) -> None:
 
 
 def _cell_scratch(c: Code, lay: Layer) -> tuple[str, str]:
-    """Names bound to the cell's gate scratch g and its [x; h] buffer (the engine's layout)."""
+    """Names bound to the cell's gate scratch g and its [x; h] buffer (the packed layout)."""
     H, s = lay.hidden, lay.scratch_off
     gn = H if REGISTRY[lay.kind].NAME == "rnn" else 5 * H
     g, xh = c.fresh("g"), c.fresh("xh")

@@ -113,3 +113,12 @@ P_LEAK = 13
 NP = 14
 
 TWO24 = 16777216
+
+# status codes of every kernel entry point (in batch mode ``code | row << 3``); inputs are checked before
+# any state is touched, so a refused call leaves every stream as it was
+ST_OK = 0
+ST_SIZE = 1
+ST_NONFINITE = 2
+ST_TOKEN = 3
+ST_OVERFLOW = 4  # a finite input drove the state or output to NaN/Inf; the state was restored
+ST_NOT_STREAMABLE = 5

@@ -1,9 +1,10 @@
 """The blocked many-stream kernel (kernels/batch_blocked.py) against n separate single-stream steps.
 
-The kernel runs on a ``Streams`` object's own buffers (it is a drop-in for ``engine.step_batch``, not yet
-wired into the runtime); every supported layer kind, odd sizes (rows not a multiple of 4, streams not a
-multiple of 16), int8 weights, and the models it hands to the per-stream loop (clip, peepholes,
-attention...) must give what n separate ``Stream.step`` calls give, up to float32 summation order.
+The kernel runs on a ``Streams`` object's own buffers; every supported layer kind, odd sizes (rows not a
+multiple of 4, streams not a multiple of 16) and int8 weights must give what n separate ``Stream.step``
+calls give, up to float32 summation order. The models it does not cover (clip, peepholes, attention...)
+it refuses untouched, and ``Streams.step`` runs them through the generated per-model kernel: the same
+property holds for them there.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def _cases():
         "esn-sparse-ext",
         model([esn(rng, "e", 3, 30, sparse=True, readout_input="extended"), dense(rng, "d", 34, 2)], 3),
     )
-    # handed to the per-stream loop
+    # not covered: the generated step_batch
     yield "lstm-clip", model([recurrent(rng, "lstm", "l", 3, 5, clip=0.5), dense(rng, "d", 5, 1)], 3)
     yield "lstm-peephole", model([recurrent(rng, "lstm", "l", 3, 5, P=True), dense(rng, "d", 5, 1)], 3)
     yield (
@@ -92,10 +93,18 @@ def test_streams_equal_separate_streams(tmp_path, name, pt, quant, n):
     batch = m.streams(n)
     single = [m.stream() for _ in range(n)]
     rng = np.random.default_rng(n)
+    blocked = batch_blocked.blocked_supported(batch._wf)
+    assert blocked == (name not in ("lstm-clip", "lstm-peephole", "attention"))
     for t in range(6):
         X = rng.standard_normal((n, plan["input"]["size"])).astype(np.float32)
-        assert batch_blocked.step_batch(X, batch._wf, batch._wb, batch._MB, _work(batch)) == 0
-        got = batch._MB[:, batch._o]
+        if blocked:
+            assert batch_blocked.step_batch(X, batch._wf, batch._wb, batch._MB, _work(batch)) == 0
+            got = batch._MB[:, batch._o]
+        else:
+            before = batch._MB.copy()
+            assert batch_blocked.step_batch(X, batch._wf, batch._wb, batch._MB, _work(batch)) == 5
+            np.testing.assert_array_equal(batch._MB, before)  # refused, nothing written
+            got = batch.step(X)
         want = np.stack([s.step(x) for s, x in zip(single, X, strict=True)])
         assert_close(got, want, atol=1e-5, rtol=1e-4, what=f"{name} {quant} n={n} t={t}")
     assert_close(batch.state, np.stack([s.state for s in single]), atol=1e-5, rtol=1e-4, what="states")
@@ -125,7 +134,7 @@ def test_bad_row_leaves_every_stream_untouched(tmp_path):
     before = b.state
     X[17, 1] = np.nan
     status = batch_blocked.step_batch(X, b._wf, b._wb, b._MB, _work(b))
-    assert status >> 3 == 17 and status & 7 == 2  # ST_NONFINITE in row 17, as engine.step_batch reports
+    assert status >> 3 == 17 and status & 7 == 2  # ST_NONFINITE in row 17, as the generated kernels report
     np.testing.assert_array_equal(b.state, before)
     bad = np.zeros((19, 3), np.float32)
     assert batch_blocked.step_batch(bad, b._wf, b._wb, b._MB, _work(b)) == 1  # ST_SIZE: one row per stream
