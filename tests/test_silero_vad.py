@@ -169,3 +169,15 @@ def test_silero_sequence_file_runs_like_ort(compiled, speech):
     assert float(np.abs(m.stream().run(X)[:, 0] - want).max()) <= 1e-4
     s = m.stream()
     assert float(np.abs(np.array([s.step(x)[0] for x in X]) - want).max()) <= 1e-4
+
+
+def test_inspect_counts_the_weights_inside_if_branches(compiled):
+    """silero_vad.onnx keeps its weights in If branches (8 kHz and 16 kHz): inspect counts them, so the
+    file holds at least what its compiled 16 kHz plan keeps, and more than the 16 kHz-only file."""
+    pytest.importorskip("onnx")
+    from edgernn.commands.inspect import describe_onnx
+
+    full = describe_onnx(_model_path("full"))["parameters"]
+    only16k = describe_onnx(_model_path("op15"))["parameters"]
+    plan = edgernn.load(compiled["full"]).info["parameters"]
+    assert full > only16k >= plan > 100_000

@@ -120,6 +120,33 @@ def _show(name: str) -> str:
     return name if name.isprintable() else repr(name)[1:-1]
 
 
+def _graph_weights(onnx, g) -> tuple[int, int]:
+    """(values, bytes) of the tensors in ONNX graph ``g``: initializers and Constant nodes, in ``g`` and in
+    every subgraph (If branches, Loop bodies: Silero VAD keeps its weights in If branches)."""
+    params = nbytes = 0
+    tensors = list(g.initializer)
+    for n in g.node:
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.TENSOR and n.op_type == "Constant":
+                tensors.append(a.t)
+            elif a.type == onnx.AttributeProto.GRAPH:
+                p, b = _graph_weights(onnx, a.g)
+                params, nbytes = params + p, nbytes + b
+            elif a.type == onnx.AttributeProto.GRAPHS:
+                for sub in a.graphs:
+                    p, b = _graph_weights(onnx, sub)
+                    params, nbytes = params + p, nbytes + b
+    for t in tensors:
+        n = 1
+        for d in t.dims:
+            n *= d
+        params += n
+        nbytes += (
+            len(t.raw_data) if t.raw_data else n * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+        )
+    return params, nbytes
+
+
 def describe_onnx(
     path: str,
     bind: dict | None = None,
@@ -145,14 +172,7 @@ def describe_onnx(
             for d in vi.type.tensor_type.shape.dim
         ]
 
-    params = 0
-    nbytes = 0
-    for t in g.initializer:
-        n = 1
-        for d in t.dims:
-            n *= d
-        params += n
-        nbytes += len(t.raw_data) if t.raw_data else n * 4
+    params, nbytes = _graph_weights(onnx, g)
     rec = []
     for n in g.node:
         if n.op_type in ("LSTM", "GRU", "RNN", "DynamicQuantizeLSTM"):
