@@ -149,6 +149,7 @@ def quantize_onnx(src: str, dst: str, exclude: list[str] | None = None, per_chan
                 dst,
                 weight_type=QuantType.QInt8,
                 per_channel=per_channel,
+                reduce_range=True,
                 extra_options={"EnableSubgraph": True},
                 nodes_to_exclude=list(exclude or []),
             )

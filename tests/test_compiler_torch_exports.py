@@ -202,7 +202,9 @@ def test_ort_int8_lstm_compiles(tmp_path):
     _export(model, torch.randn(2, 6, 4), f32, dynamo=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quantize_dynamic(f32, q8, weight_type=QuantType.QInt8)
+        # 7-bit weights (reduce_range): ORT's u8s8 int8 kernels on x86 without VNNI saturate the int16
+        # sums of weight pairs, which makes the oracle itself off by ~0.03 there
+        quantize_dynamic(f32, q8, weight_type=QuantType.QInt8, reduce_range=True)
     ops = {n.op_type for n in onnx.load(q8).graph.node}
     assert "DynamicQuantizeLSTM" in ops and "MatMulInteger" in ops
     x = np.random.default_rng(0).normal(size=(3, 9, 4)).astype(np.float32)
