@@ -265,4 +265,7 @@ def state_vars(layer: dict) -> list[tuple[str, int]]:
         return [("x", layer["reservoir_size"])]
     if k == "attention":
         return [("m", 1), ("l", 1), ("acc", layer["input_size"])]
+    if k == "tconv":
+        hn = (layer["kernel_size"] - 1) * layer.get("dilation", 1) * layer["in_channels"]
+        return [("hist", hn)] if hn else []
     return []
