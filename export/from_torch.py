@@ -218,11 +218,11 @@ def _sequence_model(m) -> tuple[list, dict]:
         n = cfg["input_size"]
         layer = {"kind": "normalize", "name": "normalize0", "input_size": n, "output_size": n}
         layers.append((layer, {"mean": _np(mean), "std": _np(std)}, lambda x, a=mean, s=std: (x - a) / s))
-    if m.convs is not None:
-        for j, conv in enumerate(m.convs):
-            item = tc.tconv_layer(f"tconv{j}", conv, m.conv_pad(j), f"conv front-end layer {j}")
-            if m.norms is not None:
-                item = tc.fold_bn(item, m.norms[j])
+    if m.front is not None:
+        for j, conv in enumerate(m.front.convs):
+            item = tc.tconv_layer(f"tconv{j}", conv, m.front.pad(j), f"conv front-end layer {j}")
+            if m.front.norms is not None:
+                item = tc.fold_bn(item, m.front.norms[j])
             layers.append(tc.with_activation(item, "relu"))
     layers += _recurrent_layers(m.rnn, "", counter)
     if m.attention is not None:
