@@ -419,10 +419,10 @@ def _user_module(module) -> tuple[list, dict]:
             layers[-1][0]["_source"] = src
             size = m.out_channels
         elif isinstance(m, nn.BatchNorm1d):
-            if size is None:
-                raise UnsupportedModuleError("nn.BatchNorm1d before any layer")
-            last = layers[-1][0]
-            if last["kind"] in ("tconv", "dense") and last.get("activation") == "linear":
+            if size is None:  # the first layer: normalizes the model's input channels
+                size = int(m.num_features)
+            last = layers[-1][0] if layers else {}
+            if last.get("kind") in ("tconv", "dense") and last.get("activation") == "linear":
                 layers[-1] = tc.fold_bn(layers[-1], m)
                 layers[-1][0].pop("_module", None)
             else:
@@ -430,12 +430,19 @@ def _user_module(module) -> tuple[list, dict]:
                 counter["affine"] += 1
                 layers.append(tc.affine_layer(f"affine{n}", size, m))
             layers[-1][0]["_source"] = src
+        elif isinstance(m, nn.LayerNorm):
+            if size is None:  # the first layer: normalizes the model's input features
+                size = int(m.normalized_shape[-1])
+            n = counter.setdefault("layernorm", 0)
+            counter["layernorm"] += 1
+            layers.append(tc.layernorm_layer(f"layernorm{n}", size, m))
+            layers[-1][0]["_source"] = src
         elif isinstance(m, ignore):
             continue
         else:
             raise UnsupportedModuleError(
                 f"{type(m).__name__} is not supported: build the model from nn.Embedding, causal nn.Conv1d, "
-                "nn.BatchNorm1d, nn.RNN/LSTM/GRU, nn.Linear and ReLU/Tanh/Sigmoid/Softmax"
+                "nn.BatchNorm1d, nn.LayerNorm, nn.RNN/LSTM/GRU, nn.Linear and ReLU/Tanh/Sigmoid/Softmax"
             )
     if pad is not None:
         raise UnsupportedModuleError("F.pad at the end of the model: pad only right before an nn.Conv1d")

@@ -11,7 +11,8 @@ see a sequence shorter than the stream.
 
 ``nn.BatchNorm1d`` (eval mode: running statistics) directly after a convolution or ``nn.Linear`` with no
 activation in between is folded into its weights; elsewhere it is an ``affine`` layer
-(``y = x·scale + shift`` per channel).
+(``y = x·scale + shift`` per channel). ``nn.LayerNorm`` over the features (the last axis of
+``(batch, time, features)``) is a ``layernorm`` layer.
 """
 
 from __future__ import annotations
@@ -155,3 +156,19 @@ def with_activation(item: tuple[dict, dict, Callable], act: str) -> tuple[dict, 
     layer, tensors, stage = item
     f = _act_fn(act)
     return dict(layer, activation=act), tensors, lambda x, s=stage, f=f: f(s(x))
+
+
+def layernorm_layer(name: str, size: int, ln) -> tuple[dict, dict, Callable]:
+    """``nn.LayerNorm(size)`` over the last axis of ``(batch, time, size)``: a ``layernorm`` layer."""
+    if tuple(ln.normalized_shape) != (size,):
+        raise UnsupportedModuleError(
+            f"nn.LayerNorm{tuple(ln.normalized_shape)} on {size} features: only a LayerNorm over the "
+            "feature axis (normalized_shape=(features,)) of (batch, time, features) streams"
+        )
+    layer = {"kind": "layernorm", "name": name, "input_size": size, "output_size": size, "size": size}
+    layer["epsilon"] = float(ln.eps)
+    w = _np(ln.weight) if ln.weight is not None else np.ones(size, np.float32)
+    tensors = {"scale": w}
+    if getattr(ln, "bias", None) is not None:
+        tensors["bias"] = _np(ln.bias)
+    return layer, tensors, lambda x, m=ln: m(x)

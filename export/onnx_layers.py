@@ -239,6 +239,11 @@ def pointwise(g: Graph, layer: dict, tensors: dict, x: str) -> str:
         if "b" in t:
             y = g.op("Add", [y, g.const(f32(tensors[t["b"]]), f"{layer['name']}.b")])
         return act(g, y, layer["activation"], layer.get("alpha"), layer.get("beta"))
+    if k == "layernorm":
+        ins = [x, g.const(f32(tensors[t["scale"]]), f"{layer['name']}.scale")]
+        if "bias" in t:
+            ins.append(g.const(f32(tensors[t["bias"]]), f"{layer['name']}.bias"))
+        return g.op("LayerNormalization", ins, axis=-1, epsilon=float(layer["epsilon"]))
     if k == "embedding":
         return g.op("Gather", [g.const(f32(dequant(layer, tensors, "table")), f"{layer['name']}.table"), x])
     if k == "onehot":

@@ -149,6 +149,68 @@ def test_many_to_many_streams(tmp_path):
     assert close(np.stack([s.step(x) for x in X[0]]), _torch(m, X)[0])
 
 
+class LayerNormGRU(nn.Module):
+    """LayerNorm on the input features -> GRU -> LayerNorm -> Linear per step."""
+
+    def __init__(self):
+        super().__init__()
+        self.ln, self.gru, self.ln2, self.head = (
+            nn.LayerNorm(5),
+            nn.GRU(5, 12, batch_first=True),
+            nn.LayerNorm(12),
+            nn.Linear(12, 2),
+        )
+        with torch.no_grad():
+            self.ln.weight.uniform_(0.5, 1.5)
+            self.ln.bias.uniform_(-1, 1)
+
+    def forward(self, x):
+        return self.head(self.ln2(self.gru(self.ln(x))[0]))
+
+
+class BatchNormConvGRU(nn.Module):
+    """Causal Conv1d (k4) -> BatchNorm1d (folded) -> ReLU -> GRU -> Linear on the last step."""
+
+    def __init__(self):
+        super().__init__()
+        self.c, self.bn, self.gru, self.head = (
+            nn.Conv1d(5, 8, 4),
+            nn.BatchNorm1d(8),
+            nn.GRU(8, 12, batch_first=True),
+            nn.Linear(12, 2),
+        )
+        with torch.no_grad():
+            self.bn.running_mean.uniform_(-1, 1)
+            self.bn.running_var.uniform_(0.5, 2)
+
+    def forward(self, x):
+        z = torch.relu(self.bn(self.c(F.pad(x.transpose(1, 2), (3, 0)))))
+        return self.head(self.gru(z.transpose(1, 2))[0][:, -1])
+
+
+@pytest.mark.parametrize(
+    "cls, kinds",
+    [
+        (LayerNormGRU, ["layernorm", "gru", "layernorm", "dense"]),
+        (BatchNormConvGRU, ["tconv", "gru", "dense"]),
+    ],
+)
+def test_layernorm_gru_and_batchnorm_conv_gru_export_and_stream(tmp_path, cls, kinds):
+    """Both pass the parity proof; streaming step by step equals torch on every prefix (many-to-one) or
+    on the whole sequence (many-to-many)."""
+    torch.manual_seed(2)
+    m = cls().eval()
+    report = export(m, tmp_path, np.random.default_rng(4).normal(size=(2, 9, 5)).astype(np.float32))
+    assert report["ok"] and [ly["kind"] for ly in report["model"]["layers"]] == kinds
+    X = np.random.default_rng(5).normal(1.0, 2.0, size=(1, 14, 5)).astype(np.float32)
+    s = edgernn.load(tmp_path / "model.ernn").stream()
+    steps = np.stack([s.step(x) for x in X[0]])
+    if cls is LayerNormGRU:
+        assert close(steps, _torch(m, X)[0])
+    else:
+        assert close(steps, np.stack([_torch(m, X[:, : t + 1])[0] for t in range(X.shape[1])]))
+
+
 @pytest.mark.parametrize(
     "kw, words",
     [
