@@ -11,10 +11,14 @@ before the start, exactly as ``forward`` does on the zero-padded start of a sequ
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from .models import SequenceModel
 
 
 class CausalConvStack(nn.Module):
@@ -65,3 +69,33 @@ class CausalConvStack(nn.Module):
                 z = self.norms[j](z)
             z = torch.relu(z)
         return z.transpose(1, 2)
+
+
+def deepconvlstm(
+    input_size: int,
+    output_size: int,
+    conv_channels: Sequence[int] = (32, 32),
+    kernel_size: int = 5,
+    hidden_size: int = 64,
+    batchnorm: bool = True,
+    **kw: Any,
+) -> SequenceModel:
+    """A DeepConvLSTM-style classifier (Ordóñez & Roggen 2016), streamable: causal ``Conv1d → BatchNorm1d
+    → ReLU`` layers over time feeding an LSTM, a linear head on the last step (many-to-one).
+
+    ``(batch, time, input_size)`` -> ``(batch, output_size)`` logits (``output_activation`` in ``kw``).
+    Other keyword arguments go to :class:`SequenceModel` (``input_mean``/``input_std``, ``labels``,
+    ``num_layers``, ``conv_dilation``...). Train with :func:`edgernn.train.fit`.
+    """
+    from .models import SequenceModel
+
+    return SequenceModel(
+        "lstm",
+        input_size,
+        hidden_size,
+        output_size,
+        conv_channels=conv_channels,
+        conv_kernel_size=kernel_size,
+        conv_batchnorm=batchnorm,
+        **kw,
+    )

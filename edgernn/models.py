@@ -275,34 +275,6 @@ class SequenceModel(nn.Module):
         return _activate(self.logits(x), self.output_activation)
 
 
-def deepconvlstm(
-    input_size: int,
-    output_size: int,
-    conv_channels: Sequence[int] = (32, 32),
-    kernel_size: int = 5,
-    hidden_size: int = 64,
-    batchnorm: bool = True,
-    **kw: Any,
-) -> SequenceModel:
-    """A DeepConvLSTM-style classifier (Ordóñez & Roggen 2016), streamable: causal ``Conv1d → BatchNorm1d
-    → ReLU`` layers over time feeding an LSTM, a linear head on the last step (many-to-one).
-
-    ``(batch, time, input_size)`` -> ``(batch, output_size)`` logits (``output_activation`` in ``kw``).
-    Other keyword arguments go to :class:`SequenceModel` (``input_mean``/``input_std``, ``labels``,
-    ``num_layers``, ``conv_dilation``...). Train with :func:`edgernn.train.fit`.
-    """
-    return SequenceModel(
-        "lstm",
-        input_size,
-        hidden_size,
-        output_size,
-        conv_channels=conv_channels,
-        conv_kernel_size=kernel_size,
-        conv_batchnorm=batchnorm,
-        **kw,
-    )
-
-
 class ESN(nn.Module):
     """Echo state network: a fixed random leaky-tanh reservoir and a linear readout fitted by ridge.
 
@@ -477,6 +449,8 @@ class ESN(nn.Module):
         self.readout.bias.copy_(sol[-1].float())
         return self
 
+
+from .convfront import deepconvlstm  # noqa: E402, F401  (a SequenceModel with a causal conv front-end)
 
 # ----------------------------------------------------------------------------------------- save/load
 
