@@ -50,7 +50,7 @@ def conv_pads(conv, pad: tuple[int, int] | None, where: str) -> int:
     k, d = int(conv.kernel_size[0]), int(conv.dilation[0])
     hn = (k - 1) * d
     fix = (
-        f"make it causal: nn.Conv1d(..., padding=0) on F.pad(z, ({hn}, 0)) (z: batch, channels, time), "
+        f"Make it causal: nn.Conv1d(..., padding=0) on F.pad(z, ({hn}, 0)) (z: batch, channels, time), "
         f"so that output t reads inputs t-{hn}..t"
     )
     if conv.stride[0] != 1 or conv.groups != 1:
