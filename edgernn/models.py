@@ -1,7 +1,8 @@
 """The edgernn model family: plain PyTorch ``nn.Module``s that export cleanly (imports torch).
 
 * :class:`SequenceModel` — vanilla RNN (tanh/relu), LSTM or GRU; stacked, bidirectional, with optional
-  additive attention pooling; real-valued or token inputs; many-to-one or many-to-many heads.
+  additive attention pooling and an optional causal Conv1d front-end (DeepConvLSTM, :func:`deepconvlstm`);
+  real-valued or token inputs; many-to-one or many-to-many heads.
 * :class:`ESN` — an echo state network: a fixed random reservoir and a ridge-regression readout.
 * :func:`save` / :func:`load` — a checkpoint is one safetensors file: the weights are its tensors and the
   constructor arguments are JSON in its metadata. Loading never unpickles, so an untrusted checkpoint
@@ -95,6 +96,11 @@ class SequenceModel(nn.Module):
     input_mean, input_std : optional per-feature normalization ``(x - mean) / std`` stored as buffers and
         carried into the exported artifact.
     labels : optional output names (``output_size`` strings).
+    conv_channels : a causal convolutional front-end before the recurrent layers
+        (:class:`edgernn.convfront.CausalConvStack`): output channels of each ``Conv1d → [BatchNorm1d] →
+        ReLU`` layer over time, kernel ``conv_kernel_size``, dilation ``conv_dilation``, ``BatchNorm1d``
+        when ``conv_batchnorm``. Real-valued inputs only; applied after the input normalization. Each
+        layer streams with the last ``(K-1)·d`` inputs as state (zeros before the first step).
     """
 
     def __init__(
@@ -116,6 +122,10 @@ class SequenceModel(nn.Module):
         input_mean: Sequence[float] | np.ndarray | None = None,
         input_std: Sequence[float] | np.ndarray | None = None,
         labels: Sequence[str] | None = None,
+        conv_channels: Sequence[int] | None = None,
+        conv_kernel_size: int = 5,
+        conv_dilation: int = 1,
+        conv_batchnorm: bool = False,
     ):
         super().__init__()
         if cell not in CELLS:
@@ -180,6 +190,22 @@ class SequenceModel(nn.Module):
             "dropout": float(dropout),
             "labels": labels,
         }
+        self.front = None
+        if conv_channels is not None:
+            from .convfront import CausalConvStack
+
+            if self.tokens:
+                raise ValueError("conv_channels: a convolutional front-end takes real-valued features")
+            self.front = CausalConvStack(
+                input_size, conv_channels, conv_kernel_size, conv_dilation, bool(conv_batchnorm)
+            )
+            rnn_in = self.front.convs[-1].out_channels
+            self.config.update(
+                conv_channels=[int(c) for c in conv_channels],
+                conv_kernel_size=conv_kernel_size,
+                conv_dilation=conv_dilation,
+                conv_batchnorm=bool(conv_batchnorm),
+            )
         self.normalized = input_mean is not None or input_std is not None
         if self.normalized:
             mean = _vector(0.0 if input_mean is None else input_mean, input_size, "input_mean")
@@ -231,6 +257,8 @@ class SequenceModel(nn.Module):
         x = x.to(torch.float32)
         if self.normalized:
             x = (x - self.input_mean) / self.input_std
+        if self.front is not None:
+            x = self.front(x)
         return x
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -422,6 +450,8 @@ class ESN(nn.Module):
         return self
 
 
+from .convfront import deepconvlstm  # noqa: E402, F401  (a SequenceModel with a causal conv front-end)
+
 # ----------------------------------------------------------------------------------------- save/load
 
 _CLASSES = {"SequenceModel": SequenceModel, "ESN": ESN}
@@ -465,6 +495,11 @@ def load(path: str | os.PathLike) -> nn.Module:
         raise ValueError(f"{path}: bad checkpoint metadata ({e!r})") from None
     # sizes are checked before anything is built: a hostile config must not make us allocate terabytes
     for key, value in config.items():
+        if key == "conv_channels" and isinstance(value, list) and len(value) > 64:
+            raise ValueError(f"{path}: bad checkpoint configuration ({len(value)} convolution layers)")
+        for v in value if key == "conv_channels" and isinstance(value, list) else ():
+            if isinstance(v, int) and v > 1 << 16:
+                raise ValueError(f"{path}: bad checkpoint configuration (conv_channels {v} exceeds 65536)")
         if isinstance(value, bool) or not isinstance(value, int) or key == "seed":
             continue
         limit = 1024 if key == "num_layers" else 1 << 24

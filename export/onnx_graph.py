@@ -29,6 +29,7 @@ from .onnx_layers import (
     ONNX_ACT,
     OPSET,
     Graph,
+    act,
     attention_consts,
     attention_step,
     cell,
@@ -209,6 +210,8 @@ def sequence_graph(plan: dict, tensors: dict, flavor: str = "native"):
             )
             init = [zeros(g, batch, 1), zeros(g, batch, 1), zeros(g, batch, layer["input_size"])]
             x = g.op("Scan", init + [x], n_out=4, body=bgraph, num_scan_inputs=1)[-1]
+        elif k == "tconv":
+            x = _tconv_sequence(g, layer, tensors, x)
         else:
             x = pointwise(g, layer, tensors, x)
     if plan["output"]["sequence"] == "many_to_one":
@@ -220,6 +223,43 @@ def sequence_graph(plan: dict, tensors: dict, flavor: str = "native"):
     g.nodes.append(helper.make_node("Identity", [y], ["output"]))
     out = helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)
     return _model(g, [inp], [out], "edgernn_sequence")
+
+
+def _tconv_sequence(g: Graph, layer: dict, tensors: dict, x: str) -> str:
+    """A causal convolution over time on a time-major (T, B, Cin) sequence: ``Pad`` (K-1)·d zeros
+    before the first step, ``Conv`` over the time axis, the activation; returns (T, B, Cout)."""
+    name, t = layer["name"], layer["tensors"]
+    hn = (layer["kernel_size"] - 1) * layer.get("dilation", 1)
+    z = g.op("Transpose", [x], perm=[1, 2, 0])  # (B, Cin, T)
+    if hn:
+        z = g.op("Pad", [z, g.const(np.array([0, 0, hn, 0, 0, 0], np.int64))], mode="constant")
+    ins = [z, g.const(f32(dequant(layer, tensors, "W")), f"{name}.W")]
+    if "b" in t:
+        ins.append(g.const(f32(tensors[t["b"]]), f"{name}.b"))
+    y = g.op("Conv", ins, dilations=[layer.get("dilation", 1)], kernel_shape=[layer["kernel_size"]])
+    y = g.op("Transpose", [y], perm=[2, 0, 1])
+    return act(g, y, layer["activation"], layer.get("alpha"), layer.get("beta"))
+
+
+def _tconv_step(g: Graph, layer: dict, tensors: dict, x: str, hist: str | None) -> tuple[str, dict]:
+    """One step of a causal convolution over time: ``[hist; x_t]`` (the last (K-1)·d inputs, oldest
+    first, then x_t) times the taps' weights; the new history drops the oldest input."""
+    name, t = layer["name"], layer["tensors"]
+    cin, k, d = layer["in_channels"], layer["kernel_size"], layer.get("dilation", 1)
+    hn = (k - 1) * d
+    w = dequant(layer, tensors, "W")  # (Cout, Cin, K)
+    full = np.zeros(((hn + 1) * cin, w.shape[0]), np.float32)
+    for kk in range(k):
+        full[kk * d * cin : (kk * d + 1) * cin] = w[:, :, kk].T
+    rows = g.op("Concat", [hist, x], axis=-1) if hn else x
+    y = g.op("MatMul", [rows, g.const(full, f"{name}.Wstep")])
+    if "b" in t:
+        y = g.op("Add", [y, g.const(f32(tensors[t["b"]]), f"{name}.b")])
+    new = {}
+    if hn:
+        lo, hi = g.const(np.array([cin], np.int64)), g.const(np.array([(hn + 1) * cin], np.int64))
+        new["hist"] = g.op("Slice", [rows, lo, hi, g.const(np.array([1], np.int64))])
+    return act(g, y, layer["activation"], layer.get("alpha"), layer.get("beta")), new
 
 
 # ---------------------------------------------------------------------------------------- step graph
@@ -298,6 +338,8 @@ def step_graph(plan: dict, tensors: dict, flavor: str = "native"):
             y, m, l, acc = attention_step(g, x, st["m"], st["l"], st["acc"], c)
             new = {"m": m, "l": l, "acc": acc}
             x = y
+        elif k == "tconv":
+            x, new = _tconv_step(g, layer, tensors, x, st.get("hist"))
         else:
             x = pointwise(g, layer, tensors, x)
             new = {}

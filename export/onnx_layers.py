@@ -239,6 +239,11 @@ def pointwise(g: Graph, layer: dict, tensors: dict, x: str) -> str:
         if "b" in t:
             y = g.op("Add", [y, g.const(f32(tensors[t["b"]]), f"{layer['name']}.b")])
         return act(g, y, layer["activation"], layer.get("alpha"), layer.get("beta"))
+    if k == "layernorm":
+        ins = [x, g.const(f32(tensors[t["scale"]]), f"{layer['name']}.scale")]
+        if "bias" in t:
+            ins.append(g.const(f32(tensors[t["bias"]]), f"{layer['name']}.bias"))
+        return g.op("LayerNormalization", ins, axis=-1, epsilon=float(layer["epsilon"]))
     if k == "embedding":
         return g.op("Gather", [g.const(f32(dequant(layer, tensors, "table")), f"{layer['name']}.table"), x])
     if k == "onehot":
@@ -265,4 +270,7 @@ def state_vars(layer: dict) -> list[tuple[str, int]]:
         return [("x", layer["reservoir_size"])]
     if k == "attention":
         return [("m", 1), ("l", 1), ("acc", layer["input_size"])]
+    if k == "tconv":
+        hn = (layer["kernel_size"] - 1) * layer.get("dilation", 1) * layer["in_channels"]
+        return [("hist", hn)] if hn else []
     return []

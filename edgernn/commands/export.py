@@ -156,6 +156,11 @@ def _example(module, args):
             return rng.standard_normal((*shape, m.input_size)).astype(np.float32)
         if isinstance(m, nn.Linear):
             return rng.standard_normal((*shape, m.in_features)).astype(np.float32)
+        if isinstance(m, nn.Conv1d):  # over time: the module takes (batch, time, channels)
+            return rng.standard_normal((*shape, m.in_channels)).astype(np.float32)
+        if isinstance(m, (nn.LayerNorm, nn.BatchNorm1d)):
+            n = m.normalized_shape[-1] if isinstance(m, nn.LayerNorm) else m.num_features
+            return rng.standard_normal((*shape, n)).astype(np.float32)
     raise EdgeRNNError("cannot tell the module's input size: pass --example X.npy")
 
 

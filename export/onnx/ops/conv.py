@@ -207,11 +207,18 @@ def _conv_over_time(cx, node, x: Data, wv, bv, at, left: int) -> Data:
             f"(got group {g}, stride {s}, auto_pad {auto!r})"
         )
     pl, pr = int(pads[0]) + left, int(pads[1])
-    if pr or pl != (k - 1) * d:
+    hn = (k - 1) * d
+    if pr or pl != hn:
+        if pr:
+            why = f"output t needs {pr} future step(s) (centred padding), which a stream does not have yet"
+        elif pl == 0:
+            why = f"'valid' padding drops the first {hn} outputs: the ops after it see a shorter sequence"
+        else:
+            why = f"a causal kernel needs exactly {hn} zeros before the start"
         raise CompileError(
-            f"{where(node)}: a convolution over time streams when it is causal: zeros before the start, "
-            f"(k-1)*d = {(k - 1) * d} steps, and none after (got {pl} before, {pr} after); 'valid' or "
-            "centred padding would need the sequence's end"
+            f"{where(node)}: a convolution over time streams when it is causal: (k-1)*d = {hn} zeros "
+            f"before the start and none after (got {pl} before, {pr} after): {why}. Make it causal "
+            f"(in PyTorch: nn.Conv1d(padding=0) on F.pad(z, ({hn}, 0)))"
         )
     b = None if bv is None else np.asarray(bv.arr, np.float64).reshape(-1)
     plan = cx.plan
