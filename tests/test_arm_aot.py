@@ -240,13 +240,14 @@ def generic_dir(artifacts, tmp_path_factory):
 
 
 def _foreign_cpu(real: dict) -> dict:
-    """Another machine's CPU: another model, without AVX-512 / SVE."""
-    return dict(
-        real,
-        model="AuthenticAMD family 25 model 1",
-        name="AMD EPYC 7B13 (test)",
-        flags=frozenset(real["flags"]) - {"avx512f", "sve"},
-    )
+    """Another machine's CPU: another model (whatever this one is), without AVX-512 / SVE."""
+    model, name = FOREIGN if real["model"] != FOREIGN[0] else FOREIGN_2
+    return dict(real, model=model, name=name, flags=frozenset(real["flags"]) - {"avx512f", "sve"})
+
+
+#: the model identity and name of the other CPU (the second one when this machine is the first)
+FOREIGN = ("AuthenticAMD family 25 model 1", "AMD EPYC 7B13 (test)")
+FOREIGN_2 = ("GenuineIntel family 6 model 143", "Intel Xeon Platinum 8480 (test)")
 
 
 def test_generic_build_runs_anywhere_and_matches_reference(artifacts, generic_dir, monkeypatch):
@@ -285,7 +286,8 @@ def test_host_module_refused_on_another_cpu(artifacts, aot_dir, monkeypatch):
         aot.load_module(path, key)
     msg = str(e.value)
     assert built["cpu"] in msg and real["model"] in msg  # the CPU it was built for
-    assert "AMD EPYC 7B13 (test)" in msg and "AuthenticAMD family 25 model 1" in msg  # this one
+    other = _foreign_cpu(real)
+    assert other["name"] in msg and other["model"] in msg  # this one
     assert "illegal instruction" in msg and "edgernn aot --cpu generic" in msg
     # same CPU model, but a feature the build used is missing here (a VM hiding it): refused too
     used = sorted(built["flags"])
