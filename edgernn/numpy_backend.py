@@ -86,9 +86,10 @@ class ModelFunctions:
 
     @property
     def streamable(self) -> bool:
-        """Whether every recurrent layer runs forward only."""
+        """Whether every recurrent layer runs forward only and no op is sequence-only (``final``)."""
         return all(
             not (op.RECURRENT and (lay.directions != 1 or lay.has(L.F_REVERSE)))
+            and not getattr(op, "SEQUENCE_ONLY", False)
             for lay, op in zip(self.layers, self.ops, strict=True)
         )
 
@@ -155,6 +156,8 @@ class ModelFunctions:
             for lay, op in zip(self.layers, self.ops, strict=True) if cur is not None else ():
                 if op.RECURRENT:
                     cur = self._seq_recurrent(lay, op, cur, wf, wb, M)
+                elif hasattr(op, "numpy_seq"):  # reads other rows than its own (``final``)
+                    cur = op.numpy_seq(lay, wf, wb, M, cur)
                 else:
                     cur = [op.numpy_apply(lay, wf, wb, M, x) for x in cur]
         for t in range(T if cur is not None else 0):

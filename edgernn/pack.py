@@ -226,6 +226,9 @@ def pack(plan: dict, tensors: dict[str, np.ndarray]) -> Packed:
         seq_width = max(seq_width, layer["output_size"])
         flags = 0
         name = layer["name"]
+        if k == "final" and streamable:  # after a reverse direction, which says so first
+            streamable = False
+            reason = f"op {name!r} reads the final step of a reverse direction: Model.predict(X) only"
         if k in RECURRENT_GATES:
             g, h, i = RECURRENT_GATES[k], layer["hidden_size"], layer["input_size"]
             direction = layer["direction"]

@@ -72,8 +72,11 @@ def _layers(wf: np.ndarray) -> tuple[Header, list[Layer]]:
 
 
 def _streamable(layers: list[Layer]) -> bool:
+    """No reverse direction and no sequence-only op (``final``): every layer can run step by step."""
     return all(
-        not (REGISTRY[lay.kind].RECURRENT and (lay.directions != 1 or lay.has(L.F_REVERSE))) for lay in layers
+        not (REGISTRY[lay.kind].RECURRENT and (lay.directions != 1 or lay.has(L.F_REVERSE)))
+        and not getattr(REGISTRY[lay.kind], "SEQUENCE_ONLY", False)
+        for lay in layers
     )
 
 
@@ -323,6 +326,8 @@ def _emit_seq(c: Code, head: Header, layers: list[Layer]) -> None:
             c(f"# layer {I(lay.index)}: {REGISTRY[lay.kind].NAME} {I(lay.nin)} -> {I(lay.nout)}")
             if REGISTRY[lay.kind].RECURRENT:
                 _emit_seq_recurrent(c, lay, src, dst, W)
+            elif hasattr(REGISTRY[lay.kind], "emit_seq"):  # reads other rows than its own (``final``)
+                REGISTRY[lay.kind].emit_seq(c, lay, src, dst, W)
             else:
                 with c.block("for t in range(T):"):
                     x, y = c.fresh("x"), c.fresh("y")
