@@ -266,7 +266,7 @@ def _export(
     from .. import artifact
     from ..artifact import write
     from ..models import ESN
-    from .from_torch import describe
+    from .from_torch import describe, with_compiled_readout
     from .onnx_graph import sequence_graph, step_graph
 
     module = module.eval()
@@ -317,6 +317,14 @@ def _export(
                 "model.ernn compiled from model.onnx (ONNX is the source of truth); checked against an "
                 "artifact mapped straight from the torch weights (ernn_torch_predict)"
             )
+            mapped = desc
+            desc = with_compiled_readout(desc, artifact.read(ernn_direct)[0])
+            if desc is not mapped:
+                plan, tensors = desc.plan, desc.tensors
+                notes.append(
+                    "the module's head reads the final states of a reverse direction (ONNX Y_h): the "
+                    "plan mapped from torch reads them through a final op, as the compiled one does"
+                )
         except Exception as e:  # noqa: BLE001 - fall back to the direct mapping, say so
             notes.append(f"compile_onnx failed ({type(e).__name__}: {e}); model.ernn mapped from torch")
     if not compiled_from_onnx:

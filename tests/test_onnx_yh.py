@@ -248,3 +248,23 @@ def test_final_must_read_a_recurrent_op():
     }  # fmt: skip
     with pytest.raises(edgernn.ArtifactError, match=r"bad layer: op 0 .*not the model input"):
         validate_plan(g)
+
+
+def test_export_of_a_module_reading_y_h(tmp_path):
+    """``edgernn.export.export`` of the user's module: the plan mapped from torch (the parity check's
+    second artifact) takes its readout from the traced graph, and every backend agrees with torch."""
+    from edgernn.export import export
+
+    torch.manual_seed(5)
+    m = Classifier("gru", 1).eval()
+    rep = export(m, str(tmp_path / "out"), torch.randn(2, 9, 3))
+    assert rep["ok"] and any("final op" in n for n in rep["notes"])
+    assert [ly["kind"] for ly in rep["model"]["layers"]] == ["gru", "final", "dense"]
+    X = np.random.default_rng(4).normal(size=(2, 13, 3)).astype(np.float32)
+    with torch.no_grad():
+        want = m(torch.from_numpy(X)).numpy()
+    got = edgernn.load(str(tmp_path / "out" / "model.ernn")).predict(X)
+    np.testing.assert_allclose(got, want, atol=ATOL, rtol=1e-4)
+    np.testing.assert_allclose(
+        _ort(tmp_path / "out" / "model.onnx", {"input": X}), want, atol=ATOL, rtol=1e-4
+    )
