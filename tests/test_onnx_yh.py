@@ -42,6 +42,22 @@ class Classifier(torch.nn.Module):
         return self.fc(torch.cat([h[-2], h[-1]], 1))
 
 
+class TwoReadouts(Classifier):
+    """Y_h read twice, or with Y's last step: the plan is a graph (values read by several ops)."""
+
+    def __init__(self, both: bool):
+        super().__init__("gru", 1)
+        self.both = both
+        self.fc2 = torch.nn.Linear(10, 2)
+
+    def forward(self, x):
+        y, h = self.rnn(x)
+        hh = torch.cat([h[-2], h[-1]], 1)
+        if self.both:
+            return self.fc(hh) + self.fc2(y[:, -1])
+        return torch.tanh(self.fc(hh)) * self.fc2(hh)
+
+
 def _export(module, path, T: int = 7) -> None:
     x = torch.randn(1, T, 3)
     torch.onnx.export(
@@ -85,6 +101,23 @@ def test_bidirectional_classifier_reading_y_h(tmp_path, cell, layers):
         y, _ = m.rnn(torch.from_numpy(X))
         wrong = m.fc(y[:, -1]).numpy()
     assert np.abs(wrong - want_torch).max() > 1e-3
+
+
+@pytest.mark.parametrize("both", [True, False])
+def test_graph_plans_reading_y_h_run_through_predict(tmp_path, both):
+    torch.manual_seed(4)
+    m = TwoReadouts(both).eval()
+    src, out = tmp_path / "m.onnx", tmp_path / "m.ernn"
+    _export(m, src)
+    res = compile_onnx(str(src), str(out))
+    assert res["plan"]["format_version"] == 2 and "final" in [op["kind"] for op in res["plan"]["ops"]]
+    X = np.random.default_rng(2).normal(size=(2, 10, 3)).astype(np.float32)
+    with torch.no_grad():
+        want = m(torch.from_numpy(X)).numpy()
+    np.testing.assert_allclose(_ort(src, {"x": X}), want, atol=ATOL, rtol=1e-4)
+    for backend in ("numba", "numpy"):
+        got = edgernn.load(str(out), backend=backend).predict(X)
+        np.testing.assert_allclose(got, want, atol=ATOL, rtol=1e-4, err_msg=backend)
 
 
 def test_forward_half_of_y_h_needs_no_final_op(tmp_path):
