@@ -266,8 +266,9 @@ def _export(
     from .. import artifact
     from ..artifact import write
     from ..models import ESN
-    from .from_torch import describe, with_compiled_readout
+    from .from_torch import describe
     from .onnx_graph import sequence_graph, step_graph
+    from .readout import with_compiled_readout
 
     module = module.eval()
     tokens = _is_token_module(module)
