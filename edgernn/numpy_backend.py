@@ -86,9 +86,10 @@ class ModelFunctions:
 
     @property
     def streamable(self) -> bool:
-        """Whether every recurrent layer runs forward only."""
+        """Whether every recurrent layer runs forward only and no op is sequence-only (``final``)."""
         return all(
             not (op.RECURRENT and (lay.directions != 1 or lay.has(L.F_REVERSE)))
+            and not getattr(op, "SEQUENCE_ONLY", False)
             for lay, op in zip(self.layers, self.ops, strict=True)
         )
 
@@ -143,20 +144,30 @@ class ModelFunctions:
         T = len(cur)
         ns = self.head.n_state
         saved = None if self.head.propagate else M[:ns].copy()
-        if not self._chained:  # a graph: step by step (every graph op is streamable)
-            if not self.streamable:
-                return 5
+        if not self._chained and self.streamable:  # a streamable graph: step by step
             for t in range(T):
                 self._run(cur[t], wf, wb, M)
                 o = self.head.out_off
                 Y[t] = M[o : o + self.head.nout]
             cur = None
+        vals = {self.head.in_off: cur}  # layer by layer: every value's rows by its offset in M
         with np.errstate(over="ignore", invalid="ignore"):
             for lay, op in zip(self.layers, self.ops, strict=True) if cur is not None else ():
+                src = vals[lay.in_off]
                 if op.RECURRENT:
-                    cur = self._seq_recurrent(lay, op, cur, wf, wb, M)
+                    cur = self._seq_recurrent(lay, op, src, wf, wb, M)
+                elif hasattr(op, "numpy_seq"):  # reads other rows than its own (``final``)
+                    cur = op.numpy_seq(lay, wf, wb, M, src)
+                elif getattr(op, "INPUTS", 1) == 2:
+                    cur = [
+                        op.numpy_apply2(lay, wf, wb, M, a, b)
+                        for a, b in zip(src, vals[lay.in2_off], strict=True)
+                    ]
                 else:
-                    cur = [op.numpy_apply(lay, wf, wb, M, x) for x in cur]
+                    cur = [op.numpy_apply(lay, wf, wb, M, x) for x in src]
+                vals[lay.out_off] = cur
+            if cur is not None:
+                cur = vals[self.head.out_off]
         for t in range(T if cur is not None else 0):
             Y[t] = cur[t]
         if saved is not None:

@@ -226,6 +226,9 @@ def pack(plan: dict, tensors: dict[str, np.ndarray]) -> Packed:
         seq_width = max(seq_width, layer["output_size"])
         flags = 0
         name = layer["name"]
+        if k == "final" and streamable:  # after a reverse direction, which says so first
+            streamable = False
+            reason = f"op {name!r} reads the final step of a reverse direction: Model.predict(X) only"
         if k in RECURRENT_GATES:
             g, h, i = RECURRENT_GATES[k], layer["hidden_size"], layer["input_size"]
             direction = layer["direction"]
@@ -367,6 +370,10 @@ def pack(plan: dict, tensors: dict[str, np.ndarray]) -> Packed:
         rec[L.R_FLAGS] = flags
         st += state_sizes[li]
 
+    if not streamable and any(ins != [i] for i, ins in enumerate(inputs)):
+        # a graph run layer by layer (kernels/codegen.py ``seq``) keeps every value of every step: T rows of
+        # the values' region of M in the 2·T·seq_width floats of the work buffer
+        seq_width = max(seq_width, -(-(scr_off - in_off) // 2))
     head = np.zeros(head_len, np.float32)
     head[L.H_NLAYERS] = nl
     head[L.H_NIN] = plan["input"]["size"]

@@ -82,9 +82,10 @@ LAYER_KINDS = (
     "unary",
     "layernorm",
     "tconv",
+    "final",
 )
 #: The graph ops: kinds whose fields, tensors and packing their module in ``kernels/ops`` owns.
-GRAPH_KINDS = ("gather", "conv1d", "binary", "unary", "layernorm", "tconv")
+GRAPH_KINDS = ("gather", "conv1d", "binary", "unary", "layernorm", "tconv", "final")
 #: Format 2: (number of inputs, number of outputs) of each op kind.
 OP_ARITY = {k: (1, 1) for k in LAYER_KINDS}
 OP_ARITY["binary"] = (2, 1)
@@ -406,11 +407,35 @@ def _validate_chain(plan: dict, inp: dict, out: dict) -> None:
         names.add(layer["name"])
         if layer["kind"] in ("embedding", "onehot"):
             _token_layer(f"layer {idx}", layer, inp)
+        if layer["kind"] == "final":
+            check_final_source(
+                f"layer {idx} ({_short(layer['name'])}, final)", layer, layers[idx - 1] if idx else None
+            )
     if inp["kind"] == "tokens" and layers[0]["kind"] not in ("embedding", "onehot"):
         raise _fail("bad layer", "a token input must be followed by an embedding or onehot layer")
     if size != out["size"]:
         raise _fail(
             "layers do not chain", f"the last layer produces {size} values but output.size is {out['size']}"
+        )
+
+
+def check_final_source(where: str, layer: dict, src: dict | None) -> None:
+    """A ``final`` op reads the output of a recurrent op (``src``: that layer, None for the model input)
+    of its own direction and hidden size: its reverse units are that op's reverse direction."""
+    ok = (
+        src is not None
+        and src["kind"] in RECURRENT_GATES
+        and src.get("direction") == layer["direction"]
+        and src.get("hidden_size") == layer["hidden_size"]
+    )
+    if not ok:
+        what = "the model input" if src is None else f"a {src['kind']} op"
+        if src is not None and src["kind"] in RECURRENT_GATES:
+            what += f" ({_short(src.get('direction'))}, hidden_size {_short(src.get('hidden_size'))})"
+        raise _fail(
+            "bad layer",
+            f"{where}: a final op reads a recurrent op's output of its own direction "
+            f"({layer['direction']}) and hidden_size ({layer['hidden_size']}), not {what}",
         )
 
 

@@ -22,6 +22,7 @@ from .plan import (
     _name,
     _short,
     _token_layer,
+    check_final_source,
     op_layer,
 )
 
@@ -84,6 +85,11 @@ def validate_graph(plan: dict, inp: dict, out: dict) -> None:
             raise _fail("unused value", f"value {_short(v)} is not read by any op ({by})")
     for idx, op in enumerate(ops):
         _check_op(idx, op, plan, inp)
+    for idx, op in enumerate(ops):
+        if op["kind"] == "final":
+            p = producer[op["inputs"][0]]
+            src = op_layer(plan, ops[p]) if p >= 0 else None
+            check_final_source(_where(idx, op), op_layer(plan, op), src)
     if inp["kind"] == "tokens":
         for r in readers[iv]:
             if ops[r]["kind"] not in TOKEN_KINDS:

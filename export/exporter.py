@@ -268,6 +268,7 @@ def _export(
     from ..models import ESN
     from .from_torch import describe
     from .onnx_graph import sequence_graph, step_graph
+    from .readout import with_compiled_readout
 
     module = module.eval()
     tokens = _is_token_module(module)
@@ -317,6 +318,14 @@ def _export(
                 "model.ernn compiled from model.onnx (ONNX is the source of truth); checked against an "
                 "artifact mapped straight from the torch weights (ernn_torch_predict)"
             )
+            mapped = desc
+            desc = with_compiled_readout(desc, artifact.read(ernn_direct)[0])
+            if desc is not mapped:
+                plan, tensors = desc.plan, desc.tensors
+                notes.append(
+                    "the module's head reads the final states of a reverse direction (ONNX Y_h): the "
+                    "plan mapped from torch reads them through a final op, as the compiled one does"
+                )
         except Exception as e:  # noqa: BLE001 - fall back to the direct mapping, say so
             notes.append(f"compile_onnx failed ({type(e).__name__}: {e}); model.ernn mapped from torch")
     if not compiled_from_onnx:

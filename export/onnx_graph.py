@@ -212,6 +212,17 @@ def sequence_graph(plan: dict, tensors: dict, flavor: str = "native"):
             x = g.op("Scan", init + [x], n_out=4, body=bgraph, num_scan_inputs=1)[-1]
         elif k == "tconv":
             x = _tconv_sequence(g, layer, tensors, x)
+        elif k == "final":  # forward units as they are, the reverse units of step 0 at every step
+            n = layer["output_size"]
+            r0 = layer["hidden_size"] if layer["direction"] == "bidirectional" else 0
+
+            def cut(v, lo, hi, axis):
+                ix = [g.const(np.array([a], np.int64)) for a in (lo, hi, axis)]
+                return g.op("Slice", [v] + ix)
+
+            rev = cut(x, r0, n, 2)
+            first = g.op("Expand", [cut(rev, 0, 1, 0), g.op("Shape", [rev])])
+            x = g.op("Concat", [cut(x, 0, r0, 2), first], axis=-1) if r0 else first
         else:
             x = pointwise(g, layer, tensors, x)
     if plan["output"]["sequence"] == "many_to_one":

@@ -71,8 +71,11 @@ def _layers(wf: np.ndarray) -> tuple[Header, list[Layer]]:
 
 
 def _streamable(layers: list[Layer]) -> bool:
+    """No reverse direction and no sequence-only op (``final``): every layer can run step by step."""
     return all(
-        not (REGISTRY[lay.kind].RECURRENT and (lay.directions != 1 or lay.has(L.F_REVERSE))) for lay in layers
+        not (REGISTRY[lay.kind].RECURRENT and (lay.directions != 1 or lay.has(L.F_REVERSE)))
+        and not getattr(REGISTRY[lay.kind], "SEQUENCE_ONLY", False)
+        for lay in layers
     )
 
 
@@ -309,8 +312,9 @@ def _emit_seq(c: Code, head: Header, layers: list[Layer]) -> None:
                     c(f"Y[t, k] = M[{I(head.out_off)} + k]")
             _seq_guard(c, head)
             return
-        if not _chained(head, layers):  # a graph runs only through the step (every graph op is streamable)
-            c(f"return {I(ST_NOT_STREAMABLE)}")
+        if not _chained(head, layers):
+            _emit_seq_graph(c, head, layers)
+            _seq_guard(c, head)
             return
         c(f"a = buf[0 : T * {I(W)}]")
         c(f"b = buf[T * {I(W)} : 2 * T * {I(W)}]")
@@ -323,6 +327,8 @@ def _emit_seq(c: Code, head: Header, layers: list[Layer]) -> None:
             c(f"# layer {I(lay.index)}: {REGISTRY[lay.kind].NAME} {I(lay.nin)} -> {I(lay.nout)}")
             if REGISTRY[lay.kind].RECURRENT:
                 _emit_seq_recurrent(c, lay, src, dst, W)
+            elif hasattr(REGISTRY[lay.kind], "emit_seq"):  # reads other rows than its own (``final``)
+                REGISTRY[lay.kind].emit_seq(c, lay, src, dst, W)
             else:
                 with c.block("for t in range(T):"):
                     x, y = c.fresh("x"), c.fresh("y")
@@ -334,6 +340,44 @@ def _emit_seq(c: Code, head: Header, layers: list[Layer]) -> None:
             with c.block(f"for k in range({I(head.nout)}):"):
                 c(f"Y[t, k] = {src}[t * {I(W)} + k]")
         _seq_guard(c, head)
+
+
+def _emit_seq_graph(c: Code, head: Header, layers: list[Layer]) -> None:
+    """A graph that cannot stream (a reverse direction), layer by layer over the chunk: row t of ``a``
+    mirrors the values' region of M at step t (the model input, then every op's output), so an op reads
+    any earlier value of any step (``final`` reads step 0)."""
+    base = head.in_off
+    Wg = max(lay.out_off + lay.nout for lay in layers) - base
+    c(f"a = buf[0 : T * {I(Wg)}]")
+    c(f"tmp = buf[2 * T * {I(head.seq_width)} :]")
+    with c.block("for t in range(T):"):
+        with c.block(f"for k in range({I(head.nin)}):"):
+            c(f"a[t * {I(Wg)} + k] = X[t, k]")
+    for lay in layers:
+        op = REGISTRY[lay.kind]
+        c(f"# layer {I(lay.index)}: {op.NAME} {I(lay.nin)} -> {I(lay.nout)}")
+        src, dst = c.fresh("s"), c.fresh("d")
+        c(f"{src} = a[{I(lay.in_off - base)} :]")
+        c(f"{dst} = a[{I(lay.out_off - base)} :]")
+        if op.RECURRENT:
+            _emit_seq_recurrent(c, lay, src, dst, Wg)
+        elif hasattr(op, "emit_seq"):
+            op.emit_seq(c, lay, src, dst, Wg)
+        else:
+            with c.block("for t in range(T):"):
+                x, y = c.fresh("x"), c.fresh("y")
+                c(f"{x} = {src}[t * {I(Wg)} : t * {I(Wg)} + {I(lay.nin)}]")
+                c(f"{y} = {dst}[t * {I(Wg)} : t * {I(Wg)} + {I(lay.nout)}]")
+                if getattr(op, "INPUTS", 1) == 2:
+                    x2 = c.fresh("x")
+                    o2 = lay.in2_off - base
+                    c(f"{x2} = a[t * {I(Wg)} + {I(o2)} : t * {I(Wg)} + {I(o2 + lay.nin)}]")
+                    op.emit_apply2(c, lay, x, x2, y)
+                else:
+                    op.emit_apply(c, lay, x, y)
+    with c.block("for t in range(T):"):
+        with c.block(f"for k in range({I(head.nout)}):"):
+            c(f"Y[t, k] = a[t * {I(Wg)} + {I(head.out_off - base)} + k]")
 
 
 def _emit_seq_hoisted(c: Code, head: Header, layers: list[Layer]) -> None:

@@ -44,6 +44,7 @@ K_BINARY = 13
 K_UNARY = 14
 K_LAYERNORM = 15
 K_TCONV = 16
+K_FINAL = 17
 KIND_CODES = {
     "normalize": K_NORMALIZE,
     "affine": K_AFFINE,
@@ -62,6 +63,7 @@ KIND_CODES = {
     "unary": K_UNARY,
     "layernorm": K_LAYERNORM,
     "tconv": K_TCONV,
+    "final": K_FINAL,
 }
 
 # record fields (offsets within a record)

@@ -235,6 +235,10 @@ def reference_predict(plan: dict, tensors: dict, X: np.ndarray) -> np.ndarray:
             cur = conv1d_layer(layer, tensors, cur)
         elif k == "unary":
             cur = GRAPH_FUNCS[layer["func"]](cur)
+        elif k == "final":  # forward units as they are, reverse units from step 0 (their last step)
+            r0 = layer["hidden_size"] if layer["direction"] == "bidirectional" else 0
+            cur = cur.copy()
+            cur[:, r0:] = cur[0, r0:]
         elif k == "tconv":  # causal: zeros before the first step
             W, b = _w(layer, tensors, "W"), _w(layer, tensors, "b")
             kk, d = layer["kernel_size"], layer.get("dilation", 1)

@@ -78,6 +78,15 @@ def _case(name, rng):
         return model([recurrent(rng, "lstm", "l", I, 8, "bidirectional", P=True), dense(rng, "d", 16, 2)], I)
     if name == "reverse_gru":
         return model([recurrent(rng, "gru", "g", I, 8, "reverse")], I)
+    if name == "bidirectional_lstm_final":  # ONNX Y_h of a bidirectional node, then a readout
+        fin = {"kind": "final", "name": "f", "input_size": 16, "output_size": 16}
+        fin.update(hidden_size=8, direction="bidirectional")
+        layers = [recurrent(rng, "lstm", "l", I, 8, "bidirectional"), (fin, {}), dense(rng, "d", 16, 2)]
+        return model(layers, I, sequence="many_to_one")
+    if name == "reverse_gru_final":
+        fin = {"kind": "final", "name": "f", "input_size": 8, "output_size": 8}
+        fin.update(hidden_size=8, direction="reverse")
+        return model([recurrent(rng, "gru", "g", I, 8, "reverse"), (fin, {})], I, sequence="many_to_one")
     if name == "bidirectional_rnn_gru_stack":
         return model(
             [
@@ -228,7 +237,8 @@ def _kinds(plan) -> set:
 
 CASES = [
     "rnn_tanh", "rnn_relu", "rnn_onnx_acts", "lstm", "lstm_peephole_clip_forget", "lstm_acts", "gru_lbr0",
-    "gru_lbr1", "gru_acts_clip", "bidirectional_lstm", "reverse_gru", "bidirectional_rnn_gru_stack",
+    "gru_lbr1", "gru_acts_clip", "bidirectional_lstm", "reverse_gru", "bidirectional_lstm_final",
+    "reverse_gru_final", "bidirectional_rnn_gru_stack",
     "stacked_lstm_gru_rnn", "esn_dense", "esn_sparse_extended", "dense_acts", "attention",
     "normalize_affine_activation", "embedding", "onehot", "graph_conv_chain", "graph_binary",
     "tconv_lstm",
@@ -547,6 +557,8 @@ def test_every_registered_op_has_a_kernel_a_numpy_implementation_and_a_case():
         two = "2" if getattr(op, "INPUTS", 1) == 2 else ""
         kernel = "emit_cell" if op.RECURRENT else "emit_apply" + two
         numpy_impl = "numpy_cell" if op.RECURRENT else "numpy_apply" + two
+        if getattr(op, "SEQUENCE_ONLY", False):  # whole-sequence ops: only the layer-by-layer kernel
+            kernel, numpy_impl = "emit_seq", "numpy_seq"
         assert callable(getattr(op, kernel, None)), f"{op.NAME}: no {kernel}"
         assert callable(getattr(op, numpy_impl, None)), f"{op.NAME}: no {numpy_impl}"
         assert op.NAME in covered, f"{op.NAME}: no test case in CASES"

@@ -38,8 +38,9 @@ Layout of the package:
 Anything the compiler cannot map exactly is a :class:`CompileError` naming the op and the node.
 Selecting the last time step (``Gather``/``Slice`` with index -1 on the time axis) makes the model
 ``many_to_one``; a graph whose output keeps the time axis is ``many_to_many``. ``Y_h`` of a forward
-recurrent node is its last step; ``Y_h`` of a reverse direction and ``Y_c`` are final states the plan has no
-output for, so using them is an error unless the reverse part is sliced away.
+recurrent node is its last step; when the units of a reverse direction of ``Y_h`` are used, a ``final`` op
+reading the node's output selects them at time 0, their last step (:meth:`.plan.PlanBuilder.resolve_final`).
+``Y_c`` is a final cell state the plan has no output for: using it is an error naming it.
 """
 
 from .api import compile_onnx

@@ -32,6 +32,8 @@ class PlanBuilder:
         self.in_size = 0
         #: per layer, the values it reads as positions (0: the plan input, j + 1: layer j's output)
         self.inputs: list[list[int]] = []
+        #: recurrent output position -> position of the ``final`` op reading it (its Y_h)
+        self.finals: dict[int, int] = {}
 
     def value_size(self, pos: int) -> int:
         """The size of the value at position ``pos`` (0: the plan input, j + 1: layer j's output)."""
@@ -63,10 +65,31 @@ class PlanBuilder:
             return self.layers[-1]["output_size"]
         return self.in_size
 
+    def resolve_final(self, v: Data) -> None:
+        """A recurrent node's ``Y_h`` whose reverse units ``v`` uses: make them a value, the output of a
+        ``final`` op reading the node's output (one per node; its last step is [h_fwd(T−1); h_bwd(0)]),
+        and update ``v`` in place to read it (same index map: the op keeps the node's unit order). A
+        ``Y_h`` that uses forward units only keeps reading the node's output at the last step."""
+        if v.fin is None or not v.bad.any():
+            return
+        src = v.fin
+        if v.pos != src:  # pragma: no cover - plumbing keeps the position; copies resolve first
+            raise CompileError("internal: a Y_h value moved before its final step was selected")
+        pos = self.finals.get(src)
+        if pos is None:
+            rec = self.layers[src - 1]
+            n = rec["output_size"]
+            layer = {"kind": "final", "name": self.name("final"), "input_size": n, "output_size": n}
+            layer.update(hidden_size=rec["hidden_size"], direction=rec["direction"])
+            self.add_layer(layer, {}, inputs=[src])
+            pos = self.finals[src] = len(self.layers)
+        v.pos, v.bad, v.fin, v.why = pos, np.zeros(len(v.perm), bool), None, ""
+
     def check_tip(self, v: Data, where: str) -> None:
         """Make ``v`` a value at the end of the chain: a value computed earlier (the graph branches) is
         copied there by a ``gather`` layer, and ``v`` is updated in place to read that copy (the same
         numbers). A quantized value, token ids or a value the plan cannot produce cannot be copied."""
+        self.resolve_final(v)
         if v.quant is not None:
             raise CompileError(f"{where}: unexpected use of a dynamically quantized value")
         if v.pos != len(self.layers):
@@ -80,6 +103,7 @@ class PlanBuilder:
         index map is the identity, else a ``gather`` layer's copy."""
         if v.quant is not None or v.tokens:
             raise CompileError(f"{where}: unexpected use of a dynamically quantized value or token ids")
+        self.resolve_final(v)
         if is_identity(v.perm, self.value_size(v.pos)) and not v.bad.any():
             return v.pos
         return self.gather(v, where)

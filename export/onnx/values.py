@@ -116,6 +116,10 @@ class Data:
     tokens: bool = False
     why: str = ""
     quant: str | None = None  # "q" (DynamicQuantizeLinear output), "int" (MatMulInteger result, unscaled)
+    #: a recurrent node's Y_h over a time axis: the position of that node's output, whose reverse units
+    #: (marked ``bad`` until then) a ``final`` op selects at their last step, time 0, when they are used
+    #: (:meth:`~.plan.PlanBuilder.resolve_final`)
+    fin: int | None = None
 
 
 @dataclass
@@ -206,9 +210,8 @@ def feat_index(v: Data) -> tuple[np.ndarray, list[int]]:
 def select(v: Data, idx: np.ndarray, axes: list, **kw) -> Data:
     """``v`` with its features re-indexed by ``idx`` (an array from :func:`feat_index`) and new axes."""
     flat = idx.ravel()
-    return Data(
-        axes, v.perm[flat], v.bad[flat], v.pos, kw.get("last", v.last), v.step, v.tokens, v.why, v.quant
-    )
+    last = kw.get("last", v.last)
+    return Data(axes, v.perm[flat], v.bad[flat], v.pos, last, v.step, v.tokens, v.why, v.quant, v.fin)
 
 
 def whole_features(v: Data, node) -> int:

@@ -164,6 +164,7 @@ def pad(cx, node, vals, at):
         raise CompileError(f"{where(node)}: constant padding with a value other than 0")
     sel = np.pad(idx, widths, mode="constant", constant_values=-1).ravel()
     plan = cx.plan
+    plan.resolve_final(x)
     src = x.pos
     if x.bad[sel[sel >= 0]].any():
         raise CompileError(f"{where(node)}: uses {x.why or 'a value the plan cannot produce'}")

@@ -206,6 +206,34 @@ def split(cx, node, vals, at):
     return outs
 
 
+def _same_axes(a: list, b: list, axis: int) -> bool:
+    """The axes agree except along ``axis`` (symbolic axes: the same axis)."""
+    return all(
+        k == axis or x is y or (not isinstance(x, Sym) and not isinstance(y, Sym) and x == y)
+        for k, (x, y) in enumerate(zip(a, b, strict=True))
+    )
+
+
+def _concat_one_value(vals: list, axis: int) -> Data | None:
+    """A Concat of parts of one plan value (``torch.cat([h[-2], h[-1]], 1)`` of a bidirectional Y_h) is
+    that value re-indexed; None when the parts come from different values (a :class:`Multi`)."""
+    v0 = vals[0]
+    key = (v0.pos, v0.last, v0.step, v0.fin)
+    for v in vals:
+        if (v.pos, v.last, v.step, v.fin) != key or v.tokens or v.quant is not None:
+            return None
+        if not _same_axes(v.axes, v0.axes, axis):
+            return None
+    fax = [k for k, d in enumerate(v0.axes) if not isinstance(d, Sym)].index(axis)
+    shapes = [feat_index(v)[0].shape for v in vals]
+    perm = np.concatenate([v.perm.reshape(sh) for v, sh in zip(vals, shapes, strict=True)], fax)
+    bad = np.concatenate([v.bad.reshape(sh) for v, sh in zip(vals, shapes, strict=True)], fax)
+    axes = list(v0.axes)
+    axes[axis] = sum(v.axes[axis] for v in vals)
+    why = next((v.why for v in vals if v.bad.any()), v0.why)
+    return Data(axes, perm.ravel(), bad.ravel(), v0.pos, v0.last, v0.step, False, why, None, v0.fin)
+
+
 @register("Concat", plumbing=True)
 def concat(cx, node, vals, at):
     axis = at["axis"]
@@ -218,5 +246,6 @@ def concat(cx, node, vals, at):
         for v in vals:
             if len(v.axes) != r or isinstance(v.axes[axis], Sym):
                 raise CompileError(f"{where(node)}: Concat of data-dependent tensors along {v.axes}")
-        return Multi(list(vals), axis)
+        merged = _concat_one_value(vals, axis)
+        return merged if merged is not None else Multi(list(vals), axis)
     raise CompileError(f"{where(node)}: Concat of data-dependent tensors is not supported")

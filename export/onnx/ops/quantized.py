@@ -22,7 +22,7 @@ def dynamic_quantize_linear(cx, node, vals, at):
     v = vals[0]
     if not isinstance(v, Data) or v.quant is not None:
         raise CompileError(f"{where(node)}: DynamicQuantizeLinear of an unsupported value")
-    q = Data(v.axes, v.perm, v.bad, v.pos, v.last, v.step, v.tokens, v.why, "q")
+    q = Data(v.axes, v.perm, v.bad, v.pos, v.last, v.step, v.tokens, v.why, "q", v.fin)
     return [q, QScale(), QZero()]
 
 
@@ -40,7 +40,7 @@ def matmul_integer(cx, node, vals, at):
     if wq.ndim != 2:
         raise CompileError(f"{where(node)}: the quantized weight must be a matrix")
     w = wq.astype(np.float64) - zp.reshape(1, -1) if zp.size > 1 else wq.astype(np.float64) - zp.ravel()[0]
-    v = Data(a.axes, a.perm, a.bad, a.pos, a.last, a.step, a.tokens, a.why, None)
+    v = Data(a.axes, a.perm, a.bad, a.pos, a.last, a.step, a.tokens, a.why, None, a.fin)
     n = whole_features(v, node)
     if w.shape[0] != n:
         raise CompileError(f"{where(node)}: weight {w.shape} does not match {n} features")

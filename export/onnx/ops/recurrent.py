@@ -257,8 +257,11 @@ def _outputs(cx, node, nd, h, layout, t_ax, b_ax, step, direction) -> list:
     y_axes = [t_axis, nd, b_ax, h] if layout == 0 else [b_ax, t_axis, nd, h]
     y = Data(y_axes, ident, np.zeros(f, bool), pos, False, step)
     bad_h = np.zeros(f, bool)
+    fin = None
     if not step and direction in ("reverse", "bidirectional"):
+        # the reverse direction's last step is time 0: a ``final`` op selects it when these are used
         bad_h[(nd - 1) * h :] = True
+        fin = pos
     yh_axes = [nd, b_ax, h] if layout == 0 else [b_ax, nd, h]
     yh = Data(
         yh_axes,
@@ -267,7 +270,8 @@ def _outputs(cx, node, nd, h, layout, t_ax, b_ax, step, direction) -> list:
         pos,
         True,
         step,
-        why=f"Y_h of the reverse direction of {where(node)} (its final state, which the plan cannot output)",
+        why=f"Y_h of the reverse direction of {where(node)} (its final state at time 0)",
+        fin=fin,
     )
     if step or direction == "forward":
         li = pos - 1
@@ -284,7 +288,10 @@ def _outputs(cx, node, nd, h, layout, t_ax, b_ax, step, direction) -> list:
         pos,
         True,
         step,
-        why=f"Y_c (the cell state) of {where(node)}, which the plan cannot output",
+        why=(
+            f"Y_c (the final cell state) of {where(node)}, which edgernn does not compile: its lstm op "
+            "outputs h only (read Y or Y_h instead)"
+        ),
     )
     return [y, yh, yc][: len(node.output)]
 

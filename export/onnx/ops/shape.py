@@ -93,7 +93,7 @@ def unsqueeze(cx, node, vals, at):
         axs = list(v.axes)
         for a in axes:
             axs.insert(a, 1)
-        return Data(axs, v.perm, v.bad, v.pos, v.last, v.step, v.tokens, v.why, v.quant)
+        return Data(axs, v.perm, v.bad, v.pos, v.last, v.step, v.tokens, v.why, v.quant, v.fin)
     raise CompileError(f"{where(node)}: Unsqueeze of an unsupported value")
 
 
@@ -118,7 +118,7 @@ def squeeze(cx, node, vals, at):
             if v.axes[a] != 1:
                 raise CompileError(f"{where(node)}: Squeeze of axis {a} ({v.axes[a]}) which is not size 1")
         axs = [d for k, d in enumerate(v.axes) if k not in axes]
-        return Data(axs, v.perm, v.bad, v.pos, v.last, v.step, v.tokens, v.why, v.quant)
+        return Data(axs, v.perm, v.bad, v.pos, v.last, v.step, v.tokens, v.why, v.quant, v.fin)
     raise CompileError(f"{where(node)}: Squeeze of an unsupported value")
 
 
@@ -244,7 +244,7 @@ def reshape(cx, node, v: Data, target: list, allowzero: int = 0) -> Data:
         new_axes.extend(seg)
         if k < len(syms_in):
             new_axes.append(syms_in[k])
-    return Data(new_axes, v.perm, v.bad, v.pos, v.last, v.step, v.tokens, v.why, v.quant)
+    return Data(new_axes, v.perm, v.bad, v.pos, v.last, v.step, v.tokens, v.why, v.quant, v.fin)
 
 
 @register("Flatten", plumbing=True)
