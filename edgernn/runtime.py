@@ -58,7 +58,9 @@ def _numba_for_model(base: _Backend, packed: Packed, path: str | None = None) ->
         blocked, one = base.step_batch, k.step_batch
 
         def step_batch(X, wf, wb, MB, W):  # a single stream: the generated kernel (no block of 16 to pad)
-            return one(X, wf, wb, MB) if X.shape[0] < 2 else blocked(X, wf, wb, MB, W)
+            if isinstance(X, np.ndarray) and X.ndim == 2 and X.shape[0] < 2:
+                return one(X, wf, wb, MB)
+            return blocked(X, wf, wb, MB, W)  # anything but C float32 (n, I): TypeError, as from numba
 
         b = _Backend("numba", k.step, step_batch, k.seq, base.batch_work)
     else:
