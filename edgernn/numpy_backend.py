@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .kernels import layout as L
-from .kernels.ops import REGISTRY
+from .kernels.ops import REGISTRY, steps
 from .kernels.ops.record import Header, Layer, read_header, read_layer
 
 _F32 = np.dtype(np.float32)
@@ -87,11 +87,7 @@ class ModelFunctions:
     @property
     def streamable(self) -> bool:
         """Whether every recurrent layer runs forward only and no op is sequence-only (``final``)."""
-        return all(
-            not (op.RECURRENT and (lay.directions != 1 or lay.has(L.F_REVERSE)))
-            and not getattr(op, "SEQUENCE_ONLY", False)
-            for lay, op in zip(self.layers, self.ops, strict=True)
-        )
+        return all(steps(lay) for lay in self.layers)
 
     # ------------------------------------------------------------------------- entry points
     def step(self, x, wf, wb, M) -> int:

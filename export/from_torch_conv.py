@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..kernels.ops.tconv import causal_fix, causal_refusal
 from .from_torch import UnsupportedModuleError, _act_fn, _np
 
 
@@ -49,10 +50,7 @@ def conv_pads(conv, pad: tuple[int, int] | None, where: str) -> int:
     what to change."""
     k, d = int(conv.kernel_size[0]), int(conv.dilation[0])
     hn = (k - 1) * d
-    fix = (
-        f"Make it causal: nn.Conv1d(..., padding=0) on F.pad(z, ({hn}, 0)) (z: batch, channels, time), "
-        f"so that output t reads inputs t-{hn}..t"
-    )
+    fix = causal_fix(hn)
     if conv.stride[0] != 1 or conv.groups != 1:
         raise UnsupportedModuleError(
             f"{where}: a convolution over time streams with stride 1 and groups=1 "
@@ -70,20 +68,9 @@ def conv_pads(conv, pad: tuple[int, int] | None, where: str) -> int:
     else:
         p = int(conv.padding[0])
     left, right = (pad or (0, 0))[0] + p, (pad or (0, 0))[1] + p
-    if right or left != hn:
-        if right:
-            why = (
-                f"it pads {right} step(s) after the end of the time axis (centred padding: output t "
-                f"needs {right} future sample(s)), which a stream does not have yet"
-            )
-        elif left == 0:
-            why = (
-                f"with no padding ('valid') it drops the first {hn} outputs, so the layers after it see "
-                f"a sequence {hn} steps shorter than the stream"
-            )
-        else:
-            why = f"it pads {left} step(s) before the start; a causal kernel needs exactly {hn}"
-        raise UnsupportedModuleError(f"{where} is not streamable: {why}. {fix}")
+    why = causal_refusal(left, right, hn)
+    if why is not None:
+        raise UnsupportedModuleError(f"{where} is not streamable: {why}")
     return hn
 
 

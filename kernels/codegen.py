@@ -35,8 +35,8 @@ import numpy as np
 from . import config
 from . import layout as L
 from .layout import ST_NONFINITE, ST_NOT_STREAMABLE, ST_OK, ST_OVERFLOW, ST_SIZE, ST_TOKEN
-from .ops import REGISTRY
-from .ops._emit import Code, I, fill, project_block, project_setup
+from .ops import REGISTRY, steps
+from .ops._emit import Code, I, fill, project_block, project_scratch, project_setup
 from .ops.record import Header, Layer, read_header, read_layer
 
 #: bump when the shape of the generated code changes in a way its text would not show
@@ -72,11 +72,7 @@ def _layers(wf: np.ndarray) -> tuple[Header, list[Layer]]:
 
 def _streamable(layers: list[Layer]) -> bool:
     """No reverse direction and no sequence-only op (``final``): every layer can run step by step."""
-    return all(
-        not (REGISTRY[lay.kind].RECURRENT and (lay.directions != 1 or lay.has(L.F_REVERSE)))
-        and not getattr(REGISTRY[lay.kind], "SEQUENCE_ONLY", False)
-        for lay in layers
-    )
+    return all(steps(lay) for lay in layers)
 
 
 def _chained(head: Header, layers: list[Layer]) -> bool:
@@ -325,21 +321,34 @@ def _emit_seq(c: Code, head: Header, layers: list[Layer]) -> None:
         src, dst = "a", "b"
         for lay in layers:
             c(f"# layer {I(lay.index)}: {REGISTRY[lay.kind].NAME} {I(lay.nin)} -> {I(lay.nout)}")
-            if REGISTRY[lay.kind].RECURRENT:
-                _emit_seq_recurrent(c, lay, src, dst, W)
-            elif hasattr(REGISTRY[lay.kind], "emit_seq"):  # reads other rows than its own (``final``)
-                REGISTRY[lay.kind].emit_seq(c, lay, src, dst, W)
-            else:
-                with c.block("for t in range(T):"):
-                    x, y = c.fresh("x"), c.fresh("y")
-                    c(f"{x} = {src}[t * {I(W)} : t * {I(W)} + {I(lay.nin)}]")
-                    c(f"{y} = {dst}[t * {I(W)} : t * {I(W)} + {I(lay.nout)}]")
-                    REGISTRY[lay.kind].emit_apply(c, lay, x, y)
+            _emit_seq_op(c, lay, src, dst, W)
             src, dst = dst, src
         with c.block("for t in range(T):"):
             with c.block(f"for k in range({I(head.nout)}):"):
                 c(f"Y[t, k] = {src}[t * {I(W)} + k]")
         _seq_guard(c, head)
+
+
+def _emit_seq_op(c: Code, lay: Layer, src: str, dst: str, W: int, src2: str | None = None) -> None:
+    """Layer ``lay`` over the chunk: row t of ``src`` (and of ``src2``, a two-input op's second value)
+    to row t of ``dst``, rows W floats apart."""
+    op = REGISTRY[lay.kind]
+    if op.RECURRENT:
+        _emit_seq_recurrent(c, lay, src, dst, W)
+        return
+    if hasattr(op, "emit_seq"):  # reads other rows than its own (``final``)
+        op.emit_seq(c, lay, src, dst, W)
+        return
+    with c.block("for t in range(T):"):
+        x, y = c.fresh("x"), c.fresh("y")
+        c(f"{x} = {src}[t * {I(W)} : t * {I(W)} + {I(lay.nin)}]")
+        c(f"{y} = {dst}[t * {I(W)} : t * {I(W)} + {I(lay.nout)}]")
+        if src2 is None:
+            op.emit_apply(c, lay, x, y)
+        else:
+            x2 = c.fresh("x")
+            c(f"{x2} = {src2}[t * {I(W)} : t * {I(W)} + {I(lay.nin)}]")
+            op.emit_apply2(c, lay, x, x2, y)
 
 
 def _emit_seq_graph(c: Code, head: Header, layers: list[Layer]) -> None:
@@ -359,22 +368,11 @@ def _emit_seq_graph(c: Code, head: Header, layers: list[Layer]) -> None:
         src, dst = c.fresh("s"), c.fresh("d")
         c(f"{src} = a[{I(lay.in_off - base)} :]")
         c(f"{dst} = a[{I(lay.out_off - base)} :]")
-        if op.RECURRENT:
-            _emit_seq_recurrent(c, lay, src, dst, Wg)
-        elif hasattr(op, "emit_seq"):
-            op.emit_seq(c, lay, src, dst, Wg)
-        else:
-            with c.block("for t in range(T):"):
-                x, y = c.fresh("x"), c.fresh("y")
-                c(f"{x} = {src}[t * {I(Wg)} : t * {I(Wg)} + {I(lay.nin)}]")
-                c(f"{y} = {dst}[t * {I(Wg)} : t * {I(Wg)} + {I(lay.nout)}]")
-                if getattr(op, "INPUTS", 1) == 2:
-                    x2 = c.fresh("x")
-                    o2 = lay.in2_off - base
-                    c(f"{x2} = a[t * {I(Wg)} + {I(o2)} : t * {I(Wg)} + {I(o2 + lay.nin)}]")
-                    op.emit_apply2(c, lay, x, x2, y)
-                else:
-                    op.emit_apply(c, lay, x, y)
+        src2 = None
+        if getattr(op, "INPUTS", 1) == 2:
+            src2 = c.fresh("s")
+            c(f"{src2} = a[{I(lay.in2_off - base)} :]")
+        _emit_seq_op(c, lay, src, dst, Wg, src2)
     with c.block("for t in range(T):"):
         with c.block(f"for k in range({I(head.nout)}):"):
             c(f"Y[t, k] = a[t * {I(Wg)} + {I(head.out_off - base)} + k]")
@@ -391,7 +389,7 @@ def _emit_seq_hoisted(c: Code, head: Header, layers: list[Layer]) -> None:
     G = op.proj_rows(lay)
     TB = max(8, min(256, 16384 // G))  # the block of projections stays within 64 KB (L1/L2)
     xt = lay.mats[L.XT] if lay.has(L.F_XT) else None
-    fixed = G if xt is not None and xt.ld == G else G + lay.nin * G
+    fixed = project_scratch(xt, lay.nin, G)
     with c.block(f"if buf.shape[0] < {I(fixed + G)}:"):
         with c.block("for t in range(T):"):
             c("run1(X[t], wf, wb, M)")
@@ -399,7 +397,6 @@ def _emit_seq_hoisted(c: Code, head: Header, layers: list[Layer]) -> None:
                 c(f"Y[t, k] = M[{I(head.out_off)} + k]")
     with c.block("else:"):
         pb, wt, wt_off, used = project_setup(c, lay.mats[0], xt, lay.nin, G, op.proj_bias(lay, 0), "buf")
-        assert used == fixed
         c(f"tb = min({I(TB)}, (buf.shape[0] - {I(used)}) // {I(G)})")
         c(f"P = buf[{I(used)} : {I(used)} + tb * {I(G)}]")
         with c.block("for t0 in range(0, T, tb):"):

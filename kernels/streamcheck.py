@@ -27,8 +27,17 @@ from .layout import (
 )
 from .linalg import off2
 
-__all__ = ["ST_NOT_STREAMABLE", "ST_OK", "ST_OVERFLOW", "ST_SIZE", "backup", "check_row", "guarded"]
-__all__ += ["restore", "state_out_finite"]
+__all__ = [
+    "ST_NOT_STREAMABLE",
+    "ST_OK",
+    "ST_OVERFLOW",
+    "ST_SIZE",
+    "backup",
+    "check_row",
+    "guarded",
+    "restore",
+    "state_out_finite",
+]
 
 
 @njit

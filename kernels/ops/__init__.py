@@ -9,6 +9,7 @@ other kind: y from x, state and scratch at the layer's offsets in M).
 
 from __future__ import annotations
 
+from .. import layout as L
 from . import attention, binary, conv, dense, esn, final, gather, gru, layernorm, lstm, rnn, tconv, unary
 from .elementwise import Activation, Affine, Normalize
 from .tokens import Embedding, OneHot
@@ -28,4 +29,14 @@ REGISTRY = {
 #: plan kind name -> emitter
 BY_NAME = {op.NAME: op for op in REGISTRY.values()}
 
-__all__ = ["BY_NAME", "GRAPH_BY_NAME", "GRAPH_OPS", "REGISTRY"]
+
+def steps(lay) -> bool:
+    """Whether packed layer ``lay`` (a :class:`.record.Layer`) runs step by step: no reverse direction and
+    not a sequence-only op (``final``). A model streams when every layer does; the generated kernels and
+    the numpy backend ask here."""
+    op = REGISTRY[lay.kind]
+    reverse = op.RECURRENT and (lay.directions != 1 or lay.has(L.F_REVERSE))
+    return not reverse and not getattr(op, "SEQUENCE_ONLY", False)
+
+
+__all__ = ["BY_NAME", "GRAPH_BY_NAME", "GRAPH_OPS", "REGISTRY", "steps"]

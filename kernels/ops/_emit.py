@@ -220,6 +220,12 @@ def clip(c: Code, value: float, arr: str, a0: int, n: int) -> None:
         c(f"{arr}[{I(a0)} + {k}] = {v}")
 
 
+def project_scratch(xt: Matrix | None, cols: int, rows: int) -> int:
+    """Floats of the caller's scratch :func:`project_setup` uses: the bias, and a transposed copy of the
+    weights unless the packed transposed part ``xt`` is read in place."""
+    return rows if xt is not None and xt.ld == rows else rows + cols * rows
+
+
 def project_setup(
     c: Code, m: Matrix, xt: Matrix | None, cols: int, rows: int, bias: list[tuple[int, int, int]], buf: str
 ) -> tuple[str, str, int, int]:
@@ -236,8 +242,9 @@ def project_setup(
     for voff, r0, n in bias:
         with c.block(f"for {r} in range({I(n)}):"):
             c(f"{pb}[{I(r0)} + {r}] += wf[{I(voff)} + {r}]")
-    if xt is not None and xt.ld == rows:
-        return pb, "wf", xt.off, rows
+    used = project_scratch(xt, cols, rows)
+    if used == rows:
+        return pb, "wf", xt.off, used
     W = "wb" if m.int8 else "wf"
     with c.block(f"for {r} in range({I(rows)}):"):
         with c.block(f"for {k} in range({I(cols)}):"):
@@ -245,7 +252,7 @@ def project_setup(
             if m.int8:
                 v = f"np.float32({v}) * wf[{I(m.soff)} + {r}]"
             c(f"{buf}[{I(rows)} + {k} * {I(rows)} + {r}] = {v}")
-    return pb, buf, rows, rows + cols * rows
+    return pb, buf, rows, used
 
 
 def project_block(

@@ -27,6 +27,35 @@ RECURRENT = False
 INPUTS = 1
 
 
+def causal_fix(history: int) -> str:
+    """How to write the streamable (causal) convolution whose history is ``history`` = (K−1)·d steps."""
+    return (
+        f"Make it causal: nn.Conv1d(..., padding=0) on F.pad(z, ({history}, 0)) (z: batch, channels, time), "
+        f"so that output t reads inputs t-{history}..t"
+    )
+
+
+def causal_refusal(left: int, right: int, history: int) -> str | None:
+    """Why a convolution over time with ``left`` zeros before the start and ``right`` after it is not
+    this op (which needs exactly ``history`` = (K−1)·d before and none after), with the fix; None when
+    it is. The one wording of the PyTorch exporter and the ONNX compiler."""
+    if not right and left == history:
+        return None
+    if right:
+        why = (
+            f"it pads {right} step(s) after the end of the time axis (centred padding: output t needs "
+            f"{right} future step(s)), which a stream does not have yet"
+        )
+    elif left == 0:
+        why = (
+            f"with no padding ('valid') it drops the first {history} outputs, so the ops after it see a "
+            f"sequence {history} steps shorter than the stream"
+        )
+    else:
+        why = f"it pads {left} step(s) before the start; a causal kernel needs exactly {history}"
+    return f"{why}. {causal_fix(history)}"
+
+
 def check(where: str, layer: dict, P) -> int:
     """Validate the fields; returns Cout."""
     cin = P._int(where, layer, "in_channels")

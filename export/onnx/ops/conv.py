@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ....kernels.ops.tconv import causal_refusal
 from ..errors import CompileError, where
 from ..values import Const, Data, Sym, TimePadded, feat_index, ints, select
 from .registry import register
@@ -209,17 +210,11 @@ def _conv_over_time(cx, node, x: Data, wv, bv, at, left: int) -> Data:
         )
     pl, pr = int(pads[0]) + left, int(pads[1])
     hn = (k - 1) * d
-    if pr or pl != hn:
-        if pr:
-            why = f"output t needs {pr} future step(s) (centred padding), which a stream does not have yet"
-        elif pl == 0:
-            why = f"'valid' padding drops the first {hn} outputs: the ops after it see a shorter sequence"
-        else:
-            why = f"a causal kernel needs exactly {hn} zeros before the start"
+    why = causal_refusal(pl, pr, hn)
+    if why is not None:
         raise CompileError(
             f"{where(node)}: a convolution over time streams when it is causal: (k-1)*d = {hn} zeros "
-            f"before the start and none after (got {pl} before, {pr} after): {why}. Make it causal "
-            f"(in PyTorch: nn.Conv1d(padding=0) on F.pad(z, ({hn}, 0)))"
+            f"before the start and none after (got {pl} before, {pr} after): {why}"
         )
     b = None if bv is None else np.asarray(bv.arr, np.float64).reshape(-1)
     plan = cx.plan
