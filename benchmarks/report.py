@@ -129,15 +129,13 @@ def tables(res: dict, machine: dict) -> str:
             )
     lines += [
         "",
-        "**1,024 streams** (µs per stream-step): `streams(1024).step` (the blocked kernel, "
-        "kernels/batch_blocked.py: each weight row loaded once per block of 16 streams) vs the "
-        "generated stream-by-stream kernel (`step_batch` of kernels/codegen.py, same buffers) "
-        "vs 1,024 separate "
+        "**1,024 streams** (µs per stream-step): `streams(1024).step` (the generated `step_batch`: "
+        "blocks of 16 streams share every weight row load, kernels/lanes.py) vs 1,024 separate "
         "`Stream.step` calls vs torch's batched cell vs ORT's step graph with batch 1,024:",
         "",
-        "| model | weights | streams(1024) | stream by stream | separate | torch batched | ORT batched "
-        "| separate / streams (goal ≥ 10×) | torch / streams (goal ≥ 1×) | stream by stream / streams |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | weights | streams(1024) | separate | torch batched | ORT batched "
+        "| separate / streams (goal ≥ 10×) | torch / streams (goal ≥ 1×) | ORT / streams (goal ≥ 1×) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m in MODELS:
         for q in QUANT:
@@ -146,10 +144,9 @@ def tables(res: dict, machine: dict) -> str:
             if e is None:
                 continue
             sep, t, o = us(mode, m, q, "edgernn-separate"), us(mode, m, q, "torch"), us(mode, m, q, "ort")
-            unb = us(mode, m, q, "edgernn-unblocked")
             lines.append(
-                f"| {m} + dense | {q} | {_f(e)} | {_f(unb)} | {_f(sep)} | {_f(t)} | {_f(o)} "
-                f"| {_ratio(sep, e)} | {_ratio(t, e)} | {_ratio(unb, e)} |"
+                f"| {m} + dense | {q} | {_f(e)} | {_f(sep)} | {_f(t)} | {_f(o)} "
+                f"| {_ratio(sep, e)} | {_ratio(t, e)} | {_ratio(o, e)} |"
             )
     return "\n".join(lines)
 

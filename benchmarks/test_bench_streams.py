@@ -75,31 +75,3 @@ def test_streams_baseline(benchmark, artifacts, model, quant, backend):
     fresh = make_baseline(backend, plan, tensors, batch=N)
     got = fresh.streams_step(X) if backend == "torch" else fresh.step(X)
     assert_agree(got, _edgernn_batched(path, X), quant, f"{backend} batched")
-
-
-@pytest.mark.parametrize(("model", "quant"), CASES, ids=IDS)
-def test_streams_unblocked_kernel(benchmark, artifacts, model, quant):
-    """What streams(n) runs for a model the blocked kernel does not cover: the generated step_batch
-    (kernels/codegen.py), one stream after another in one call (every stream re-reads every weight row),
-    on a Streams object's buffers."""
-    from edgernn.kernels import codegen
-
-    import edgernn
-
-    path, plan, tensors = artifacts[model, quant]
-    X = _X()
-    b = edgernn.load(path).streams(N)
-    step_batch = codegen.kernels(b._wf).step_batch
-    step_batch(X, b._wf, b._wb, b._MB)  # compile outside the timing
-
-    def go():
-        return step_batch(X, b._wf, b._wb, b._MB)
-
-    benchmark.group = f"streams{N} {model} {quant}"
-    benchmark.extra_info.update(
-        backend="edgernn-unblocked", model=model, quant=quant, mode=f"streams{N}", steps=N
-    )
-    benchmark.pedantic(go, rounds=10, iterations=1, warmup_rounds=1)
-    b.reset()
-    assert step_batch(X, b._wf, b._wb, b._MB) == 0
-    assert_agree(b._MB[:, b._o], _edgernn_batched(path, X), quant, "stream-by-stream kernel vs streams(n)")

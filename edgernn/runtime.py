@@ -34,12 +34,11 @@ _BACKENDS_LOCK = threading.RLock()
 class _Backend:
     """The three kernel entry points of one implementation (numba JIT, AOT module or numpy)."""
 
-    def __init__(self, name: str, step, step_batch, seq, batch_work=None, per_model=None):
+    def __init__(self, name: str, step, step_batch, seq, per_model=None):
         self.name = name
         self.step = step
-        self.step_batch = step_batch  # (X, wf, wb, MB[, W]): W from batch_work(wf), if it has one
+        self.step_batch = step_batch  # (X, wf, wb, MB)
         self.seq = seq
-        self.batch_work = batch_work
         self._per_model = per_model
         self.source: str | None = None  # the generated source of a per-model backend
 
@@ -51,37 +50,18 @@ class _Backend:
 
 def _numba_for_model(base: _Backend, packed: Packed, path: str | None = None) -> _Backend:
     from .kernels import codegen
-    from .kernels.batch_blocked import blocked_supported
 
-    k = codegen.kernels(packed.wf)  # step compiled now (or loaded from the cache), seq on first use
-    if blocked_supported(packed.wf):  # the blocked kernel: each weight row loaded once per block of streams
-        blocked, one = base.step_batch, k.step_batch
-
-        def step_batch(X, wf, wb, MB, W):  # a single stream: the generated kernel (no block of 16 to pad)
-            if isinstance(X, np.ndarray) and X.ndim == 2 and X.shape[0] < 2:
-                return one(X, wf, wb, MB)
-            return blocked(X, wf, wb, MB, W)  # anything but C float32 (n, I): TypeError, as from numba
-
-        b = _Backend("numba", k.step, step_batch, k.seq, base.batch_work)
-    else:
-        b = _Backend("numba", k.step, k.step_batch, k.seq)
+    k = codegen.kernels(packed.wf)  # step compiled now (or from the cache); seq, step_batch on first use
+    b = _Backend("numba", k.step, k.step_batch, k.seq)
     b.source = k.source
     return b
 
 
 def _numba_backend() -> _Backend:
-    from numba import types as nt
-
-    from .kernels import batch_blocked
-
-    f32v = nt.Array(nt.float32, 1, "C")
-    f32m = nt.Array(nt.float32, 2, "C")
-    i8v = nt.Array(nt.int8, 1, "C")
-    # step and seq are generated for each model (kernels/codegen.py). streams(n): the blocked kernel (each
-    # weight row loaded once per block of streams), compiled on the first Streams.step of the process (or
-    # loaded from the kernel cache): single-stream users never pay
-    step_batch = batch_blocked.LazyStepBatch((f32m, f32v, i8v, f32m, f32v))
-    return _Backend("numba", None, step_batch, None, step_batch.work, per_model=_numba_for_model)
+    # step, seq and step_batch are generated for each model (kernels/codegen.py); step_batch (streams(n):
+    # blocks of 16 streams share every weight row load, kernels/lanes.py) compiles on the first
+    # Streams.step of the process (or loads from the kernel cache): single-stream users never pay
+    return _Backend("numba", None, None, None, per_model=_numba_for_model)
 
 
 def _numpy_for_model(base: _Backend, packed: Packed, path: str | None = None) -> _Backend:
@@ -544,12 +524,7 @@ class Streams:
         self._model = model
         self.n = n
         self._MB = np.tile(model._m0, (n, 1))
-        k = model._backend.step_batch
-        if model._backend.batch_work is not None:  # the blocked kernel's panels: allocated once, here
-            W = model._backend.batch_work(p.wf)
-            self._k = lambda X, wf, wb, MB: k(X, wf, wb, MB, W)
-        else:
-            self._k = k
+        self._k = model._backend.step_batch
         self._wf = p.wf
         self._wb = p.wb
         self._o = slice(p.out_off, p.out_off + p.out_size)

@@ -327,8 +327,8 @@ def test_streams_equal_separate_streams(case):
     Xs = np.stack([_inputs(plan, rng, T) for _ in range(n)], axis=1)  # (T, n, I)
     b = m.streams(n)
     singles = [m.stream() for _ in range(n)]
-    # the blocked many-stream kernel (lstm, gru, esn here) sums in another order than the single-stream
-    # GEMV: equal to float32 rounding, not bit for bit; models it does not block step stream by stream
+    # step_batch's blocks of 16 streams sum in another order than the single-stream GEMV (equal to float32
+    # rounding, not bit for bit); the 7 streams here are fewer than a block: stepped one by one
     exact = case in ("attention", "embedding")
     check = np.testing.assert_array_equal if exact else _close_f32
     for t in range(T):

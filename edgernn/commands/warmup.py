@@ -1,7 +1,8 @@
 """``edgernn warmup [MODEL.ernn ...]``: compile the numba kernels once into the kernel cache directory.
 
 With model files, each model's generated kernels (step, chunk run, and its many-stream kernel) are
-compiled; without, the shared many-stream kernel only (models' own kernels compile at their first load).
+compiled. Every kernel is generated for one model, so without model files there is nothing to compile:
+the command only checks and prepares the cache directory.
 
 On a board, run it once after installing (or as part of the image build) with the cache directory the
 device will use; later processes then load the compiled kernels instead of compiling them (seconds to
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     import numpy as np
 
-    from ..runtime import get_backend, load
+    from ..runtime import load
 
     models = [load(path, backend="numba") for path in args.models]  # validates every file first
     for m in models:  # step is compiled by load; the chunk and many-stream kernels on first use
@@ -67,10 +68,8 @@ def run(args: argparse.Namespace) -> int:
         m.predict(X)
         if m.info["streamable"]:
             m.streams(2).step(np.zeros((2, m.input_size), np.float32))
-    if not models:
-        get_backend("numba").step_batch.compile()  # the blocked many-stream kernel
     dt = time.perf_counter() - t0
     n = sum(len(files) for _, _, files in os.walk(config.CACHE_DIR))
-    what = f"{len(models)} model(s)' kernels" if models else "kernels"
+    what = f"{len(models)} model(s)' kernels" if models else "no model given (kernels are per model); cache"
     print(f"{what} ready in {config.CACHE_DIR} ({n} cache files, {dt:.1f} s)")
     return 0

@@ -37,6 +37,14 @@ class Code:
         self._n = 0
         self.consts = consts if consts is not None else {}
         self.wf = None  # the packed float32 buffer, for emitters that read their tables (numbers only)
+        self.lanes = None  # a kernels.lanes.LaneCode when the code is one block of many streams
+
+    def view(self, base: str, arr: str, a: int, b: int) -> str:
+        """A fresh name bound to the slice ``arr[a:b]`` (``arr`` the stream buffer ``M``, the model input
+        ``x`` or another view): the many-stream kernel finds such arrays again for each stream."""
+        name = self.fresh(base)
+        self(f"{name} = {arr}[{I(a)} : {I(b)}]")
+        return name
 
     def __call__(self, line: str) -> None:
         self.lines.append("    " * self.depth + line)
@@ -101,6 +109,8 @@ def gemv_acc(
     to float32 in the loop and scaled once per row). Four rows per pass: each load of x feeds four FMAs."""
     if nrows <= 0 or cols <= 0:
         return
+    if c.lanes is not None and c.lanes.gemv(m, col0, cols, r0, nrows, x, y, y0):
+        return  # one blocked product over a block of streams (kernels/lanes.py)
     W = "wb" if m.int8 else "wf"
     base = m.off + col0 + r0 * m.ld
     ld = m.ld

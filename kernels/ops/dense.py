@@ -10,6 +10,7 @@ from .record import Layer
 KIND = L.K_DENSE
 NAME = "dense"
 RECURRENT = False
+LANES = True  # its products can be blocked over many streams (kernels/lanes.py)
 
 
 def emit_apply(c: Code, lay: Layer, x: str, y: str) -> None:

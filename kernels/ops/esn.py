@@ -20,16 +20,15 @@ from .record import Layer
 KIND = L.K_ESN
 NAME = "esn"
 RECURRENT = False
+LANES = True  # its products can be blocked over many streams (kernels/lanes.py)
 
 
 def emit_apply(c: Code, lay: Layer, x: str, y: str) -> None:
     """One reservoir step on the state in M; y is the layer output."""
     N = lay.hidden
     st, g = lay.state_off, lay.scratch_off
-    xs = c.fresh("xs")
-    gs = c.fresh("g")
-    c(f"{xs} = M[{I(st)} : {I(st + N)}]")
-    c(f"{gs} = M[{I(g)} : {I(g + N)}]")
+    xs = c.view("xs", "M", st, st + N)
+    gs = c.view("g", "M", g, g + N)
     fill(c, gs, 0, N, "wf" if lay.has(L.F_BIAS) else None, lay.vecs[0])
     if lay.has(L.F_XT):
         axpy_acc(c, lay.mats[L.XT], 0, N, x, gs)

@@ -20,6 +20,7 @@ from .record import Layer
 KIND = L.K_GRU
 NAME = "gru"
 RECURRENT = True
+LANES = True  # its products can be blocked over many streams (kernels/lanes.py)
 
 
 def emit_cell(c: Code, lay: Layer, d: int, x: str, h: str, cc: str | None, g: str, xh: str) -> None:
@@ -81,8 +82,7 @@ def _tail(c: Code, lay: Layer, d: int, h: str, g: str) -> None:
         with c.block(f"for k in range({I(H)}):"):
             c(f"{g}[{I(rh)} + k] = {g}[{I(H)} + k] * {h}[k]")
             c(f"{g}[{I(rs)} + k] = wf[{I(rbias + 2 * H)} + k]")
-        rhv = c.fresh("rh")
-        c(f"{rhv} = {g}[{I(rh)} : {I(rh + H)}]")
+        rhv = c.view("rh", g, rh, rh + H)
         recurrent.h_acc(c, lay, d, 2 * H, H, rhv, g, rs)
     with c.block(f"for k in range({I(H)}):"):
         c(f"{g}[{I(xs)} + k] += {g}[{I(rs)} + k]")

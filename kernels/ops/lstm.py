@@ -22,6 +22,7 @@ from .record import Layer
 KIND = L.K_LSTM
 NAME = "lstm"
 RECURRENT = True
+LANES = True  # its products can be blocked over many streams (kernels/lanes.py)
 
 
 def emit_cell(c: Code, lay: Layer, d: int, x: str, h: str, cc: str, g: str, xh: str) -> None:

@@ -12,9 +12,15 @@ from ._emit import Code, axpy_acc, fill, gemv_acc
 from .record import Layer
 
 
+def _fused_xh(c: Code, lay: Layer) -> bool:
+    """Whether the gates are one product with ``xh = [x; h]``: the fused layout without the transposed
+    input part, or in a block of many streams (one blocked product beats a per-stream axpy there)."""
+    return lay.has(L.F_FUSED) and (not lay.has(L.F_XT) or (c.lanes is not None and c.lanes.blocking))
+
+
 def load_xh(c: Code, lay: Layer, x: str, h: str, xh: str) -> None:
-    """xh = [x; h] (only the fused layout without the transposed input part reads it)."""
-    if lay.has(L.F_FUSED) and not lay.has(L.F_XT):
+    """xh = [x; h] (only the fused single-product layout reads it)."""
+    if _fused_xh(c, lay):
         fill(c, xh, 0, lay.nin, x)
         fill(c, xh, lay.nin, lay.hidden, h)
 
@@ -23,11 +29,11 @@ def gates_acc(
     c: Code, lay: Layer, d: int, r0: int, nrows: int, x: str, h: str, xh: str, y: str, y0: int
 ) -> None:
     """y[y0:y0+nrows] += W[r0:r0+nrows]·x + R[r0:r0+nrows]·h."""
-    if lay.has(L.F_XT):
+    if _fused_xh(c, lay):
+        gemv_acc(c, lay.mats[2 * d], 0, lay.nin + lay.hidden, r0, nrows, xh, y, y0)
+    elif lay.has(L.F_XT):
         x_acc(c, lay, d, r0, nrows, x, y, y0)
         h_acc(c, lay, d, r0, nrows, h, y, y0)
-    elif lay.has(L.F_FUSED):
-        gemv_acc(c, lay.mats[2 * d], 0, lay.nin + lay.hidden, r0, nrows, xh, y, y0)
     else:
         gemv_acc(c, lay.mats[2 * d], 0, lay.nin, r0, nrows, x, y, y0)
         gemv_acc(c, lay.mats[2 * d + 1], 0, lay.hidden, r0, nrows, h, y, y0)

@@ -11,6 +11,7 @@ from .record import Layer
 KIND = L.K_RNN
 NAME = "rnn"
 RECURRENT = True
+LANES = True  # its products can be blocked over many streams (kernels/lanes.py)
 
 
 def emit_cell(c: Code, lay: Layer, d: int, x: str, h: str, cc: str | None, g: str, xh: str) -> None:

@@ -1,0 +1,180 @@
+"""Many streams in one generated kernel: the op emitters' step code run for a block of ``NL`` streams,
+with every weight matrix product register-blocked across the block.
+
+A single-stream step run n times reads every weight row n times. The generated ``step_batch`` takes the
+streams ``NL`` = 16 at a time. For each op it runs the op's own emitter (the code ``step`` uses) on a
+:class:`LaneCode`: what the emitter writes between two matrix products (biases, gate activations, state
+updates) becomes a *segment*, emitted once inside ``for ln in range(NL):`` with ``M`` bound to stream
+``ln``'s buffer; each matrix product (``gemv_acc``) becomes one blocked product over the block
+(:func:`emit_gemv`): four weight rows are loaded once and dotted with the rows of four streams at a time
+(16 accumulators; the reduction over k vectorizes), for each of the block's four groups of four streams,
+so a weight row is read once per 16 streams. The product reads each stream's input where it lives (its
+row of ``MB`` or of ``X``) and adds into each stream's own scratch: no panels, no copies, no allocation.
+
+For this the arrays a product reads and writes must be found again for every stream: they are the model
+input ``x``, the stream buffer ``M`` or a slice of one made by :meth:`Code.view` (recorded here as an
+alias: name → parent and offset). A segment re-binds the aliases it uses at its start. Op modules that
+keep to this say ``LANES = True`` (lstm, gru, rnn, dense, esn); any other op is emitted as one segment
+with its products per stream (correct, just not blocked), so every op runs in the batched kernel.
+Streams beyond the last full block take the single-stream ``run1``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .ops._emit import Code, I
+from .ops.record import Matrix
+
+#: streams per block (four groups of four: a weight row is read once per block)
+NL = 16
+#: streams per micro-kernel (4 weight rows x 4 streams = 16 accumulators)
+SB = 4
+#: the roots a blocked product can read: the model input row (X[s]) and the stream buffer (MB[s])
+ROOTS = {"x": "X", "M": "MB"}
+
+
+class LaneCode(Code):
+    """A :class:`Code` whose lines are one segment of per-stream code, written into ``out`` by
+    :meth:`flush` inside a loop over the block's streams; ``gemv_acc`` calls become blocked products."""
+
+    def __init__(self, out: Code, s0: str):
+        super().__init__(out.consts)
+        self.out = out
+        self.s0 = s0  # the generated name of the block's first stream index
+        self.wf = out.wf
+        self.lanes = self
+        self.blocking = True
+        self.aliases: dict[str, tuple[str, int]] = {}
+        self._lines_of: dict[str, str] = {}
+        self._seg_defs: set[str] = set()
+
+    def fresh(self, base: str) -> str:
+        return self.out.fresh(base)
+
+    def view(self, base: str, arr: str, a: int, b: int) -> str:
+        name = self.fresh(base)
+        line = f"{name} = {arr}[{I(a)} : {I(b)}]"
+        self(line)
+        self.aliases[name] = (arr, int(a))
+        self._lines_of[name] = line
+        self._seg_defs.add(name)
+        return name
+
+    def resolve(self, name: str) -> tuple[str, int] | None:
+        """(the 2-D array of the block, offset in its row) of an array name, or None (not a root/alias)."""
+        off = 0
+        while name not in ROOTS:
+            if name not in self.aliases:
+                return None
+            name, a = self.aliases[name]
+            off += a
+        return ROOTS[name], off
+
+    def flush(self) -> None:
+        """Write the pending segment into ``out``: once per stream of the block, its aliases re-bound."""
+        lines, self.lines = self.lines, []
+        defined, self._seg_defs = self._seg_defs, set()
+        if not lines:
+            return
+        text = "\n".join(lines)
+        used = [n for n in self.aliases if n not in defined and re.search(rf"\b{re.escape(n)}\b", text)]
+        need: list[str] = []
+
+        def add(n: str) -> None:
+            parent = self.aliases[n][0]
+            if parent in self.aliases and parent not in defined:
+                add(parent)
+            if n not in need:
+                need.append(n)
+
+        for n in used:
+            add(n)
+        order = [n for n in self.aliases if n in need]  # definition order: parents first
+        o = self.out
+        ln = o.fresh("ln")
+        with o.block(f"for {ln} in range({I(NL)}):"):
+            o(f"M = MB[{self.s0} + {ln}]")
+            o(f"x = X[{self.s0} + {ln}]")
+            for n in order:
+                o(self._lines_of[n])
+            for line in lines:
+                o(line)
+
+    def gemv(self, m: Matrix, col0: int, cols: int, r0: int, nrows: int, x: str, y: str, y0: int) -> bool:
+        """Emit y[y0+i] += W[r0+i, col0:col0+cols]·x as one blocked product over the block's streams, if
+        blocking is on and both arrays can be found for every stream; False: the caller writes it per
+        stream."""
+        if not self.blocking:
+            return False
+        xr, yr = self.resolve(x), self.resolve(y)
+        if xr is None or yr is None:
+            return False
+        self.flush()
+        emit_gemv(self.out, m, col0, cols, r0, nrows, xr, yr, y0, self.s0)
+        return True
+
+
+def emit_gemv(
+    c: Code,
+    m: Matrix,
+    col0: int,
+    cols: int,
+    r0: int,
+    nrows: int,
+    xr: tuple[str, int],
+    yr: tuple[str, int],
+    y0: int,
+    s0: str,
+) -> None:
+    """For each stream s of the block (rows ``s0``..``s0``+NL of the 2-D arrays named in ``xr``/``yr``):
+    Y[s, yoff+y0+i] += W[r0+i, col0:col0+cols] · X[s, xoff:xoff+cols] for i < nrows. Four weight rows x
+    four streams per inner loop; int8 rows are widened in the loop and scaled once per row and stream."""
+    if nrows <= 0 or cols <= 0:
+        return
+    XA, xoff = xr
+    YA, yoff = yr
+    W = "wb" if m.int8 else "wf"
+    cast = "np.float32" if m.int8 else ""
+    ld = m.ld
+    base = m.off + col0 + r0 * m.ld
+    i, b, q, s, k = (c.fresh(n) for n in ("i", "b", "q", "s", "k"))
+    n4 = nrows - nrows % 4
+
+    def body(nr: int, row: str) -> None:
+        w = [c.fresh("w") for _ in range(nr)]
+        c(f"{b} = {I(base)} + ({row}) * {I(ld)}")
+        for j in range(nr):
+            c(f"{w[j]} = {W}[{b} + {I(j * ld)} : {b} + {I(j * ld + cols)}]")
+        sc = []
+        if m.int8:
+            for j in range(nr):
+                sc.append(c.fresh("sc"))
+                c(f"{sc[j]} = wf[{I(m.soff + r0)} + ({row}) + {I(j)}]")
+        with c.block(f"for {q} in range(0, {I(NL)}, {I(SB)}):"):
+            c(f"{s} = {s0} + {q}")
+            xs = [c.fresh("xs") for _ in range(SB)]
+            for t in range(SB):
+                c(f"{xs[t]} = {XA}[{s} + {I(t)}, {I(xoff)} : {I(xoff + cols)}]")
+            acc = [[c.fresh("a") for _ in range(SB)] for _ in range(nr)]
+            for j in range(nr):
+                c(" = ".join(acc[j]) + " = Z")
+            with c.block(f"for {k} in range({I(cols)}):"):
+                vs = [c.fresh("v") for _ in range(SB)]
+                for t in range(SB):
+                    c(f"{vs[t]} = {xs[t]}[{k}]")
+                for j in range(nr):
+                    u = c.fresh("u")
+                    c(f"{u} = {cast}({w[j]}[{k}])")
+                    for t in range(SB):
+                        c(f"{acc[j][t]} += {u} * {vs[t]}")
+            for j in range(nr):
+                for t in range(SB):
+                    scale = f" * {sc[j]}" if m.int8 else ""
+                    c(f"{YA}[{s} + {I(t)}, {I(yoff + y0)} + ({row}) + {I(j)}] += {acc[j][t]}{scale}")
+
+    if n4:
+        with c.block(f"for {i} in range(0, {I(n4)}, 4):"):
+            body(4, i)
+    for r in range(n4, nrows):
+        body(1, I(r))

@@ -1,0 +1,199 @@
+"""The generated many-stream kernel (``step_batch``, kernels/lanes.py) against n separate single-stream steps.
+
+``Streams.step`` runs the model's generated ``step_batch``: blocks of 16 streams with every weight matrix
+product blocked over the block, the streams after the last full block stepped one by one. For every layer
+kind, odd sizes (rows not a multiple of 4, streams not a multiple of 16), int8 weights, ops the blocking
+does not cover (clip, peepholes, attention) and a graph plan (a causal convolution over time feeding an
+LSTM), ``Streams.step`` must give what n separate ``Stream.step`` calls give, up to float32 summation
+order; a bad row or a size mismatch leaves every stream untouched.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from builders import attention, dense, esn, model, quantize_int8, recurrent
+from edgernn.kernels import codegen, lanes
+from reference import assert_close
+
+import edgernn
+from edgernn import artifact
+
+
+def _cases():
+    rng = np.random.default_rng(11)
+    yield "lstm-odd", model([recurrent(rng, "lstm", "l", 3, 9), dense(rng, "d", 9, 5)], 3)
+    yield (
+        "lstm-init",
+        model([recurrent(rng, "lstm", "l", 3, 8, initial_h=True, initial_c=True), dense(rng, "d", 8, 2)], 3),
+    )
+    yield (
+        "gru-lbr1",
+        model([recurrent(rng, "gru", "g", 4, 10, linear_before_reset=1), dense(rng, "d", 10, 3)], 4),
+    )
+    yield (
+        "gru-lbr0",
+        model([recurrent(rng, "gru", "g", 4, 7, linear_before_reset=0), dense(rng, "d", 7, 1)], 4),
+    )
+    yield (
+        "rnn-relu",
+        model(
+            [
+                recurrent(rng, "rnn", "r", 2, 6, activations=["relu"]),
+                dense(rng, "d", 6, 2, activation="tanh"),
+            ],
+            2,
+        ),
+    )
+    yield (
+        "stack",
+        model(
+            [
+                recurrent(rng, "lstm", "a", 5, 6),
+                recurrent(rng, "gru", "b", 6, 5, linear_before_reset=1),
+                dense(rng, "h", 5, 7, activation="relu"),
+                dense(rng, "d", 7, 3, activation="sigmoid"),
+            ],
+            5,
+        ),
+    )
+    yield "esn-dense", model([esn(rng, "e", 3, 21), dense(rng, "d", 21, 2)], 3)
+    yield (
+        "esn-sparse-ext",
+        model([esn(rng, "e", 3, 30, sparse=True, readout_input="extended"), dense(rng, "d", 34, 2)], 3),
+    )
+    # not covered: the generated step_batch
+    yield "lstm-clip", model([recurrent(rng, "lstm", "l", 3, 5, clip=0.5), dense(rng, "d", 5, 1)], 3)
+    yield "lstm-peephole", model([recurrent(rng, "lstm", "l", 3, 5, P=True), dense(rng, "d", 5, 1)], 3)
+    yield (
+        "attention",
+        model(
+            [
+                recurrent(rng, "gru", "g", 3, 6, linear_before_reset=1),
+                attention(rng, "a", 6, 4),
+                dense(rng, "d", 6, 2, activation="softmax"),
+            ],
+            3,
+        ),
+    )
+
+
+CASES = list(_cases())
+
+
+@pytest.mark.parametrize("n", [1, 5, 16, 37])
+@pytest.mark.parametrize("quant", ["fp32", "int8"])
+@pytest.mark.parametrize(("name", "pt"), CASES, ids=[c[0] for c in CASES])
+def test_streams_equal_separate_streams(tmp_path, name, pt, quant, n):
+    plan, tensors = pt
+    if quant == "int8":
+        plan, tensors = quantize_int8(plan, tensors)
+    path = tmp_path / "m.ernn"
+    artifact.write(path, plan, tensors)
+    m = edgernn.load(path, backend="numba")
+    batch = m.streams(n)
+    single = [m.stream() for _ in range(n)]
+    rng = np.random.default_rng(n)
+    for t in range(6):
+        X = rng.standard_normal((n, plan["input"]["size"])).astype(np.float32)
+        got = batch.step(X)
+        want = np.stack([s.step(x) for s, x in zip(single, X, strict=True)])
+        assert_close(got, want, atol=1e-5, rtol=1e-4, what=f"{name} {quant} n={n} t={t}")
+    assert_close(batch.state, np.stack([s.state for s in single]), atol=1e-5, rtol=1e-4, what="states")
+
+
+@pytest.mark.parametrize(("name", "pt"), CASES, ids=[c[0] for c in CASES])
+def test_products_are_blocked_over_the_streams(tmp_path, name, pt):
+    """The lstm, gru, rnn, esn and dense products (clip and peepholes included: their extra terms are
+    per-stream code between the products) are each one product over a block of 16 streams, weight rows
+    read once per block; attention's own products stay per stream, inside the same kernel."""
+    plan, tensors = pt
+    artifact.write(tmp_path / "m.ernn", plan, tensors)
+    src = codegen.source(edgernn.load(tmp_path / "m.ernn", backend="numpy")._packed.wf)
+    body = src[src.index("def step_batch") : src.index("def seq")]
+    blocked_products = body.count(f"range(0, {lanes.NL}, {lanes.SB})")
+    kinds = [lay["kind"] for lay in plan["layers"]]
+    blockable = sum(k in ("lstm", "gru", "rnn", "dense", "esn") for k in kinds)
+    assert blocked_products >= blockable
+
+
+def test_graph_plan_streams_equal_separate_streams(tmp_path):
+    """A graph plan (PyTorch causal Conv1d over time + ReLU + LSTM + Linear through ONNX): its convolution
+    runs per stream inside the batched kernel, its LSTM and Linear blocked; n streams equal n single ones."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from edgernn.export import compile_onnx
+
+    class ConvLSTM(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv1d(3, 6, kernel_size=3, dilation=2)
+            self.lstm = torch.nn.LSTM(6, 9, batch_first=True)
+            self.head = torch.nn.Linear(9, 2)
+
+        def forward(self, x):  # x [B, T, 3]
+            z = torch.nn.functional.pad(x.transpose(1, 2), (4, 0))
+            z = torch.relu(self.conv(z)).transpose(1, 2)
+            return self.head(self.lstm(z)[0])
+
+    torch.manual_seed(0)
+    p = tmp_path / "m.onnx"
+    with torch.no_grad():
+        torch.onnx.export(
+            ConvLSTM().eval(),
+            (torch.zeros(1, 7, 3),),
+            str(p),
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes={"x": {0: "b", 1: "t"}, "y": {0: "b", 1: "t"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    compile_onnx(str(p), str(tmp_path / "m.ernn"))
+    m = edgernn.load(tmp_path / "m.ernn", backend="numba")
+    n = 21
+    batch, single = m.streams(n), [m.stream() for _ in range(n)]
+    rng = np.random.default_rng(5)
+    for t in range(8):
+        X = rng.standard_normal((n, 3)).astype(np.float32)
+        want = np.stack([s.step(x) for s, x in zip(single, X, strict=True)])
+        assert_close(batch.step(X), want, atol=1e-5, rtol=1e-4, what=f"graph plan t={t}")
+
+
+def test_bad_row_leaves_every_stream_untouched(tmp_path):
+    plan, tensors = CASES[0][1]
+    artifact.write(tmp_path / "m.ernn", plan, tensors)
+    b = edgernn.load(tmp_path / "m.ernn", backend="numba").streams(20)
+    X = np.random.default_rng(0).standard_normal((20, 3)).astype(np.float32)
+    b.step(X)
+    before = b.state
+    X[17, 1] = np.nan
+    status = b._k(X, b._wf, b._wb, b._MB)
+    assert status >> 3 == 17 and status & 7 == 2  # ST_NONFINITE in row 17
+    np.testing.assert_array_equal(b.state, before)
+    with pytest.raises(edgernn.InputError, match="stream 17"):
+        b.step(X)
+    np.testing.assert_array_equal(b.state, before)
+    bad = np.zeros((19, 3), np.float32)
+    assert b._k(bad, b._wf, b._wb, b._MB) == 1  # ST_SIZE: one row per stream
+    np.testing.assert_array_equal(b.state, before)
+
+
+def test_overflow_in_one_stream_of_a_block_restores_every_stream(tmp_path):
+    """A finite input that drives one stream of a full block to Inf (a ReLU RNN with huge weights):
+    ``Streams.step`` refuses, naming that stream, and no stream advances."""
+    rng = np.random.default_rng(3)
+    lay, t = recurrent(rng, "rnn", "r", 2, 6, activations=["relu"])
+    for k in t:
+        if k.endswith(".W"):
+            t[k] = (t[k] * 0 + 1e30).astype(np.float32)
+    plan, tensors = model([(lay, t), dense(rng, "d", 6, 1)], 2)
+    artifact.write(tmp_path / "m.ernn", plan, tensors)
+    b = edgernn.load(tmp_path / "m.ernn", backend="numba").streams(32)
+    X = np.zeros((32, 2), np.float32)
+    b.step(X)
+    before = b.state
+    X[21] = 1e10  # W·x = 2e40: +Inf in float32, for stream 21 only
+    with pytest.raises(edgernn.InputError, match="stream 21"):
+        b.step(X)
+    np.testing.assert_array_equal(b.state, before)
