@@ -110,6 +110,8 @@ def format_table(res: Mapping[str, Any]) -> str:
                 if "streams_speedup" in sep:
                     msg += f"; streams({sep['n']:,}).step is {sep['streams_speedup']:.1f}x faster"
                 lines.append(msg)
+    for note in res.get("notes", []):
+        lines.append(f"note: {note}")
     for name, why in res.get("skipped", {}).items():
         lines.append(f"skipped {name}: {why}")
     for name, why in res.get("not_installed", {}).items():

@@ -23,9 +23,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--onnx",
         default=None,
-        metavar="STEP.onnx",
+        metavar="FILE.onnx",
         help="ONNX step graph for the onnxruntime column's steps and streams (x + states in, y + states "
-        "out); default: MODEL.step.onnx beside the artifact, else one built from the artifact's weights",
+        "out); default: MODEL.step.onnx beside the artifact, else one built from the artifact's weights. "
+        "For a graph plan: the ONNX file it was compiled from (run with its recorded state pairs and "
+        "bindings); default: that file beside the artifact when its sha256 matches the recorded one",
     )
     p.add_argument(
         "--onnx-seq",
