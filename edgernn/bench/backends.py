@@ -228,3 +228,21 @@ def _checkpoint_backend(ckpt: str, plan: dict, tensors: Mapping) -> Backend:
     return Backend(
         "torch-checkpoint", tb.step, reset, run, f"forward of {os.path.basename(ckpt)}", None, ckpt
     )
+
+
+def _cpp_backend(plan: dict, tensors: Mapping) -> Backend:
+    """The plain C++ loop (``edgernn.bench.cpp``: ``floor.cpp`` compiled here with the system compiler):
+    ``run(X)`` is one call for the whole chunk, ``step(x)`` one ctypes call per step (its ~1 us of call
+    overhead is in the step figures; the chunk figure has none). Raises ``cpp.Unsupported`` (one line) for
+    a model floor.cpp does not cover or when there is no compiler."""
+    from . import cpp
+
+    why = cpp.covers(plan)
+    if why:
+        raise cpp.Unsupported(why)
+    f32 = {k: (v.astype(np.float32) if v.dtype == np.float16 else v) for k, v in tensors.items()}
+    f = cpp.CppFloor.for_model(plan, f32)
+    f.step(np.zeros(f.I, np.float32))  # the instance exists (floor.cpp returns -1 otherwise)
+    f.reset()
+    src = "plain C++ loop (floor.cpp, -O3 -march=native)"
+    return Backend("cpp", f.step, f.reset, f.run, "one C++ call per chunk", None, src)

@@ -110,6 +110,15 @@ def format_table(res: Mapping[str, Any]) -> str:
                 if "streams_speedup" in sep:
                     msg += f"; streams({sep['n']:,}).step is {sep['streams_speedup']:.1f}x faster"
                 lines.append(msg)
+    cr = res.get("cpp_ratio") or {}
+    if "step_p50" in cr:
+        msg = (
+            f"edgernn vs the plain C++ loop ({cr['cpp_us_per_step']:.3g} us/step in one call per chunk): "
+            f"step p50 {cr['step_p50']:.2f}x"
+        )
+        if "run" in cr:
+            msg += f", chunk run {cr['run']:.2f}x"
+        lines.append(msg)
     for note in res.get("notes", []):
         lines.append(f"note: {note}")
     for name, why in res.get("skipped", {}).items():

@@ -13,6 +13,7 @@ import numpy as np
 from .backends import (
     Backend,
     _checkpoint_backend,
+    _cpp_backend,
     _edgernn_backend,
     _ort_backend,
     _ort_graph_backend,
@@ -20,6 +21,7 @@ from .backends import (
     _torch_backend,
 )
 from .coldstart import cold_start
+from .cpp import covers as cpp_covers
 from .models import _float_weight_bytes, _layers, model_cost
 from .timing import Progress, machine, summarize, time_call, time_each, time_loop, timer_overhead_ns
 
@@ -77,6 +79,20 @@ def _source_mismatch(onnx_path: str, plan: dict) -> list[str]:
             f"--onnx {os.path.basename(onnx_path)} is not the file the artifact was compiled from ({src})"
         ]
     return []
+
+
+def _cpp_ratio(bk: dict) -> dict[str, float]:
+    """edgernn against the plain C++ loop, per step: its step p50 and chunk run over the C++ loop's chunk
+    run (no call overhead in the latter: the hardware's own reference)."""
+    c = bk["cpp"].get("run", {}).get("us_per_step")
+    e = bk["edgernn"]
+    out: dict[str, float] = {}
+    if c:
+        out["cpp_us_per_step"] = c
+        out["step_p50"] = e["step"]["p50_us"] / c
+        if "run" in e:
+            out["run"] = e["run"]["us_per_step"] / c
+    return out
 
 
 #: backend -> (the modules it needs, the extra that installs them)
@@ -222,6 +238,8 @@ def bench(
         if graph and "torch" in backends:
             backends.remove("torch")
             skipped["torch"] = GRAPH_NO_TORCH
+        if not graph and cpp_covers(plan) is None:  # the plain C++ loop, for the models floor.cpp has
+            backends.append("cpp")
     stem = path[: -len(".ernn")] if path.endswith(".ernn") else None
     source_why, notes = "", []
     if graph:  # ORT's model: --onnx, else the recorded source file beside the artifact (same sha256)
@@ -299,10 +317,14 @@ def bench(
                 b = _ort_int8_backend(plan, tensors)
             elif name == "torch":
                 b = _torch_backend(plan, tensors)
+            elif name == "cpp" and graph:
+                raise ValueError("the C++ loop is one recurrent layer and a Dense head, not a graph plan")
+            elif name == "cpp":
+                b = _cpp_backend(plan, tensors)
             elif name == "torch-checkpoint":
                 b = _checkpoint_backend(checkpoint, plan, tensors)
             else:
-                raise ValueError(f"unknown backend {name!r} (edgernn, numpy, onnxruntime, torch)")
+                raise ValueError(f"unknown backend {name!r} (edgernn, numpy, onnxruntime, torch, cpp)")
         except ImportError as e:
             res["skipped"][name] = f"not installed: {e.name or e}"
             bar.advance(units_per_backend)
@@ -310,8 +332,7 @@ def bench(
         except Exception as e:  # an unsupported model for this baseline: say so, keep benchmarking
             if explicit and name in ("edgernn",):
                 raise
-            plain = type(e).__name__ == "Unsupported"  # a baseline's own one-line reason
-            res["skipped"][name] = str(e) if plain else f"{type(e).__name__}: {e}"
+            res["skipped"][name] = f"{type(e).__name__}: {e}"
             bar.advance(units_per_backend)
             continue
         made[name] = b
@@ -414,10 +435,12 @@ def bench(
                 b.reset()
             chk["agree"] = all(v["agree"] for v in chk.values() if isinstance(v, dict))
             res["backends"][name]["check"] = chk
+    if "cpp" in res["backends"] and "edgernn" in res["backends"]:
+        res["cpp_ratio"] = _cpp_ratio(res["backends"])
     # --- cold start and memory, in fresh processes
     for name in made if cold_runs > 0 else ():
-        if name == "torch-checkpoint":
-            continue  # same process start as the torch column
+        if name in ("torch-checkpoint", "cpp"):
+            continue  # same process start as the torch column; a C++ library has no Python start-up
         bar.advance(0, f"{name}: cold start")
         target, which = path, name
         onnx_bytes = getattr(made[name], "onnx_bytes", None)

@@ -7,7 +7,7 @@ import os
 
 HELP = "benchmark an .ernn model: per-step latency, streams throughput, cold start, memory (vs ORT/torch)"
 
-BACKENDS = ("edgernn", "numpy", "onnxruntime", "onnxruntime-int8", "torch")
+BACKENDS = ("edgernn", "numpy", "onnxruntime", "onnxruntime-int8", "torch", "cpp")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,8 +17,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--backends",
         default=None,
         help="comma-separated, among: edgernn (numba kernels), numpy (edgernn's numpy fallback), "
-        "onnxruntime, onnxruntime-int8 (ORT's own dynamic quantization), torch. Default: edgernn plus "
-        "onnxruntime (and onnxruntime-int8 for an int8 artifact) and torch when installed",
+        "onnxruntime, onnxruntime-int8 (ORT's own dynamic quantization), torch, cpp (a plain C++ loop, "
+        "compiled here with the system compiler). Default: edgernn plus onnxruntime (and onnxruntime-int8 "
+        "for an int8 artifact) and torch when installed, and cpp for the models it covers (LSTM/GRU "
+        "8->64, 8->256, ESN 8->500, each with a Dense head)",
     )
     p.add_argument(
         "--onnx",
