@@ -23,7 +23,16 @@ from .backends import (
 from .coldstart import cold_start
 from .cpp import covers as cpp_covers
 from .models import _float_weight_bytes, _layers, model_cost
-from .timing import Progress, machine, summarize, time_call, time_each, time_loop, timer_overhead_ns
+from .timing import (
+    Progress,
+    interruptions,
+    machine,
+    summarize,
+    time_call,
+    time_each,
+    time_loop,
+    timer_overhead_ns,
+)
 
 #: Tolerance of the agreement check, |a - e| <= atol + rtol * |e| (int8 artifacts: the baselines run the
 #: dequantized float32 weights, so the same bound applies unless the runtime quantizes activations).
@@ -344,9 +353,13 @@ def bench(
         b.reset()
         for x in X[:warmup]:
             b.step(x)
+        before = interruptions()
         lat = time_each(b.step, X[warmup:], tick=lambda k: bar.advance(50.0 * k / max(steps, 1)))
+        after = interruptions()
         latency[name] = lat
         st = summarize(lat)
+        # the tail's usual causes outside the step: the OS preempting the process, the cyclic collector
+        st["preemptions"], st["gc_collections"] = (a - b for a, b in zip(after, before, strict=True))
         st["loop_us"] = time_loop(b.step, X[warmup : warmup + min(steps, 2000)])
         st["deadline_us"] = 1e6 / rate
         st["over_deadline"] = int(np.sum(lat > 1e9 / rate))
