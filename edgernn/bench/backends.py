@@ -244,5 +244,5 @@ def _cpp_backend(plan: dict, tensors: Mapping) -> Backend:
     f = cpp.CppFloor.for_model(plan, f32)
     f.step(np.zeros(f.I, np.float32))  # the instance exists (floor.cpp returns -1 otherwise)
     f.reset()
-    src = "plain C++ loop (floor.cpp, -O3 -march=native)"
+    src = "C++ loop floor.cpp; step via ctypes"
     return Backend("cpp", f.step, f.reset, f.run, "one C++ call per chunk", None, src)
