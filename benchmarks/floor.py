@@ -1,5 +1,5 @@
 """Side by side in one process: edgernn ``Stream.step`` and ``Stream.run`` against the plain C++ loop
-(``benchmarks/cpp/floor.cpp``), ONNX Runtime (step graph; sequence graph for run) and torch (cell per step;
+(``edgernn/bench/floor.cpp``), ONNX Runtime (step graph; sequence graph for run) and torch (cell per step;
 fused ``nn.LSTM``/``nn.GRU`` for run), on the benchmark models, fp32. Rounds of every backend are
 interleaved so a loaded machine slows all of them alike; the ratios are the figures to read.
 
@@ -35,9 +35,8 @@ def _timer(fn, steps: int):
 
 def backends(name: str, path: str, plan: dict, tensors: dict, X: np.ndarray, streams: int) -> dict:
     """label -> a function timing one round (µs per step); references missing here are left out."""
-    import cppfloor
-
     import edgernn
+    from edgernn.bench import cpp as cppfloor
 
     m = edgernn.load(path)
     s = m.stream()

@@ -86,7 +86,7 @@ def tables(res: dict, machine: dict) -> str:
         "buffers, no RunOptions; torch: `torch.lstm_cell`/`gru_cell` + `F.linear` per step, "
         "`inference_mode`; both on the same — for int8, dequantized — weights; ORT own int8: ORT's "
         "`quantize_dynamic` of the step graph, int8 weights and activations; C++ loop: the plain loops of "
-        "`benchmarks/cpp/floor.cpp`, fp32, g++ -O3 -march=native -ffast-math, one call per 1,000 steps):",
+        "`edgernn/bench/floor.cpp`, fp32, g++ -O3 -march=native -ffast-math, one call per 1,000 steps):",
         "",
         "| model | weights | edgernn | spread | C++ loop | ORT | ORT own int8 | torch | edgernn / C++ "
         "| ORT / edgernn | torch / edgernn | target | met |",

@@ -60,9 +60,9 @@ def test_step_baseline(benchmark, artifacts, inputs, model, quant, backend):
 
 @pytest.mark.parametrize("model", [m for m in MODELS if MODELS[m][0] in ("lstm", "gru", "esn")])
 def test_step_cpp(benchmark, artifacts, inputs, model):
-    """The plain C++ loop (benchmarks/cpp/floor.cpp, g++ -O3 -march=native at benchmark time): the
+    """The plain C++ loop (edgernn/bench/floor.cpp, g++ -O3 -march=native at benchmark time): the
     hardware's own reference, fp32, one call per 1,000 steps (no per-step call overhead)."""
-    import cppfloor
+    from edgernn.bench import cpp as cppfloor
 
     problem = cppfloor.compiler_problem()
     if problem:

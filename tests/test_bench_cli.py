@@ -50,6 +50,8 @@ def _check_step(st: dict, steps: int) -> None:
     assert st["count"] == steps
     assert 0 < st["min_us"] <= st["p50_us"] <= st["p90_us"] <= st["p99_us"] <= st["p99.9_us"] <= st["max_us"]
     assert st["min_us"] <= st["mean_us"] <= st["max_us"]
+    assert st["tail_ratio"] == pytest.approx(st["p99.9_us"] / st["p50_us"], rel=1e-9)
+    assert st["preemptions"] >= 0 and st["gc_collections"] >= 0
     assert 0 <= st["over_deadline"] <= steps
     # over_deadline counts the per-step times above the deadline: consistent with the percentiles
     if st["max_us"] <= st["deadline_us"]:

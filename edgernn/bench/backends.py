@@ -132,6 +132,43 @@ def _ort_backend(
     return b, graph
 
 
+def _ort_graph_backend(plan: dict, source: str | None, step_file: str | None, why: str) -> Backend:
+    """ONNX Runtime for a graph plan: the original ONNX file ``source`` it was compiled from, state fed
+    back (:func:`edgernn.export.baselines.step_graph_from_source`), else a step graph file ``step_file``
+    (x + states in, y + states out: ``edgernn export``'s ``model.step.onnx``); ``run`` is a loop of steps
+    and there is no streams row (a file's batch axis need not be its states'). Neither: raises
+    :class:`~edgernn.export.baselines.Unsupported` saying ``why``."""
+    from ..export import baselines as bl
+
+    graph = None
+    if source is not None:
+        try:
+            graph = bl.step_graph_from_source(source, plan)
+            used = source
+        except bl.Unsupported as e:
+            if step_file is None:
+                raise
+            why = str(e)
+    if graph is None and step_file is not None:
+        graph = bl.step_graph_from_file(step_file)
+        used = step_file
+    if graph is None:
+        raise bl.Unsupported(why)
+    o = bl.OrtStep(graph)
+
+    def run(X: np.ndarray) -> np.ndarray:
+        return np.stack([o.step(x) for x in X])
+
+    b = Backend("onnxruntime", o.step, o.reset, run, "step loop", None, os.path.basename(used))
+    b.onnx_bytes = None
+    b.files = {"step": used, "streams": None, "sequence": None}
+    b.cold_feeds = {
+        "bound": (plan.get("source_io") or {}).get("bound") or {},
+        "shapes": {graph.x: list(graph.x_shape), **{s.name_in: list(s.shape) for s in graph.states}},
+    }
+    return b
+
+
 def _ort_int8_backend(plan: dict, tensors: Mapping) -> Backend:
     from ..export import baselines as bl
 
@@ -191,3 +228,21 @@ def _checkpoint_backend(ckpt: str, plan: dict, tensors: Mapping) -> Backend:
     return Backend(
         "torch-checkpoint", tb.step, reset, run, f"forward of {os.path.basename(ckpt)}", None, ckpt
     )
+
+
+def _cpp_backend(plan: dict, tensors: Mapping) -> Backend:
+    """The plain C++ loop (``edgernn.bench.cpp``: ``floor.cpp`` compiled here with the system compiler):
+    ``run(X)`` is one call for the whole chunk, ``step(x)`` one ctypes call per step (its ~1 us of call
+    overhead is in the step figures; the chunk figure has none). Raises ``cpp.Unsupported`` (one line) for
+    a model floor.cpp does not cover or when there is no compiler."""
+    from . import cpp
+
+    why = cpp.covers(plan)
+    if why:
+        raise cpp.Unsupported(why)
+    f32 = {k: (v.astype(np.float32) if v.dtype == np.float16 else v) for k, v in tensors.items()}
+    f = cpp.CppFloor.for_model(plan, f32)
+    f.step(np.zeros(f.I, np.float32))  # the instance exists (floor.cpp returns -1 otherwise)
+    f.reset()
+    src = "C++ loop floor.cpp; step via ctypes"
+    return Backend("cpp", f.step, f.reset, f.run, "one C++ call per chunk", None, src)

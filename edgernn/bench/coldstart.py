@@ -26,8 +26,14 @@ elif which == "onnxruntime":
     import onnxruntime as ort
     so = ort.SessionOptions(); so.intra_op_num_threads = 1; so.inter_op_num_threads = 1
     sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    feeds = {i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], np.float32)
-             for i in sess.get_inputs()}
+    given = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
+    bound, sizes = given.get("bound", {}), given.get("shapes", {})
+    types = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(double)": np.float64}
+    feeds = {}
+    for i in sess.get_inputs():
+        dt = types.get(i.type, np.float32)
+        shape = sizes.get(i.name) or [d if isinstance(d, int) else 1 for d in i.shape]
+        feeds[i.name] = np.array(bound[i.name], dt) if i.name in bound else np.zeros(shape, dt)
     y = sess.run(None, feeds)[0]
 elif which == "torch":
     from edgernn import artifact
@@ -46,9 +52,13 @@ print(json.dumps({"in_process_s": t1 - t0, "peak_rss_kb": rss}), flush=True)
 """
 
 
-def cold_start(which: str, path: str, cache_dir: str | None, timeout: float = 600) -> dict[str, float]:
+def cold_start(
+    which: str, path: str, cache_dir: str | None, timeout: float = 600, feeds: dict | None = None
+) -> dict[str, float]:
     """Start a fresh Python process that imports ``which`` (edgernn, numpy, onnxruntime, torch), loads
-    ``path`` and computes one output. Returns ``wall_s`` (process launch to the first output),
+    ``path`` and computes one output (ONNX Runtime: zeros, except ``feeds["bound"]`` (input -> value,
+    e.g. a sample rate bound at compile time) and the sizes ``feeds["shapes"]`` (input -> shape)).
+    Returns ``wall_s`` (process launch to the first output),
     ``in_process_s`` (imports + load + first step) and ``peak_rss_mb`` of that process. ``cache_dir``, when
     given, is the process's kernel cache (EDGERNN_CACHE_DIR and NUMBA_CACHE_DIR)."""
     env = dict(os.environ)
@@ -56,7 +66,7 @@ def cold_start(which: str, path: str, cache_dir: str | None, timeout: float = 60
         env["EDGERNN_CACHE_DIR"] = env["NUMBA_CACHE_DIR"] = cache_dir
     t0 = time.perf_counter()
     p = subprocess.Popen(
-        [sys.executable, "-c", _COLD_SCRIPT, which, path],
+        [sys.executable, "-c", _COLD_SCRIPT, which, path, *([json.dumps(feeds)] if feeds else [])],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,

@@ -111,10 +111,15 @@ def quantize_int8(plan: dict, tensors: Mapping[str, np.ndarray]) -> tuple[dict, 
 def model_cost(plan: dict, tensors: Mapping[str, np.ndarray]) -> dict[str, int]:
     """Work per step of one stream: ``flops`` (2 x multiply-adds of the matrix products; elementwise work
     not counted), ``weight_bytes`` (bytes of the matrices as stored: int8 1, float 4 -- fp16 is widened to
-    float32 at load -- plus int8 scales and CSR indices) and ``parameters`` (weight elements)."""
+    float32 at load -- plus int8 scales and CSR indices) and ``parameters`` (weight elements). ``plan``: a
+    layer chain (format 1) or a graph (format 2: its ops; a ``conv1d`` applies its kernel at every output
+    position of the step)."""
     flops = wbytes = params = 0
-    for layer in plan["layers"]:
+    for layer in _layers(plan):
         names = layer["tensors"]
+        reuse = 1  # times each weight is used per step
+        if layer["kind"] == "conv1d" and layer.get("out_channels"):
+            reuse = max(1, int(layer["output_size"]) // int(layer["out_channels"]))
         for role, name in names.items():
             arr = tensors[name]
             params += int(arr.size) if not role.endswith("_scale") else 0
@@ -129,15 +134,24 @@ def model_cost(plan: dict, tensors: Mapping[str, np.ndarray]) -> dict[str, int]:
                     continue
                 wbytes += item * int(arr.size)
             if role in ("W", "R", "W_in", "W_data") and layer["kind"] not in ("embedding",):
-                flops += 2 * int(arr.size)
+                flops += 2 * int(arr.size) * reuse
     return {"flops": flops, "weight_bytes": wbytes, "parameters": params}
 
 
 def _float_weight_bytes(plan: dict, tensors: Mapping[str, np.ndarray]) -> int:
     """Weight bytes per step when every matrix is float32 (the baselines run dequantized weights)."""
     f32 = {k: (v.astype(np.float32) if v.dtype == np.int8 else v) for k, v in tensors.items()}
-    for layer in plan["layers"]:
+    for layer in _layers(plan):
         for role, name in layer["tensors"].items():
             if role.endswith("_scale"):
                 f32[name] = np.zeros(0, np.float32)
     return model_cost(plan, f32)["weight_bytes"]
+
+
+def _layers(plan: dict) -> list[dict]:
+    """The layers of a format-1 plan, or the layer views of a (validated) format-2 plan's ops."""
+    if plan.get("format_version", 1) == 1:
+        return plan["layers"]
+    from ..plan import plan_layers
+
+    return [layer for _, layer in plan_layers(plan)]

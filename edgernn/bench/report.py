@@ -65,6 +65,9 @@ def format_table(res: Mapping[str, Any]) -> str:
         ("step p99 (us)", ("step", "p99_us")),
         ("step p99.9 (us)", ("step", "p99.9_us")),
         ("step max (us)", ("step", "max_us")),
+        ("p99.9 / p50", ("step", "tail_ratio")),
+        ("preemptions during step timing", ("step", "preemptions")),
+        ("gc collections during step timing", ("step", "gc_collections")),
         ("step mean, plain loop (us)", ("step", "loop_us")),
         (f"x real-time at {st['rate_hz']:g} Hz", ("step", "realtime_x")),
         (f"steps over the {st['deadline_us']:.3g} us deadline", ("step", "over_deadline")),
@@ -110,6 +113,17 @@ def format_table(res: Mapping[str, Any]) -> str:
                 if "streams_speedup" in sep:
                     msg += f"; streams({sep['n']:,}).step is {sep['streams_speedup']:.1f}x faster"
                 lines.append(msg)
+    cr = res.get("cpp_ratio") or {}
+    if "step_p50" in cr:
+        msg = (
+            f"edgernn vs the plain C++ loop ({cr['cpp_us_per_step']:.3g} us/step in one call per chunk): "
+            f"step p50 {cr['step_p50']:.2f}x"
+        )
+        if "run" in cr:
+            msg += f", chunk run {cr['run']:.2f}x"
+        lines.append(msg)
+    for note in res.get("notes", []):
+        lines.append(f"note: {note}")
     for name, why in res.get("skipped", {}).items():
         lines.append(f"skipped {name}: {why}")
     for name, why in res.get("not_installed", {}).items():

@@ -13,14 +13,26 @@ import numpy as np
 from .backends import (
     Backend,
     _checkpoint_backend,
+    _cpp_backend,
     _edgernn_backend,
     _ort_backend,
+    _ort_graph_backend,
     _ort_int8_backend,
     _torch_backend,
 )
 from .coldstart import cold_start
-from .models import _float_weight_bytes, model_cost
-from .timing import Progress, machine, summarize, time_call, time_each, time_loop, timer_overhead_ns
+from .cpp import covers as cpp_covers
+from .models import _float_weight_bytes, _layers, model_cost
+from .timing import (
+    Progress,
+    interruptions,
+    machine,
+    summarize,
+    time_call,
+    time_each,
+    time_loop,
+    timer_overhead_ns,
+)
 
 #: Tolerance of the agreement check, |a - e| <= atol + rtol * |e| (int8 artifacts: the baselines run the
 #: dequantized float32 weights, so the same bound applies unless the runtime quantizes activations).
@@ -49,6 +61,47 @@ def _installed(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
+
+
+#: why a graph plan (format 2, a value read by several ops) has no torch / rebuilt-ONNX column
+GRAPH_NO_TORCH = "no PyTorch baseline for a graph plan (the torch baselines rebuild layer chains)"
+GRAPH_NO_REBUILD = "not for a graph plan (this baseline rebuilds a layer chain from the artifact)"
+
+
+def _source_beside(path: str, plan: dict) -> tuple[str | None, str]:
+    """The recorded source ONNX file of a plan when it sits beside ``path`` with its recorded sha256."""
+    if not _installed("onnx"):
+        return None, "onnx is not installed"
+    from ..export.baselines.source import source_beside
+
+    return source_beside(path, plan)
+
+
+def _source_mismatch(onnx_path: str, plan: dict) -> list[str]:
+    """A note when the ONNX file given for a graph plan is not the file the plan records as its source."""
+    from ..export.baselines.source import file_sha256
+
+    sha = (plan.get("producer") or {}).get("source_sha256")
+    if sha and file_sha256(onnx_path) != sha:
+        src = (plan.get("producer") or {}).get("source")
+        return [
+            f"--onnx {os.path.basename(onnx_path)} is not the file the artifact was compiled from ({src})"
+        ]
+    return []
+
+
+def _cpp_ratio(bk: dict) -> dict[str, float]:
+    """edgernn against the plain C++ loop, per step: its step p50 and chunk run over the C++ loop's chunk
+    run (no call overhead in the latter: the hardware's own reference)."""
+    c = bk["cpp"].get("run", {}).get("us_per_step")
+    e = bk["edgernn"]
+    out: dict[str, float] = {}
+    if c:
+        out["cpp_us_per_step"] = c
+        out["step_p50"] = e["step"]["p50_us"] / c
+        if "run" in e:
+            out["run"] = e["run"]["us_per_step"] / c
+    return out
 
 
 #: backend -> (the modules it needs, the extra that installs them)
@@ -154,13 +207,17 @@ def bench(
 
     ONNX Runtime runs ``onnx_path`` (a step graph; default ``MODEL.step.onnx`` beside the artifact) for
     steps and streams and ``onnx_seq_path`` (a sequence graph; default ``MODEL.onnx`` beside it) for
-    chunks, and builds whatever is missing from the artifact's weights. A backend, file or checkpoint
+    chunks, and builds whatever is missing from the artifact's weights. A graph plan (format 2, not a
+    chain) has no rebuilt baselines: ONNX Runtime runs the original ONNX file, ``onnx_path`` or else the
+    source the plan records when it sits beside the artifact with the recorded sha256 (else
+    ``MODEL.step.onnx``), with the recorded state pairs fed back and the recorded bindings (steps; chunks
+    as a step loop); torch is left out with the reason in ``res["skipped"]``. A backend, file or checkpoint
     asked for explicitly whose extra is not installed raises ``MissingDependencyError`` before any timing;
     default baselines that are not installed are listed in ``res["not_installed"]`` (name -> why).
     """
 
     from .. import artifact
-    from ..errors import InputError
+    from ..errors import ArtifactError, InputError
 
     explicit = backends is not None
     check_extras(backends, onnx_path=onnx_path, checkpoint=checkpoint)
@@ -168,11 +225,18 @@ def bench(
         if f is not None and not os.path.isfile(f):
             raise InputError(f"{what}: no such file: {f}")
     plan, tensors = artifact.read(path)
-    plan = artifact.chain_plan(plan)  # the layer chain of either format version
+    try:
+        plan = artifact.chain_plan(plan)  # the layer chain of either format version
+        graph = False
+    except ArtifactError as e:  # a graph plan: ORT runs the ONNX file it came from, torch has no baseline
+        if not str(e).startswith("not a chain"):
+            raise
+        graph = True
     quant = plan["quantization"]
     cost = model_cost(plan, tensors)
     in_size = plan["input"]["size"]
     not_installed: dict[str, str] = {}
+    skipped: dict[str, str] = {}
     if backends is None:
         not_installed = not_installed_defaults(quant)
         backends = ["edgernn"] + [
@@ -180,8 +244,20 @@ def bench(
             for b in ("onnxruntime", "onnxruntime-int8", "torch")
             if b not in not_installed and (b != "onnxruntime-int8" or quant == "int8")
         ]
+        if graph and "torch" in backends:
+            backends.remove("torch")
+            skipped["torch"] = GRAPH_NO_TORCH
+        if not graph and cpp_covers(plan) is None:  # the plain C++ loop, for the models floor.cpp has
+            backends.append("cpp")
     stem = path[: -len(".ernn")] if path.endswith(".ernn") else None
-    if checkpoint is None and stem is not None and os.path.exists(stem + ".pt"):
+    source_why, notes = "", []
+    if graph:  # ORT's model: --onnx, else the recorded source file beside the artifact (same sha256)
+        source, source_why = (onnx_path, "") if onnx_path else _source_beside(path, plan)
+        step_file = stem + ".step.onnx" if stem is not None and os.path.exists(stem + ".step.onnx") else None
+        if onnx_path and "onnxruntime" in backends:
+            notes += _source_mismatch(onnx_path, plan)
+        onnx_path = onnx_seq_path = None
+    if checkpoint is None and stem is not None and os.path.exists(stem + ".pt") and not graph:
         why = _missing([("torch-checkpoint", *NEEDS["torch-checkpoint"])])
         if why is None:
             checkpoint = stem + ".pt"
@@ -208,7 +284,8 @@ def bench(
             "path": os.path.abspath(path),
             "size_bytes": os.path.getsize(path),
             "quantization": quant,
-            "layers": [f"{ly['kind']} {ly['input_size']}->{ly['output_size']}" for ly in plan["layers"]],
+            "layers": [f"{ly['kind']} {ly['input_size']}->{ly['output_size']}" for ly in _layers(plan)],
+            "graph": graph,
             **cost,
         },
         "settings": {
@@ -224,7 +301,8 @@ def bench(
             "timer_overhead_ns": timer_overhead_ns(),
         },
         "backends": {},
-        "skipped": {},
+        "skipped": skipped,
+        "notes": notes,
         "not_installed": not_installed,
     }
     units_per_backend = 50 + 3 + len(ns) + cold_runs + (cold_runs > 0) + 1
@@ -236,16 +314,26 @@ def bench(
         try:
             if name in ("edgernn", "numpy"):
                 b = _edgernn_backend(path, name, "numpy" if name == "numpy" else None)
+            elif name == "onnxruntime" and graph:
+                b = _ort_graph_backend(plan, source, step_file, f"no ONNX file to run: {source_why}")
+            elif name in ("onnxruntime-int8", "torch", "torch-checkpoint") and graph:
+                res["skipped"][name] = GRAPH_NO_TORCH if name == "torch" else GRAPH_NO_REBUILD
+                bar.advance(units_per_backend)
+                continue
             elif name == "onnxruntime":
                 b, _ = _ort_backend(plan, tensors, onnx_path, onnx_seq_path)
             elif name == "onnxruntime-int8":
                 b = _ort_int8_backend(plan, tensors)
             elif name == "torch":
                 b = _torch_backend(plan, tensors)
+            elif name == "cpp" and graph:
+                raise ValueError("the C++ loop is one recurrent layer and a Dense head, not a graph plan")
+            elif name == "cpp":
+                b = _cpp_backend(plan, tensors)
             elif name == "torch-checkpoint":
                 b = _checkpoint_backend(checkpoint, plan, tensors)
             else:
-                raise ValueError(f"unknown backend {name!r} (edgernn, numpy, onnxruntime, torch)")
+                raise ValueError(f"unknown backend {name!r} (edgernn, numpy, onnxruntime, torch, cpp)")
         except ImportError as e:
             res["skipped"][name] = f"not installed: {e.name or e}"
             bar.advance(units_per_backend)
@@ -265,9 +353,13 @@ def bench(
         b.reset()
         for x in X[:warmup]:
             b.step(x)
+        before = interruptions()
         lat = time_each(b.step, X[warmup:], tick=lambda k: bar.advance(50.0 * k / max(steps, 1)))
+        after = interruptions()
         latency[name] = lat
         st = summarize(lat)
+        # the tail's usual causes outside the step: the OS preempting the process, the cyclic collector
+        st["preemptions"], st["gc_collections"] = (a - b for a, b in zip(after, before, strict=True))
         st["loop_us"] = time_loop(b.step, X[warmup : warmup + min(steps, 2000)])
         st["deadline_us"] = 1e6 / rate
         st["over_deadline"] = int(np.sum(lat > 1e9 / rate))
@@ -356,14 +448,19 @@ def bench(
                 b.reset()
             chk["agree"] = all(v["agree"] for v in chk.values() if isinstance(v, dict))
             res["backends"][name]["check"] = chk
+    if "cpp" in res["backends"] and "edgernn" in res["backends"]:
+        res["cpp_ratio"] = _cpp_ratio(res["backends"])
     # --- cold start and memory, in fresh processes
     for name in made if cold_runs > 0 else ():
-        if name == "torch-checkpoint":
-            continue  # same process start as the torch column
+        if name in ("torch-checkpoint", "cpp"):
+            continue  # same process start as the torch column; a C++ library has no Python start-up
         bar.advance(0, f"{name}: cold start")
         target, which = path, name
         onnx_bytes = getattr(made[name], "onnx_bytes", None)
-        if name == "onnxruntime" and onnx_path:
+        feeds = getattr(made[name], "cold_feeds", None)
+        if name == "onnxruntime" and graph:
+            target = made[name].files["step"]
+        elif name == "onnxruntime" and onnx_path:
             target = onnx_path
         elif onnx_bytes is not None:
             fd, target = tempfile.mkstemp(suffix=".onnx")
@@ -375,7 +472,7 @@ def bench(
             with tempfile.TemporaryDirectory(prefix="edgernn-bench-cache-") as cache:
                 runs = []
                 for _ in range(cold_runs + 1):
-                    runs.append(cold_start(which, target, cache))
+                    runs.append(cold_start(which, target, cache, feeds=feeds))
                     bar.advance(1)
             cold = runs[0]
             warm = {k: float(np.median([r[k] for r in runs[1:]])) for k in runs[0]}
@@ -389,7 +486,7 @@ def bench(
         except Exception as e:
             res["backends"][name]["cold_start"] = {"error": str(e)}
         finally:
-            if target not in (path, onnx_path):
+            if onnx_bytes is not None:
                 os.unlink(target)
     bar.advance(1, "done")
     bar.close()

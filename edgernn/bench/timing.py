@@ -62,11 +62,26 @@ def summarize(ns: np.ndarray) -> dict[str, float]:
         "p90_us": float(q[1]),
         "p99_us": float(q[2]),
         "p99.9_us": float(q[3]),
+        "tail_ratio": float(q[3] / q[0]) if q[0] > 0 else float("inf"),
         "max_us": float(us.max()),
         "mean_us": float(us.mean()),
         "min_us": float(us.min()),
         "count": int(us.size),
     }
+
+
+def interruptions() -> tuple[int, int]:
+    """(involuntary context switches of this process so far, Python gc collections so far): read before
+    and after a timed loop, their differences say how often the OS preempted it and the collector ran."""
+    import gc
+
+    try:
+        import resource
+
+        nivcsw = int(resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw)
+    except (ImportError, OSError):  # pragma: no cover - not Unix
+        nivcsw = 0
+    return nivcsw, sum(int(g["collections"]) for g in gc.get_stats())
 
 
 def timer_overhead_ns(n: int = 20000) -> float:

@@ -7,7 +7,7 @@ import os
 
 HELP = "benchmark an .ernn model: per-step latency, streams throughput, cold start, memory (vs ORT/torch)"
 
-BACKENDS = ("edgernn", "numpy", "onnxruntime", "onnxruntime-int8", "torch")
+BACKENDS = ("edgernn", "numpy", "onnxruntime", "onnxruntime-int8", "torch", "cpp")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,15 +17,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--backends",
         default=None,
         help="comma-separated, among: edgernn (numba kernels), numpy (edgernn's numpy fallback), "
-        "onnxruntime, onnxruntime-int8 (ORT's own dynamic quantization), torch. Default: edgernn plus "
-        "onnxruntime (and onnxruntime-int8 for an int8 artifact) and torch when installed",
+        "onnxruntime, onnxruntime-int8 (ORT's own dynamic quantization), torch, cpp (a plain C++ loop, "
+        "compiled here with the system compiler). Default: edgernn plus onnxruntime (and onnxruntime-int8 "
+        "for an int8 artifact) and torch when installed, and cpp for the models it covers (LSTM/GRU "
+        "8->64, 8->256, ESN 8->500, each with a Dense head)",
     )
     p.add_argument(
         "--onnx",
         default=None,
-        metavar="STEP.onnx",
+        metavar="FILE.onnx",
         help="ONNX step graph for the onnxruntime column's steps and streams (x + states in, y + states "
-        "out); default: MODEL.step.onnx beside the artifact, else one built from the artifact's weights",
+        "out); default: MODEL.step.onnx beside the artifact, else one built from the artifact's weights. "
+        "For a graph plan: the ONNX file it was compiled from (run with its recorded state pairs and "
+        "bindings); default: that file beside the artifact when its sha256 matches the recorded one",
     )
     p.add_argument(
         "--onnx-seq",

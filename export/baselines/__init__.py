@@ -3,7 +3,8 @@
 Host-side code (``edgernn.export.baselines``), used by ``edgernn bench`` and by ``benchmarks/``; the device
 path never imports it, and torch, onnx and onnxruntime are imported inside the functions that need them.
 Modules: ``common`` (plan check, dequantized weights), ``torch_cells``, ``onnx_step`` (step and sequence
-graphs), ``ort`` (ONNX Runtime runners).
+graphs), ``ort`` (ONNX Runtime runners), ``source`` (the ONNX file an artifact was compiled from, as a
+step graph: graph plans' ONNX Runtime baseline).
 
 Both baselines are built from a validated plan and its tensors (see ``docs/ARTIFACT.md``) so that every
 backend runs the very same model: int8 and fp16 weights are dequantized (``w = q * scale``) to float32, which
@@ -26,6 +27,7 @@ standard activations (PyTorch also needs ``linear_before_reset = 1`` for GRU, no
 from .common import SUPPORTED, Unsupported, dequantized
 from .onnx_step import StateSpec, StepGraph, onnx_step_model, step_graph_from_file
 from .ort import OrtSequence, OrtStep, ort_dynamic_int8, ort_session
+from .source import file_sha256, source_beside, step_graph_from_source
 from .torch_cells import TorchBaseline
 
 __all__ = [
@@ -37,8 +39,11 @@ __all__ = [
     "TorchBaseline",
     "Unsupported",
     "dequantized",
+    "file_sha256",
     "onnx_step_model",
     "ort_dynamic_int8",
     "ort_session",
+    "source_beside",
     "step_graph_from_file",
+    "step_graph_from_source",
 ]

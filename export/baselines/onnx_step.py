@@ -34,6 +34,7 @@ class StepGraph:
     x_shape: tuple[int, ...]
     y_shape: tuple[int, ...]
     states: list[StateSpec] = field(default_factory=list)
+    consts: dict[str, np.ndarray] = field(default_factory=dict)  # inputs fed the same every step
 
 
 _ONNX_ACT = {

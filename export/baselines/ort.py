@@ -60,6 +60,8 @@ class OrtStep:
         for s, a_in, a_out in zip(g.states, src, dst, strict=True):
             b.bind_input(s.name_in, "cpu", 0, np.float32, list(a_in.shape), a_in.ctypes.data)
             b.bind_output(s.name_out, "cpu", 0, np.float32, list(a_out.shape), a_out.ctypes.data)
+        for name, arr in g.consts.items():  # bound inputs (e.g. a sample rate), the graph holds them
+            b.bind_cpu_input(name, arr)
         return b
 
     def reset(self) -> None:

@@ -256,7 +256,14 @@ def compile_graph(
         "output": c.output,
         "output_axes": axes_desc(c.out_value.axes),
     }
-    plan["source_io"] = io
+    # how to run the source file as the artifact runs (edgernn bench feeds ONNX Runtime with these):
+    # its state pairs as found or named, the inputs bound at compile time, the sizes given to open inputs
+    source_run = {
+        "state_pairs": [[i, o] for i, o in c.state_pairs],
+        "bound": spec["bound"],
+        "shapes": spec["shapes"],
+    }
+    plan["source_io"] = {**io, **source_run}
     if not c.plan.is_chain():
         plan = as_graph(plan, c.plan.inputs)
     return {

@@ -1,6 +1,6 @@
 // The hardware's own reference for the step benchmarks: plain C++ loops, one stream, one thread.
 //
-// Compiled at benchmark time by benchmarks/cppfloor.py with the system compiler
+// Compiled at benchmark time by edgernn/bench/cpp.py with the system compiler
 // (g++ -O3 -march=native -ffast-math -shared -fPIC) and called through ctypes once per run of T steps,
 // so no per-step call overhead is timed. Each function steps a model T times from the state it is given
 // and writes the Dense head's output of every step: Y (T, O). Weights are float32, row-major, ONNX gate
