@@ -146,6 +146,41 @@ def test_binary_between_values_against_ort(tmp_path, op):
     _check(tmp_path, m, X, {"binary"})
 
 
+@pytest.mark.parametrize(
+    "second",
+    [
+        ("Add", ["a", "r"]),  # a + relu(a): a residual around an activation
+        ("Tanh", ["a"]),  # relu(a) + tanh(a)
+        ("Mul", ["a", "two"]),  # relu(a) + 2a: an affine op on the shared value
+        ("Split", ["a"]),  # relu of one half of a times the other half
+    ],
+    ids=["residual", "two-activations", "affine", "split"],
+)
+def test_a_value_with_two_readers_keeps_its_own_numbers(tmp_path, second):
+    """A dense output read by an activation and by another node: the activation (or affine op) is not
+    folded into the dense layer, which would hand the other reader the activated numbers."""
+    rng = np.random.default_rng(4)
+    op, ins = second
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["a"]), helper.make_node("Relu", ["a"], ["r"])]
+    if op == "Add":
+        nodes.append(helper.make_node("Add", ins, ["y"]))
+    elif op == "Split":
+        nodes[1] = helper.make_node("Split", ["a", "half"], ["a0", "a1"], axis=1)
+        nodes += [
+            helper.make_node("Relu", ["a0"], ["r0"]),
+            helper.make_node("Mul", ["r0", "a1"], ["y"]),
+        ]
+    else:
+        nodes += [helper.make_node(op, ins, ["t"]), helper.make_node("Add", ["r", "t"], ["y"])]
+    inits = [
+        _const("W", rng.normal(size=(4, 6)).astype(np.float32)),
+        _const("two", np.array([2.0], np.float32)),
+        _const("half", np.array([3, 3], np.int64)),
+    ]
+    m = _model(nodes, 4, [1, 3 if op == "Split" else 6], inits)
+    _check(tmp_path, m, rng.normal(size=(4, 4)).astype(np.float32))
+
+
 @pytest.mark.parametrize("basis", ["random", "hann_dft"])
 def test_stft_magnitude_against_ort(tmp_path, basis):
     """Silero's STFT magnitude: one conv whose output halves are squared, added and square-rooted (the

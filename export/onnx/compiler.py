@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import CompileError, where
 from .fold import constant, fold
-from .graph import attrs, live_nodes, producers
+from .graph import attrs, live_nodes, producers, reader_counts
 from .ops import handler
 from .ops.recurrent import RECURRENT_OPS
 from .passes import pairing
@@ -49,6 +49,7 @@ class Compiler:
         self.state_feeds: list[tuple] = []  # (state input, layer index, "h"|"c", [D, H] positions or None)
         self.state_codes: dict[str, Any] = {}  # Y_h / Y_c output name -> Bcast of codes of (layer, h|c, unit)
         self.pending_q: tuple | None = None  # the MatMulInteger layer awaiting its scale
+        self.readers: dict[str, int] = {}  # value name -> how many computations read it
         outs = [o.name for o in self.g.output]
         #: (state input, state output) pairs of a step graph (:mod:`.passes.pairing`)
         self.state_pairs = pairing.choose_pairs(self.g, state, output)
@@ -81,6 +82,7 @@ class Compiler:
             self.env[i.name] = State(i.name, state_pass.state_index(i))
             self.state_inputs.append(i.name)
         self._bind_input(data_inputs[0])
+        self.readers = reader_counts(nodes, [o.name for o in g.output])
         for n in nodes:
             self.eval_node(n)
         out = self.env.get(self.output)
@@ -148,6 +150,12 @@ class Compiler:
             raise CompileError(
                 f"unsupported op {(dom + '.') if dom else ''}{op!r} ({where(node)}) on the model's data path"
             )
+        # fusions rewrite the layer that made a value: only when this node is that value's one reader
+        self.plan.exclusive = all(
+            self.readers.get(name, 0) <= 1
+            for name, v in zip(node.input, vals, strict=False)
+            if isinstance(v, Data)
+        )
         res = fn(self, node, vals, attrs(node))
         self._set(node, res if isinstance(res, list) else [res])
 

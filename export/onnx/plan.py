@@ -34,6 +34,9 @@ class PlanBuilder:
         self.inputs: list[list[int]] = []
         #: recurrent output position -> position of the ``final`` op reading it (its Y_h)
         self.finals: dict[int, int] = {}
+        #: whether the node being compiled is the only reader of its inputs (set per node by the
+        #: compiler): the fusions of :mod:`.passes.fuse` rewrite the layer that made a value in place
+        self.exclusive = True
 
     def value_size(self, pos: int) -> int:
         """The size of the value at position ``pos`` (0: the plan input, j + 1: layer j's output)."""

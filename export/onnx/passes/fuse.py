@@ -6,6 +6,10 @@
   (:func:`affine_into_tip`);
 * an activation after a linear ``dense`` (or ``conv1d``) layer becomes that layer's activation
   (:func:`activation_into_tip`).
+
+Each rewrites a layer already emitted, so each applies only when the node being compiled is the one reader
+of that layer's output (``plan.exclusive``, from :func:`..graph.reader_counts`): ``a + relu(a)`` keeps
+``a``.
 """
 
 from __future__ import annotations
@@ -17,8 +21,11 @@ __all__ = ["activation_into_tip", "affine_into_tip", "pop_trailing_affine"]
 
 def pop_trailing_affine(plan, v) -> tuple[np.ndarray, np.ndarray] | None:
     """Remove a trailing affine layer (x*scale + shift) so the next matrix layer can absorb it; returns
-    its (scale, shift) as float64, or None when the chain does not end in one that ``v`` comes from."""
-    if not plan.layers or plan.layers[-1]["kind"] != "affine" or v.pos != len(plan.layers):
+    its (scale, shift) as float64, or None when the chain does not end in one that ``v`` comes from (or
+    when another node reads the affine's output too)."""
+    if not plan.exclusive or not plan.layers:
+        return None
+    if plan.layers[-1]["kind"] != "affine" or v.pos != len(plan.layers):
         return None
     layer = plan.layers.pop()
     plan.inputs.pop()
@@ -29,8 +36,9 @@ def pop_trailing_affine(plan, v) -> tuple[np.ndarray, np.ndarray] | None:
 
 def affine_into_tip(plan, sc: np.ndarray, sh: np.ndarray) -> bool:
     """Fold ``x*sc + sh`` (over the chain's output vector) into the last layer when it is a linear dense
-    or an affine layer; False when it cannot be folded."""
-    last = plan.layers[-1] if plan.layers else None
+    or an affine layer; False when it cannot be folded (also when another node reads that layer's output:
+    it would see the folded values)."""
+    last = plan.layers[-1] if plan.layers and plan.exclusive else None
     if last is not None and last["kind"] == "dense" and last["activation"] == "linear":
         n = len(sc)
         w = plan.tensors[last["tensors"]["W"]].astype(np.float64)
@@ -67,8 +75,8 @@ def affine_into_tip(plan, sc: np.ndarray, sh: np.ndarray) -> bool:
 
 def activation_into_tip(plan, v, act: str, params: dict) -> bool:
     """Make ``act`` (with its alpha/beta ``params``) the activation of the last layer when it is a linear
-    dense layer that ``v`` comes from; False otherwise."""
-    last = plan.layers[-1] if plan.layers else None
+    dense layer that ``v`` comes from and no other node reads; False otherwise."""
+    last = plan.layers[-1] if plan.layers and plan.exclusive else None
     if last is None or last["kind"] not in ("dense", "conv1d", "tconv") or last["activation"] != "linear":
         return False
     if v.pos != len(plan.layers) or (last["kind"] != "dense" and act == "softmax"):
