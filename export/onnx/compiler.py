@@ -191,13 +191,20 @@ class Compiler:
         """Each output a value of the plan (its own, or a ``gather`` copy in its feature order), with its
         own sequence mode; the first output's mode is ``sequence``."""
         self.out_positions = []
+        copies: dict[tuple, int] = {}  # (value, index map) -> the position of its copy (Y and a forward Y_h)
         for name, v in zip(self.outputs, outs, strict=True):
             what = f"output node {name!r}"
             if v.quant is not None:
                 raise CompileError(f"{what}: an unscaled quantized matmul result")
+            self.plan.resolve_final(v)
+            key = (v.pos, tuple(v.perm.tolist()))
+            if key in copies and not v.bad.any():
+                self.out_positions.append(copies[key])
+                continue
             pos = self.plan.value_input(v, what)
             if pos == 0:  # the model input itself: the output is a copy
                 pos = self.plan.gather(v, what)
+            copies[key] = pos
             self.out_positions.append(pos)
         if not self.plan.layers:
             raise CompileError("the graph has no layers between its input and output")

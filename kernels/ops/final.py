@@ -44,8 +44,8 @@ def check(where: str, layer: dict, P) -> int:
     if layer["input_size"] not in (n, 2 * n):
         raise P._fail(
             "bad size",
-            f"{where}: a {d} output of hidden_size {h} has {n} values ({2 * n} with its cell states); "
-            f"the op reads {layer['input_size']}",
+            f"{where}: a {d} output of hidden_size {h} has {n} values; the op reads {layer['input_size']} "
+            f"(an lstm's [h; c] output: {2 * n})",
         )
     return layer["input_size"]
 
