@@ -21,14 +21,14 @@ __all__ = ["executed", "specs", "splitter"]
 def specs(plan: dict) -> list[dict]:
     """The model outputs of a validated plan, in order: ``name``, ``value``, ``size``, ``sequence``,
     ``labels`` each. One output (no ``outputs`` key): named after the source graph's output when the
-    compiler recorded it, else its value (format 2) or ``"output"``."""
+    compiler recorded it (``source_io``), else ``"output"`` (the same for a plan and its upgrade)."""
     if "outputs" in plan:
         return [dict(o) for o in plan["outputs"]]
     out = plan["output"]
     src = plan.get("source_io")
     name = src.get("output") if isinstance(src, dict) else None
     if not isinstance(name, str) or not 1 <= len(name) <= 512:
-        name = out.get("value", "output")
+        name = "output"
     return [{"name": name, "value": out.get("value"), **{k: out[k] for k in ("size", "sequence", "labels")}}]
 
 
