@@ -20,6 +20,7 @@ from edgernn.artifact import validate_plan
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from edgernn.export import compile_onnx  # noqa: E402
+from edgernn.export.onnx import CompileError  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
 
 ATOL = 1e-5
@@ -27,8 +28,8 @@ H, I = 5, 3
 BACKENDS = ("numpy", None)  # None: the default backend (numba's generated kernels here)
 
 
-def _ort(path, feeds: dict) -> list[np.ndarray]:
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
+def _ort(path, feeds: dict, names: list[str] | None = None) -> list[np.ndarray]:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(names, feeds)
 
 
 def _lstm_graph(direction: str, outputs: list[str], rng, head: bool = False) -> onnx.ModelProto:
@@ -79,7 +80,7 @@ def _per_sample(name: str, arr: np.ndarray, T: int) -> np.ndarray:
 def _check(src, out, names, rng, Ts=(1, 6, 11)):
     for T in Ts:
         X = rng.normal(size=(T, 1, I)).astype(np.float32)
-        want = [_per_sample(n, a, T) for n, a in zip(names, _ort(src, {"X": X}), strict=True)]
+        want = [_per_sample(n, a, T) for n, a in zip(names, _ort(src, {"X": X}, names), strict=True)]
         for backend in BACKENDS:
             m = edgernn.load(str(out), backend=backend)
             assert m.output_names == tuple(names)
@@ -163,6 +164,25 @@ def test_one_output_picked_by_name(tmp_path):
     X = rng.normal(size=(5, 1, I)).astype(np.float32)
     got = edgernn.load(str(out), backend="numpy").predict(X[:, 0])
     np.testing.assert_allclose(got, _ort(src, {"X": X})[2].reshape(-1), atol=ATOL, rtol=1e-4)
+
+
+def test_an_output_that_cannot_compile_leaves_the_first(tmp_path):
+    """By default every output is compiled; when another output cannot be (here: a constant), the first
+    alone is, as before several outputs, and the notes say which outputs were left and why."""
+    rng = np.random.default_rng(12)
+    m = _lstm_graph("bidirectional", ["Y_c"], rng)
+    m.graph.node.append(helper.make_node("Identity", ["B"], ["B_copy"]))
+    m.graph.output.append(helper.make_tensor_value_info("B_copy", TensorProto.FLOAT, [2, 8 * H]))
+    src, out = tmp_path / "m.onnx", tmp_path / "m.ernn"
+    onnx.save(m, str(src))
+    res = compile_onnx(str(src), str(out))
+    assert "outputs" not in res["plan"] and res["ignored_outputs"] == ["B_copy"]
+    assert any(
+        "['B_copy'] not compiled" in n and "does not depend on the model input" in n for n in res["notes"]
+    )
+    with pytest.raises(CompileError, match="does not depend on the model input"):
+        compile_onnx(str(src), str(out), output=["Y_c", "B_copy"])  # asked for: an error
+    _check(src, out, ["Y_c"], rng, Ts=(4,))
 
 
 def test_stream_of_a_multi_output_model_returns_tuples(tmp_path):

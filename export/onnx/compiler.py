@@ -288,9 +288,19 @@ def compile_graph(
 
     model, spec = prepare(model, bind, shapes)
     c = Compiler(model, output, state)
+    try:
+        c.run()
+    except CompileError as e:
+        if output is not None or len(c.outputs) < 2:
+            raise
+        # every output by default: when one of the others cannot be compiled, the first alone (as a
+        # graph compiled before models had several outputs), saying why
+        dropped = c.outputs[1:]
+        c = Compiler(model, c.outputs[0], state)
+        c.run()
+        c.notes.append(f"graph outputs {dropped} not compiled (only {c.output!r}): {e}")
     if spec["fused_cells"]:
-        c.notes.append(f"{spec['fused_cells']} LSTM step(s) written as plain ops fused into LSTM nodes")
-    c.run()
+        c.notes.insert(0, f"{spec['fused_cells']} LSTM step(s) written as plain ops fused into LSTM nodes")
     plan = {
         "format": "ernn",
         "format_version": 1,
