@@ -55,6 +55,14 @@ def validate_graph(plan: dict, inp: dict, out: dict) -> None:
         raise _fail("bad plan", "'ops' must be a non-empty list")
     if len(ops) > MAX_OPS:
         raise _fail("bad plan", f"{len(ops)} ops (at most {MAX_OPS})")
+    if "outputs" in plan:  # the runtime adds 2 ops and 2 values per output (edgernn/outputs.py)
+        extra = 2 * len(plan["outputs"])
+        if len(ops) + extra > MAX_OPS or len(values) + extra > MAX_VALUES:
+            raise _fail(
+                "bad plan",
+                f"{len(ops)} ops and {len(values)} values with {len(plan['outputs'])} outputs (at most "
+                f"{MAX_OPS} ops and {MAX_VALUES} values, 2 of each per output included)",
+            )
     producer = {iv: -1}  # value -> index of the op writing it (-1: the model input)
     names: set[str] = set()
     for idx, op in enumerate(ops):

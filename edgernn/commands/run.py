@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         if to_file:
             outs.append(y)
         elif args.labels:
-            k = int(np.argmax(y))
+            k = int(np.argmax(y[: model.output_size]))  # the labels are the first output's
             print(labels[k] if labels else k, flush=True)
         else:
             print(",".join(f"{v:.7g}" for v in y), flush=True)
