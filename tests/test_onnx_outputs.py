@@ -278,6 +278,13 @@ def test_inspect_lists_the_outputs(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "output 0: 'logits' 2 (many_to_one)" in text or "output 0: logits 2 (many_to_one)" in text
     assert "output 2: Y_c 10 (many_to_one)" in text and "cell_output=True" in text
+    picked = tmp_path / "picked.ernn"  # compile --graph-output, repeated: those outputs in that order
+    assert (
+        main(["compile", str(src), "-o", str(picked), "--graph-output", "Y_c", "--graph-output", "logits"])
+        == 0
+    )
+    assert "output 1: 'logits' 2 (many_to_one)" in capsys.readouterr().out
+    assert edgernn.load(str(picked), backend="numpy").output_names == ("Y_c", "logits")
 
 
 # ------------------------------------------------------------------------------ PyTorch nn.LSTM
@@ -397,6 +404,16 @@ def test_hostile_outputs_in_a_file_are_refused(good, tmp_path):
     save_file(dict(tensors), str(path), metadata={"edgernn.plan": json.dumps(bad)})
     with pytest.raises(edgernn.ArtifactError, match=r"^unknown value: outputs\[2\]"):
         edgernn.load(str(path), backend="numpy")
+
+
+def test_outputs_leave_room_for_the_runtime_concatenation(good, monkeypatch):
+    import edgernn.plan_graph as pg
+
+    plan, _ = good
+    validate_plan(plan)
+    monkeypatch.setattr(pg, "MAX_OPS", len(plan["ops"]) + 2 * len(plan["outputs"]) - 1)
+    with pytest.raises(edgernn.ArtifactError, match=r"^bad plan: .* 2 of each per output included"):
+        validate_plan(plan)
 
 
 def test_outputs_need_format_2(good):
