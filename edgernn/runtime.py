@@ -298,6 +298,9 @@ class Model:
     def info(self) -> dict:
         """A summary: sizes, layers, parameter count, quantization, labels, backend, streamability.
 
+        ``output_size``, ``sequence`` and ``labels`` describe the first output; ``outputs`` lists every
+        output (``name``, ``size``, ``sequence``, ``labels``), in the order predict returns them.
+
         How a layer is held in memory when that differs from the file: a sparse reservoir dense enough to
         run faster as a dense matrix says ``"packed_dense": True``; a small int8 recurrent layer computed
         from float32 q·scale (faster than int8 while it fits in cache) says ``"packed_float32": True``."""
