@@ -290,14 +290,15 @@ def test_inspect_lists_the_outputs(tmp_path, capsys):
 # ------------------------------------------------------------------------------ PyTorch nn.LSTM
 
 
-@pytest.mark.parametrize("bidirectional", [False, True])
-def test_torch_lstm_returning_out_h_n_c_n(tmp_path, bidirectional):
+@pytest.mark.parametrize(("bidirectional", "layers"), [(False, 1), (True, 1), (False, 2), (True, 2)])
+def test_torch_lstm_returning_out_h_n_c_n(tmp_path, bidirectional, layers):
+    """h_n/c_n of a 2-layer LSTM are a Concat of the layers' Y_h/Y_c: one output value of the plan."""
     torch = pytest.importorskip("torch")
 
     class Net(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.lstm = torch.nn.LSTM(I, H, batch_first=True, bidirectional=bidirectional)
+            self.lstm = torch.nn.LSTM(I, H, num_layers=layers, batch_first=True, bidirectional=bidirectional)
 
         def forward(self, x):
             out, (h, c) = self.lstm(x)
@@ -322,13 +323,17 @@ def test_torch_lstm_returning_out_h_n_c_n(tmp_path, bidirectional):
     with torch.no_grad():
         t_out, t_h, t_c = (a.numpy() for a in net(torch.from_numpy(X)))
     o_out, o_h, o_c = _ort(src, {"x": X})
+    final = [(np.transpose(a, (1, 0, 2)).reshape(2, -1)) for a in (t_h, o_h, t_c, o_c)]  # [L·D, B, H]
     for backend in BACKENDS:
         got = edgernn.load(str(out), backend=backend).predict(X)
-        assert [g.shape for g in got] == [(2, 9, d * H), (2, d * H), (2, d * H)]
-        final = [(np.transpose(a, (1, 0, 2)).reshape(2, -1)) for a in (t_h, o_h, t_c, o_c)]  # [D, B, H]
+        assert [g.shape for g in got] == [(2, 9, d * H), (2, layers * d * H), (2, layers * d * H)]
         for g, t, o in ((got[0], t_out, o_out), (got[1], *final[:2]), (got[2], *final[2:])):
             np.testing.assert_allclose(g, o, atol=ATOL, rtol=1e-4, err_msg=backend)
             np.testing.assert_allclose(g, t, atol=ATOL, rtol=1e-4, err_msg=backend)
+    one = tmp_path / "c_n.ernn"  # c_n alone: one output, the same value
+    compile_onnx(str(src), str(one), output="c_n")
+    got = edgernn.load(str(one), backend="numpy").predict(X)
+    np.testing.assert_allclose(got, final[3], atol=ATOL, rtol=1e-4)
 
 
 # ------------------------------------------------------------------------------ hostile plans

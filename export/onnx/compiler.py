@@ -21,7 +21,7 @@ from .passes import pairing
 from .passes import state as state_pass
 from .passes.attention import fuse_attention
 from .plan import PlanBuilder
-from .values import Const, Data, State, Sym, axes_desc
+from .values import Const, Data, Multi, State, Sym, axes_desc
 
 __all__ = ["Compiler", "compile_graph"]
 
@@ -95,6 +95,8 @@ class Compiler:
         outs = []
         for o in self.outputs:
             v = self.env.get(o)
+            if isinstance(v, Multi):
+                v = self._concat_output(v, o)
             if not isinstance(v, Data):
                 raise CompileError(f"output {o!r} does not depend on the model input")
             outs.append(v)
@@ -186,6 +188,25 @@ class Compiler:
         self.out_value = out
         self.out_values = [out]
         self.out_positions = [len(self.plan.layers)]
+
+    def _concat_output(self, m: Multi, name: str) -> Data | Multi:
+        """A graph output that is a ``Concat`` of data values of different ops along its outermost feature
+        axis (``h_n``/``c_n`` of a multi-layer LSTM: the layers' ``Y_h`` along the direction axis) as one
+        value of the plan (:meth:`PlanBuilder.concat`); any other Concat stays a Multi (refused)."""
+        parts = m.parts
+        if not all(isinstance(p, Data) for p in parts):
+            return m
+        p0 = parts[0]
+        feats = [k for k, d in enumerate(p0.axes) if not isinstance(d, Sym)]
+        before = [p0.axes[k] for k in feats if k < m.axis]
+        same = all((p.last, p.step) == (p0.last, p0.step) and len(p.axes) == len(p0.axes) for p in parts)
+        if not same or any(d != 1 for d in before):
+            return m
+        pos = self.plan.concat(parts, f"output node {name!r}")
+        axes = list(p0.axes)
+        axes[m.axis] = sum(p.axes[m.axis] for p in parts)
+        n = self.plan.value_size(pos)
+        return Data(axes, np.arange(n), np.zeros(n, bool), pos, p0.last, p0.step)
 
     def _finish_several(self, outs: list[Data]) -> None:
         """Each output a value of the plan (its own, or a ``gather`` copy in its feature order), with its
