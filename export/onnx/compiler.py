@@ -97,6 +97,11 @@ class Compiler:
             v = self.env.get(o)
             if isinstance(v, Multi):
                 v = self._concat_output(v, o)
+            if isinstance(v, Multi):
+                raise CompileError(
+                    f"output {o!r} is a Concat of values of different ops along an inner feature axis "
+                    "(only along the outermost one, e.g. h_n of a multi-layer LSTM, is one plan value)"
+                )
             if not isinstance(v, Data):
                 raise CompileError(f"output {o!r} does not depend on the model input")
             outs.append(v)
