@@ -71,7 +71,7 @@ class ModelFunctions:
                     h[:] = hn
                     if op.NAME == "lstm":
                         c[:] = cn
-                    out = hn
+                    out = np.concatenate([hn, cn]) if lay.has(L.F_CELL) else hn
                 else:
                     out = op.numpy_apply(lay, wf, wb, M, out)
                 vals[lay.out_off] = out
@@ -178,7 +178,8 @@ class ModelFunctions:
         H, D, st = lay.hidden, lay.directions, lay.state_off
         lstm = op.NAME == "lstm"
         T = len(cur)
-        outs = np.zeros((T, D * H), np.float32)
+        cells = lay.has(L.F_CELL)  # the output is [h_0..h_D-1; c_0..c_D-1]
+        outs = np.zeros((T, (2 if cells else 1) * D * H), np.float32)
         for d in range(D):
             reverse = d == 1 or lay.has(L.F_REVERSE)
             if reverse:  # a fresh state from the initial-state slots
@@ -190,6 +191,8 @@ class ModelFunctions:
             for t in range(T - 1, -1, -1) if reverse else range(T):
                 h, c = op.numpy_cell(lay, wf, wb, d, cur[t], h, c)
                 outs[t, d * H : (d + 1) * H] = h
+                if cells:
+                    outs[t, (D + d) * H : (D + d + 1) * H] = c
             if not reverse:
                 M[st : st + H] = h
                 if lstm:

@@ -282,6 +282,8 @@ def pack(plan: dict, tensors: dict[str, np.ndarray]) -> Packed:
                     set_vec(rec, 6 + d, np.zeros(h, np.float32) if c0 is None else c0[d])
             if k == "lstm" and layer["input_forget"]:
                 flags |= L.F_INPUT_FORGET
+            if k == "lstm" and layer.get("cell_output"):
+                flags |= L.F_CELL
             if k == "gru" and layer["linear_before_reset"]:
                 flags |= L.F_LBR
             if layer.get("clip") is not None:

@@ -91,6 +91,10 @@ OP_ARITY = {k: (1, 1) for k in LAYER_KINDS}
 OP_ARITY["binary"] = (2, 1)
 #: Keys of a format-2 op.
 OP_KEYS = ("kind", "name", "inputs", "outputs", "attrs", "tensors")
+#: Keys of an entry of a format-2 plan's ``outputs`` (several model outputs).
+OUTPUT_KEYS = ("name", "value", "size", "sequence", "labels")
+#: Most model outputs of one plan.
+MAX_OUTPUTS = 64
 #: Layer fields that a format-2 op holds outside ``attrs`` (or derives from its values' shapes).
 NOT_ATTRS = ("kind", "name", "input_size", "output_size", "tensors")
 #: Roles that may be stored as int8 with a ``<role>_scale`` tensor.
@@ -264,13 +268,16 @@ def _layer_fields(where: str, layer: dict, first: bool) -> int:
         clip = layer.get("clip")
         if clip is not None and (_num(where, clip, "clip") <= 0):
             raise _fail("bad field", f"{where}: clip must be positive")
+        cells = 1
         if kind == "lstm":
             _bool(where, layer, "input_forget")
+            if "cell_output" in layer and _bool(where, layer, "cell_output"):
+                cells = 2  # the output is [h; c] per step: ONNX Y, then the cell states (Y_c)
         if kind == "gru":
             lbr = layer.setdefault("linear_before_reset", 0)
             if type(lbr) is not int or lbr not in (0, 1):
                 raise _fail("bad field", f"{where}: linear_before_reset must be 0 or 1")
-        o = d * h
+        o = cells * d * h
     elif kind == "esn":
         n = _int(where, layer, "reservoir_size")
         a = _num(where, layer.get("leak_rate"), "leak_rate")
@@ -350,6 +357,8 @@ def validate_plan(plan: Any) -> dict:
         )
     inp, out = _validate_io(plan)
     if version == 1:
+        if "outputs" in plan:
+            raise _fail("bad plan", "several model outputs ('outputs') need a format-2 plan")
         _validate_chain(plan, inp, out)
     else:
         from .plan_graph import validate_graph

@@ -1,7 +1,8 @@
 """Validation of a format-2 plan: a dataflow graph of named values and ops (docs/ARTIFACT.md).
 
 The graph checks (each a named :class:`~edgernn.ArtifactError`): ``unknown value``, ``duplicate value``,
-``cycle``, ``bad graph``, ``dangling output``, ``unused value``, ``shape mismatch``. Each op is then
+``cycle``, ``bad graph``, ``dangling output``, ``unused value``, ``shape mismatch``, and for a plan of several
+outputs (``outputs``) ``duplicate output``. Each op is then
 checked as the format-1 layer it stands for, by the same code as format 1 (:mod:`edgernn.plan`).
 """
 
@@ -12,12 +13,15 @@ from .plan import (
     LAYER_KINDS,
     MAX_DIM,
     MAX_OPS,
+    MAX_OUTPUTS,
     MAX_VALUE_NAME,
     MAX_VALUES,
     NOT_ATTRS,
     OP_ARITY,
     OP_KEYS,
+    OUTPUT_KEYS,
     _fail,
+    _int,
     _layer_fields,
     _name,
     _short,
@@ -45,11 +49,20 @@ def validate_graph(plan: dict, inp: dict, out: dict) -> None:
                 "shape mismatch",
                 f"the model {key} {_short(v)} has shape {values[v]['shape']}, {key}.size {size}",
             )
+    outs = _outputs(plan, out, values)
     ops = plan.get("ops")
     if not isinstance(ops, list) or not ops:
         raise _fail("bad plan", "'ops' must be a non-empty list")
     if len(ops) > MAX_OPS:
         raise _fail("bad plan", f"{len(ops)} ops (at most {MAX_OPS})")
+    if "outputs" in plan:  # the runtime adds 2 ops and 2 values per output (edgernn/outputs.py)
+        extra = 2 * len(plan["outputs"])
+        if len(ops) + extra > MAX_OPS or len(values) + extra > MAX_VALUES:
+            raise _fail(
+                "bad plan",
+                f"{len(ops)} ops and {len(values)} values with {len(plan['outputs'])} outputs (at most "
+                f"{MAX_OPS} ops and {MAX_VALUES} values, 2 of each per output included)",
+            )
     producer = {iv: -1}  # value -> index of the op writing it (-1: the model input)
     names: set[str] = set()
     for idx, op in enumerate(ops):
@@ -70,10 +83,11 @@ def validate_graph(plan: dict, inp: dict, out: dict) -> None:
                 )
             readers[v].append(idx)
     _check_order(ops, producer)
-    if producer.get(ov, -1) < 0:
-        raise _fail("dangling output", f"the model output {_short(ov)} is not written by any op")
+    for o in outs:
+        if producer.get(o, -1) < 0:
+            raise _fail("dangling output", f"the model output {_short(o)} is not written by any op")
     for v, r in readers.items():
-        if not r and v != ov:
+        if not r and v not in outs:
             p = producer.get(v)
             by = (
                 "nobody writes it"
@@ -96,6 +110,55 @@ def validate_graph(plan: dict, inp: dict, out: dict) -> None:
                 raise _fail(
                     "bad layer", f"{_where(r, ops[r])}: a token input is read by embedding or onehot ops only"
                 )
+
+
+def _outputs(plan: dict, out: dict, values: dict) -> set[str]:
+    """Check ``outputs`` (several model outputs, in order; ``output`` is the first) and fill in each
+    entry's defaults; returns the values the model outputs."""
+    if "outputs" not in plan:
+        return {out["value"]}
+    outs = plan["outputs"]
+    if not isinstance(outs, list) or not 2 <= len(outs) <= MAX_OUTPUTS:
+        raise _fail("bad plan", f"'outputs' must be a list of 2 to {MAX_OUTPUTS} outputs, got {_short(outs)}")
+    names: set[str] = set()
+    for k, o in enumerate(outs):
+        what = f"outputs[{k}]"
+        if not isinstance(o, dict):
+            raise _fail("bad field", f"{what} is not an object")
+        extra = sorted(key for key in o if key not in OUTPUT_KEYS)
+        if extra:
+            raise _fail(
+                "bad field", f"{what}: unknown key(s) {_short(extra)} (known: {', '.join(OUTPUT_KEYS)})"
+            )
+        v = _name(o.get("value"), f"{what} 'value'", MAX_VALUE_NAME)
+        name = _name(o.setdefault("name", v), f"{what} 'name'", MAX_VALUE_NAME)
+        if name in names:
+            raise _fail("duplicate output", f"{what}: two outputs are named {_short(name)}")
+        names.add(name)
+        size = _int(what, o, "size")
+        seq = o.setdefault("sequence", "many_to_many")
+        if seq not in ("many_to_one", "many_to_many"):
+            raise _fail("bad field", f"{what}: sequence {_short(seq)}")
+        labels = o.setdefault("labels", None)
+        if labels is not None and (
+            not isinstance(labels, list) or len(labels) != size or not all(isinstance(x, str) for x in labels)
+        ):
+            raise _fail("bad field", f"{what}: labels must be a list of {size} strings")
+        if v not in values:
+            raise _fail("unknown value", f"{what}: the model output {_short(v)} is not in 'values'")
+        if values[v]["shape"] != [size]:
+            raise _fail(
+                "shape mismatch",
+                f"{what}: the model output {_short(v)} has shape {values[v]['shape']}, size {size}",
+            )
+    first = outs[0]
+    for key in ("value", "size", "sequence", "labels"):
+        if first[key] != out[key]:
+            raise _fail(
+                "bad field",
+                f"'output' must be outputs[0]: its {key} is {_short(out[key])}, not {_short(first[key])}",
+            )
+    return {o["value"] for o in outs}
 
 
 def _where(idx: int, op: dict) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import artifact
+from . import outputs as _outputs
 from .errors import EdgeRNNError, InputError
 from .pack import Packed, pack
 
@@ -202,7 +203,9 @@ class Model:
         self.source = source
         self.nonfinite = nonfinite
         self._layers, _ = artifact.graph_layers(plan)  # what runs: the layers, each reading earlier values
-        self._packed: Packed = pack(plan, tensors)
+        self._outputs = _outputs.specs(plan)
+        self._split = _outputs.splitter(self._outputs)  # None: one output, returned as an array
+        self._packed: Packed = pack(*_outputs.executed(plan, tensors))  # several: concatenated last
         p = self._packed
         if nonfinite == "propagate":
             from .kernels.layout import H_FLAGS
@@ -241,8 +244,20 @@ class Model:
 
     @property
     def output_size(self) -> int:
-        """Values per output step."""
-        return self._packed.out_size
+        """Values per output step (of the first output, when the model has several)."""
+        return self._outputs[0]["size"]
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """The names of the model's outputs, in order (the source graph's output names when compiled
+        from ONNX). A model of several outputs returns a tuple of arrays in this order from
+        :meth:`predict`, :meth:`Stream.step`, :meth:`Stream.run` and :meth:`Streams.step`."""
+        return tuple(o["name"] for o in self._outputs)
+
+    @property
+    def output_sizes(self) -> tuple[int, ...]:
+        """Values per step of each output, in the order of :attr:`output_names`."""
+        return tuple(o["size"] for o in self._outputs)
 
     @property
     def state_size(self) -> int:
@@ -263,6 +278,9 @@ class Model:
     def info(self) -> dict:
         """A summary: sizes, layers, parameter count, quantization, labels, backend, streamability.
 
+        ``output_size``, ``sequence`` and ``labels`` describe the first output; ``outputs`` lists every
+        output (``name``, ``size``, ``sequence``, ``labels``), in the order predict returns them.
+
         How a layer is held in memory when that differs from the file: a sparse reservoir dense enough to
         run faster as a dense matrix says ``"packed_dense": True``; a small int8 recurrent layer computed
         from float32 q·scale (faster than int8 while it fits in cache) says ``"packed_float32": True``."""
@@ -276,6 +294,7 @@ class Model:
             "output_size": self.output_size,
             "sequence": p["output"]["sequence"],
             "labels": p["output"]["labels"],
+            "outputs": [{k: o[k] for k in ("name", "size", "sequence", "labels")} for o in self._outputs],
             "layers": [
                 _layer_summary(layer)
                 | ({"packed_dense": True} if layer["name"] in dense else {})
@@ -316,31 +335,47 @@ class Model:
             raise InputError(f"streams(n) needs a positive integer, got {n!r}")
         return Streams(self, int(n))
 
-    def predict(self, X: Any) -> np.ndarray:
+    def predict(self, X: Any) -> np.ndarray | tuple[np.ndarray, ...]:
         """Whole-sequence inference from a fresh state.
 
         X: (T, input_size) or (B, T, input_size) (token models: (T,) or (B, T) ids also accepted).
         Returns (T, output_size) for many-to-many models, (output_size,) for many-to-one; with a
-        batch axis, (B, T, output_size) or (B, output_size).
+        batch axis, (B, T, output_size) or (B, output_size). A model of several outputs
+        (:attr:`output_names`) returns a tuple of such arrays, one per output in that order, each shaped
+        by its own size and sequence mode (``info["outputs"]``): e.g. (Y (T, 2H), Y_h (2H,)).
         """
         X = np.asarray(X) if not isinstance(X, np.ndarray) else X
         if self._tokens and X.ndim in (1, 2) and (X.ndim == 1 or X.shape[-1] != 1):
             X = X[..., None]
         if X.ndim == 3:
-            return np.stack([self.predict(x) for x in X]) if len(X) else self._empty_batch(X)
+            if not len(X):
+                return self._empty_batch(X)
+            got = [self.predict(x) for x in X]
+            return (
+                np.stack(got) if self._split is None else tuple(np.stack(g) for g in zip(*got, strict=True))
+            )
         X = self._coerce(X, 2)
         M = self._m0.copy()
         Y = self._run_seq(X, M)
+        if len(Y) == 0 and any(o["sequence"] == "many_to_one" for o in self._outputs):
+            raise InputError("a many-to-one prediction needs at least one time step")
+        if self._split is not None:
+            return tuple(
+                y[-1].copy() if o["sequence"] == "many_to_one" else np.ascontiguousarray(y)
+                for o, y in zip(self._outputs, self._split(Y), strict=True)
+            )
         if self.plan["output"]["sequence"] == "many_to_one":
-            if len(Y) == 0:
-                raise InputError("a many-to-one prediction needs at least one time step")
             return Y[-1].copy()
         return Y
 
-    def _empty_batch(self, X: np.ndarray) -> np.ndarray:
-        if self.plan["output"]["sequence"] == "many_to_one":
-            return np.zeros((0, self.output_size), np.float32)
-        return np.zeros((0, X.shape[1], self.output_size), np.float32)
+    def _empty_batch(self, X: np.ndarray) -> np.ndarray | tuple[np.ndarray, ...]:
+        got = tuple(
+            np.zeros(
+                (0, o["size"]) if o["sequence"] == "many_to_one" else (0, X.shape[1], o["size"]), np.float32
+            )
+            for o in self._outputs
+        )
+        return got[0] if self._split is None else got
 
     # ------------------------------------------------------------ internals
     #: time steps per seq-kernel call: bounds the work buffers (2 x chunk x widest layer) for long inputs
@@ -445,7 +480,7 @@ def _layer_summary(layer: dict) -> dict:
 class Stream:
     """One stream: persistent state advanced by :meth:`step` (one sample) or :meth:`run` (a chunk)."""
 
-    __slots__ = ("_model", "_M", "_y", "_k", "_wf", "_wb", "_n_state")
+    __slots__ = ("_model", "_M", "_y", "_k", "_wf", "_wb", "_n_state", "_split")
 
     def __init__(self, model: Model):
         p = model._packed
@@ -456,12 +491,16 @@ class Stream:
         self._wf = p.wf
         self._wb = p.wb
         self._n_state = p.n_state
+        self._split = model._split
 
-    def step(self, x: Any, out: np.ndarray | None = None) -> np.ndarray:
+    def step(self, x: Any, out: np.ndarray | None = None) -> np.ndarray | tuple[np.ndarray, ...]:
         """Feed one sample x (input_size,) (a token id for token models); returns y (output_size,).
 
         For many-to-one models y is the prediction for the sequence seen so far. A new array is
         returned unless ``out`` (float32, (output_size,)) is given, which is filled and returned.
+        A model of several outputs returns a tuple with each output's y at this step (in the order of
+        ``model.output_names``, each its (size,) so far, many-to-one outputs included), views of one new
+        array, or of ``out`` (float32, (sum(model.output_sizes),)) when given.
         Raises :class:`InputError` (state unchanged) for a wrong shape/dtype, NaN/Inf or a bad token id.
         """
         try:
@@ -472,18 +511,22 @@ class Stream:
         if st:
             self._model._raise_status(st, np.asarray(x, np.float32).reshape(-1))
         if out is None:
-            return self._y.copy()
-        out[...] = self._y
-        return out
+            y = self._y.copy()
+        else:
+            out[...] = self._y
+            y = out
+        return y if self._split is None else self._split(y)
 
-    def run(self, X: Any) -> np.ndarray:
+    def run(self, X: Any) -> np.ndarray | tuple[np.ndarray, ...]:
         """Feed a chunk X (T, input_size); returns Y (T, output_size) and keeps the state after X.
 
-        Equivalent to T calls of :meth:`step`; if any row is invalid nothing is consumed.
+        Equivalent to T calls of :meth:`step`; if any row is invalid nothing is consumed. A model of
+        several outputs returns a tuple of (T, size) arrays, one per output (every step of each).
         """
         m = self._model
         Xc = m._coerce(X[..., None] if m._tokens and np.ndim(X) == 1 else X, 2)
-        return m._run_seq(Xc, self._M)
+        Y = m._run_seq(Xc, self._M)
+        return Y if self._split is None else tuple(np.ascontiguousarray(y) for y in self._split(Y))
 
     def reset(self) -> None:
         """Back to the initial state (zeros, or the model's initial states)."""
@@ -529,6 +572,7 @@ class Streams:
         self._wb = p.wb
         self._o = slice(p.out_off, p.out_off + p.out_size)
         self._n_state = p.n_state
+        self._split = model._split
 
     def __len__(self) -> int:
         return self.n
@@ -546,8 +590,9 @@ class Streams:
             raise InputError(f"X must have one row per stream: shape ({n}, {m.input_size}), got {Xa.shape}")
         return m._coerce(Xa, 2)
 
-    def step(self, X: Any, rows: Any = None, out: np.ndarray | None = None) -> np.ndarray:
-        """Feed one sample per stream, X (n, input_size); returns Y (n, output_size).
+    def step(self, X: Any, rows: Any = None, out: np.ndarray | None = None) -> np.ndarray | tuple:
+        """Feed one sample per stream, X (n, input_size); returns Y (n, output_size) (a model of several
+        outputs: a tuple of (n, size) views of one array, or of ``out``, (n, sum of the sizes)).
 
         With ``rows`` (distinct row indices, k of them): X is (k, input_size), only those rows advance
         (the others are untouched) and Y is (k, output_size), row i of Y for stream ``rows[i]``.
@@ -568,15 +613,17 @@ class Streams:
                 )
             m._raise_status(st & 7, np.asarray(X, np.float32)[st >> 3], f" (stream {st >> 3})")
         if out is None:
-            return self._MB[:, self._o].copy()
-        out[...] = self._MB[:, self._o]
-        return out
+            Y = self._MB[:, self._o].copy()
+        else:
+            out[...] = self._MB[:, self._o]
+            Y = out
+        return Y if self._split is None else self._split(Y)
 
     def _step_rows(self, X: Any, idx: np.ndarray, out: np.ndarray | None) -> np.ndarray:
         X = self._coerce_X(X, len(idx))
         if len(idx) == 0:
-            Y = np.zeros((0, self._model.output_size), np.float32)
-            return Y if out is None else out
+            Y = np.zeros((0, self._o.stop - self._o.start), np.float32) if out is None else out
+            return Y if self._split is None else self._split(Y)
         block = self._MB[idx]  # gather: a compact C-contiguous (k, m_size) copy
         st = self._k(X, self._wf, self._wb, block)
         if st:
@@ -584,9 +631,11 @@ class Streams:
             self._model._raise_status(st & 7, X[r], f" (stream {int(idx[r])})")
         self._MB[idx] = block  # scatter back only after the kernel accepted every row
         if out is None:
-            return block[:, self._o].copy()
-        out[...] = block[:, self._o]
-        return out
+            Y = block[:, self._o].copy()
+        else:
+            out[...] = block[:, self._o]
+            Y = out
+        return Y if self._split is None else self._split(Y)
 
     def _check_rows(self, rows: Any) -> np.ndarray:
         """rows as distinct int64 indices in [0, n), or InputError."""

@@ -117,6 +117,8 @@ def _emit_step_layer(c: Code, lay: Layer, x: str, y: str) -> None:
         g, xh = _cell_scratch(c, lay)
         op.emit_cell(c, lay, 0, x, h, cc, g, xh)
         fill(c, y, 0, H, h)
+        if lay.has(L.F_CELL):  # the output is [h; c]
+            fill(c, y, H, H, cc)
     else:
         op.emit_apply(c, lay, x, y)
 
@@ -179,6 +181,8 @@ def _emit_step_layer_proj(c: Code, lay: Layer, p: str, x: str, y: str) -> None:
         g, _ = _cell_scratch(c, lay)
         op.emit_cell_proj(c, lay, 0, p, h, cc, g)
         fill(c, y, 0, H, h)
+        if lay.has(L.F_CELL):  # the output is [h; c]
+            fill(c, y, H, H, cc)
     else:
         op.emit_apply_proj(c, lay, p, x, y)
 
@@ -287,6 +291,8 @@ def _emit_seq_recurrent(c: Code, lay: Layer, src: str, dst: str, W: int) -> None
             op.emit_cell(c, lay, d, x, h, cc, g, xh)
             with c.block(f"for k in range({I(H)}):"):
                 c(f"{dst}[t * {I(W)} + {I(d * H)} + k] = {h}[k]")
+                if lay.has(L.F_CELL):  # the output is [h_0..h_D-1; c_0..c_D-1]
+                    c(f"{dst}[t * {I(W)} + {I((lay.directions + d) * H)} + k] = {cc}[k]")
 
 
 def _emit_seq(c: Code, head: Header, layers: list[Layer]) -> None:

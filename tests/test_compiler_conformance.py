@@ -11,7 +11,8 @@ data set's values (turns them into initializers) and keeps X as the model input.
 
 * ``Y`` and ``Y_h`` compile directly (``Y_h`` many_to_one: the last step of a forward direction; the
   reverse direction's final step, time 0, through a ``final`` op) and match the expected outputs;
-* ``Y_c`` (cell state) is never a plan output: the test checks the compiler refuses it, naming it.
+* ``Y_c`` (cell state) compiles too (the lstm op's ``cell_output``), and so do all of a case's outputs at
+  once: a plan of several outputs whose ``predict`` returns each, in graph order.
 """
 
 from __future__ import annotations
@@ -122,7 +123,6 @@ def _compile(tmp_path, model, output: str):
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_onnx_node_case(case, tmp_path):
-    from edgernn.export.onnx import CompileError
 
     name, model, inputs, outputs = case
     out_names = [o.name for o in model.graph.output]
@@ -134,18 +134,31 @@ def test_onnx_node_case(case, tmp_path):
     checked = 0
     for oname, expected in zip(out_names, outputs, strict=True):
         slot = list(node.output).index(oname)
-        if slot == 2:  # Y_c: refused, naming it
-            m, _ = _frozen(model, inputs, want_y=False)
-            with pytest.raises(CompileError, match=r"Y_c \(the final cell state\)"):
-                _compile(str(tmp_path), m, oname)
-            continue
         m, _ = _frozen(model, inputs, want_y=False)
         res = _compile(str(tmp_path), m, oname)
-        if slot == 1 and direction != "forward":  # the reverse direction's final step: a final op
+        if slot in (1, 2) and direction != "forward":  # the reverse direction's final step: a final op
             assert "final" in [ly["kind"] for ly in res["plan"]["layers"]], name
+        if slot == 2:  # Y_c: the lstm op writes [h; c]
+            assert res["plan"]["layers"][0]["cell_output"] is True, name
         y = predict(res["path"], input_to_btf(x, res["io"]["input_axes"]))
         exp = output_to_bf(expected, res["io"]["output_axes"])
         msg = mismatch(y, exp)
         assert msg is None, f"{name}: {oname}: {msg}"
         checked += 1
     assert checked >= 1
+    if len(out_names) > 1:  # every output at once: a plan of several outputs, predict returns them in order
+        from edgernn.export import compile_onnx
+
+        import edgernn
+
+        m, _ = _frozen(model, inputs, want_y=False)
+        p = os.path.join(str(tmp_path), "all.onnx")
+        onnx.save(m, p)
+        res = compile_onnx(p, os.path.join(str(tmp_path), "all.ernn"))
+        assert [o["name"] for o in res["plan"]["outputs"]] == out_names, name
+        got = edgernn.load(res["path"], nonfinite="propagate").predict(
+            input_to_btf(x, res["io"]["input_axes"])
+        )
+        for oname, g, e, axes in zip(out_names, got, outputs, res["io"]["outputs_axes"], strict=True):
+            msg = mismatch(g, output_to_bf(e, axes))
+            assert msg is None, f"{name}: all outputs: {oname}: {msg}"

@@ -1,7 +1,7 @@
 """``Y_h`` of reverse and bidirectional recurrent nodes (issue 13, deliverable 4): the compiler adds a
 ``final`` op (each direction's final step: forward t = T−1, reverse t = 0) and ``predict`` serves the
 readout. Oracles: PyTorch (the module itself), ONNX Runtime (the exported file) and, for the op, the
-numpy reference of tests/reference.py. ``Y_c`` is refused with a message naming it."""
+numpy reference of tests/reference.py. ``Y_c`` read the same way compiles too."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from edgernn.export import compile_onnx  # noqa: E402
-from edgernn.export.onnx import CompileError  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
 
 ATOL = 1e-5
@@ -179,11 +178,18 @@ def test_onnx_node_y_h_through_plumbing(tmp_path, op, direction):
             np.testing.assert_allclose(got, want, atol=ATOL, rtol=1e-4, err_msg=f"{backend} T={T}")
 
 
-def test_y_c_is_refused_by_name(tmp_path):
-    src = tmp_path / "m.onnx"
-    onnx.save(_recurrent_graph("LSTM", "bidirectional", 8, "y_c", np.random.default_rng(0)), str(src))
-    with pytest.raises(CompileError, match=r"Y_c \(the final cell state\).*outputs h only"):
-        compile_onnx(str(src), str(tmp_path / "m.ernn"))
+def test_y_c_readout_compiles(tmp_path):
+    """Y_c (the final cell state) read through plumbing and a Gemm: the lstm op writes [h; c] and the
+    final op selects both blocks (tests/test_onnx_outputs.py covers Y_c as a model output)."""
+    rng = np.random.default_rng(0)
+    src, out = tmp_path / "m.onnx", tmp_path / "m.ernn"
+    onnx.save(_recurrent_graph("LSTM", "bidirectional", 8, "y_c", rng), str(src))
+    res = compile_onnx(str(src), str(out))
+    assert res["plan"]["layers"][0]["cell_output"] is True
+    X = rng.normal(size=(9, 1, 4)).astype(np.float32)
+    for backend in ("numba", "numpy"):
+        got = edgernn.load(str(out), backend=backend).predict(X[:, 0])
+        np.testing.assert_allclose(got, _ort(src, {"X": X})[0], atol=ATOL, rtol=1e-4, err_msg=backend)
 
 
 def test_stream_is_refused_predict_works(tmp_path):

@@ -17,7 +17,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "-o", "--output", default=None, help="the .ernn to write (default: MODEL.ernn, MODEL.int8.ernn, ...)"
     )
     p.add_argument("--quantize", choices=("int8", "fp16"), default=None, help="weight precision")
-    p.add_argument("--graph-output", default=None, help="graph output to compile (default: the first)")
+    p.add_argument(
+        "--graph-output",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="a graph output to compile; repeat for several, in order (default: every output that is not "
+        "a state output: a model of several outputs, predict returns them in that order)",
+    )
     p.add_argument("--labels", default=None, help="class names: comma-separated, or a file with one per line")
     p.add_argument(
         "--calibration",
@@ -121,7 +128,9 @@ def run(args: argparse.Namespace) -> int:
         args.model,
         out,
         quantize=args.quantize,
-        output=args.graph_output,
+        output=args.graph_output[0]
+        if args.graph_output and len(args.graph_output) == 1
+        else args.graph_output,
         labels=_labels(args.labels),
         calibration=cal,
         calibration_labels=cal_y,
@@ -139,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"{args.model} -> {res['path']} ({res['bytes']} bytes, {plan['quantization']})")
     print(f"  input {plan['input']['size']}, output {plan['output']['size']} ({plan['output']['sequence']})")
+    for k, o in enumerate(plan.get("outputs", [])):
+        print(f"  output {k}: {o['name']!r} {o['size']} ({o['sequence']})")
     for layer in graph_layers(plan)[0]:
         extra = (
             layer.get("direction") or layer.get("activation") or layer.get("op") or layer.get("func") or ""

@@ -87,6 +87,7 @@ def describe_ernn(path: str) -> dict:
         "producer": plan.get("producer", {}),
         "input": plan["input"],
         "output": plan["output"],
+        "outputs": plan.get("outputs", [plan["output"]]),
         "quantization": plan["quantization"],
         "parameters": total,
         "layers" if ops is None else "ops": layers,
@@ -107,6 +108,7 @@ DETAILS = (
     "activations",
     "clip",
     "linear_before_reset",
+    "cell_output",
     "input_forget",
     "reservoir_size",
     "leak_rate",
@@ -243,7 +245,11 @@ def _print_ernn(info: dict) -> None:
     iv = f", value {_show(inp['value'])}" if "value" in inp else ""
     ov = f", value {_show(out['value'])}" if "value" in out else ""
     print(f"  input:  {kind} {inp['size']}{extra}{iv}")
-    print(f"  output: {out['size']} ({out['sequence']}){ov}")
+    if len(info.get("outputs", ())) > 1:  # several model outputs, in order (predict returns a tuple)
+        for k, o in enumerate(info["outputs"]):
+            print(_show(f"  output {k}: {o['name']} {o['size']} ({o['sequence']}), value {o['value']}"))
+    else:
+        print(f"  output: {out['size']} ({out['sequence']}){ov}")
     if out.get("labels"):
         print(f"  labels: {', '.join(_show(v) for v in out['labels'])}")
     print(f"  parameters: {info['parameters']}")
@@ -257,7 +263,8 @@ def _print_ernn(info: dict) -> None:
     print(f"  {head:<14} {'kind':<10} {'in':>6}  {'out':<6} {'params':>9} {'bytes':>9}  dtype  details")
     for layer in rows:
         det = []
-        for key in ("hidden_size", "direction", "activation", "activations", "clip", "linear_before_reset"):
+        keys = ("hidden_size", "direction", "activation", "activations", "clip", "linear_before_reset")
+        for key in keys + ("cell_output",):
             if key in layer:
                 det.append(f"{key}={layer[key]}")
         print(

@@ -88,15 +88,17 @@ def run(args: argparse.Namespace) -> int:
             y = s.step(x)
         except edgernn.InputError as e:
             raise edgernn.InputError(f"{where}: {e}") from None
+        if isinstance(y, tuple):  # several outputs: one row holds them all, in model.output_names order
+            y = np.concatenate(y)
         if to_file:
             outs.append(y)
         elif args.labels:
-            k = int(np.argmax(y))
+            k = int(np.argmax(y[: model.output_size]))  # the labels are the first output's
             print(labels[k] if labels else k, flush=True)
         else:
             print(",".join(f"{v:.7g}" for v in y), flush=True)
     if to_file:
-        Y = np.stack(outs) if outs else np.zeros((0, model.output_size), np.float32)
+        Y = np.stack(outs) if outs else np.zeros((0, sum(model.output_sizes)), np.float32)
         if args.out.endswith(".npy"):
             np.save(args.out, Y)
         else:

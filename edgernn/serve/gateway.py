@@ -16,7 +16,7 @@ from collections import deque
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import EdgeRNNError, InputError
 from .payload import PayloadError, Request, answer_seq, parse
 
 
@@ -40,6 +40,11 @@ class Gateway:
         i, n = shard
         if not (isinstance(n, int) and isinstance(i, int) and n >= 1 and 0 <= i < n):
             raise InputError(f"shard must be I/N with 0 <= I < N, got {i}/{n}")
+        if len(getattr(model, "output_names", ())) > 1:
+            raise EdgeRNNError(
+                f"serve: the model has {len(model.output_names)} outputs {list(model.output_names)}; the "
+                "gateway answers with one (compile it with --graph-output NAME)"
+            )
         self.model = model
         self.shard = (i, n)
         self.idle_timeout = idle_timeout

@@ -19,7 +19,7 @@ def compile_onnx(
     ernn_path: str | os.PathLike,
     quantize: str | None = None,
     *,
-    output: str | None = None,
+    output: str | list[str] | None = None,
     labels: list[str] | None = None,
     calibration: np.ndarray | None = None,
     calibration_labels: np.ndarray | None = None,
@@ -34,8 +34,10 @@ def compile_onnx(
     """Compile the ONNX model at ``onnx_path`` into the ``.ernn`` artifact ``ernn_path``.
 
     ``quantize``: None (float32 weights), ``"int8"`` (int8 matrices with per-output-row symmetric scales)
-    or ``"fp16"`` (float16 storage). ``output`` picks the graph output to compile (default: the first).
-    ``labels``: optional class names (one per output). ``calibration``: optional representative input
+    or ``"fp16"`` (float16 storage). ``output`` picks the graph output to compile, or a list of them
+    (default: every graph output that is not a state output; several make a model of several outputs,
+    returned by ``predict`` as a tuple in that order). ``labels``: optional class names (one per value
+    of the first output). ``calibration``: optional representative input
     data, (T, I) or (B, T, I) float in the model's input units; with ``"int8"`` it calibrates the rounding
     (error-compensated on that data, see ``export/calibrate.py``; without it: nearest rounding) and it is
     the data of the quantization report (without it a deterministic random input is used);
@@ -85,6 +87,8 @@ def compile_onnx(
         if len(labels) != plan["output"]["size"]:
             raise CompileError(f"{len(labels)} labels for {plan['output']['size']} outputs")
         plan["output"]["labels"] = labels
+        if "outputs" in plan:  # several outputs: the labels are the first one's
+            plan["outputs"][0]["labels"] = labels
     report = None
     if quantize in ("int8", "fp16") and plan["format_version"] == 2:
         raise CompileError(

@@ -21,7 +21,7 @@ from .passes import pairing
 from .passes import state as state_pass
 from .passes.attention import fuse_attention
 from .plan import PlanBuilder
-from .values import Const, Data, State, Sym, axes_desc
+from .values import Const, Data, Multi, State, Sym, axes_desc
 
 __all__ = ["Compiler", "compile_graph"]
 
@@ -33,7 +33,7 @@ class Compiler:
     """The state of one compilation: the value table ``env`` (ONNX value name -> value), the ``plan``
     being built, and what the passes record (state inputs/feeds/codes, fused attention nodes, notes)."""
 
-    def __init__(self, model, output: str | None, state: dict | None = None):
+    def __init__(self, model, output: str | list[str] | None, state: dict | None = None):
         self.model = model
         self.g = model.graph
         self.opset = {o.domain or "": o.version for o in model.opset_import}
@@ -53,13 +53,21 @@ class Compiler:
         outs = [o.name for o in self.g.output]
         #: (state input, state output) pairs of a step graph (:mod:`.passes.pairing`)
         self.state_pairs = pairing.choose_pairs(self.g, state, output)
-        if output is None:
-            rest = [o for o in outs if o not in {so for _, so in self.state_pairs}]
-            if not rest:
+        if output is None:  # every graph output that is not a state output, in graph order
+            chosen = [o for o in outs if o not in {so for _, so in self.state_pairs}]
+            if not chosen:
                 raise CompileError("the graph has no outputs")
-            output = rest[0]
-        self.output = output
-        self.ignored_outputs = [o for o in outs if o != output]
+        else:
+            chosen = [output] if isinstance(output, str) else list(output)
+            if not chosen or len(set(chosen)) != len(chosen) or not all(isinstance(o, str) for o in chosen):
+                raise CompileError(f"output must name distinct graph outputs, got {output!r}")
+        #: the graph outputs compiled, in order (the plan's outputs); ``output`` is the first
+        self.outputs = chosen
+        self.output = chosen[0]
+        self.ignored_outputs = [o for o in outs if o not in chosen]
+        #: every value name a node reads or the plan outputs (set in :meth:`run`): a recurrent node's
+        #: ``Y_c`` is computed only when it is used
+        self.used: set[str] = set()
 
     def run(self) -> None:
         """Compile the graph; the results are left in ``plan``, ``out_value``, ``sequence`` and the rest."""
@@ -71,13 +79,14 @@ class Compiler:
             self.env[name] = Const(np.asarray(arr))
         graph_nodes, self.fused = fuse_attention(list(g.node), inits, self.opset)
         prod = producers(graph_nodes)
-        if self.output not in prod and self.output not in self.env:
-            if not any(i.name == self.output for i in g.input):
-                raise CompileError(f"the graph has no value named {self.output!r}")
-        nodes, seen = live_nodes(graph_nodes, prod, self.output)
+        for o in self.outputs:
+            if o not in prod and o not in self.env and not any(i.name == o for i in g.input):
+                raise CompileError(f"the graph has no value named {o!r}")
+        nodes, seen = live_nodes(graph_nodes, prod, self.outputs)
+        self.used = {i for n in nodes for i in n.input if i} | set(self.outputs)
         used_inputs = [i for i in g.input if i.name not in inits and i.name in seen]
         paired = {i for i, _ in self.state_pairs}
-        data_inputs, state_inputs = state_pass.classify_inputs(used_inputs, nodes, self.output, paired)
+        data_inputs, state_inputs = state_pass.classify_inputs(used_inputs, nodes, self.outputs, paired)
         for i in state_inputs:
             self.env[i.name] = State(i.name, state_pass.state_index(i))
             self.state_inputs.append(i.name)
@@ -85,10 +94,23 @@ class Compiler:
         self.readers = reader_counts(nodes, [o.name for o in g.output])
         for n in nodes:
             self.eval_node(n)
-        out = self.env.get(self.output)
-        if not isinstance(out, Data):
-            raise CompileError(f"output {self.output!r} does not depend on the model input")
-        self._finish(out)
+        outs = []
+        for o in self.outputs:
+            v = self.env.get(o)
+            if isinstance(v, Multi):
+                v = self._concat_output(v, o)
+            if isinstance(v, Multi):
+                raise CompileError(
+                    f"output {o!r} is a Concat of values of different ops along an inner feature axis "
+                    "(only along the outermost one, e.g. h_n of a multi-layer LSTM, is one plan value)"
+                )
+            if not isinstance(v, Data):
+                raise CompileError(f"output {o!r} does not depend on the model input")
+            outs.append(v)
+        if len(outs) == 1:
+            self._finish(outs[0])
+        else:
+            self._finish_several(outs)
         if self.state_feeds or self.state_pairs:
             state_pass.check_wiring(self, prod)
 
@@ -175,15 +197,67 @@ class Compiler:
             raise CompileError("the graph has no layers between its input and output")
         if n_out != self.plan.tip_size():
             raise CompileError(f"internal: output features {n_out} != plan size {self.plan.tip_size()}")
-        has_t = any(isinstance(d, Sym) and d.role == "T" for d in out.axes)
-        self.sequence = "many_to_many" if (has_t or not out.last) else "many_to_one"
+        self.sequence = _sequence(out)
         self.out_value = out
+        self.out_values = [out]
+        self.out_positions = [len(self.plan.layers)]
+
+    def _concat_output(self, m: Multi, name: str) -> Data | Multi:
+        """A graph output that is a ``Concat`` of data values of different ops along its outermost feature
+        axis (``h_n``/``c_n`` of a multi-layer LSTM: the layers' ``Y_h`` along the direction axis) as one
+        value of the plan (:meth:`PlanBuilder.concat`); any other Concat stays a Multi (refused)."""
+        parts = m.parts
+        if not all(isinstance(p, Data) for p in parts):
+            return m
+        p0 = parts[0]
+        feats = [k for k, d in enumerate(p0.axes) if not isinstance(d, Sym)]
+        before = [p0.axes[k] for k in feats if k < m.axis]
+        same = all((p.last, p.step) == (p0.last, p0.step) and len(p.axes) == len(p0.axes) for p in parts)
+        if not same or any(d != 1 for d in before):
+            return m
+        pos = self.plan.concat(parts, f"output node {name!r}")
+        axes = list(p0.axes)
+        axes[m.axis] = sum(p.axes[m.axis] for p in parts)
+        n = self.plan.value_size(pos)
+        return Data(axes, np.arange(n), np.zeros(n, bool), pos, p0.last, p0.step)
+
+    def _finish_several(self, outs: list[Data]) -> None:
+        """Each output a value of the plan (its own, or a ``gather`` copy in its feature order), with its
+        own sequence mode; the first output's mode is ``sequence``."""
+        self.out_positions = []
+        copies: dict[tuple, int] = {}  # (value, index map) -> the position of its copy (Y and a forward Y_h)
+        for name, v in zip(self.outputs, outs, strict=True):
+            what = f"output node {name!r}"
+            if v.quant is not None:
+                raise CompileError(f"{what}: an unscaled quantized matmul result")
+            self.plan.resolve_final(v)
+            key = (v.pos, tuple(v.perm.tolist()))
+            if key in copies and not v.bad.any():
+                self.out_positions.append(copies[key])
+                continue
+            pos = self.plan.value_input(v, what)
+            if pos == 0:  # the model input itself: the output is a copy
+                pos = self.plan.gather(v, what)
+            copies[key] = pos
+            self.out_positions.append(pos)
+        if not self.plan.layers:
+            raise CompileError("the graph has no layers between its input and output")
+        self.out_values = outs
+        self.out_value = outs[0]
+        self.sequence = _sequence(outs[0])
 
 
-def as_graph(plan: dict, inputs: list[list[int]]) -> dict:
+def _sequence(out: Data) -> str:
+    """The sequence mode of an output value: many_to_many when it keeps a time axis (or every step)."""
+    has_t = any(isinstance(d, Sym) and d.role == "T" for d in out.axes)
+    return "many_to_many" if (has_t or not out.last) else "many_to_one"
+
+
+def as_graph(plan: dict, inputs: list[list[int]], outputs: list[tuple[int, dict]] | None = None) -> dict:
     """The format-2 form of the compiled ``plan`` whose layer i reads the values at positions
     ``inputs[i]`` (0: the model input, j + 1: layer j's output). Value names: ``"input"``, and
-    ``"<layer name>:y"``."""
+    ``"<layer name>:y"``. ``outputs``: for a plan of several outputs, (position, output fields) of each
+    in order: the plan gets ``outputs`` (docs/ARTIFACT.md), and ``output`` is the first."""
     from ...plan import NOT_ATTRS
 
     layers = plan["layers"]
@@ -210,12 +284,15 @@ def as_graph(plan: dict, inputs: list[list[int]]) -> dict:
         values=values,
         ops=ops,
     )
+    if outputs:
+        new["outputs"] = [{**fields, "value": names[pos]} for pos, fields in outputs]
+        new["output"] = {k: v for k, v in new["outputs"][0].items() if k != "name"}
     return new
 
 
 def compile_graph(
     model,
-    output: str | None = None,
+    output: str | list[str] | None = None,
     source: str = "model.onnx",
     sha256: str = "",
     *,
@@ -235,17 +312,29 @@ def compile_graph(
     Returns a dict with ``plan``, ``tensors`` (float32 arrays), ``exact_int8`` (tensor name ->
     (int8 q, float32 per-row scale) for weights that were already symmetric int8 in the source),
     ``io`` (input/output names and axis roles: "T" time, "B" batch, "N" independent rows, ints = feature
-    axes), ``ignored_outputs``, ``state_inputs``, ``state_pairs`` ([input, output] lists), ``bound``
-    (input name -> value as a list), ``shapes`` (input name -> sizes) and ``notes``.
+    axes; with several outputs also ``outputs`` and ``outputs_axes``), ``ignored_outputs``,
+    ``state_inputs``, ``state_pairs`` ([input, output] lists), ``bound`` (input name -> value as a list),
+    ``shapes`` (input name -> sizes) and ``notes``. ``output``: the graph output to compile, or a list of
+    them (default: every output that is not a state output, in graph order: a plan of several outputs).
     """
     from ... import __version__
     from .frontend import prepare
 
     model, spec = prepare(model, bind, shapes)
     c = Compiler(model, output, state)
+    try:
+        c.run()
+    except CompileError as e:
+        if output is not None or len(c.outputs) < 2:
+            raise
+        # every output by default: when one of the others cannot be compiled, the first alone (as a
+        # graph compiled before models had several outputs), saying why
+        dropped = c.outputs[1:]
+        c = Compiler(model, c.outputs[0], state)
+        c.run()
+        c.notes.append(f"graph outputs {dropped} not compiled (only {c.output!r}): {e}")
     if spec["fused_cells"]:
-        c.notes.append(f"{spec['fused_cells']} LSTM step(s) written as plain ops fused into LSTM nodes")
-    c.run()
+        c.notes.insert(0, f"{spec['fused_cells']} LSTM step(s) written as plain ops fused into LSTM nodes")
     plan = {
         "format": "ernn",
         "format_version": 1,
@@ -264,6 +353,9 @@ def compile_graph(
         "output": c.output,
         "output_axes": axes_desc(c.out_value.axes),
     }
+    if len(c.outputs) > 1:
+        io["outputs"] = list(c.outputs)
+        io["outputs_axes"] = [axes_desc(v.axes) for v in c.out_values]
     # how to run the source file as the artifact runs (edgernn bench feeds ONNX Runtime with these):
     # its state pairs as found or named, the inputs bound at compile time, the sizes given to open inputs
     source_run = {
@@ -272,7 +364,14 @@ def compile_graph(
         "shapes": spec["shapes"],
     }
     plan["source_io"] = {**io, **source_run}
-    if not c.plan.is_chain():
+    if len(c.outputs) > 1:
+        fields = [
+            {"name": o, "size": c.plan.value_size(p), "sequence": _sequence(v), "labels": None}
+            for o, p, v in zip(c.outputs, c.out_positions, c.out_values, strict=True)
+        ]
+        plan["output"] = {k: v for k, v in fields[0].items() if k != "name"}
+        plan = as_graph(plan, c.plan.inputs, list(zip(c.out_positions, fields, strict=True)))
+    elif not c.plan.is_chain():
         plan = as_graph(plan, c.plan.inputs)
     return {
         "plan": plan,

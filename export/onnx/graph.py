@@ -55,10 +55,11 @@ def producers(nodes: list) -> dict:
     return {o: n for n in nodes for o in n.output if o}
 
 
-def live_nodes(nodes: list, prod: dict, output: str) -> tuple[list, set]:
-    """The nodes ``output`` depends on (in graph order) and the names of every value it reaches back to."""
+def live_nodes(nodes: list, prod: dict, output: str | list[str]) -> tuple[list, set]:
+    """The nodes ``output`` (a value name, or a list of names) depends on (in graph order) and the names of
+    every value it reaches back to."""
     needed: set[int] = set()
-    stack = [output]
+    stack = [output] if isinstance(output, str) else list(output)
     seen: set[str] = set()
     while stack:
         name = stack.pop()

@@ -126,6 +126,31 @@ class PlanBuilder:
         self.add_layer(layer, {"index": np.asarray(v.perm, np.float32)}, inputs=[v.pos])
         return len(self.layers)
 
+    def concat(self, parts: list[Data], where: str) -> int:
+        """A value holding the features of ``parts`` one after the other (a graph output that is a
+        ``Concat`` of values of different ops: ``h_n`` of a 2-layer LSTM): each part ``gather``ed into its
+        slot of a zero-padded vector (index −1 gives 0), the vectors summed by ``binary`` ``add`` ops
+        (x + 0 = x exactly). Returns its position."""
+        n = sum(len(p.perm) for p in parts)
+        acc, at = None, 0
+        for p in parts:
+            if p.quant is not None or p.tokens:
+                raise CompileError(f"{where}: unexpected use of a dynamically quantized value or token ids")
+            self.resolve_final(p)
+            if p.bad.any():
+                raise CompileError(f"{where}: uses {p.why or 'a value the plan cannot produce'}")
+            m = len(p.perm)
+            index = np.full(n, -1.0, np.float32)
+            index[at : at + m] = p.perm
+            at += m
+            layer = {"kind": "gather", "name": self.name("gather"), "input_size": self.value_size(p.pos)}
+            self.add_layer(layer | {"output_size": n}, {"index": index}, inputs=[p.pos])
+            if acc is not None:
+                layer = {"kind": "binary", "name": self.name("binary"), "input_size": n, "output_size": n}
+                self.add_layer(layer | {"op": "add"}, {}, inputs=[acc, len(self.layers)])
+            acc = len(self.layers)
+        return acc
+
     def fold_cols(self, v: Data, w: np.ndarray, where: str) -> np.ndarray:
         """Re-index the last axis of ``w`` (current feature order) onto the plan's output vector."""
         n = self.tip_size()

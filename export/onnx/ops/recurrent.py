@@ -233,23 +233,36 @@ def recurrent(cx, node, vals, at, op: str, exact_int8: dict | None = None):
         "activation_beta": betas,
         "clip": float(at["clip"]) if "clip" in at else None,
     }
+    cells = _cells_used(cx, node, op, step)
     if op == "LSTM":
         layer["input_forget"] = bool(at.get("input_forget", 0))
+        if cells:
+            layer["cell_output"] = True  # the op writes [h; c] per step: Y_c is read from its c block
     if op == "GRU":
         layer["linear_before_reset"] = int(at.get("linear_before_reset", 0))
-    layer["output_size"] = nd * h
+    layer["output_size"] = (2 if cells else 1) * nd * h
     plan.add_layer(layer, tensors)
     if exact_int8:
         for role, qs in exact_int8.items():
             if role == "R" or x_ident:
                 plan.exact_int8[layer["tensors"][role]] = qs
-    return _outputs(cx, node, nd, h, layout, t_ax, b_ax, step, direction)
+    return _outputs(cx, node, nd, h, layout, t_ax, b_ax, step, direction, cells)
 
 
-def _outputs(cx, node, nd, h, layout, t_ax, b_ax, step, direction) -> list:
+def _cells_used(cx, node, op: str, step: bool) -> bool:
+    """Whether the LSTM node's ``Y_c`` is computed: a node over a time axis whose Y_c a live node reads
+    or the plan outputs, and that is not a state output (a step graph's c is the stream's state)."""
+    if op != "LSTM" or step or len(node.output) < 3 or not node.output[2]:
+        return False
+    yc = node.output[2]
+    return yc in cx.used and yc not in {so for _, so in cx.state_pairs}
+
+
+def _outputs(cx, node, nd, h, layout, t_ax, b_ax, step, direction, cells=False) -> list:
     """The values of Y, Y_h and Y_c; in a step graph, and for a forward node over a time axis (whose Y_h/Y_c
     are the state after the last step, what the stream keeps), Y_h/Y_c also get state codes for the
-    wiring check."""
+    wiring check. With ``cells`` the node's op writes [h; c] (``cell_output``): Y_c is its c block, the
+    reverse units of both selected at time 0 by a ``final`` op like Y_h's."""
     pos = len(cx.plan.layers)
     f = nd * h
     ident = np.arange(f)
@@ -281,18 +294,30 @@ def _outputs(cx, node, nd, h, layout, t_ax, b_ax, step, direction) -> list:
                 if layout == 1:
                     codes = np.transpose(codes, (1, 0, 2))
                 cx.state_codes[node.output[k]] = Bcast(codes, list(yh_axes))
-    yc = Data(
-        yh_axes,
-        ident,
-        np.ones(f, bool),
-        pos,
-        True,
-        step,
-        why=(
-            f"Y_c (the final cell state) of {where(node)}, which edgernn does not compile: its lstm op "
-            "outputs h only (read Y or Y_h instead)"
-        ),
-    )
+    if cells:
+        yc = Data(
+            yh_axes,
+            f + ident,
+            bad_h.copy(),
+            pos,
+            True,
+            step,
+            why=f"Y_c of the reverse direction of {where(node)} (its final cell state at time 0)",
+            fin=fin,
+        )
+    else:  # a step graph: Y_c is the state
+        yc = Data(
+            yh_axes,
+            ident,
+            np.ones(f, bool),
+            pos,
+            True,
+            step,
+            why=(
+                f"Y_c (the final cell state) of {where(node)} in a step graph, where it is the stream's "
+                "state: compile the sequence graph to read it"
+            ),
+        )
     return [y, yh, yc][: len(node.output)]
 
 

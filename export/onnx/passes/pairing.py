@@ -136,8 +136,10 @@ def _ancestors(nodes: list, name: str) -> set:
 def choose_pairs(g, explicit: dict | None = None, output: str | None = None) -> list[tuple[str, str]]:
     """The state pairs ``[(input, output), ...]`` of graph ``g`` (an ``onnx.GraphProto``), in graph input
     order: ``explicit`` (input name -> output name) when given, else found automatically (see the module
-    docstring). ``output``: the graph output the user asked to compile (never a state output). Raises
+    docstring). ``output``: the graph output(s) the user asked to compile (a name or a list: never a state
+    output). Raises
     :class:`CompileError` for an explicit pair naming an unknown input/output or contradicting shapes."""
+    asked = {output} if isinstance(output, str) else set(output or ())  # a name, or several
     init = {t.name for t in g.initializer}
     ins = [i for i in g.input if i.name not in init]
     outs = list(g.output)
@@ -151,7 +153,7 @@ def choose_pairs(g, explicit: dict | None = None, output: str | None = None) -> 
                 raise CompileError(f"--state {i}={o}: the graph has no input named {i!r}")
             if o not in by_out:
                 raise CompileError(f"--state {i}={o}: the graph has no output named {o!r}")
-            if o == output:
+            if o in asked:
                 raise CompileError(f"--state {i}={o}: {o!r} is the output being compiled")
             if not _compatible(by_in[i], by_out[o]):
                 raise CompileError(
@@ -170,7 +172,7 @@ def choose_pairs(g, explicit: dict | None = None, output: str | None = None) -> 
     cands = []
     for k, i in enumerate(ins):
         for j, o in enumerate(outs):
-            if o.name == output or i.name not in anc[o.name] or not _compatible(i, o):
+            if o.name in asked or i.name not in anc[o.name] or not _compatible(i, o):
                 continue
             if _dims(o) is None and not _name_pair(i.name, o.name):
                 continue  # an output of unknown shape pairs only by name

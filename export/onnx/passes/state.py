@@ -26,7 +26,7 @@ __all__ = ["check_wiring", "classify_inputs", "propagate", "state_index"]
 
 
 def classify_inputs(
-    used_inputs: list, nodes: list, output: str, paired: set | None = None
+    used_inputs: list, nodes: list, output: str | list[str], paired: set | None = None
 ) -> tuple[list, list]:
     """Split the graph inputs the output depends on into (data inputs, state inputs).
 
@@ -54,8 +54,8 @@ def classify_inputs(
     return data_inputs, [i for i in used_inputs if i not in data_inputs]
 
 
-def _roots(used_inputs: list, nodes: list, output: str) -> set:
-    """The inputs whose values (not only shapes) flow into ``output``."""
+def _roots(used_inputs: list, nodes: list, output: str | list[str]) -> set:
+    """The inputs whose values (not only shapes) flow into ``output`` (a name, or a list of names)."""
     roots_of: dict[str, set] = {i.name: {i.name} for i in used_inputs}
     for n in nodes:
         if n.op_type in ("Shape", "Size"):
@@ -68,7 +68,8 @@ def _roots(used_inputs: list, nodes: list, output: str) -> set:
         if src:
             for o in n.output:
                 roots_of[o] = set(src)
-    return roots_of.get(output, set())
+    names = [output] if isinstance(output, str) else list(output)
+    return set().union(*(roots_of.get(o, set()) for o in names))
 
 
 def state_index(vi) -> Bcast | None:
