@@ -38,16 +38,13 @@ from .plan import (  # noqa: F401 - the plan's names, re-exported: artifact.vali
     RECURRENT_GATES,
     _fail,
     _short,
-    chain_layers,
-    chain_plan,
-    graph_layers,
     graph_op,
     layer_tensor_specs,
     op_layer,
     plan_layers,
-    upgrade,
     validate_plan,
 )
+from .plan_convert import chain_layers, chain_plan, graph_layers, upgrade  # noqa: F401 - re-exported
 
 PLAN_KEY = "edgernn.plan"
 

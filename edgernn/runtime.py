@@ -5,154 +5,30 @@ flat buffers; each stream owns one float32 buffer holding its state and work mem
 exactly one jitted call and allocates nothing inside the kernel.
 
 Thread safety: a :class:`Model` may be shared by threads (its buffers are never written after load);
-each :class:`Stream`/:class:`Streams` must be driven by one thread at a time (the kernels release the
-GIL, so streams in different threads run in parallel).
+each :class:`Stream`/:class:`Streams` must be driven by one thread at a time (chunk ``run`` and
+``Streams.step`` release the GIL, so streams in different threads run in parallel; a single ``step``
+keeps it, since releasing it costs more than the step).
+
+The backends live in ``edgernn.backends``, the stream objects in ``edgernn.streams``; both are
+re-exported here.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 from typing import Any
 
 import numpy as np
 
 from . import artifact
 from . import outputs as _outputs
+from .backends import _BACKENDS, _BACKENDS_LOCK, _Backend, available_backends, get_backend
 from .errors import EdgeRNNError, InputError
 from .pack import Packed, pack
+from .streams import Stream, Streams
 
 _F32 = np.dtype(np.float32)
 _MAX_EXACT_INT = 1 << 24
-
-_BACKENDS: dict[str, Any] = {}
-_BACKENDS_LOCK = threading.RLock()
-
-
-# --------------------------------------------------------------------------------------- backends
-
-
-class _Backend:
-    """The three kernel entry points of one implementation (numba JIT, AOT module or numpy)."""
-
-    def __init__(self, name: str, step, step_batch, seq, per_model=None):
-        self.name = name
-        self.step = step
-        self.step_batch = step_batch  # (X, wf, wb, MB)
-        self.seq = seq
-        self._per_model = per_model
-        self.source: str | None = None  # the generated source of a per-model backend
-
-    def for_model(self, packed: Packed, path: str | None = None) -> _Backend:
-        """The entry points for one packed model (loaded from the file ``path``, if any): kernels generated
-        for it (numba), its AOT module, or these ones."""
-        return self if self._per_model is None else self._per_model(self, packed, path)
-
-
-def _numba_for_model(base: _Backend, packed: Packed, path: str | None = None) -> _Backend:
-    from .kernels import codegen
-
-    k = codegen.kernels(packed.wf)  # step compiled now (or from the cache); seq, step_batch on first use
-    b = _Backend("numba", k.step, k.step_batch, k.seq)
-    b.source = k.source
-    return b
-
-
-def _numba_backend() -> _Backend:
-    # step, seq and step_batch are generated for each model (kernels/codegen.py); step_batch (streams(n):
-    # blocks of 16 streams share every weight row load, kernels/lanes.py) compiles on the first
-    # Streams.step of the process (or loads from the kernel cache): single-stream users never pay
-    return _Backend("numba", None, None, None, per_model=_numba_for_model)
-
-
-def _numpy_for_model(base: _Backend, packed: Packed, path: str | None = None) -> _Backend:
-    from . import numpy_backend as nb
-
-    step, step_batch, seq = nb.for_model(packed.wf)
-    return _Backend("numpy", step, step_batch, seq)
-
-
-def _numpy_backend() -> _Backend:
-    return _Backend("numpy", None, None, None, per_model=_numpy_for_model)
-
-
-def _aot_kernels(packed: Packed, path: str | None, forced: bool) -> _Backend | None:
-    """The model's AOT module, else None (see ``edgernn.aot_model.entries``)."""
-    from . import aot_model  # imports no numba
-
-    e = aot_model.entries(packed.wf, path, forced)
-    if e is None:
-        return None
-    b = _Backend("aot", e.step, e.step_batch, e.seq)
-    b.source = e.source
-    return b
-
-
-def _aot_for_model(base: _Backend, packed: Packed, path: str | None = None) -> _Backend:
-    b = _aot_kernels(packed, path, forced=True)
-    assert b is not None
-    return b
-
-
-def _aot_backend() -> _Backend:
-    return _Backend("aot", None, None, None, per_model=_aot_for_model)
-
-
-def _auto_for_model(base: _Backend, packed: Packed, path: str | None = None) -> _Backend:
-    """The best backend for one model: its AOT module, else numba, else numpy."""
-    b = _aot_kernels(packed, path, forced=False)  # first, and before kernels.config imports numba
-    if b is not None:
-        return b
-    from .kernels.config import DISABLE_JIT, HAVE_NUMBA
-
-    for cand in (["numba"] if HAVE_NUMBA and not DISABLE_JIT else []) + ["numpy"]:
-        try:
-            return get_backend(cand).for_model(packed, path)
-        except (ImportError, OSError, EdgeRNNError):
-            continue
-    raise EdgeRNNError("no backend could be loaded")  # pragma: no cover - numpy always loads
-
-
-def _auto_backend() -> _Backend:
-    return _Backend("auto", None, None, None, per_model=_auto_for_model)
-
-
-_FACTORIES = {"numba": _numba_backend, "numpy": _numpy_backend, "aot": _aot_backend, "auto": _auto_backend}
-
-
-def available_backends() -> list[str]:
-    """Names of the backends that load on this machine, in the order ``load`` prefers them (``"aot"``:
-    per-model AOT modules were found; each is used only for its own model)."""
-    from . import aot_model
-
-    out = ["aot"] if aot_model.available() else []
-    for name in ("numba", "numpy"):
-        try:
-            get_backend(name)
-            out.append(name)
-        except Exception:
-            pass
-    return out
-
-
-def get_backend(name: str | None = None) -> _Backend:
-    """The backend ``name`` (``"aot"``, ``"numba"``, ``"numpy"``), or the best available one.
-
-    ``None`` picks ``$EDGERNN_BACKEND`` if set, else ``"auto"``: chosen per model at load, the model's own
-    AOT module (``edgernn aot MODEL.ernn``) when built, else
-    numba (unless numba is missing or ``NUMBA_DISABLE_JIT``/``EDGERNN_DISABLE_JIT`` is set), else numpy.
-    ``"aot"`` on a model without its module raises :class:`EdgeRNNError` naming the command to run.
-    """
-    if name is None:
-        name = os.environ.get("EDGERNN_BACKEND") or "auto"
-    if name not in _FACTORIES:
-        choices = sorted(set(_FACTORIES) - {"auto"})
-        raise EdgeRNNError(f"unknown backend {name!r}; choose one of {choices}")
-    if name not in _BACKENDS:
-        with _BACKENDS_LOCK:  # first loads from several threads: compile once, then disable_compile
-            if name not in _BACKENDS:
-                _BACKENDS[name] = _FACTORIES[name]()
-    return _BACKENDS[name]
 
 
 # -------------------------------------------------------------------------------------------- load
@@ -477,236 +353,14 @@ def _layer_summary(layer: dict) -> dict:
     return {k: layer[k] for k in keep if k in layer}
 
 
-class Stream:
-    """One stream: persistent state advanced by :meth:`step` (one sample) or :meth:`run` (a chunk)."""
-
-    __slots__ = ("_model", "_M", "_y", "_k", "_wf", "_wb", "_n_state", "_split")
-
-    def __init__(self, model: Model):
-        p = model._packed
-        self._model = model
-        self._M = model._m0.copy()
-        self._y = self._M[p.out_off : p.out_off + p.out_size]
-        self._k = model._backend.step
-        self._wf = p.wf
-        self._wb = p.wb
-        self._n_state = p.n_state
-        self._split = model._split
-
-    def step(self, x: Any, out: np.ndarray | None = None) -> np.ndarray | tuple[np.ndarray, ...]:
-        """Feed one sample x (input_size,) (a token id for token models); returns y (output_size,).
-
-        For many-to-one models y is the prediction for the sequence seen so far. A new array is
-        returned unless ``out`` (float32, (output_size,)) is given, which is filled and returned.
-        A model of several outputs returns a tuple with each output's y at this step (in the order of
-        ``model.output_names``, each its (size,) so far, many-to-one outputs included), views of one new
-        array, or of ``out`` (float32, (sum(model.output_sizes),)) when given.
-        Raises :class:`InputError` (state unchanged) for a wrong shape/dtype, NaN/Inf or a bad token id.
-        """
-        try:
-            st = self._k(x, self._wf, self._wb, self._M)
-        except (TypeError, ValueError):  # not a C-contiguous float32 vector (numba: "[]" is a ValueError)
-            x = self._model._coerce(x, 1)
-            st = self._k(x, self._wf, self._wb, self._M)
-        if st:
-            self._model._raise_status(st, np.asarray(x, np.float32).reshape(-1))
-        if out is None:
-            y = self._y.copy()
-        else:
-            out[...] = self._y
-            y = out
-        return y if self._split is None else self._split(y)
-
-    def run(self, X: Any) -> np.ndarray | tuple[np.ndarray, ...]:
-        """Feed a chunk X (T, input_size); returns Y (T, output_size) and keeps the state after X.
-
-        Equivalent to T calls of :meth:`step`; if any row is invalid nothing is consumed. A model of
-        several outputs returns a tuple of (T, size) arrays, one per output (every step of each).
-        """
-        m = self._model
-        Xc = m._coerce(X[..., None] if m._tokens and np.ndim(X) == 1 else X, 2)
-        Y = m._run_seq(Xc, self._M)
-        return Y if self._split is None else tuple(np.ascontiguousarray(y) for y in self._split(Y))
-
-    def reset(self) -> None:
-        """Back to the initial state (zeros, or the model's initial states)."""
-        self._M[:] = self._model._m0
-
-    @property
-    def state(self) -> np.ndarray:
-        """A copy of the flat float32 state (layout in ``model.info['state_layout']``)."""
-        return self._M[: self._n_state].copy()
-
-    @state.setter
-    def state(self, value: Any) -> None:
-        v = np.asarray(value)
-        if v.shape != (self._n_state,) or v.dtype.kind != "f":
-            raise InputError(
-                f"state must be a float array of shape ({self._n_state},), got {v.dtype}{v.shape}"
-            )
-        if not np.all(np.isfinite(v)):
-            raise InputError("state has NaN/Inf values")
-        self._M[: self._n_state] = v
-
-    @property
-    def model(self) -> Model:
-        """The model this stream runs."""
-        return self._model
-
-
-class Streams:
-    """``n`` independent streams advanced by one call: ``step(X)`` with X (n, input_size).
-
-    For servers: ``step(X, rows)`` advances only the listed rows, ``reset(rows)``, per-row
-    ``get_state(row)``/``set_state(row, value)``, and ``resize(n)`` grows or shrinks the block without
-    disturbing the rows that stay.
-    """
-
-    def __init__(self, model: Model, n: int):
-        p = model._packed
-        self._model = model
-        self.n = n
-        self._MB = np.tile(model._m0, (n, 1))
-        self._k = model._backend.step_batch
-        self._wf = p.wf
-        self._wb = p.wb
-        self._o = slice(p.out_off, p.out_off + p.out_size)
-        self._n_state = p.n_state
-        self._split = model._split
-
-    def __len__(self) -> int:
-        return self.n
-
-    def _coerce_X(self, X: Any, n: int) -> np.ndarray:
-        """X as C-contiguous float32 (n, input_size), or InputError saying (n, input_size)."""
-        m = self._model
-        try:
-            Xa = np.asarray(X)
-        except Exception as e:
-            raise InputError(f"X is not array-like: {e}") from None
-        if Xa.ndim == 1 and (m._tokens or m.input_size == 1):
-            Xa = Xa[:, None]
-        if Xa.shape != (n, m.input_size):  # n streams, not T steps: say (n, input_size)
-            raise InputError(f"X must have one row per stream: shape ({n}, {m.input_size}), got {Xa.shape}")
-        return m._coerce(Xa, 2)
-
-    def step(self, X: Any, rows: Any = None, out: np.ndarray | None = None) -> np.ndarray | tuple:
-        """Feed one sample per stream, X (n, input_size); returns Y (n, output_size) (a model of several
-        outputs: a tuple of (n, size) views of one array, or of ``out``, (n, sum of the sizes)).
-
-        With ``rows`` (distinct row indices, k of them): X is (k, input_size), only those rows advance
-        (the others are untouched) and Y is (k, output_size), row i of Y for stream ``rows[i]``.
-        If any row is invalid (or ``rows`` is), :class:`InputError` names it and no stream advances.
-        """
-        if rows is not None:
-            return self._step_rows(X, self._check_rows(rows), out)
-        try:
-            st = self._k(X, self._wf, self._wb, self._MB)
-        except (TypeError, ValueError):  # not C-contiguous float32 (n, I): convert (or refuse), retry
-            X = self._coerce_X(X, self.n)
-            st = self._k(X, self._wf, self._wb, self._MB)
-        if st:
-            m = self._model
-            if (st & 7) == 1 and np.shape(X)[0] != self.n:
-                raise InputError(
-                    f"X must have one row per stream: shape ({self.n}, {m.input_size}), got {X.shape}"
-                )
-            m._raise_status(st & 7, np.asarray(X, np.float32)[st >> 3], f" (stream {st >> 3})")
-        if out is None:
-            Y = self._MB[:, self._o].copy()
-        else:
-            out[...] = self._MB[:, self._o]
-            Y = out
-        return Y if self._split is None else self._split(Y)
-
-    def _step_rows(self, X: Any, idx: np.ndarray, out: np.ndarray | None) -> np.ndarray:
-        X = self._coerce_X(X, len(idx))
-        if len(idx) == 0:
-            Y = np.zeros((0, self._o.stop - self._o.start), np.float32) if out is None else out
-            return Y if self._split is None else self._split(Y)
-        block = self._MB[idx]  # gather: a compact C-contiguous (k, m_size) copy
-        st = self._k(X, self._wf, self._wb, block)
-        if st:
-            r = st >> 3
-            self._model._raise_status(st & 7, X[r], f" (stream {int(idx[r])})")
-        self._MB[idx] = block  # scatter back only after the kernel accepted every row
-        if out is None:
-            Y = block[:, self._o].copy()
-        else:
-            out[...] = block[:, self._o]
-            Y = out
-        return Y if self._split is None else self._split(Y)
-
-    def _check_rows(self, rows: Any) -> np.ndarray:
-        """rows as distinct int64 indices in [0, n), or InputError."""
-        try:
-            r = np.asarray(rows)
-        except Exception as e:
-            raise InputError(f"rows is not array-like: {e}") from None
-        if r.ndim == 0:
-            r = r.reshape(1)
-        if r.ndim != 1 or (r.size and r.dtype.kind not in "iu"):
-            raise InputError(f"rows must be a 1-D sequence of integers, got {r.dtype}{r.shape}")
-        r = r.astype(np.int64)
-        if r.size and (r.min() < 0 or r.max() >= self.n):
-            bad = r[(r < 0) | (r >= self.n)]
-            raise InputError(f"rows {bad.tolist()[:8]} out of range [0, {self.n})")
-        if len(np.unique(r)) != len(r):
-            u, c = np.unique(r, return_counts=True)
-            raise InputError(f"rows must be distinct, got {u[c > 1].tolist()[:8]} more than once")
-        return r
-
-    def _check_row(self, row: Any) -> int:
-        if isinstance(row, bool) or not isinstance(row, (int, np.integer)):
-            raise InputError(f"row must be an integer, got {row!r}")
-        if not 0 <= row < self.n:
-            raise InputError(f"row {row} out of range [0, {self.n})")
-        return int(row)
-
-    def reset(self, rows: Any = None) -> None:
-        """Reset every stream, or only the given rows."""
-        if rows is None:
-            self._MB[:] = self._model._m0
-        else:
-            self._MB[self._check_rows(rows)] = self._model._m0
-
-    def get_state(self, row: int) -> np.ndarray:
-        """A copy of stream ``row``'s flat float32 state, (state_size,)."""
-        return self._MB[self._check_row(row), : self._n_state].copy()
-
-    def set_state(self, row: int, value: Any) -> None:
-        """Set stream ``row``'s state (finite floats, (state_size,)); the other rows are untouched."""
-        r = self._check_row(row)
-        v = np.asarray(value)
-        if v.shape != (self._n_state,) or v.dtype.kind != "f":
-            raise InputError(
-                f"state must be a float array of shape ({self._n_state},), got {v.dtype}{v.shape}"
-            )
-        if not np.all(np.isfinite(v)):
-            raise InputError("state has NaN/Inf values")
-        self._MB[r, : self._n_state] = v
-
-    def resize(self, n: int) -> None:
-        """Grow (new rows start from the initial state) or shrink (rows >= n dropped) to ``n`` rows.
-
-        Rows below ``min(old n, n)`` keep their state and index."""
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise InputError(f"resize(n) needs a positive integer, got {n!r}")
-        n = int(n)
-        if n > self.n:
-            self._MB = np.concatenate([self._MB, np.tile(self._model._m0, (n - self.n, 1))])
-        elif n < self.n:
-            self._MB = self._MB[:n].copy()
-        self.n = n
-
-    @property
-    def state(self) -> np.ndarray:
-        """Copy of the states, (n, state_size)."""
-        return self._MB[:, : self._n_state].copy()
-
-    @state.setter
-    def state(self, value: Any) -> None:
-        v = np.asarray(value)
-        if v.shape != (self.n, self._n_state) or v.dtype.kind != "f" or not np.all(np.isfinite(v)):
-            raise InputError(f"state must be finite floats of shape ({self.n}, {self._n_state})")
-        self._MB[:, : self._n_state] = v
+__all__ = [
+    "_BACKENDS",
+    "_BACKENDS_LOCK",
+    "_Backend",
+    "Model",
+    "Stream",
+    "Streams",
+    "available_backends",
+    "get_backend",
+    "load",
+]

@@ -1,0 +1,140 @@
+"""The kernel backends of the runtime: the numba JIT (kernels generated for each model), per-model AOT
+modules, and the numpy backend, each a :class:`_Backend` of three entry points (``step``,
+``step_batch``, ``seq``) specialised to one packed model by ``for_model``; :func:`get_backend` picks and
+caches them, :func:`available_backends` lists what loads here.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from .errors import EdgeRNNError
+from .pack import Packed
+
+_BACKENDS: dict[str, Any] = {}
+_BACKENDS_LOCK = threading.RLock()
+
+
+class _Backend:
+    """The three kernel entry points of one implementation (numba JIT, AOT module or numpy)."""
+
+    def __init__(self, name: str, step, step_batch, seq, per_model=None):
+        self.name = name
+        self.step = step
+        self.step_batch = step_batch  # (X, wf, wb, MB)
+        self.seq = seq
+        self._per_model = per_model
+        self.source: str | None = None  # the generated source of a per-model backend
+
+    def for_model(self, packed: Packed, path: str | None = None) -> _Backend:
+        """The entry points for one packed model (loaded from the file ``path``, if any): kernels generated
+        for it (numba), its AOT module, or these ones."""
+        return self if self._per_model is None else self._per_model(self, packed, path)
+
+
+def _numba_for_model(base: _Backend, packed: Packed, path: str | None = None) -> _Backend:
+    from .kernels import codegen
+
+    k = codegen.kernels(packed.wf)  # step compiled now (or from the cache); seq, step_batch on first use
+    b = _Backend("numba", k.step, k.step_batch, k.seq)
+    b.source = k.source
+    return b
+
+
+def _numba_backend() -> _Backend:
+    # step, seq and step_batch are generated for each model (kernels/codegen.py); step_batch (streams(n):
+    # blocks of 16 streams share every weight row load, kernels/lanes.py) compiles on the first
+    # Streams.step of the process (or loads from the kernel cache): single-stream users never pay
+    return _Backend("numba", None, None, None, per_model=_numba_for_model)
+
+
+def _numpy_for_model(base: _Backend, packed: Packed, path: str | None = None) -> _Backend:
+    from . import numpy_backend as nb
+
+    step, step_batch, seq = nb.for_model(packed.wf)
+    return _Backend("numpy", step, step_batch, seq)
+
+
+def _numpy_backend() -> _Backend:
+    return _Backend("numpy", None, None, None, per_model=_numpy_for_model)
+
+
+def _aot_kernels(packed: Packed, path: str | None, forced: bool) -> _Backend | None:
+    """The model's AOT module, else None (see ``edgernn.aot_model.entries``)."""
+    from . import aot_model  # imports no numba
+
+    e = aot_model.entries(packed.wf, path, forced)
+    if e is None:
+        return None
+    b = _Backend("aot", e.step, e.step_batch, e.seq)
+    b.source = e.source
+    return b
+
+
+def _aot_for_model(base: _Backend, packed: Packed, path: str | None = None) -> _Backend:
+    b = _aot_kernels(packed, path, forced=True)
+    assert b is not None
+    return b
+
+
+def _aot_backend() -> _Backend:
+    return _Backend("aot", None, None, None, per_model=_aot_for_model)
+
+
+def _auto_for_model(base: _Backend, packed: Packed, path: str | None = None) -> _Backend:
+    """The best backend for one model: its AOT module, else numba, else numpy."""
+    b = _aot_kernels(packed, path, forced=False)  # first, and before kernels.config imports numba
+    if b is not None:
+        return b
+    from .kernels.config import DISABLE_JIT, HAVE_NUMBA
+
+    for cand in (["numba"] if HAVE_NUMBA and not DISABLE_JIT else []) + ["numpy"]:
+        try:
+            return get_backend(cand).for_model(packed, path)
+        except (ImportError, OSError, EdgeRNNError):
+            continue
+    raise EdgeRNNError("no backend could be loaded")  # pragma: no cover - numpy always loads
+
+
+def _auto_backend() -> _Backend:
+    return _Backend("auto", None, None, None, per_model=_auto_for_model)
+
+
+_FACTORIES = {"numba": _numba_backend, "numpy": _numpy_backend, "aot": _aot_backend, "auto": _auto_backend}
+
+
+def available_backends() -> list[str]:
+    """Names of the backends that load on this machine, in the order ``load`` prefers them (``"aot"``:
+    per-model AOT modules were found; each is used only for its own model)."""
+    from . import aot_model
+
+    out = ["aot"] if aot_model.available() else []
+    for name in ("numba", "numpy"):
+        try:
+            get_backend(name)
+            out.append(name)
+        except Exception:
+            pass
+    return out
+
+
+def get_backend(name: str | None = None) -> _Backend:
+    """The backend ``name`` (``"aot"``, ``"numba"``, ``"numpy"``), or the best available one.
+
+    ``None`` picks ``$EDGERNN_BACKEND`` if set, else ``"auto"``: chosen per model at load, the model's own
+    AOT module (``edgernn aot MODEL.ernn``) when built, else
+    numba (unless numba is missing or ``NUMBA_DISABLE_JIT``/``EDGERNN_DISABLE_JIT`` is set), else numpy.
+    ``"aot"`` on a model without its module raises :class:`EdgeRNNError` naming the command to run.
+    """
+    if name is None:
+        name = os.environ.get("EDGERNN_BACKEND") or "auto"
+    if name not in _FACTORIES:
+        choices = sorted(set(_FACTORIES) - {"auto"})
+        raise EdgeRNNError(f"unknown backend {name!r}; choose one of {choices}")
+    if name not in _BACKENDS:
+        with _BACKENDS_LOCK:  # first loads from several threads: compile once, then disable_compile
+            if name not in _BACKENDS:
+                _BACKENDS[name] = _FACTORIES[name]()
+    return _BACKENDS[name]
