@@ -208,7 +208,7 @@ def _structure(idx: int, op: object, values: dict, names: set[str]) -> str:
             raise _fail(
                 "bad graph", f"{where}: '{key}' must be a list of {n} value name(s), got {_short(lst)}"
             )
-        if len(set(lst)) != len(lst):
+        if key == "outputs" and len(set(lst)) != len(lst):  # an op may read one value twice (x * x)
             raise _fail("bad graph", f"{where}: '{key}' names a value twice")
         for v in lst:
             if v not in values:

@@ -17,6 +17,7 @@ from .fold import constant, fold
 from .graph import attrs, live_nodes, producers, reader_counts
 from .ops import handler
 from .ops.recurrent import RECURRENT_OPS
+from .ops.registry import PLUMBING
 from .passes import pairing
 from .passes import state as state_pass
 from .passes.attention import fuse_attention
@@ -50,6 +51,7 @@ class Compiler:
         self.state_codes: dict[str, Any] = {}  # Y_h / Y_c output name -> Bcast of codes of (layer, h|c, unit)
         self.pending_q: tuple | None = None  # the MatMulInteger layer awaiting its scale
         self.readers: dict[str, int] = {}  # value name -> how many computations read it
+        self._concats: dict[int, tuple] = {}  # id(Multi) -> (the Multi, its plan value): one copy each
         outs = [o.name for o in self.g.output]
         #: (state input, state output) pairs of a step graph (:mod:`.passes.pairing`)
         self.state_pairs = pairing.choose_pairs(self.g, state, output)
@@ -98,7 +100,7 @@ class Compiler:
         for o in self.outputs:
             v = self.env.get(o)
             if isinstance(v, Multi):
-                v = self._concat_output(v, o)
+                v = self._concat_output(v, f"output node {o!r}")
             if isinstance(v, Multi):
                 raise CompileError(
                     f"output {o!r} is a Concat of values of different ops along an inner feature axis "
@@ -172,14 +174,29 @@ class Compiler:
             raise CompileError(
                 f"unsupported op {(dom + '.') if dom else ''}{op!r} ({where(node)}) on the model's data path"
             )
+        multi = any(isinstance(v, Multi) for v in vals)
+        if multi and op not in PLUMBING:  # a Concat of values of different ops, read by arithmetic
+            vals, multi = self._joined(vals, node), False
         # fusions rewrite the layer that made a value: only when this node is that value's one reader
         self.plan.exclusive = all(
             self.readers.get(name, 0) <= 1
             for name, v in zip(node.input, vals, strict=False)
             if isinstance(v, Data)
         )
-        res = fn(self, node, vals, attrs(node))
+        n_layers = len(self.plan.layers)
+        try:
+            res = fn(self, node, vals, attrs(node))
+        except CompileError:
+            # plumbing picks parts of a Concat lazily (h_n[-1] of a multi-layer LSTM); what it cannot
+            # pick from (a Split across the parts...) reads the Concat as one plan value
+            if not multi or len(self.plan.layers) != n_layers:
+                raise
+            res = fn(self, node, self._joined(vals, node), attrs(node))
         self._set(node, res if isinstance(res, list) else [res])
+
+    def _joined(self, vals: list, node) -> list:
+        """``vals`` with each Concat of values of different ops made one plan value where it can be."""
+        return [self._concat_output(v, where(node)) if isinstance(v, Multi) else v for v in vals]
 
     def _set(self, node, values: list) -> None:
         for name, v in zip(node.output, values, strict=False):
@@ -202,10 +219,14 @@ class Compiler:
         self.out_values = [out]
         self.out_positions = [len(self.plan.layers)]
 
-    def _concat_output(self, m: Multi, name: str) -> Data | Multi:
-        """A graph output that is a ``Concat`` of data values of different ops along its outermost feature
-        axis (``h_n``/``c_n`` of a multi-layer LSTM: the layers' ``Y_h`` along the direction axis) as one
-        value of the plan (:meth:`PlanBuilder.concat`); any other Concat stays a Multi (refused)."""
+    def _concat_output(self, m: Multi, what: str) -> Data | Multi:
+        """A ``Concat`` of data values of different ops along its outermost feature axis, read by a node
+        or a graph output (``h_n``/``c_n`` of a multi-layer LSTM: the layers' ``Y_h`` along the direction
+        axis; a branch joined by Concat), as one value of the plan (:meth:`PlanBuilder.concat`, made
+        once per Concat); any other Concat stays a Multi (refused by its reader)."""
+        done = self._concats.get(id(m))
+        if done is not None and done[0] is m:
+            return done[1]
         parts = m.parts
         if not all(isinstance(p, Data) for p in parts):
             return m
@@ -215,11 +236,13 @@ class Compiler:
         same = all((p.last, p.step) == (p0.last, p0.step) and len(p.axes) == len(p0.axes) for p in parts)
         if not same or any(d != 1 for d in before):
             return m
-        pos = self.plan.concat(parts, f"output node {name!r}")
+        pos = self.plan.concat(parts, what)
         axes = list(p0.axes)
         axes[m.axis] = sum(p.axes[m.axis] for p in parts)
         n = self.plan.value_size(pos)
-        return Data(axes, np.arange(n), np.zeros(n, bool), pos, p0.last, p0.step)
+        out = Data(axes, np.arange(n), np.zeros(n, bool), pos, p0.last, p0.step)
+        self._concats[id(m)] = (m, out)
+        return out
 
     def _finish_several(self, outs: list[Data]) -> None:
         """Each output a value of the plan (its own, or a ``gather`` copy in its feature order), with its

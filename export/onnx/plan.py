@@ -226,6 +226,7 @@ class PlanBuilder:
         n = self.tip_size()
         if not (len(v.perm) == n and len(set(v.perm.tolist())) == n):
             v = self.materialize(v, where)
+            n = self.tip_size()  # the selection layer's size: v's own features
         if v.bad.any():
             raise CompileError(f"{where}: uses {v.why}")
         sc = np.ones(n)
