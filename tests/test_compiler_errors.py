@@ -81,10 +81,18 @@ def test_time_slice_other_than_last_is_refused(tmp_path):
         _compile(tmp_path, _lstm_graph(nodes, out="z", inits=inits))
 
 
-def test_cell_state_output_is_refused(tmp_path):
-    m = _lstm_graph(out="Y_c", outputs=("Y", "Y_h", "Y_c"))
-    with pytest.raises(CompileError, match="Y_c"):
-        _compile(tmp_path, m)
+def test_cell_state_output_compiles_like_onnx_runtime(tmp_path):
+    """``Y_c`` (the final cell state) was refused; it compiles now, and predict gives ORT's value."""
+    import onnxruntime as ort
+    from compiler_common import mismatch, predict_onnx_layout
+
+    res = _compile(tmp_path, _lstm_graph(out="Y_c", outputs=("Y", "Y_h", "Y_c")))
+    assert res["plan"]["output"]["sequence"] == "many_to_one"
+    x = np.random.default_rng(2).normal(size=(5, 2, 3)).astype(np.float32)
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    want = sess.run(["Y_c"], {"x": x})[0]
+    got, conv = predict_onnx_layout(str(tmp_path / "m.ernn"), x, res["io"])
+    assert mismatch(got, conv(want)) is None
 
 
 def test_forward_y_h_is_many_to_one(tmp_path):
