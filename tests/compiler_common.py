@@ -82,3 +82,35 @@ def predict_onnx_layout(path: str, x: np.ndarray, io: dict) -> tuple[np.ndarray,
     if "T" not in roles and y.ndim == 3 and y.shape[1] == 1:
         y = y[:, 0]
     return y, lambda e: output_to_bf(e, io["output_axes"])
+
+
+def export_causal_convlstm(path, hidden: int = 8) -> None:
+    """Write to ``path`` a PyTorch causal Conv1d over time (F.pad of (k-1)·d = 4 zeros on the left, k 3,
+    dilation 2, 3 -> 6 channels) + ReLU + LSTM 6 -> ``hidden`` + Linear -> 2, exported by torch.onnx
+    (dynamo=False, x [B, T, 3] -> y [B, T, 2]); seeded. Needs torch."""
+    import torch
+
+    class ConvLSTM(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv1d(3, 6, kernel_size=3, dilation=2)
+            self.lstm = torch.nn.LSTM(6, hidden, batch_first=True)
+            self.head = torch.nn.Linear(hidden, 2)
+
+        def forward(self, x):  # x [B, T, 3]
+            z = torch.nn.functional.pad(x.transpose(1, 2), (4, 0))
+            z = torch.relu(self.conv(z)).transpose(1, 2)
+            return self.head(self.lstm(z)[0])
+
+    torch.manual_seed(0)
+    with torch.no_grad():
+        torch.onnx.export(
+            ConvLSTM().eval(),
+            (torch.zeros(1, 7, 3),),
+            str(path),
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes={"x": {0: "b", 1: "t"}, "y": {0: "b", 1: "t"}},
+            opset_version=17,
+            dynamo=False,
+        )

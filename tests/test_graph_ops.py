@@ -438,33 +438,11 @@ def test_causal_conv_over_time_then_lstm_streams_like_ort(tmp_path):
     """A PyTorch causal Conv1d over time (F.pad of (k-1)·d zeros on the left) + ReLU + LSTM + Linear,
     exported by torch.onnx: compiles to a streamed ``tconv`` op whose state is the last (k-1)·d inputs;
     ``step`` over a sequence, ``run`` and ORT on the whole sequence agree, on both backends."""
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
+    from compiler_common import export_causal_convlstm
 
-    class ConvLSTM(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = torch.nn.Conv1d(3, 6, kernel_size=3, dilation=2)
-            self.lstm = torch.nn.LSTM(6, 8, batch_first=True)
-            self.head = torch.nn.Linear(8, 2)
-
-        def forward(self, x):  # x [B, T, 3]
-            z = torch.nn.functional.pad(x.transpose(1, 2), (4, 0))
-            z = torch.relu(self.conv(z)).transpose(1, 2)
-            return self.head(self.lstm(z)[0])
-
-    torch.manual_seed(0)
     p = tmp_path / "m.onnx"
-    with torch.no_grad():
-        torch.onnx.export(
-            ConvLSTM().eval(),
-            (torch.zeros(1, 7, 3),),
-            str(p),
-            input_names=["x"],
-            output_names=["y"],
-            dynamic_axes={"x": {0: "b", 1: "t"}, "y": {0: "b", 1: "t"}},
-            opset_version=17,
-            dynamo=False,
-        )
+    export_causal_convlstm(p, hidden=8)
     res = compile_onnx(str(p), str(tmp_path / "m.ernn"))
     assert "tconv" in {lay["kind"] for lay in artifact.graph_layers(res["plan"])[0]}
     X = np.random.default_rng(9).normal(size=(25, 3)).astype(np.float32)

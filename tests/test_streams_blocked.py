@@ -120,35 +120,13 @@ def test_products_are_blocked_over_the_streams(tmp_path, name, pt):
 def test_graph_plan_streams_equal_separate_streams(tmp_path):
     """A graph plan (PyTorch causal Conv1d over time + ReLU + LSTM + Linear through ONNX): its convolution
     runs per stream inside the batched kernel, its LSTM and Linear blocked; n streams equal n single ones."""
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     pytest.importorskip("onnx")
+    from compiler_common import export_causal_convlstm
     from edgernn.export import compile_onnx
 
-    class ConvLSTM(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = torch.nn.Conv1d(3, 6, kernel_size=3, dilation=2)
-            self.lstm = torch.nn.LSTM(6, 9, batch_first=True)
-            self.head = torch.nn.Linear(9, 2)
-
-        def forward(self, x):  # x [B, T, 3]
-            z = torch.nn.functional.pad(x.transpose(1, 2), (4, 0))
-            z = torch.relu(self.conv(z)).transpose(1, 2)
-            return self.head(self.lstm(z)[0])
-
-    torch.manual_seed(0)
     p = tmp_path / "m.onnx"
-    with torch.no_grad():
-        torch.onnx.export(
-            ConvLSTM().eval(),
-            (torch.zeros(1, 7, 3),),
-            str(p),
-            input_names=["x"],
-            output_names=["y"],
-            dynamic_axes={"x": {0: "b", 1: "t"}, "y": {0: "b", 1: "t"}},
-            opset_version=17,
-            dynamo=False,
-        )
+    export_causal_convlstm(p, hidden=9)
     compile_onnx(str(p), str(tmp_path / "m.ernn"))
     m = edgernn.load(tmp_path / "m.ernn", backend="numba")
     n = 21
