@@ -52,11 +52,6 @@ _NRT_SCRIPT = textwrap.dedent(
         return 0
 
     @numba.njit
-    def touch5(a, b, c, d, e):
-        d[0, 0] = a[0, 0]
-        return 0
-
-    @numba.njit
     def touch6(a, b, c, d, e, f):
         d[0] = a[0, 0]
         return 0
@@ -86,7 +81,6 @@ _NRT_SCRIPT = textwrap.dedent(
         M = m._m0.copy()
         X = np.tile(x, (3, 1))
         MB = np.tile(m._m0, (3, 1))
-        W = k.batch_work(p.wf) if k.batch_work is not None else None
         T = 5
         XT = np.tile(x, (T, 1))
         Y = np.empty((T, m.output_size), np.float32)
@@ -96,15 +90,8 @@ _NRT_SCRIPT = textwrap.dedent(
         out[name] = {
             "step": per_call(lambda: k.step(x, p.wf, p.wb, M)),
             "stream.step(out=)": per_call(lambda: s.step(x, out=y)),
-            # Streams passes its own work buffer (allocated once) to a backend that takes one
-            "step_batch": per_call(
-                (lambda: k.step_batch(X, p.wf, p.wb, MB, W)) if W is not None
-                else (lambda: k.step_batch(X, p.wf, p.wb, MB))
-            ),
-            "touch_batch": per_call(
-                (lambda: touch5(X, p.wf, p.wb, MB, W)) if W is not None
-                else (lambda: touch4(X[0], p.wf, p.wb, MB[0]))
-            ),
+            "step_batch": per_call(lambda: k.step_batch(X, p.wf, p.wb, MB)),
+            "touch_batch": per_call(lambda: touch4(X[0], p.wf, p.wb, MB[0])),
             "seq": per_call(lambda: k.seq(XT, p.wf, p.wb, M, Y, buf)),
             "touch4": per_call(lambda: touch4(x, p.wf, p.wb, M)),
             "alloc4": per_call(lambda: alloc4(x, p.wf, p.wb, M)),
