@@ -43,7 +43,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..artifact import QUANTIZABLE, validate_plan
+from ..artifact import QUANTIZABLE, plan_layers, validate_plan
 from .budget_data import MAX_MEMORY, MAX_STEPS, MEMORY_DECAY, SYNTHETIC_SEQUENCES, measurement, memory_steps
 from .quantize import FP16_MAX, QuantizationError, _artifact_bytes, quantize_plan
 
@@ -183,10 +183,16 @@ def _is_class_ids(plan, labels, x) -> bool:
     return lab.shape == tuple(want) and lab.dtype.kind in "iu"
 
 
+def _layers(plan: Mapping) -> list[dict]:
+    """The layers of a validated plan of either format: format-1 layers, or format-2 op views (whose
+    ``tensors`` object is the op's own, so changing it in place changes the plan)."""
+    return [ly for _, ly in plan_layers(plan)]
+
+
 def _weight_layers(plan: Mapping, tensors: Mapping[str, np.ndarray]) -> list[int]:
     return [
         i
-        for i, ly in enumerate(plan["layers"])
+        for i, ly in enumerate(_layers(plan))
         if any(
             r in ly["tensors"] and tensors[ly["tensors"][r]].dtype.kind == "f"
             for r in QUANTIZABLE.get(ly["kind"], ())
@@ -202,11 +208,13 @@ def _assemble(plan, tensors, variants, choice: Mapping[int, str]) -> tuple[dict,
     out.pop("quantization_rounding", None)
     res: dict[str, np.ndarray] = {}
     any8 = any16 = False
-    for i, layer in enumerate(out["layers"]):
+    for i, layer in enumerate(_layers(out)):
         c = choice.get(i, "fp32")
         if c.startswith("int8"):
             vplan, vt = variants[c]
-            layer["tensors"] = dict(vplan["layers"][i]["tensors"])
+            roles = dict(_layers(vplan)[i]["tensors"])
+            layer["tensors"].clear()  # in place: a format-2 op shares this object with its view
+            layer["tensors"].update(roles)
             for name in layer["tensors"].values():
                 res[name] = vt[name]
                 any8 = any8 or vt[name].dtype == np.int8
@@ -227,7 +235,7 @@ def _assemble(plan, tensors, variants, choice: Mapping[int, str]) -> tuple[dict,
 
 
 def _layer_bytes(plan, tensors, i) -> int:
-    return int(sum(np.asarray(tensors[n]).nbytes for n in plan["layers"][i]["tensors"].values()))
+    return int(sum(np.asarray(tensors[n]).nbytes for n in _layers(plan)[i]["tensors"].values()))
 
 
 def _rounding(variants, choice, layers) -> dict:
@@ -286,7 +294,7 @@ def quantize_with_budget(
     classifier = plan["output"]["size"] > 1 and labels is not None and _is_class_ids(plan, labels, xs[0])
     limits, limits_from = budget_limits(max_error, max_accuracy_drop, max_rmse_increase, labels, classifier)
     ev = _Evaluator(plan, tensors, xs, labels, limits)
-    layers = plan["layers"]
+    layers = _layers(plan)
     idx = _weight_layers(plan, tensors)
     if not idx:
         raise QuantizationError("int8 requested but the plan has no matrix to quantize")

@@ -86,11 +86,6 @@ def compile_onnx(
             raise CompileError(f"{len(labels)} labels for {plan['output']['size']} outputs")
         plan["output"]["labels"] = labels
     report = None
-    if quantize in ("int8", "fp16") and plan["format_version"] == 2:
-        raise CompileError(
-            f"--quantize {quantize}: this model compiles to a graph plan (a value read by several ops), "
-            "which the quantizer does not handle yet; compile it without --quantize"
-        )
     budget = None
     if quantize == "int8":
         from ..budget import quantize_with_budget
