@@ -7,9 +7,10 @@ same ONNX file (state fed back, ``intra_op_num_threads=1``), in one process, pri
 The chunks are 576-sample windows of a synthetic signal (speech-like bursts of harmonics and noise);
 latency does not depend on the values. Also prints max |Δp| between the two over those chunks, and how
 often the speech decision (p > 0.5) agrees. ``--quantize`` compiles the edgernn side that way (int8: pure
-int8, ``--max-error inf``, unless ``--max-error`` says otherwise) and also prints the file size; the
-decision agreement is then measured on a real recording too when espeak-ng and sox are installed
-(speech synthesized like tests/test_silero_vad.py does), ONNX Runtime always running the float32 file. Files
+int8, ``--max-error inf``, unless ``--max-error`` says otherwise; calibrated on a second synthesized
+recording when espeak-ng and sox are installed) and also prints the file size; the decision agreement is
+then measured on a held-out recording too (tests/test_silero_vad.py's), ONNX Runtime always running the
+float32 file. Files
 that take ``sr`` or leave the chunk length open are compiled with ``--set sr=16000`` and ``--shape
 input=1,576`` (the compiler front end of the Real-models issue; without it they are refused).
 """
@@ -47,23 +48,35 @@ def main() -> None:
         bench_file(f, a.chunks, a.repeats, a.quantize, a.max_error)
 
 
-def _speech() -> np.ndarray | None:
-    """~13 s of espeak-ng speech with silence around it at 16 kHz (None without espeak-ng and sox)."""
+#: the test recording (tests/test_silero_vad.py) and the calibration one (tests/test_graph_quantize.py)
+SPEECH = (
+    "Voice activity detection finds the parts of a recording where someone is speaking. "
+    "Silence follows. Then the speaker talks again about streaming models on small boards.",
+    ("-v", "en", "-s", "150"),
+    ("0.5", "1.0"),
+)
+CALIBRATION = (
+    "The quick brown fox jumps over the lazy dog. Numbers like seven hundred and twelve are read "
+    "aloud here, and then there is a pause before the last sentence.",
+    ("-v", "en-us", "-s", "170", "-p", "30"),
+    ("0.7", "0.8"),
+)
+
+
+def _speech(what: tuple = SPEECH) -> np.ndarray | None:
+    """A recording spoken by espeak-ng with silence around it at 16 kHz (None without espeak-ng and sox)."""
     import shutil
     import subprocess
     import wave
 
     if not (shutil.which("espeak-ng") and shutil.which("sox")):
         return None
-    text = (
-        "Voice activity detection finds the parts of a recording where someone is speaking. "
-        "Silence follows. Then the speaker talks again about streaming models on small boards."
-    )
+    text, voice, pad = what
     with tempfile.TemporaryDirectory() as d:
         raw, wav = os.path.join(d, "raw.wav"), os.path.join(d, "s.wav")
-        subprocess.run(["espeak-ng", "-v", "en", "-s", "150", "-w", raw, text], check=True)
+        subprocess.run(["espeak-ng", *voice, "-w", raw, text], check=True)
         subprocess.run(
-            ["sox", "-V1", raw, "-r", "16000", "-c", "1", "-b", "16", wav, "pad", "0.5", "1.0"], check=True
+            ["sox", "-V1", raw, "-r", "16000", "-c", "1", "-b", "16", wav, "pad", *pad], check=True
         )
         with wave.open(wav) as w:
             return np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768
@@ -76,7 +89,9 @@ def _chunks(audio: np.ndarray) -> np.ndarray:
     return np.stack([a[i * 512 : i * 512 + 576] for i in range(n)])
 
 
-def _compile(path: str, ernn: str, quantize: str | None = None, max_error: str | None = None) -> None:
+def _compile(
+    path: str, ernn: str, quantize: str | None = None, max_error: str | None = None, cal: str | None = None
+) -> None:
     """``edgernn compile`` with the bindings the file needs (``sr``, an open chunk length)."""
     import onnx
 
@@ -94,6 +109,8 @@ def _compile(path: str, ernn: str, quantize: str | None = None, max_error: str |
         args += ["--quantize", quantize]
     if quantize == "int8":
         args += ["--max-error", max_error or "inf"]
+        if cal:
+            args += ["--calibration", cal]
     if cli(args) != 0:
         raise SystemExit(f"vad_bench: could not compile {path}")
 
@@ -110,7 +127,11 @@ def bench_file(
     with tempfile.TemporaryDirectory() as d:
         ernn = os.path.join(d, "vad.ernn")
         f32 = os.path.join(d, "vad32.ernn")
-        _compile(path, ernn, quantize, max_error)
+        cal = None
+        if quantize == "int8" and (audio := _speech(CALIBRATION)) is not None:
+            cal = os.path.join(d, "cal.npy")
+            np.save(cal, _chunks(audio)[None])
+        _compile(path, ernn, quantize, max_error, cal)
         if quantize:
             _compile(path, f32)
             size32 = os.path.getsize(f32)
@@ -161,7 +182,10 @@ def bench_file(
     agree = float(np.mean((po > 0.5) == (pe > 0.5)))
     print(f"  decision p>0.5  : {100 * agree:.2f}% of the {len(X)} synthetic chunks agree with ORT fp32")
     if quantize:
+        how = "calibrated on another espeak-ng recording" if cal else "nearest rounding"
         print(f"  file            : {size} bytes {quantize} (float32 {size32}: {size / size32:.3f}x)")
+        if quantize == "int8":
+            print(f"  int8 rounding   : {how}, budget --max-error {max_error or 'inf'}")
         audio = _speech()
         if audio is None:
             print("  (no espeak-ng/sox: no real recording for the decision agreement)")

@@ -22,8 +22,9 @@ What each matrix sees (per direction of a recurrent layer; ``x_t`` is the layer'
   rounding);
 * ``dense`` and ``attention``: ``W`` with z = the layer input;
 * ``conv1d`` (one group): ``W`` as [Cout, Cin·K] with z = each output position's receptive field (the
-  im2col rows); a filter bank the packer folds (Silero's STFT) keeps nearest rounding, so that its q stay
-  exactly symmetric and it still folds, and so do grouped convolutions and ``tconv``.
+  im2col rows); a filter bank the packer folds (Silero's STFT) is rounded in its folded form
+  (:func:`gptq_folded`), so that its q stay exactly (anti)symmetric and it still folds; grouped
+  convolutions and ``tconv`` keep nearest rounding.
 
 In a graph plan (format 2) every op's input and output are recorded while the calibration sequences
 stream through the float32 numpy backend (:func:`graph_activations`).
@@ -161,6 +162,52 @@ def _conv_inputs(layer: Mapping, X: np.ndarray) -> np.ndarray | None:
     xp[:, :, pb : pb + n] = x
     wins = [xp[:, :, t * s : t * s + d * (k - 1) + 1 : d].reshape(x.shape[0], cin * k) for t in range(lout)]
     return np.stack(wins, 1).reshape(-1, cin * k)
+
+
+def gptq_folded(
+    layer: Mapping, w: np.ndarray, q: np.ndarray, scale: np.ndarray, X: np.ndarray
+) -> tuple[np.ndarray | None, int, str]:
+    """Error-compensated int8 of a one-channel ``conv1d`` filter bank that folds (``kernels/ops/conv.py``:
+    rows periodic-symmetric or -antisymmetric about K/2), in its folded form, so that its q stay exactly
+    (anti)symmetric and it still folds: per run of rows of one kind, the folded weights [W₀, W₁..W_{K/2−1},
+    W_{K/2}] are rounded against the folded receptive fields [x₀, x_n ± x_{K−n}, x_{K/2}] of the
+    calibration inputs X (B, T, L), then unfolded. ``w`` [Cout, 1, K] float, ``q``/``scale`` its nearest
+    int8 and per-channel scales. Returns (q or None, calibration vectors, "gptq" or "nearest: why")."""
+    from ..kernels.ops import conv
+
+    cout, k = w.shape[0], w.shape[-1]
+    h = k // 2
+    runs = conv.fold_runs(np.asarray(w, np.float32).reshape(cout, k))
+    z = _conv_inputs(layer, X)
+    if runs is None or z is None:  # pragma: no cover - the caller checked that the bank folds
+        return None, 0, "nearest: not a folded filter bank"
+    if not np.all(np.isfinite(z)):
+        return None, 0, "nearest: non-finite activations on the calibration data"
+    w2 = np.asarray(w, np.float64).reshape(cout, k)
+    q2 = np.array(q, np.int8).reshape(cout, k)
+    better, n = False, 0
+    for r0, r1, sign in runs:
+        sg = -1.0 if sign else 1.0
+        zf = np.concatenate([z[:, :1], z[:, 1:h] + sg * z[:, k - 1 : h : -1], z[:, h : h + 1]], 1)
+        wf = np.concatenate(
+            [w2[r0:r1, :1], (w2[r0:r1, 1:h] + sg * w2[r0:r1, k - 1 : h : -1]) / 2, w2[r0:r1, h : h + 1]], 1
+        )
+        H, n = hessian(zf)
+        if n < wf.shape[1]:
+            return None, n, f"nearest: {n} calibration vectors for {wf.shape[1]} folded columns"
+        S = np.repeat(np.asarray(scale, np.float64)[r0:r1, None], wf.shape[1], 1)
+        try:
+            qg = gptq_round(wf, S, H)
+        except np.linalg.LinAlgError:
+            return None, n, "nearest: the calibration vectors' Gram matrix is not positive definite"
+        if rounding_error(wf, qg * S, H) >= rounding_error(wf, np.clip(np.rint(wf / S), -127, 127) * S, H):
+            continue
+        better = True
+        q2[r0:r1, 0], q2[r0:r1, h], q2[r0:r1, 1:h] = qg[:, 0], qg[:, h], qg[:, 1:h]
+        q2[r0:r1, k - 1 : h : -1] = sg * qg[:, 1:h]
+    if not better:
+        return None, n, "nearest: compensated rounding was no better on the calibration data"
+    return q2.reshape(w.shape), n, "gptq"
 
 
 def _recurrent_inputs(layer: Mapping, tensors: Mapping, X: np.ndarray, Y: np.ndarray) -> list[np.ndarray]:

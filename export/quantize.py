@@ -140,7 +140,7 @@ def calibrated_int8(
     ``{"method", "calibration_vectors", "matrices": {"layer.roles[dir]": "gptq" | "nearest: why"}}``.
     Tensors named in ``skip`` are left out.
     """
-    from .calibrate import gptq_round, hessian, layer_activations, matrix_groups, rounding_error
+    from .calibrate import gptq_folded, gptq_round, hessian, layer_activations, matrix_groups, rounding_error
 
     plan = validate_plan(dict(plan))
     x = check_data(plan, data)
@@ -156,9 +156,20 @@ def calibrated_int8(
         X, Y = acts[layer["name"]]
         groups = matrix_groups(layer, tensors, X, Y)
         if not groups and layer["kind"] in ("conv1d", "tconv"):
-            matrices[f"{layer['name']}.W"] = (
-                "nearest: a folded filter bank (its q stay symmetric), a grouped convolution or a tconv"
-            )
+            key = f"{layer['name']}.W"
+            wname = layer["tensors"]["W"]
+            w = np.asarray(tensors[wname])
+            if layer["kind"] == "conv1d" and layer["in_channels"] == 1 and layer["groups"] == 1:
+                if wname in skip:
+                    matrices[key] = "nearest: int8 weights taken from the source model"
+                    continue
+                q, scale = quantize_role(layer, "W", w)  # a folded filter bank (matrix_groups: none)
+                qg, n, matrices[key] = gptq_folded(layer, w, q, scale, X)
+                n_max = max(n_max, n)
+                if qg is not None:
+                    qs[wname] = (qg.astype(np.int8), scale)
+                continue
+            matrices[key] = "nearest: a grouped convolution or a tconv"
         per_channel = layer["kind"] in PER_CHANNEL_SCALE
         for roles, d, Z in groups:
             key = f"{layer['name']}.{'+'.join(roles)}" + (f"[{d}]" if d is not None else "")

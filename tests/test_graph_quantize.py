@@ -469,6 +469,12 @@ def _vad_check(vad_int8, recording, name, backend):
     assert plan["format_version"] == 2 and plan["quantization"] == "int8"
     kinds = {op["kind"] for op in plan["ops"] if any(t[n].dtype == np.int8 for n in op["tensors"].values())}
     assert {"conv1d", "dense", "lstm"} <= kinds, kinds
+    from edgernn.kernels.ops.conv import fold_runs
+
+    stft = next(op for op in plan["ops"] if op["kind"] == "conv1d" and op["attrs"]["in_channels"] == 1)
+    q = t[stft["tensors"]["W"]]
+    assert fold_runs(q.reshape(q.shape[0], -1)) is not None  # compensated, and still an int8 folded bank
+    assert plan["quantization_rounding"]["matrices"][f"{stft['name']}.W"] == "gptq"
     s = edgernn.load(path, backend=backend).stream()
     got = np.array([s.step(x)[0] for x in X])
     agree = float(np.mean((got > 0.5) == (want > 0.5)))
