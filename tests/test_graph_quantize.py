@@ -494,3 +494,58 @@ def test_silero_int8_decides_like_ort_fp32(vad_int8, recording, name):
 def test_silero_int8_kernels_decide_like_ort_fp32(vad_int8, recording, name):
     """The same through the generated numba kernels."""
     _vad_check(vad_int8, recording, name, "numba")
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_tconv_int8_computes_the_causal_convolution_on_the_dequantized_weights(tmp_path, backend):
+    """A causal convolution over time (``tconv``, Cin 3 → Cout 5, K 3, dilation 2) + dense head as a
+    graph plan, quantized int8 (W: one scale per output channel, packed tap-major): step by step from a
+    zero history it equals the float64 causal convolution on q · scale, within ORT's float32 tolerance."""
+    from edgernn.export.quantize import quantize_plan
+
+    rng = np.random.default_rng(3)
+    W = rng.normal(size=(5, 3, 3)).astype(np.float32)
+    b = rng.normal(size=5).astype(np.float32)
+    Wd = rng.normal(size=(2, 5)).astype(np.float32)
+    plan = artifact.upgrade(
+        {
+            "format": "ernn",
+            "format_version": 1,
+            "input": {"size": 3},
+            "output": {"size": 2, "sequence": "many_to_many"},
+            "layers": [
+                {
+                    "kind": "tconv",
+                    "name": "tc",
+                    "input_size": 3,
+                    "in_channels": 3,
+                    "out_channels": 5,
+                    "kernel_size": 3,
+                    "dilation": 2,
+                    "activation": "tanh",
+                    "tensors": {"W": "tc.W", "b": "tc.b"},
+                },
+                {
+                    "kind": "dense",
+                    "name": "head",
+                    "input_size": 5,
+                    "output_size": 2,
+                    "tensors": {"W": "head.W"},
+                },
+            ],
+        }
+    )
+    qplan, qt = quantize_plan(plan, {"tc.W": W, "tc.b": b, "head.W": Wd}, "int8")
+    tc = _op(qplan, "tconv")["tensors"]
+    assert qt[tc["W"]].dtype == np.int8 and qt[tc["W_scale"]].shape == (5,)
+    artifact.write(tmp_path / "t.ernn", qplan, qt)
+    Wq = qt[tc["W"]].astype(np.float64) * qt[tc["W_scale"]].astype(np.float64)[:, None, None]
+    Wdq = qt["head.W"].astype(np.float64) * qt["head.W_scale"].astype(np.float64)[:, None]
+    X = rng.normal(size=(12, 3))
+    Xp = np.concatenate([np.zeros((4, 3)), X])  # (K - 1)·d = 4 zeros before the start
+    want = np.stack(
+        [Wdq @ np.tanh(b + sum(Wq[:, :, k] @ Xp[t + 4 - (2 - k) * 2] for k in range(3))) for t in range(12)]
+    )
+    s = edgernn.load(tmp_path / "t.ernn", backend=backend).stream()
+    got = np.stack([s.step(x.astype(np.float32)) for x in X])
+    assert mismatch(got, want) is None, mismatch(got, want)
