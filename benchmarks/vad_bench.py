@@ -57,7 +57,9 @@ SPEECH = (
 )
 CALIBRATION = (
     "The quick brown fox jumps over the lazy dog. Numbers like seven hundred and twelve are read "
-    "aloud here, and then there is a pause before the last sentence.",
+    "aloud here, and then there is a pause before the last sentence. A second speaker would sound "
+    "different, so this one changes pitch and speed: sensors report temperature, pressure and humidity "
+    "every minute, and the gateway forwards them to the server. Thank you for listening.",
     ("-v", "en-us", "-s", "170", "-p", "30"),
     ("0.7", "0.8"),
 )
@@ -76,7 +78,7 @@ def _speech(what: tuple = SPEECH) -> np.ndarray | None:
         raw, wav = os.path.join(d, "raw.wav"), os.path.join(d, "s.wav")
         subprocess.run(["espeak-ng", *voice, "-w", raw, text], check=True)
         subprocess.run(
-            ["sox", "-V1", raw, "-r", "16000", "-c", "1", "-b", "16", wav, "pad", *pad], check=True
+            ["sox", "-V1", "-D", raw, "-r", "16000", "-c", "1", "-b", "16", wav, "pad", *pad], check=True
         )
         with wave.open(wav) as w:
             return np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768

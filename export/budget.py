@@ -109,12 +109,20 @@ def budget_limits(
     return {"max_rmse_increase": DEFAULT_MAX_RMSE_INCREASE}, "default"
 
 
-def _predict(plan: Mapping, tensors: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-    """The plan's outputs on x (B, T, I) through the runtime: (B, O) many-to-one or (B, T, O), float64."""
+def _predict(
+    plan: Mapping, tensors: Mapping[str, np.ndarray], x: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The plan's outputs on x (B, T, I) through the runtime, float64: ``(y, y_steps)``, y (B, O)
+    many-to-one or (B, T, O), and y_steps (B, T, O) every step's output. A streaming many-to-one model
+    (a classifier, Silero VAD) predicts at every step what the sequence so far is, so its error is
+    measured over every step, not only the last; a model that does not stream: y_steps is y."""
     from .. import runtime
 
     model = runtime.Model(copy.deepcopy(dict(plan)), dict(tensors), backend=BACKEND, nonfinite="propagate")
-    return np.asarray(model.predict(x), np.float64)  # chunk mode: input projections of all steps at once
+    y = np.asarray(model.predict(x), np.float64)  # chunk mode: input projections of all steps at once
+    if plan["output"]["sequence"] != "many_to_one" or not model.info.get("streamable", True):
+        return y, y
+    return y, np.stack([np.asarray(model.stream().run(xb), np.float64) for xb in x])
 
 
 def _task(yf: np.ndarray, yq: np.ndarray, labels, classifier: bool) -> dict:
@@ -145,8 +153,8 @@ class _Evaluator:
         self.classifier = (
             plan["output"]["size"] > 1 and labels is not None and _is_class_ids(plan, labels, xs[0])
         )
-        self.ref = [_predict(plan, tensors, x) for x in xs]
-        self.scale = max(float(np.max(np.abs(y))) if y.size else 0.0 for y in self.ref) or 1.0
+        self.ref, self.ref_steps = zip(*(_predict(plan, tensors, x) for x in xs), strict=True)
+        self.scale = max(float(np.max(np.abs(y))) if y.size else 0.0 for y in self.ref_steps) or 1.0
         if labels is not None:
             lab = np.asarray(labels)
             y0 = self.ref[0]
@@ -157,8 +165,11 @@ class _Evaluator:
                 )
 
     def __call__(self, plan, tensors) -> dict:
-        ys = [_predict(plan, tensors, x) for x in self.xs]
-        err = max(float(np.max(np.abs(y - r))) if y.size else 0.0 for y, r in zip(ys, self.ref, strict=True))
+        ys, steps = zip(*(_predict(plan, tensors, x) for x in self.xs), strict=True)
+        err = max(
+            float(np.max(np.abs(y - r))) if y.size else 0.0
+            for y, r in zip(steps, self.ref_steps, strict=True)
+        )
         res = {"max_error": err / self.scale if math.isfinite(err) else math.inf}
         res.update(_task(self.ref[0], ys[0], self.labels, self.classifier))
         res["score"] = self.score(res)

@@ -43,13 +43,14 @@ def _model_path(name: str) -> str:
 def synthesize(d, text: str, espeak: tuple = ("-v", "en", "-s", "150"), pad=("0.5", "1.0")) -> np.ndarray:
     """``text`` spoken by espeak-ng (options ``espeak``) and resampled to 16 kHz by sox with ``pad``
     seconds of silence before and after, float32 (files in the folder ``d``); skips the calling test when
-    either tool is missing."""
+    either tool is missing. No dither (``-D``): the same recording every run (sox's dither is random,
+    and moved a chunk whose probability is near 0.5 across the threshold between runs)."""
     if not (shutil.which("espeak-ng") and shutil.which("sox")):
         pytest.skip("espeak-ng and sox are needed to synthesize the recording")
     raw, wav = d / "raw.wav", d / "speech16k.wav"
     subprocess.run(["espeak-ng", *espeak, "-w", str(raw), text], check=True)
     subprocess.run(
-        ["sox", "-V1", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(wav), "pad", *pad],
+        ["sox", "-V1", "-D", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(wav), "pad", *pad],
         check=True,
     )
     with wave.open(str(wav)) as w:
