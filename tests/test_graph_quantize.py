@@ -158,24 +158,10 @@ def _reference(w: dict, X: np.ndarray) -> np.ndarray:
 
 
 def _weights(path: str) -> dict:
-    """The artifact's weights by (kind, role), dequantized (:func:`_per_op`), the two dense ops told
-    apart (the second, the head, has roles ``W_head``/``b_head``)."""
-    plan, _ = artifact.read(path)
-    dense = [op["name"] for op in plan["ops"] if op["kind"] == "dense"]
-    w = {}
-    deq = _per_op(path)
-    for (name, role), a in deq.items():
-        kind = next(op["kind"] for op in plan["ops"] if op["name"] == name)
-        if kind == "dense" and name == dense[1]:
-            role = role + "_head"
-        w[(kind, role)] = a
-    return w
-
-
-def _per_op(path: str) -> dict:
-    """Each op's weights by (op name, role), float64: int8 q · scale (broadcast over the axes the scale
-    does not have), float16 widened."""
+    """The artifact's weights by (op kind, role), float64: int8 q · scale (broadcast over the axes the
+    scale does not have), float16 widened; the second dense op (the head) has roles W_head/b_head."""
     plan, t = artifact.read(path)
+    dense = [op["name"] for op in plan["ops"] if op["kind"] == "dense"]
     w = {}
     for op in plan["ops"]:
         for role, name in op["tensors"].items():
@@ -185,7 +171,7 @@ def _per_op(path: str) -> dict:
             if t[name].dtype == np.int8:
                 s = np.asarray(t[op["tensors"][role + "_scale"]], np.float64)
                 a = a * s.reshape(s.shape + (1,) * (a.ndim - s.ndim))
-            w[(op["name"], role)] = a
+            w[(op["kind"], role + ("_head" if op["name"] == dense[1] else ""))] = a
     return w
 
 
@@ -403,6 +389,41 @@ def test_no_weights_is_one_clear_error(tmp_path):
         assert not (tmp_path / "m.ernn").exists()
 
 
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_tconv_int8_computes_the_causal_convolution_on_the_dequantized_weights(tmp_path, backend):
+    """A causal convolution over time (``tconv``, Cin 3 → Cout 5, K 3, dilation 2) + dense head as a
+    graph plan, quantized int8 (W: one scale per output channel, packed tap-major): step by step from a
+    zero history it equals the float64 causal convolution on q · scale, within ORT's float32 tolerance."""
+    from edgernn.export.quantize import quantize_plan
+
+    rng = np.random.default_rng(3)
+    W = rng.normal(size=(5, 3, 3)).astype(np.float32)
+    b = rng.normal(size=5).astype(np.float32)
+    Wd = rng.normal(size=(2, 5)).astype(np.float32)
+    tc = {"kind": "tconv", "name": "tc", "input_size": 3, "in_channels": 3, "out_channels": 5,
+          "kernel_size": 3, "dilation": 2, "activation": "tanh",
+          "tensors": {"W": "tc.W", "b": "tc.b"}}  # fmt: skip
+    head = {"kind": "dense", "name": "head", "input_size": 5, "output_size": 2, "tensors": {"W": "head.W"}}
+    plan = artifact.upgrade(
+        {"format": "ernn", "format_version": 1, "input": {"size": 3},
+         "output": {"size": 2, "sequence": "many_to_many"}, "layers": [tc, head]}
+    )  # fmt: skip
+    qplan, qt = quantize_plan(plan, {"tc.W": W, "tc.b": b, "head.W": Wd}, "int8")
+    tc = _op(qplan, "tconv")["tensors"]
+    assert qt[tc["W"]].dtype == np.int8 and qt[tc["W_scale"]].shape == (5,)
+    artifact.write(tmp_path / "t.ernn", qplan, qt)
+    Wq = qt[tc["W"]].astype(np.float64) * qt[tc["W_scale"]].astype(np.float64)[:, None, None]
+    Wdq = qt["head.W"].astype(np.float64) * qt["head.W_scale"].astype(np.float64)[:, None]
+    X = rng.normal(size=(12, 3))
+    Xp = np.concatenate([np.zeros((4, 3)), X])  # (K - 1)·d = 4 zeros before the start
+    want = np.stack(
+        [Wdq @ np.tanh(b + sum(Wq[:, :, k] @ Xp[t + 4 - (2 - k) * 2] for k in range(3))) for t in range(12)]
+    )
+    s = edgernn.load(tmp_path / "t.ernn", backend=backend).stream()
+    got = np.stack([s.step(x.astype(np.float32)) for x in X])
+    assert mismatch(got, want) is None, mismatch(got, want)
+
+
 # ------------------------------------------------------------------------------------------ Silero VAD
 
 import test_silero_vad as vad  # noqa: E402
@@ -497,58 +518,3 @@ def test_silero_int8_decides_like_ort_fp32(vad_int8, recording, name):
 def test_silero_int8_kernels_decide_like_ort_fp32(vad_int8, recording, name):
     """The same through the generated numba kernels."""
     _vad_check(vad_int8, recording, name, "numba")
-
-
-@pytest.mark.parametrize("backend", ["numba", "numpy"])
-def test_tconv_int8_computes_the_causal_convolution_on_the_dequantized_weights(tmp_path, backend):
-    """A causal convolution over time (``tconv``, Cin 3 → Cout 5, K 3, dilation 2) + dense head as a
-    graph plan, quantized int8 (W: one scale per output channel, packed tap-major): step by step from a
-    zero history it equals the float64 causal convolution on q · scale, within ORT's float32 tolerance."""
-    from edgernn.export.quantize import quantize_plan
-
-    rng = np.random.default_rng(3)
-    W = rng.normal(size=(5, 3, 3)).astype(np.float32)
-    b = rng.normal(size=5).astype(np.float32)
-    Wd = rng.normal(size=(2, 5)).astype(np.float32)
-    plan = artifact.upgrade(
-        {
-            "format": "ernn",
-            "format_version": 1,
-            "input": {"size": 3},
-            "output": {"size": 2, "sequence": "many_to_many"},
-            "layers": [
-                {
-                    "kind": "tconv",
-                    "name": "tc",
-                    "input_size": 3,
-                    "in_channels": 3,
-                    "out_channels": 5,
-                    "kernel_size": 3,
-                    "dilation": 2,
-                    "activation": "tanh",
-                    "tensors": {"W": "tc.W", "b": "tc.b"},
-                },
-                {
-                    "kind": "dense",
-                    "name": "head",
-                    "input_size": 5,
-                    "output_size": 2,
-                    "tensors": {"W": "head.W"},
-                },
-            ],
-        }
-    )
-    qplan, qt = quantize_plan(plan, {"tc.W": W, "tc.b": b, "head.W": Wd}, "int8")
-    tc = _op(qplan, "tconv")["tensors"]
-    assert qt[tc["W"]].dtype == np.int8 and qt[tc["W_scale"]].shape == (5,)
-    artifact.write(tmp_path / "t.ernn", qplan, qt)
-    Wq = qt[tc["W"]].astype(np.float64) * qt[tc["W_scale"]].astype(np.float64)[:, None, None]
-    Wdq = qt["head.W"].astype(np.float64) * qt["head.W_scale"].astype(np.float64)[:, None]
-    X = rng.normal(size=(12, 3))
-    Xp = np.concatenate([np.zeros((4, 3)), X])  # (K - 1)·d = 4 zeros before the start
-    want = np.stack(
-        [Wdq @ np.tanh(b + sum(Wq[:, :, k] @ Xp[t + 4 - (2 - k) * 2] for k in range(3))) for t in range(12)]
-    )
-    s = edgernn.load(tmp_path / "t.ernn", backend=backend).stream()
-    got = np.stack([s.step(x.astype(np.float32)) for x in X])
-    assert mismatch(got, want) is None, mismatch(got, want)
