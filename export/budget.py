@@ -17,8 +17,10 @@ weight-bearing layer int8, fp16 or fp32) that meets a budget, verified end to en
 2. **Sensitivity.** For each weight-bearing layer alone (every other layer float32): its output error
    with the layer's matrices int8 nearest, int8 error-compensated (with calibration data) and fp16.
 3. **Budget.** ``max_error``: max |y − y_fp32| / max |y_fp32| over all data and steps (the error as a
-   fraction of the float32 output's largest magnitude); ``max_accuracy_drop`` (percentage points) and
-   ``max_rmse_increase`` (percent) need ``labels`` (class ids or regression targets of the data).
+   fraction of the float32 output's largest magnitude; a streaming many-to-one model's prediction at
+   every step counts, as ``step`` returns it: a VAD over a recording, a streaming classifier);
+   ``max_accuracy_drop`` (percentage points) and ``max_rmse_increase`` (percent) need ``labels`` (class
+   ids or regression targets of the data).
    Without any: :data:`DEFAULT_MAX_ACCURACY_DROP` pp for a classifier or
    :data:`DEFAULT_MAX_RMSE_INCREASE` % for a regressor when labels are given, else a max error of
    :data:`FP16_FACTOR` times the error of storing every matrix in fp16 (at least
