@@ -25,6 +25,7 @@ from .plan import (  # noqa: F401 - the plan's names, re-exported: artifact.vali
     ACTIVATIONS,
     CELL_ACTIVATIONS,
     DIRECTIONS,
+    FLOAT32_ROLES,
     FORMAT,
     FORMAT_VERSION,
     FORMAT_VERSIONS,
@@ -34,6 +35,7 @@ from .plan import (  # noqa: F401 - the plan's names, re-exported: artifact.vali
     MAX_NAME,
     MAX_OPS,
     MAX_VALUE_NAME,
+    PER_CHANNEL_SCALE,
     QUANTIZABLE,
     RECURRENT_GATES,
     _fail,
@@ -42,6 +44,7 @@ from .plan import (  # noqa: F401 - the plan's names, re-exported: artifact.vali
     layer_tensor_specs,
     op_layer,
     plan_layers,
+    scale_shape,
     validate_plan,
 )
 from .plan_convert import chain_layers, chain_plan, graph_layers, upgrade  # noqa: F401 - re-exported
@@ -122,6 +125,8 @@ def validate_tensors(
             is_int_role = role in ("W_indices", "W_indptr")
             if is_int_role:
                 allowed = {np.dtype("<i4")}
+            elif role in FLOAT32_ROLES.get(layer["kind"], ()):
+                allowed = {np.dtype("<f4")}
             elif role in qroles and quant == "int8":  # mixed precision: int8, fp16 or fp32 per matrix
                 allowed = {np.dtype("<f4"), np.dtype("i1"), np.dtype("<f2")}
             elif quant == "fp16":
@@ -146,7 +151,7 @@ def validate_tensors(
                     raise _fail("bad plan", f"{where}: tensor {_short(sname)} is used twice")
                 used.add(sname)
                 sarr = tensors[sname]
-                sshape = (layer["reservoir_size"],) if role == "W_data" else tuple(shape[:-1])
+                sshape = scale_shape(layer, role, tuple(shape))
                 if tuple(sarr.shape) != sshape or np.dtype(sarr.dtype) != np.dtype("<f4"):
                     raise _fail(
                         "shape mismatch",

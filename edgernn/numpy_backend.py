@@ -34,6 +34,9 @@ class ModelFunctions:
         self.head: Header = read_header(wf)
         self.layers: list[Layer] = [read_layer(wf, i) for i in range(self.head.n_layers)]
         self.ops = [REGISTRY[lay.kind] for lay in self.layers]
+        #: optional ``trace(index, x, y)`` called after every layer of a step with its input and output
+        #: (the host-side calibration of graph plans reads the values through it; None on the device)
+        self.trace: Callable | None = None
         prev, self._chained = self.head.in_off, True
         for lay, op in zip(self.layers, self.ops, strict=True):
             if lay.in_off != prev or getattr(op, "INPUTS", 1) != 1:
@@ -75,8 +78,15 @@ class ModelFunctions:
                 else:
                     out = op.numpy_apply(lay, wf, wb, M, out)
                 vals[lay.out_off] = out
+                if self.trace is not None:
+                    self.trace(lay.index, src, out)
         o = self.head.out_off
         M[o : o + out.shape[0]] = out
+
+    def run_layers(self, x: np.ndarray, wf, wb, M: np.ndarray) -> None:
+        """One step of every layer on stream buffer M, x (I,) float32 not checked (host-side tools:
+        :attr:`trace` sees each layer's input and output)."""
+        self._run(x, wf, wb, M)
 
     def _finite(self, M: np.ndarray) -> bool:
         h = self.head

@@ -106,7 +106,27 @@ QUANTIZABLE = {
     "dense": ("W",),
     "attention": ("W",),
     "embedding": ("table",),
+    "conv1d": ("W",),
+    "tconv": ("W",),
 }
+#: Kinds whose int8 scale is one per output channel (the first axis of ``W`` [Cout, Cin/G, K]: the rows of
+#: the [Cout, Cin/G·K] matrix ``kernels/ops/conv.py`` and ``tconv.py`` pack) rather than one per row of the
+#: last axis.
+PER_CHANNEL_SCALE = ("conv1d", "tconv")
+#: Float roles that stay float32 in every artifact (integers stored as F32: an F16 index past 2048 would
+#: silently become another index).
+FLOAT32_ROLES = {"gather": ("index",)}
+
+
+def scale_shape(layer: Mapping, role: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape of the float32 scale of int8 role ``role`` (tensor shape ``shape``) of a validated layer:
+    one per output row (``shape[:-1]``), one per output channel (``shape[:1]``) for convolutions, one per
+    reservoir row for CSR ``W_data``. ``w ≈ q · scale`` broadcast over the axes the scale does not have."""
+    if role == "W_data":
+        return (layer["reservoir_size"],)
+    if layer["kind"] in PER_CHANNEL_SCALE:
+        return tuple(shape[:1])
+    return tuple(shape[:-1])
 
 
 def _fail(check: str, msg: str) -> ArtifactError:

@@ -17,8 +17,10 @@ weight-bearing layer int8, fp16 or fp32) that meets a budget, verified end to en
 2. **Sensitivity.** For each weight-bearing layer alone (every other layer float32): its output error
    with the layer's matrices int8 nearest, int8 error-compensated (with calibration data) and fp16.
 3. **Budget.** ``max_error``: max |y − y_fp32| / max |y_fp32| over all data and steps (the error as a
-   fraction of the float32 output's largest magnitude); ``max_accuracy_drop`` (percentage points) and
-   ``max_rmse_increase`` (percent) need ``labels`` (class ids or regression targets of the data).
+   fraction of the float32 output's largest magnitude; a streaming many-to-one model's prediction at
+   every step counts, as ``step`` returns it: a VAD over a recording, a streaming classifier);
+   ``max_accuracy_drop`` (percentage points) and ``max_rmse_increase`` (percent) need ``labels`` (class
+   ids or regression targets of the data).
    Without any: :data:`DEFAULT_MAX_ACCURACY_DROP` pp for a classifier or
    :data:`DEFAULT_MAX_RMSE_INCREASE` % for a regressor when labels are given, else a max error of
    :data:`FP16_FACTOR` times the error of storing every matrix in fp16 (at least
@@ -43,7 +45,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..artifact import QUANTIZABLE, validate_plan
+from ..artifact import QUANTIZABLE, plan_layers, validate_plan
 from .budget_data import MAX_MEMORY, MAX_STEPS, MEMORY_DECAY, SYNTHETIC_SEQUENCES, measurement, memory_steps
 from .quantize import FP16_MAX, QuantizationError, _artifact_bytes, quantize_plan
 
@@ -109,12 +111,20 @@ def budget_limits(
     return {"max_rmse_increase": DEFAULT_MAX_RMSE_INCREASE}, "default"
 
 
-def _predict(plan: Mapping, tensors: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-    """The plan's outputs on x (B, T, I) through the runtime: (B, O) many-to-one or (B, T, O), float64."""
+def _predict(
+    plan: Mapping, tensors: Mapping[str, np.ndarray], x: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The plan's outputs on x (B, T, I) through the runtime, float64: ``(y, y_steps)``, y (B, O)
+    many-to-one or (B, T, O), and y_steps (B, T, O) every step's output. A streaming many-to-one model
+    (a classifier, Silero VAD) predicts at every step what the sequence so far is, so its error is
+    measured over every step, not only the last; a model that does not stream: y_steps is y."""
     from .. import runtime
 
     model = runtime.Model(copy.deepcopy(dict(plan)), dict(tensors), backend=BACKEND, nonfinite="propagate")
-    return np.asarray(model.predict(x), np.float64)  # chunk mode: input projections of all steps at once
+    y = np.asarray(model.predict(x), np.float64)  # chunk mode: input projections of all steps at once
+    if plan["output"]["sequence"] != "many_to_one" or not model.info.get("streamable", True):
+        return y, y
+    return y, np.stack([np.asarray(model.stream().run(xb), np.float64) for xb in x])
 
 
 def _task(yf: np.ndarray, yq: np.ndarray, labels, classifier: bool) -> dict:
@@ -145,8 +155,8 @@ class _Evaluator:
         self.classifier = (
             plan["output"]["size"] > 1 and labels is not None and _is_class_ids(plan, labels, xs[0])
         )
-        self.ref = [_predict(plan, tensors, x) for x in xs]
-        self.scale = max(float(np.max(np.abs(y))) if y.size else 0.0 for y in self.ref) or 1.0
+        self.ref, self.ref_steps = zip(*(_predict(plan, tensors, x) for x in xs), strict=True)
+        self.scale = max(float(np.max(np.abs(y))) if y.size else 0.0 for y in self.ref_steps) or 1.0
         if labels is not None:
             lab = np.asarray(labels)
             y0 = self.ref[0]
@@ -157,8 +167,11 @@ class _Evaluator:
                 )
 
     def __call__(self, plan, tensors) -> dict:
-        ys = [_predict(plan, tensors, x) for x in self.xs]
-        err = max(float(np.max(np.abs(y - r))) if y.size else 0.0 for y, r in zip(ys, self.ref, strict=True))
+        ys, steps = zip(*(_predict(plan, tensors, x) for x in self.xs), strict=True)
+        err = max(
+            float(np.max(np.abs(y - r))) if y.size else 0.0
+            for y, r in zip(steps, self.ref_steps, strict=True)
+        )
         res = {"max_error": err / self.scale if math.isfinite(err) else math.inf}
         res.update(_task(self.ref[0], ys[0], self.labels, self.classifier))
         res["score"] = self.score(res)
@@ -183,10 +196,16 @@ def _is_class_ids(plan, labels, x) -> bool:
     return lab.shape == tuple(want) and lab.dtype.kind in "iu"
 
 
+def _layers(plan: Mapping) -> list[dict]:
+    """The layers of a validated plan of either format: format-1 layers, or format-2 op views (whose
+    ``tensors`` object is the op's own, so changing it in place changes the plan)."""
+    return [ly for _, ly in plan_layers(plan)]
+
+
 def _weight_layers(plan: Mapping, tensors: Mapping[str, np.ndarray]) -> list[int]:
     return [
         i
-        for i, ly in enumerate(plan["layers"])
+        for i, ly in enumerate(_layers(plan))
         if any(
             r in ly["tensors"] and tensors[ly["tensors"][r]].dtype.kind == "f"
             for r in QUANTIZABLE.get(ly["kind"], ())
@@ -202,11 +221,13 @@ def _assemble(plan, tensors, variants, choice: Mapping[int, str]) -> tuple[dict,
     out.pop("quantization_rounding", None)
     res: dict[str, np.ndarray] = {}
     any8 = any16 = False
-    for i, layer in enumerate(out["layers"]):
+    for i, layer in enumerate(_layers(out)):
         c = choice.get(i, "fp32")
         if c.startswith("int8"):
             vplan, vt = variants[c]
-            layer["tensors"] = dict(vplan["layers"][i]["tensors"])
+            roles = dict(_layers(vplan)[i]["tensors"])
+            layer["tensors"].clear()  # in place: a format-2 op shares this object with its view
+            layer["tensors"].update(roles)
             for name in layer["tensors"].values():
                 res[name] = vt[name]
                 any8 = any8 or vt[name].dtype == np.int8
@@ -227,7 +248,7 @@ def _assemble(plan, tensors, variants, choice: Mapping[int, str]) -> tuple[dict,
 
 
 def _layer_bytes(plan, tensors, i) -> int:
-    return int(sum(np.asarray(tensors[n]).nbytes for n in plan["layers"][i]["tensors"].values()))
+    return int(sum(np.asarray(tensors[n]).nbytes for n in _layers(plan)[i]["tensors"].values()))
 
 
 def _rounding(variants, choice, layers) -> dict:
@@ -286,7 +307,7 @@ def quantize_with_budget(
     classifier = plan["output"]["size"] > 1 and labels is not None and _is_class_ids(plan, labels, xs[0])
     limits, limits_from = budget_limits(max_error, max_accuracy_drop, max_rmse_increase, labels, classifier)
     ev = _Evaluator(plan, tensors, xs, labels, limits)
-    layers = plan["layers"]
+    layers = _layers(plan)
     idx = _weight_layers(plan, tensors)
     if not idx:
         raise QuantizationError("int8 requested but the plan has no matrix to quantize")

@@ -49,7 +49,9 @@ def memory_steps(plan: Mapping, tensors: Mapping[str, np.ndarray]) -> int:
     """Time steps a float32 plan remembers an error for: the largest ESN memory (``ln(MEMORY_DECAY) /
     ln(1 − a·(1 − ρ))``, capped at :data:`MAX_MEMORY`), 0 when the plan has no reservoir."""
     steps = 0
-    for layer in plan["layers"]:
+    from ..artifact import plan_layers
+
+    for _, layer in plan_layers(plan):
         if layer["kind"] != "esn":
             continue
         a, rho = float(layer["leak_rate"]), _spectral_radius(layer, tensors)

@@ -20,7 +20,14 @@ What each matrix sees (per direction of a recurrent layer; ``x_t`` is the layer'
   ``linear_before_reset=0`` the candidate rows of R see r⊙h_prev; h_prev is used for them too);
 * ``esn``: ``[W_in | W]`` (dense W) with z = [u_t; x_prev], or ``W_in`` alone (CSR W keeps nearest
   rounding);
-* ``dense`` and ``attention``: ``W`` with z = the layer input.
+* ``dense`` and ``attention``: ``W`` with z = the layer input;
+* ``conv1d`` (one group): ``W`` as [Cout, Cin·K] with z = each output position's receptive field (the
+  im2col rows); a filter bank the packer folds (Silero's STFT) is rounded in its folded form
+  (:func:`gptq_folded`), so that its q stay exactly (anti)symmetric and it still folds; grouped
+  convolutions and ``tconv`` keep nearest rounding.
+
+In a graph plan (format 2) every op's input and output are recorded while the calibration sequences
+stream through the float32 numpy backend (:func:`graph_activations`).
 
 Embedding tables and CSR reservoirs keep nearest rounding. A matrix falls back to nearest rounding (and
 says why) when the calibration has fewer vectors than the matrix has columns, when an activation is not
@@ -94,6 +101,8 @@ def layer_activations(
         x = x[None]
     if x.shape[0] * x.shape[1] > MAX_STEPS:
         x = x[: max(1, MAX_STEPS // x.shape[1]), :MAX_STEPS]
+    if plan["format_version"] != 1:
+        return graph_activations(plan, tensors, x)
     outs = _layer_outputs(plan, tensors, x)
     res = {}
     prev = x
@@ -101,6 +110,104 @@ def layer_activations(
         res[layer["name"]] = (prev, y)
         prev = y
     return res
+
+
+def graph_activations(
+    plan: Mapping, tensors: Mapping[str, np.ndarray], x: np.ndarray
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """:func:`layer_activations` of a streamable format-2 plan, for its weight-bearing ops only: each
+    sequence of x (B, T, I) streamed from the initial state through the float32 numpy backend, every op's
+    input and output recorded at every step (an op may read any earlier value, so the ops do not run
+    one after another over the whole chunk). A graph that does not stream gives {}."""
+    from ..artifact import QUANTIZABLE, plan_layers
+    from ..numpy_backend import ModelFunctions
+    from ..pack import pack
+
+    packed = pack(dict(plan), dict(tensors))
+    if not packed.streamable:
+        return {}
+    layers = [ly for _, ly in plan_layers(plan)]
+    keep = [i for i, ly in enumerate(layers) if ly["kind"] in QUANTIZABLE]
+    B, T = x.shape[:2]
+    X = {i: np.zeros((B, T, layers[i]["input_size"]), np.float32) for i in keep}
+    Y = {i: np.zeros((B, T, layers[i]["output_size"]), np.float32) for i in keep}
+    f = ModelFunctions(packed.wf)
+    at = [0, 0]
+
+    def trace(i: int, xi: np.ndarray, yi: np.ndarray) -> None:
+        if i in X:
+            X[i][at[0], at[1]] = xi
+            Y[i][at[0], at[1]] = yi
+
+    f.trace = trace
+    for b in range(B):
+        M = np.zeros(packed.m_size, np.float32)
+        M[: packed.n_state] = packed.state0
+        for t in range(T):
+            at[0], at[1] = b, t
+            f.run_layers(np.ascontiguousarray(x[b, t]), packed.wf, packed.wb, M)
+    return {layers[i]["name"]: (X[i], Y[i]) for i in keep}
+
+
+def _conv_inputs(layer: Mapping, X: np.ndarray) -> np.ndarray | None:
+    """The im2col rows (n·Lout, Cin·K) a one-group ``conv1d``'s W [Cout, Cin·K] multiplies (None for a
+    grouped convolution)."""
+    from ..kernels.ops import conv
+
+    cin, n, _, k, s, d, pb, pe, g, lout = conv.geometry(layer)
+    if g != 1:
+        return None
+    x = np.asarray(X, np.float32).reshape(-1, cin, n)
+    xp = np.zeros((x.shape[0], cin, n + pb + pe + s * lout + d * k), np.float32)
+    xp[:, :, pb : pb + n] = x
+    wins = [xp[:, :, t * s : t * s + d * (k - 1) + 1 : d].reshape(x.shape[0], cin * k) for t in range(lout)]
+    return np.stack(wins, 1).reshape(-1, cin * k)
+
+
+def gptq_folded(
+    layer: Mapping, w: np.ndarray, q: np.ndarray, scale: np.ndarray, X: np.ndarray
+) -> tuple[np.ndarray | None, int, str]:
+    """Error-compensated int8 of a one-channel ``conv1d`` filter bank that folds (``kernels/ops/conv.py``:
+    rows periodic-symmetric or -antisymmetric about K/2), in its folded form, so that its q stay exactly
+    (anti)symmetric and it still folds: per run of rows of one kind, the folded weights [W₀, W₁..W_{K/2−1},
+    W_{K/2}] are rounded against the folded receptive fields [x₀, x_n ± x_{K−n}, x_{K/2}] of the
+    calibration inputs X (B, T, L), then unfolded. ``w`` [Cout, 1, K] float, ``q``/``scale`` its nearest
+    int8 and per-channel scales. Returns (q or None, calibration vectors, "gptq" or "nearest: why")."""
+    from ..kernels.ops import conv
+
+    cout, k = w.shape[0], w.shape[-1]
+    h = k // 2
+    runs = conv.fold_runs(np.asarray(w, np.float32).reshape(cout, k))
+    z = _conv_inputs(layer, X)
+    if runs is None or z is None:  # pragma: no cover - the caller checked that the bank folds
+        return None, 0, "nearest: not a folded filter bank"
+    if not np.all(np.isfinite(z)):
+        return None, 0, "nearest: non-finite activations on the calibration data"
+    w2 = np.asarray(w, np.float64).reshape(cout, k)
+    q2 = np.array(q, np.int8).reshape(cout, k)
+    better, n = False, 0
+    for r0, r1, sign in runs:
+        sg = -1.0 if sign else 1.0
+        zf = np.concatenate([z[:, :1], z[:, 1:h] + sg * z[:, k - 1 : h : -1], z[:, h : h + 1]], 1)
+        wf = np.concatenate(
+            [w2[r0:r1, :1], (w2[r0:r1, 1:h] + sg * w2[r0:r1, k - 1 : h : -1]) / 2, w2[r0:r1, h : h + 1]], 1
+        )
+        H, n = hessian(zf)
+        if n < wf.shape[1]:
+            return None, n, f"nearest: {n} calibration vectors for {wf.shape[1]} folded columns"
+        S = np.repeat(np.asarray(scale, np.float64)[r0:r1, None], wf.shape[1], 1)
+        try:
+            qg = gptq_round(wf, S, H)
+        except np.linalg.LinAlgError:
+            return None, n, "nearest: the calibration vectors' Gram matrix is not positive definite"
+        if rounding_error(wf, qg * S, H) >= rounding_error(wf, np.clip(np.rint(wf / S), -127, 127) * S, H):
+            continue
+        better = True
+        q2[r0:r1, 0], q2[r0:r1, h], q2[r0:r1, 1:h] = qg[:, 0], qg[:, h], qg[:, 1:h]
+        q2[r0:r1, k - 1 : h : -1] = sg * qg[:, 1:h]
+    if not better:
+        return None, n, "nearest: compensated rounding was no better on the calibration data"
+    return q2.reshape(w.shape), n, "gptq"
 
 
 def _recurrent_inputs(layer: Mapping, tensors: Mapping, X: np.ndarray, Y: np.ndarray) -> list[np.ndarray]:
@@ -135,6 +242,14 @@ def matrix_groups(
         return [(("W", "R"), d, z) for d, z in enumerate(_recurrent_inputs(layer, tensors, X, Y))]
     if kind in ("dense", "attention"):
         return [(("W",), None, X.reshape(-1, X.shape[-1]))]
+    if kind == "conv1d":
+        from ..kernels.ops import conv
+
+        w = np.asarray(tensors[roles["W"]])
+        cin, _, cout, k, _, d, _, _, g, _ = conv.geometry(layer)
+        folds = cin == 1 and g == 1 and d == 1 and conv.fold_runs(w.reshape(cout, k)) is not None
+        z = None if folds else _conv_inputs(layer, X)
+        return [] if z is None else [(("W",), None, z)]
     if kind == "esn":
         N = layer["reservoir_size"]
         xs = Y[..., -N:]  # the state is the output's last N values ("state" and "extended" readouts)

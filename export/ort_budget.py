@@ -46,7 +46,7 @@ def name_nodes(model) -> None:
 
 def _layer_matrices(layer: Mapping, tensors: Mapping[str, np.ndarray]) -> list[np.ndarray]:
     """The float32 matrices of a layer as the ONNX graphs store them (whole, per direction)."""
-    from ..artifact import QUANTIZABLE
+    from ..artifact import PER_CHANNEL_SCALE, QUANTIZABLE
 
     mats = []
     roles = layer["tensors"]
@@ -55,7 +55,7 @@ def _layer_matrices(layer: Mapping, tensors: Mapping[str, np.ndarray]) -> list[n
             continue
         w = np.asarray(tensors[roles[role]], np.float32)
         mats.append(w)
-        if w.ndim == 3:
+        if w.ndim == 3 and layer["kind"] not in PER_CHANNEL_SCALE:  # [D, rows, cols]: per direction too
             mats.extend(w[d] for d in range(w.shape[0]))
     if layer["kind"] == "esn" and "W_data" in roles:
         from .onnx_layers import esn_dense_w

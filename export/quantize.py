@@ -1,8 +1,9 @@
 """Quantize a ``(plan, tensors)`` pair, and measure what quantization costs.
 
 int8: every matrix role listed in docs/ARTIFACT.md (``W``/``R`` of rnn/lstm/gru, ``W_in``/``W``/``W_data``
-of esn, ``W`` of dense and attention, ``table`` of embedding) becomes int8 with one symmetric float32 scale
-per output row::
+of esn, ``W`` of dense, attention, conv1d and tconv, ``table`` of embedding), in a chain (format 1) or a
+graph plan (format 2), becomes int8 with one symmetric float32 scale per output row (per output channel
+of a convolution's ``W`` [Cout, Cin/G, K]: its Cin/G·K weights are the row)::
 
     scale[r] = max_j |w[r, j]| / 127          q[r, j] = round(w[r, j] / scale[r]) in [-127, 127]
     w[r, j] ≈ q[r, j] * scale[r]             |w - q*scale| <= scale[r] / 2
@@ -12,7 +13,8 @@ data, the q of the recurrent, dense, attention and dense-ESN matrices are instea
 to minimise the output error on that data (error-compensated rounding, ``export/calibrate.py``; a weight
 may then be more than scale/2 from its float value). Biases, peepholes, states and the other float
 tensors stay float32. fp16: every float tensor is stored as IEEE float16 (round to nearest; a value
-outside ±65504 is an error, never a silent Inf).
+outside ±65504 is an error, never a silent Inf), except a gather's ``index`` (integers, which float16
+holds exactly only up to 2048).
 
 :func:`quantization_report` runs both artifacts through the edgernn runtime on the same input and
 reports the file-size ratio and the output error (max/mean absolute; accuracy or RMSE change when labels
@@ -27,12 +29,21 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..artifact import QUANTIZABLE, validate_plan, write
+from ..artifact import (
+    FLOAT32_ROLES,
+    PER_CHANNEL_SCALE,
+    QUANTIZABLE,
+    plan_layers,
+    scale_shape,
+    validate_plan,
+    write,
+)
 from ..errors import EdgeRNNError
 
 __all__ = [
     "quantize_plan",
     "quantize_rows",
+    "quantize_role",
     "quantization_report",
     "calibrated_int8",
     "check_data",
@@ -60,6 +71,17 @@ def quantize_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     q = np.rint(w / scale.astype(np.float64)[..., None])
     q = np.clip(q, -127, 127).astype(np.int8)
     return q, scale
+
+
+def quantize_role(layer: Mapping, role: str, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`quantize_rows` of matrix role ``role`` of a validated layer (or format-2 op view), on its
+    scale's grid (:func:`edgernn.artifact.scale_shape`): one scale per output row, or per output channel of
+    a convolution's ``W`` [Cout, Cin/G, K] (the max over that channel's Cin/G·K weights). Returns ``(q,
+    scale)``: q int8 of w's shape, scale float32 of the scale shape."""
+    w = np.asarray(w)
+    sshape = scale_shape(layer, role, w.shape)
+    q, s = quantize_rows(w.reshape(sshape + (-1,)))
+    return q.reshape(w.shape), s
 
 
 def _quantize_csr(data: np.ndarray, indptr: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -118,7 +140,7 @@ def calibrated_int8(
     ``{"method", "calibration_vectors", "matrices": {"layer.roles[dir]": "gptq" | "nearest: why"}}``.
     Tensors named in ``skip`` are left out.
     """
-    from .calibrate import gptq_round, hessian, layer_activations, matrix_groups, rounding_error
+    from .calibrate import gptq_folded, gptq_round, hessian, layer_activations, matrix_groups, rounding_error
 
     plan = validate_plan(dict(plan))
     x = check_data(plan, data)
@@ -126,17 +148,45 @@ def calibrated_int8(
     qs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     matrices: dict[str, str] = {}
     n_max = 0
-    for layer in plan["layers"]:
+    for _, layer in plan_layers(plan):
+        if layer["name"] not in acts:
+            if any(r in layer["tensors"] for r in QUANTIZABLE.get(layer["kind"], ())):
+                matrices[f"{layer['name']}.W"] = "nearest: not measured (a graph that does not stream)"
+            continue
         X, Y = acts[layer["name"]]
-        for roles, d, Z in matrix_groups(layer, tensors, X, Y):
+        groups = matrix_groups(layer, tensors, X, Y)
+        if not groups and layer["kind"] in ("conv1d", "tconv"):
+            key = f"{layer['name']}.W"
+            wname = layer["tensors"]["W"]
+            w = np.asarray(tensors[wname])
+            if layer["kind"] == "conv1d" and layer["in_channels"] == 1 and layer["groups"] == 1:
+                if wname in skip:
+                    matrices[key] = "nearest: int8 weights taken from the source model"
+                    continue
+                q, scale = quantize_role(layer, "W", w)  # a folded filter bank (matrix_groups: none)
+                qg, n, matrices[key] = gptq_folded(layer, w, q, scale, X)
+                n_max = max(n_max, n)
+                if qg is not None:
+                    qs[wname] = (qg.astype(np.int8), scale)
+                continue
+            matrices[key] = "nearest: a grouped convolution or a tconv"
+        per_channel = layer["kind"] in PER_CHANNEL_SCALE
+        for roles, d, Z in groups:
             key = f"{layer['name']}.{'+'.join(roles)}" + (f"[{d}]" if d is not None else "")
             names = [layer["tensors"][r] for r in roles]
             if any(n in skip for n in names):
                 matrices[key] = "nearest: int8 weights taken from the source model"
                 continue
-            rounded = {nm: qs.get(nm) or quantize_rows(tensors[nm]) for nm in names}  # q so far, scales
+            rounded = {  # q so far, scales
+                nm: qs.get(nm) or quantize_role(layer, r, tensors[nm])
+                for nm, r in zip(names, roles, strict=True)
+            }
             sel = d if d is not None else Ellipsis
-            mats = [np.asarray(tensors[n], np.float64)[sel] for n in names]
+
+            def as2d(a: np.ndarray, sel=sel, per_channel=per_channel) -> np.ndarray:  # what GPTQ rounds
+                return a.reshape(a.shape[0], -1) if per_channel else a[sel]
+
+            mats = [as2d(np.asarray(tensors[n], np.float64)) for n in names]
             if not np.all(np.isfinite(Z)):
                 matrices[key] = "nearest: non-finite activations on the calibration data"
                 continue
@@ -166,7 +216,7 @@ def calibrated_int8(
             col = 0
             for name, m in zip(names, mats, strict=True):
                 q, scale = rounded[name]
-                q[sel] = Qg[:, col : col + m.shape[1]].astype(np.int8)
+                as2d(q)[...] = Qg[:, col : col + m.shape[1]].astype(np.int8)
                 qs[name] = (q, scale)
                 col += m.shape[1]
     method = "gptq" if any(v == "gptq" for v in matrices.values()) else "nearest"
@@ -205,12 +255,13 @@ def quantize_plan(
             )
     plan["quantization"] = mode
     plan.pop("quantization_report", None)
-    for layer in plan["layers"]:
+    for _, layer in plan_layers(plan):  # a format-2 op's view shares the op's "tensors" object
         roles = layer["tensors"]
         qroles = QUANTIZABLE.get(layer["kind"], ())
+        keep32 = FLOAT32_ROLES.get(layer["kind"], ())
         for role, name in list(roles.items()):
             arr = np.asarray(tensors[name])
-            if arr.dtype.kind != "f":
+            if arr.dtype.kind != "f" or role in keep32:
                 out[name] = arr
                 continue
             if mode == "fp16":
@@ -228,7 +279,7 @@ def quantize_plan(
                 elif role == "W_data":
                     q, s = _quantize_csr(arr, np.asarray(tensors[roles["W_indptr"]]), layer["reservoir_size"])
                 else:
-                    q, s = quantize_rows(arr)
+                    q, s = quantize_role(layer, role, arr)
                 out[name] = q
                 sname = f"{name}_scale"
                 out[sname] = s
@@ -237,6 +288,8 @@ def quantize_plan(
                 out[name] = arr.astype(np.float32)
     if mode == "int8" and not any(np.asarray(a).dtype == np.int8 for a in out.values()):
         raise QuantizationError("int8 requested but the plan has no matrix to quantize")
+    if mode == "fp16" and not any(np.asarray(a).dtype == np.float16 for a in out.values()):
+        raise QuantizationError("fp16 requested but the plan has no weights to store in float16")
     return plan, out
 
 
@@ -283,8 +336,12 @@ def quantization_report(
         pf, pq = os.path.join(d, "f.ernn"), os.path.join(d, "q.ernn")
         write(pf, plan, tensors)
         write(pq, qplan, qtensors)
-        yf = np.asarray(edgernn.load(pf).predict(x), np.float64)
-        yq = np.asarray(edgernn.load(pq).predict(x), np.float64)
+        # a graph plan (Silero VAD: ~30 s of numba compile per model here) is measured on the numpy
+        # backend, which runs the same packed weights; chains on the default backend
+        backend = "numpy" if plan["format_version"] != 1 else None
+        kw = {"backend": backend} if backend else {}
+        yf = np.asarray(edgernn.load(pf, **kw).predict(x), np.float64)
+        yq = np.asarray(edgernn.load(pq, **kw).predict(x), np.float64)
     err = np.abs(yq - yf)
     rep = {
         "mode": qplan["quantization"],
@@ -298,6 +355,8 @@ def quantization_report(
         "mean_abs_error": float(np.nanmean(err)) if err.size else 0.0,
         "max_abs_output": float(np.nanmax(np.abs(yf))) if yf.size else 0.0,
     }
+    if backend:
+        rep["backend"] = backend
     rounding = qplan.get("quantization_rounding")
     if isinstance(rounding, Mapping):
         rep["rounding"] = rounding.get("method")

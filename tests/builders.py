@@ -173,6 +173,10 @@ def quantize_int8(plan, tensors):
                 np.maximum.at(amax, rows, np.abs(w))
                 scale = np.where(amax > 0, amax / 127, 1.0)
                 q = np.round(w / scale[rows])
+            elif layer["kind"] in ("conv1d", "tconv"):  # W [Cout, Cin/G, K]: one scale per output channel
+                amax = np.abs(w).reshape(len(w), -1).max(axis=-1)
+                scale = np.where(amax > 0, amax / 127, 1.0)
+                q = np.round(w / scale[:, None, None])
             else:
                 amax = np.abs(w).max(axis=-1)
                 scale = np.where(amax > 0, amax / 127, 1.0)
@@ -184,6 +188,10 @@ def quantize_int8(plan, tensors):
 
 
 def to_fp16(plan, tensors):
-    """Every float tensor stored as float16."""
+    """Every float tensor stored as float16, but a gather's index (integers: float32 in every artifact)."""
+    keep = {ly["tensors"]["index"] for ly in plan.get("layers", ()) if ly["kind"] == "gather"}
     plan = {**plan, "quantization": "fp16"}
-    return plan, {k: (v.astype(np.float16) if v.dtype == np.float32 else v) for k, v in tensors.items()}
+    return plan, {
+        k: (v.astype(np.float16) if v.dtype == np.float32 and k not in keep else v)
+        for k, v in tensors.items()
+    }

@@ -74,7 +74,7 @@ def _w(layer, tensors, role):
             ptr = tensors[layer["tensors"]["W_indptr"]]
             rows = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
             return t.astype(np.float64) * s[rows]
-        return t.astype(np.float64) * s[..., None]
+        return t.astype(np.float64) * s.reshape(s.shape + (1,) * (t.ndim - s.ndim))  # conv: per channel
     return np.asarray(t, np.float64)
 
 

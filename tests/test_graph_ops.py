@@ -422,14 +422,15 @@ def test_layernorm_against_ort(tmp_path, form):
     _check(tmp_path, m, X, {"layernorm"} if form == "op" else {"binary", "unary"})
 
 
-def test_quantizing_a_graph_plan_is_one_clear_error(tmp_path):
-    """--quantize on a model that compiles to a graph plan: one CompileError saying so, no file."""
-    from edgernn.export.onnx import CompileError
+def test_quantizing_a_graph_plan_without_weights_is_one_clear_error(tmp_path):
+    """--quantize on a graph plan with no weights: one QuantizationError saying so, no file (graph plans
+    with weights quantize: tests/test_graph_quantize.py)."""
+    from edgernn.export.quantize import QuantizationError
 
     nodes = [helper.make_node("Sqrt", ["x"], ["s"]), helper.make_node("Mul", ["s", "x"], ["y"])]
     p = tmp_path / "m.onnx"
     onnx.save(_model(nodes, 4, [1, 4]), p)
-    with pytest.raises(CompileError, match="graph plan"):
+    with pytest.raises(QuantizationError, match="no matrix to quantize"):
         compile_onnx(str(p), str(tmp_path / "m.ernn"), quantize="int8")
     assert not (tmp_path / "m.ernn").exists()
 

@@ -40,25 +40,35 @@ def _model_path(name: str) -> str:
     return str(importlib.resources.files("silero_vad") / "data" / FILES[name][0])
 
 
-@pytest.fixture(scope="module")
-def speech(tmp_path_factory) -> np.ndarray:
-    """About 13 s of synthesized English speech with silence around it, float32 at 16 kHz."""
+def synthesize(d, text: str, espeak: tuple = ("-v", "en", "-s", "150"), pad=("0.5", "1.0")) -> np.ndarray:
+    """``text`` spoken by espeak-ng (options ``espeak``) and resampled to 16 kHz by sox with ``pad``
+    seconds of silence before and after, float32 (files in the folder ``d``); skips the calling test when
+    either tool is missing. No dither (``-D``): the same recording every run (sox's dither is random,
+    and moved a chunk whose probability is near 0.5 across the threshold between runs)."""
     if not (shutil.which("espeak-ng") and shutil.which("sox")):
         pytest.skip("espeak-ng and sox are needed to synthesize the recording")
-    d = tmp_path_factory.mktemp("speech")
     raw, wav = d / "raw.wav", d / "speech16k.wav"
-    text = (
-        "Voice activity detection finds the parts of a recording where someone is speaking. "
-        "Silence follows. Then the speaker talks again about streaming models on small boards."
-    )
-    subprocess.run(["espeak-ng", "-v", "en", "-s", "150", "-w", str(raw), text], check=True)
+    subprocess.run(["espeak-ng", *espeak, "-w", str(raw), text], check=True)
     subprocess.run(
-        ["sox", "-V1", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(wav), "pad", "0.5", "1.0"],
+        ["sox", "-V1", "-D", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(wav), "pad", *pad],
         check=True,
     )
     with wave.open(str(wav)) as w:
         assert w.getframerate() == 16000
         return np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768
+
+
+#: what the test recording says
+SPEECH_TEXT = (
+    "Voice activity detection finds the parts of a recording where someone is speaking. "
+    "Silence follows. Then the speaker talks again about streaming models on small boards."
+)
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory) -> np.ndarray:
+    """About 13 s of synthesized English speech with silence around it, float32 at 16 kHz."""
+    return synthesize(tmp_path_factory.mktemp("speech"), SPEECH_TEXT)
 
 
 _FRONT_END: list[bool] = []

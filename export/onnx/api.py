@@ -90,11 +90,6 @@ def compile_onnx(
         if "outputs" in plan:  # several outputs: the labels are the first one's
             plan["outputs"][0]["labels"] = labels
     report = None
-    if quantize in ("int8", "fp16") and plan["format_version"] == 2:
-        raise CompileError(
-            f"--quantize {quantize}: this model compiles to a graph plan (a value read by several ops), "
-            "which the quantizer does not handle yet; compile it without --quantize"
-        )
     budget = None
     if quantize == "int8":
         from ..budget import quantize_with_budget
