@@ -166,6 +166,20 @@ def test_one_output_picked_by_name(tmp_path):
     np.testing.assert_allclose(got, _ort(src, {"X": X})[2].reshape(-1), atol=ATOL, rtol=1e-4)
 
 
+@pytest.mark.parametrize("quantize", ["int8", "fp16"])
+def test_quantizing_several_outputs_is_one_clear_error(tmp_path, quantize):
+    """The quantizer measures one output: a model of several is refused before anything is written,
+    naming the outputs and --graph-output; one picked by name quantizes."""
+    rng = np.random.default_rng(6)
+    src, out = tmp_path / "m.onnx", tmp_path / "m.ernn"
+    onnx.save(_lstm_graph("forward", ["Y", "Y_h"], rng), str(src))
+    with pytest.raises(CompileError, match=r"2 outputs \('Y', 'Y_h'\).*--graph-output"):
+        compile_onnx(str(src), str(out), quantize=quantize)
+    assert not out.exists()
+    res = compile_onnx(str(src), str(out), quantize=quantize, output="Y_h")
+    assert res["quantization_report"] and out.exists()
+
+
 def test_an_output_that_cannot_compile_leaves_the_first(tmp_path):
     """By default every output is compiled; when another output cannot be (here: a constant), the first
     alone is, as before several outputs, and the notes say which outputs were left and why."""

@@ -91,6 +91,13 @@ def compile_onnx(
             plan["outputs"][0]["labels"] = labels
     report = None
     budget = None
+    outputs = plan.get("outputs") or []
+    if quantize in ("int8", "fp16") and len(outputs) > 1:
+        names = ", ".join(repr(o["name"]) for o in outputs)
+        raise CompileError(
+            f"--quantize {quantize}: this model has {len(outputs)} outputs ({names}), which the quantizer "
+            "does not measure yet; compile it without --quantize, or pick one with --graph-output NAME"
+        )
     if quantize == "int8":
         from ..budget import quantize_with_budget
         from ..quantize import quantization_report
