@@ -17,6 +17,16 @@ if TYPE_CHECKING:
     from .runtime import Model
 
 
+def _state_vector(value: Any, n: int) -> np.ndarray:
+    """``value`` as one stream's state: finite floats of shape (n,), or :class:`InputError`."""
+    v = np.asarray(value)
+    if v.shape != (n,) or v.dtype.kind != "f":
+        raise InputError(f"state must be a float array of shape ({n},), got {v.dtype}{v.shape}")
+    if not np.all(np.isfinite(v)):
+        raise InputError("state has NaN/Inf values")
+    return v
+
+
 class Stream:
     """One stream: persistent state advanced by :meth:`step` (one sample) or :meth:`run` (a chunk)."""
 
@@ -79,14 +89,7 @@ class Stream:
 
     @state.setter
     def state(self, value: Any) -> None:
-        v = np.asarray(value)
-        if v.shape != (self._n_state,) or v.dtype.kind != "f":
-            raise InputError(
-                f"state must be a float array of shape ({self._n_state},), got {v.dtype}{v.shape}"
-            )
-        if not np.all(np.isfinite(v)):
-            raise InputError("state has NaN/Inf values")
-        self._M[: self._n_state] = v
+        self._M[: self._n_state] = _state_vector(value, self._n_state)
 
     @property
     def model(self) -> Model:
@@ -217,14 +220,7 @@ class Streams:
     def set_state(self, row: int, value: Any) -> None:
         """Set stream ``row``'s state (finite floats, (state_size,)); the other rows are untouched."""
         r = self._check_row(row)
-        v = np.asarray(value)
-        if v.shape != (self._n_state,) or v.dtype.kind != "f":
-            raise InputError(
-                f"state must be a float array of shape ({self._n_state},), got {v.dtype}{v.shape}"
-            )
-        if not np.all(np.isfinite(v)):
-            raise InputError("state has NaN/Inf values")
-        self._MB[r, : self._n_state] = v
+        self._MB[r, : self._n_state] = _state_vector(value, self._n_state)
 
     def resize(self, n: int) -> None:
         """Grow (new rows start from the initial state) or shrink (rows >= n dropped) to ``n`` rows.
