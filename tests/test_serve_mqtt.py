@@ -4,6 +4,7 @@ against ``predict`` of each device's own sequence on the independent numpy backe
 
 from __future__ import annotations
 
+import os
 import threading
 
 import builders as B
@@ -69,6 +70,10 @@ def _run(model_path, ref, broker, tmp_path, n_dev, T, kill=False):
         pub.start()
         if kill:
             S.wait_until(lambda: col.distinct() >= total // 4, 120, "a quarter of the answers")
+            # and a snapshot to restore from (at most one per SNAPSHOT_MIN_S: a fast first quarter can
+            # come before it, and the restart would then rebuild from the broker's redelivery alone)
+            snap = snapshot.path_for(str(state), (0, 1))
+            S.wait_until(lambda: os.path.exists(snap), 120, "a first snapshot")
             srv.kill()
             at_kill = col.distinct()
             assert at_kill < total, "the server finished before it was killed: nothing was tested"
