@@ -145,6 +145,10 @@ def _ray_run(model_path, ref, broker, tmp_path, n_dev, T, kill, wait_s=300):
         pub.start()
         if kill:
             S.wait_until(lambda: col.distinct() >= total // 4, wait_s, "a quarter of the answers")
+            # and shard 0's first snapshot, which the restarted actor restores (snapshots come at most
+            # every SNAPSHOT_MIN_S: a fast first quarter can come before it)
+            snap = snapshot.path_for(str(state), (0, N))
+            S.wait_until(lambda: os.path.exists(snap), wait_s, "shard 0's first snapshot")
             victim = first[0]["pid"]
             os.kill(victim, signal.SIGKILL)
             at_kill = col.distinct()
