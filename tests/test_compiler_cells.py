@@ -1,7 +1,8 @@
-"""LSTM steps written as plain ops (MatMul/Gemm + Split + Sigmoid/Tanh + Mul + Add) are fused into LSTM
-nodes: torch's ``nn.LSTMCell`` export (both exporters) and a Keras-style MatMul spelling compile into an
-``lstm`` layer whose stream follows ONNX Runtime on the original graph; a step that does not match
-(another gate order) is left alone."""
+"""Recurrent steps written as plain ops (MatMul/Gemm + Split + Sigmoid/Tanh + Mul + Add) are fused into
+LSTM/GRU/RNN nodes: torch's ``nn.LSTMCell`` export (both exporters) and a Keras-style MatMul spelling
+compile into an ``lstm`` layer whose stream follows ONNX Runtime on the original graph; torch's
+``nn.GRUCell``/``nn.RNNCell`` into ``gru``/``rnn`` layers that follow torch and ORT; a step that does not
+match (another gate order, the GRU candidate reset before its product) is left alone."""
 
 from __future__ import annotations
 
@@ -125,5 +126,116 @@ def test_keras_style_matmul_step_is_fused(tmp_path):
 def test_other_gate_order_is_not_fused():
     """Gates i, o, f, c (Tanh on the last part) do not spell the PyTorch/Keras step: left as it is."""
     m = _keras_step(np.random.default_rng(3), order="iofc")
+    fe = front_end(m)
+    assert fe["fused_cells"] == 0 and fe["model"] is m
+
+
+def _torch_cell_step(tmp_path, kind: str, dynamo: bool = False, nonlinearity: str = "tanh"):
+    """A torch ``nn.GRUCell``/``nn.RNNCell`` 3 -> 6 step with a Linear head, exported: x [1, 3], h [1, 6]
+    -> y [1, 2], hn [1, 6]. Returns (path, the module)."""
+    torch = pytest.importorskip("torch")
+
+    class Cell(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            if kind == "gru":
+                self.cell = torch.nn.GRUCell(3, 6)
+            else:
+                self.cell = torch.nn.RNNCell(3, 6, nonlinearity=nonlinearity)
+            self.fc = torch.nn.Linear(6, 2)
+
+        def forward(self, x, h):
+            h2 = self.cell(x, h)
+            return self.fc(h2), h2
+
+    torch.manual_seed(3)
+    net = Cell().eval()
+    path = os.path.join(str(tmp_path), f"{kind}.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net,
+            (torch.randn(1, 3), torch.zeros(1, 6)),
+            path,
+            input_names=["x", "h"],
+            output_names=["y", "hn"],
+            dynamo=dynamo,
+        )
+    return path, net
+
+
+@pytest.mark.parametrize(
+    ("kind", "nonlinearity", "dynamo"),
+    [("gru", "tanh", False), ("gru", "tanh", True), ("rnn", "tanh", False), ("rnn", "relu", False)],
+    ids=["gru", "gru-dynamo", "rnn-tanh", "rnn-relu"],
+)
+def test_torch_gru_and_rnn_cell_steps_are_fused(tmp_path, kind, nonlinearity, dynamo):
+    """torch's GRUCell / RNNCell step graphs (Gemm + Split + Sigmoid/Tanh/Relu + Mul/Sub/Add: the state
+    input read by a Gemm, which the compiler refused) become one GRU/RNN node: a streamed recurrent layer
+    whose steps follow torch's cell applied step by step, and ONNX Runtime on the original graph."""
+    import torch
+
+    path, net = _torch_cell_step(tmp_path, kind, dynamo, nonlinearity)
+    ops = {n.op_type for n in onnx.load(path).graph.node}
+    assert not ops & {"GRU", "RNN", "LSTM"}
+    fe = front_end(path)
+    assert fe["fused_cells"] == 1
+    assert {"GRU" if kind == "gru" else "RNN"} <= {n.op_type for n in fe["model"].graph.node}
+    res = compile_onnx(path, os.path.join(str(tmp_path), f"{kind}.ernn"))
+    assert [ly["kind"] for ly in res["plan"]["layers"]] == [kind, "dense"]
+    assert res["state_pairs"] == [["h", "hn"]]
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    s = edgernn.load(res["path"]).stream()
+    rng = np.random.default_rng(5)
+    h_t = torch.zeros(1, 6)
+    h_o = np.zeros((1, 6), np.float32)
+    for t in range(10):
+        x = rng.normal(size=(1, 3)).astype(np.float32)
+        with torch.no_grad():
+            y_t, h_t = net(torch.from_numpy(x), h_t)
+        y_o, h_o = sess.run(None, {"x": x, "h": h_o})
+        got = s.step(x[0])
+        assert mismatch(got, y_t.numpy()[0]) is None, f"step {t} vs torch: {mismatch(got, y_t.numpy()[0])}"
+        assert mismatch(got, y_o[0]) is None, f"step {t} vs ORT"
+
+
+def test_gru_step_with_the_candidate_reset_before_the_product_is_not_fused(tmp_path):
+    """n = Tanh(n_x + (r * h)·W_hn): ONNX's linear_before_reset = 0, a different step from torch's; the
+    matcher leaves it, and the graph then refuses as before (the state read by a MatMul)."""
+    rng = np.random.default_rng(7)
+    h, i = 4, 3
+    nodes = [
+        helper.make_node("MatMul", ["x", "Wx"], ["gx"]),
+        helper.make_node("Split", ["gx", "sizes"], ["rx", "zx", "nx"], axis=1),
+        helper.make_node("MatMul", ["h", "Wh2"], ["gh"]),
+        helper.make_node("Split", ["gh", "sizes2"], ["rh", "zh"], axis=1),
+        helper.make_node("Add", ["rx", "rh"], ["ra"]),
+        helper.make_node("Sigmoid", ["ra"], ["r"]),
+        helper.make_node("Add", ["zx", "zh"], ["za"]),
+        helper.make_node("Sigmoid", ["za"], ["z"]),
+        helper.make_node("Mul", ["r", "h"], ["rhh"]),
+        helper.make_node("MatMul", ["rhh", "Wn"], ["nh"]),
+        helper.make_node("Add", ["nx", "nh"], ["na"]),
+        helper.make_node("Tanh", ["na"], ["n"]),
+        helper.make_node("Sub", ["h", "n"], ["d"]),
+        helper.make_node("Mul", ["d", "z"], ["zd"]),
+        helper.make_node("Add", ["zd", "n"], ["hn"]),
+    ]
+    inits = [
+        numpy_helper.from_array(rng.normal(size=(i, 3 * h)).astype(np.float32), "Wx"),
+        numpy_helper.from_array(rng.normal(size=(h, 2 * h)).astype(np.float32), "Wh2"),
+        numpy_helper.from_array(rng.normal(size=(h, h)).astype(np.float32), "Wn"),
+        numpy_helper.from_array(np.full(3, h, np.int64), "sizes"),
+        numpy_helper.from_array(np.full(2, h, np.int64), "sizes2"),
+    ]
+    f = TensorProto.FLOAT
+    g = helper.make_graph(
+        nodes,
+        "gru0",
+        [helper.make_tensor_value_info("x", f, [1, i]), helper.make_tensor_value_info("h", f, [1, h])],
+        [helper.make_tensor_value_info("hn", f, [1, h])],
+        inits,
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     fe = front_end(m)
     assert fe["fused_cells"] == 0 and fe["model"] is m

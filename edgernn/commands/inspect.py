@@ -336,7 +336,7 @@ def _print_onnx(info: dict) -> None:
     if info.get("folded_graph"):
         print(_show(f"  graph the compiler reads written to {info['folded_graph']}"))
     if info.get("fused_cells"):
-        print(f"  LSTM steps written as plain ops, fused into LSTM nodes: {info['fused_cells']}")
+        print(f"  recurrent steps written as plain ops, fused into LSTM/GRU/RNN nodes: {info['fused_cells']}")
     if "specialized_ops" in info:
         ops2 = ", ".join(f"{k}×{v}" for k, v in sorted(info["specialized_ops"].items()))
         print(f"  ops once specialized: {ops2}")

@@ -357,7 +357,9 @@ def compile_graph(
         c.run()
         c.notes.append(f"graph outputs {dropped} not compiled (only {c.output!r}): {e}")
     if spec["fused_cells"]:
-        c.notes.insert(0, f"{spec['fused_cells']} LSTM step(s) written as plain ops fused into LSTM nodes")
+        c.notes.insert(
+            0, f"{spec['fused_cells']} recurrent step(s) written as plain ops fused into LSTM/GRU/RNN nodes"
+        )
     plan = {
         "format": "ernn",
         "format_version": 1,

@@ -16,6 +16,7 @@ from .load import load_model
 from .passes import pairing
 from .passes import state as state_pass
 from .passes.cells import fuse_lstm_cells
+from .passes.cells_gru import fuse_gru_rnn_cells
 from .passes.specialize import needs_specialize, specialize
 
 __all__ = ["front_end", "prepare"]
@@ -31,6 +32,8 @@ def prepare(model, bind: dict | None = None, shapes: dict | None = None) -> tupl
         model, spec = specialize(model, bind, shapes)
         info.update(spec, specialized=True)
     model, info["fused_cells"] = fuse_lstm_cells(model)
+    model, fused = fuse_gru_rnn_cells(model)
+    info["fused_cells"] += fused
     return model, info
 
 
