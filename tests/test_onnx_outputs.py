@@ -180,6 +180,18 @@ def test_quantizing_several_outputs_is_one_clear_error(tmp_path, quantize):
     assert res["quantization_report"] and out.exists()
 
 
+def test_bench_of_several_outputs_is_one_clear_error(tmp_path):
+    """edgernn bench times one output: a model of several is refused in one line naming them."""
+    from edgernn.bench import bench
+
+    rng = np.random.default_rng(8)
+    src, out = tmp_path / "m.onnx", tmp_path / "m.ernn"
+    onnx.save(_lstm_graph("forward", ["Y", "Y_h"], rng), str(src))
+    compile_onnx(str(src), str(out))
+    with pytest.raises(edgernn.InputError, match=r"2 outputs \('Y', 'Y_h'\).*--graph-output"):
+        bench(str(out), steps=20, warmup=2, chunk=4, max_streams=2, separate=2, cold_runs=0, progress=False)
+
+
 def test_an_output_that_cannot_compile_leaves_the_first(tmp_path):
     """By default every output is compiled; when another output cannot be (here: a constant), the first
     alone is, as before several outputs, and the notes say which outputs were left and why."""

@@ -225,6 +225,10 @@ def bench(
         if f is not None and not os.path.isfile(f):
             raise InputError(f"{what}: no such file: {f}")
     plan, tensors = artifact.read(path)
+    if len(outs := plan.get("outputs") or []) > 1:  # the rows time and check one output
+        names = ", ".join(repr(o["name"]) for o in outs)
+        msg = f"the model has {len(outs)} outputs ({names}); edgernn bench times models of one"
+        raise InputError(f"{path}: {msg}: compile it again with --graph-output NAME")
     try:
         plan = artifact.chain_plan(plan)  # the layer chain of either format version
         graph = False
