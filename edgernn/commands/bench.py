@@ -47,7 +47,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=10000, help="timed steps per backend (default 10000)")
     p.add_argument("--warmup", type=int, default=1000, help="untimed steps first (default 1000)")
     p.add_argument(
-        "--rate", type=float, default=16000.0, help="sample rate for x real-time, Hz (default 16000)"
+        "--rate",
+        type=float,
+        default=16000.0,
+        help="steps per second for x real-time and the deadline, Hz: the sample rate when a step is one "
+        "sample (default 16000); for a model stepped per chunk, chunks per second (Silero VAD, 512 "
+        "samples at 16 kHz: 31.25)",
     )
     p.add_argument("--chunk", type=int, default=1000, help="T of the chunk throughput run(X) (default 1000)")
     p.add_argument("--max-streams", type=int, default=4096, help="largest n of streams(n) (default 4096)")
