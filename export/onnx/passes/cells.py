@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["fuse_lstm_cells"]
+__all__ = ["cell_nodes", "fuse_lstm_cells", "index", "rewrite"]
 
 
 def _consts(g) -> dict:
@@ -173,20 +173,11 @@ def _match(g, split, prod, users, consts, data: str):
     return m, xs[0], hs[0], c_in, h_out, c_out, wx, wh, bias
 
 
-def fuse_lstm_cells(model) -> tuple:
-    """``model`` with every plain-op LSTM step (module docstring) replaced by an ``LSTM`` node; returns
-    ``(model', count)``. ``model`` itself is returned when nothing matched."""
-    import onnx
-    from onnx import helper, numpy_helper
-
+def index(model) -> tuple[dict, dict, dict, int]:
+    """The lookups a cell matcher reads: constants (initializers and ``Constant`` nodes), value -> its
+    producing node, value -> the nodes reading it (``None`` for a graph output: a reader outside), and the
+    default domain's opset."""
     g = model.graph
-    if not any(n.op_type == "Split" for n in g.node):
-        return model, 0
-    init = {t.name for t in g.initializer}
-    ins = [i.name for i in g.input if i.name not in init]
-    if not ins:
-        return model, 0
-    consts = _consts(g)
     prod = {o: n for n in g.node for o in n.output if o}
     users: dict[str, list] = {}
     for n in g.node:
@@ -195,6 +186,66 @@ def fuse_lstm_cells(model) -> tuple:
     for o in g.output:
         users.setdefault(o.name, []).append(None)  # a graph output has a consumer outside
     opset = next((o.version for o in model.opset_import if (o.domain or "") == ""), 13)
+    return _consts(g), prod, users, opset
+
+
+def cell_nodes(p: str, op: str, x: str, states: list, weights: tuple, opset: int, **attrs) -> tuple:
+    """One fused step: ``Unsqueeze`` of x and each state input, the recurrent node ``op`` (named ``p``,
+    weights ``(W, R, B)`` as [1, ...] arrays, ``initial_h``/``initial_c`` = the states), ``Squeeze`` of
+    its ``Y_h``/``Y_c`` into the state outputs. ``states``: (state input, state output) pairs, h first.
+    Returns (nodes, initializers)."""
+    from onnx import helper, numpy_helper
+
+    inits = [
+        numpy_helper.from_array(np.asarray(a, np.float32), f"{p}.{r}")
+        for r, a in zip("WRB", weights, strict=True)
+    ]
+    inits.append(numpy_helper.from_array(np.array([0], np.int64), f"{p}.axes"))
+
+    def sq(o, src, dst):
+        if opset >= 13:
+            return helper.make_node(o, [src, f"{p}.axes"], [dst], name=f"{p}/{o}/{dst}")
+        return helper.make_node(o, [src], [dst], axes=[0], name=f"{p}/{o}/{dst}")
+
+    init_names = [f"{p}.h0", f"{p}.c0"][: len(states)]
+    outs = [f"{p}.Yh", f"{p}.Yc"][: len(states)]
+    nodes = [sq("Unsqueeze", x, f"{p}.x")]
+    nodes += [sq("Unsqueeze", si, n0) for (si, _), n0 in zip(states, init_names, strict=True)]
+    ins = [f"{p}.x", f"{p}.W", f"{p}.R", f"{p}.B", "", *init_names]
+    nodes.append(helper.make_node(op, ins, ["", *outs], name=p, **attrs))
+    nodes += [sq("Squeeze", y, so) for (_, so), y in zip(states, outs, strict=True)]
+    return nodes, inits
+
+
+def rewrite(model, drop: set, cells: list) -> object:
+    """A copy of ``model`` without the nodes whose ids are in ``drop``, each fused cell of ``cells``
+    ((nodes, initializers, the values it writes)) inserted where its last operand is available: right
+    before the first node reading what it writes."""
+    import onnx
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    keep = [n for n in model.graph.node if id(n) not in drop]
+    for nodes, _inits, writes in cells:
+        first = next((j for j, n in enumerate(keep) if any(w in n.input for w in writes)), len(keep))
+        keep[first:first] = nodes
+    del out.graph.node[:]
+    out.graph.node.extend(keep)
+    out.graph.initializer.extend(i for _, inits, _ in cells for i in inits)
+    return out
+
+
+def fuse_lstm_cells(model) -> tuple:
+    """``model`` with every plain-op LSTM step (module docstring) replaced by an ``LSTM`` node; returns
+    ``(model', count)``. ``model`` itself is returned when nothing matched."""
+    g = model.graph
+    if not any(n.op_type == "Split" for n in g.node):
+        return model, 0
+    init = {t.name for t in g.initializer}
+    ins = [i.name for i in g.input if i.name not in init]
+    if not ins:
+        return model, 0
+    consts, prod, users, opset = index(model)
     found = []
     for n in g.node:
         if n.op_type == "Split" and (n.domain or "") == "":
@@ -203,49 +254,16 @@ def fuse_lstm_cells(model) -> tuple:
                 found.append(r)
     if not found:
         return model, 0
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    g2 = out.graph
-    drop = {id(n) for r in found for n in r[0].nodes}
-    keep = [n for n in model.graph.node if id(n) not in drop]
-    new_inits = []
+    cells = []
     for k, (_m, x, h, c, h_out, c_out, wx, wh, bias) in enumerate(found):
         hh = wh.shape[1]
         # torch/Keras i, f, g, o -> ONNX i, o, f, c
         order = np.concatenate([np.arange(0, hh), np.arange(3 * hh, 4 * hh), np.arange(hh, 3 * hh)])
-        p = f"lstm_cell{k}"
-        W = wx[order][None].astype(np.float32)
-        R = wh[order][None].astype(np.float32)
-        B = np.concatenate([bias[order], np.zeros(4 * hh)])[None].astype(np.float32)
-        new_inits += [numpy_helper.from_array(a, f"{p}.{r}") for r, a in (("W", W), ("R", R), ("B", B))]
-        new_inits.append(numpy_helper.from_array(np.array([0], np.int64), f"{p}.axes"))
-
-        def sq(op, src, dst, p=p):
-            if opset >= 13:
-                return helper.make_node(op, [src, f"{p}.axes"], [dst], name=f"{p}/{op}/{dst}")
-            return helper.make_node(op, [src], [dst], axes=[0], name=f"{p}/{op}/{dst}")
-
-        nodes = [
-            sq("Unsqueeze", x, f"{p}.x"),
-            sq("Unsqueeze", h, f"{p}.h0"),
-            sq("Unsqueeze", c, f"{p}.c0"),
-            helper.make_node(
-                "LSTM",
-                [f"{p}.x", f"{p}.W", f"{p}.R", f"{p}.B", "", f"{p}.h0", f"{p}.c0"],
-                ["", f"{p}.Yh", f"{p}.Yc"],
-                hidden_size=hh,
-                name=p,
-            ),
-            sq("Squeeze", f"{p}.Yh", h_out),
-            sq("Squeeze", f"{p}.Yc", c_out),
-        ]
-        # the LSTM goes where its last operand is available: right before the first node reading h'/c'
-        first = next(
-            (j for j, n in enumerate(keep) if h_out in n.input or c_out in n.input),
-            len(keep),
+        B = np.concatenate([bias[order], np.zeros(4 * hh)])[None]
+        weights = (wx[order][None], wh[order][None], B)
+        nodes, inits = cell_nodes(
+            f"lstm_cell{k}", "LSTM", x, [(h, h_out), (c, c_out)], weights, opset, hidden_size=hh
         )
-        keep[first:first] = nodes
-    del g2.node[:]
-    g2.node.extend(keep)
-    g2.initializer.extend(new_inits)
-    return out, len(found)
+        cells.append((nodes, inits, (h_out, c_out)))
+    drop = {id(n) for r in found for n in r[0].nodes}
+    return rewrite(model, drop, cells), len(found)

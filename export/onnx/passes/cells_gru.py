@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cells import _ancestors, _attr, _consts, _linear_terms, _Match, _one_user
+from .cells import _ancestors, _attr, _linear_terms, _Match, _one_user, cell_nodes, index, rewrite
 
 __all__ = ["fuse_gru_rnn_cells"]
 
@@ -127,23 +127,12 @@ def _match_rnn(g, act, prod, users, consts, data: str):
 def fuse_gru_rnn_cells(model) -> tuple:
     """``model`` with every plain-op GRU and RNN step (module docstring) replaced by a ``GRU``/``RNN``
     node; returns ``(model', count)``. ``model`` itself is returned when nothing matched."""
-    import onnx
-    from onnx import helper, numpy_helper
-
     g = model.graph
     init = {t.name for t in g.initializer}
     ins = [i.name for i in g.input if i.name not in init]
     if not ins or not any(n.op_type in ("Tanh", "Relu") for n in g.node):
         return model, 0
-    consts = _consts(g)
-    prod = {o: n for n in g.node for o in n.output if o}
-    users: dict[str, list] = {}
-    for n in g.node:
-        for i in n.input:
-            users.setdefault(i, []).append(n)
-    for o in g.output:
-        users.setdefault(o.name, []).append(None)  # a graph output has a consumer outside
-    opset = next((o.version for o in model.opset_import if (o.domain or "") == ""), 13)
+    consts, prod, users, opset = index(model)
     found, taken = [], set()
     for n in g.node:
         if (n.domain or "") != "" or id(n) in taken:
@@ -162,48 +151,20 @@ def fuse_gru_rnn_cells(model) -> tuple:
             found.append(r)
     if not found:
         return model, 0
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    g2 = out.graph
-    keep = [n for n in model.graph.node if id(n) not in taken]
-    new_inits = []
+    cells = []
     for k, r in enumerate(found):
         kind, x, h, h_out = r[0], r[2], r[3], r[4]
-        p = f"{kind}_cell{k}"
         if kind == "gru":
             wx, wh, bx, bh = r[5:9]
             hh = wh.shape[1]
             order = np.concatenate([np.arange(hh, 2 * hh), np.arange(0, hh), np.arange(2 * hh, 3 * hh)])
-            W, R = wx[order][None], wh[order][None]
-            B = np.concatenate([bx[order], bh[order]])[None]
+            weights = (wx[order][None], wh[order][None], np.concatenate([bx[order], bh[order]])[None])
             attrs = {"hidden_size": hh, "linear_before_reset": 1}
-            op = "GRU"
         else:
             wx, wh, bias, act = r[5:9]
             hh = wh.shape[0]
-            W, R, B = wx[None], wh[None], np.concatenate([bias, np.zeros(hh)])[None]
+            weights = (wx[None], wh[None], np.concatenate([bias, np.zeros(hh)])[None])
             attrs = {"hidden_size": hh, "activations": [act]}
-            op = "RNN"
-        for role, a in (("W", W), ("R", R), ("B", B)):
-            new_inits.append(numpy_helper.from_array(np.asarray(a, np.float32), f"{p}.{role}"))
-        new_inits.append(numpy_helper.from_array(np.array([0], np.int64), f"{p}.axes"))
-
-        def sq(o, src, dst, p=p):
-            if opset >= 13:
-                return helper.make_node(o, [src, f"{p}.axes"], [dst], name=f"{p}/{o}/{dst}")
-            return helper.make_node(o, [src], [dst], axes=[0], name=f"{p}/{o}/{dst}")
-
-        nodes = [
-            sq("Unsqueeze", x, f"{p}.x"),
-            sq("Unsqueeze", h, f"{p}.h0"),
-            helper.make_node(
-                op, [f"{p}.x", f"{p}.W", f"{p}.R", f"{p}.B", "", f"{p}.h0"], ["", f"{p}.Yh"], name=p, **attrs
-            ),
-            sq("Squeeze", f"{p}.Yh", h_out),
-        ]
-        first = next((j for j, n in enumerate(keep) if h_out in n.input), len(keep))
-        keep[first:first] = nodes
-    del g2.node[:]
-    g2.node.extend(keep)
-    g2.initializer.extend(new_inits)
-    return out, len(found)
+        nodes, inits = cell_nodes(f"{kind}_cell{k}", kind.upper(), x, [(h, h_out)], weights, opset, **attrs)
+        cells.append((nodes, inits, (h_out,)))
+    return rewrite(model, taken, cells), len(found)
