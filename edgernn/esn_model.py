@@ -14,10 +14,10 @@ import torch
 from torch import nn
 
 from .errors import InputError
-from .sequence_model import OUTPUT_ACTIVATIONS, _activate
+from .sequence_model import OUTPUT_ACTIVATIONS, ConfigViews, _activate
 
 
-class ESN(nn.Module):
+class ESN(ConfigViews, nn.Module):
     """Echo state network: a fixed random leaky-tanh reservoir and a linear readout fitted by ridge.
 
     Update per step (``a`` = ``leak_rate``)::
@@ -104,18 +104,6 @@ class ESN(nn.Module):
         nn.init.zeros_(self.readout.bias)
         for p in self.parameters():
             p.requires_grad_(False)
-
-    @property
-    def many_to_many(self) -> bool:
-        return self.config["many_to_many"]
-
-    @property
-    def output_activation(self) -> str:
-        return self.config["output_activation"]
-
-    @property
-    def labels(self) -> list[str] | None:
-        return self.config["labels"]
 
     def _check(self, u: torch.Tensor) -> torch.Tensor:
         if u.dim() != 3 or u.shape[-1] != self.config["input_size"]:

@@ -61,7 +61,23 @@ class AdditivePooling(nn.Module):
         return (alpha.unsqueeze(-1) * h).sum(dim=1)
 
 
-class SequenceModel(nn.Module):
+class ConfigViews:
+    """The settings every edgernn model reads from its ``config`` dict (saved with its checkpoint)."""
+
+    @property
+    def many_to_many(self) -> bool:
+        return self.config["many_to_many"]
+
+    @property
+    def output_activation(self) -> str:
+        return self.config["output_activation"]
+
+    @property
+    def labels(self) -> list[str] | None:
+        return self.config["labels"]
+
+
+class SequenceModel(ConfigViews, nn.Module):
     """A recurrent sequence model: [normalize | embed] → RNN/LSTM/GRU stack → [attention] → linear head.
 
     Parameters
@@ -217,18 +233,6 @@ class SequenceModel(nn.Module):
         self.head = nn.Linear(feat, output_size)
 
     # -------------------------------------------------------------------------------- forward
-    @property
-    def many_to_many(self) -> bool:
-        return self.config["many_to_many"]
-
-    @property
-    def output_activation(self) -> str:
-        return self.config["output_activation"]
-
-    @property
-    def labels(self) -> list[str] | None:
-        return self.config["labels"]
-
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Inputs ``(batch, time, input_size)`` (or token ids ``(batch, time)``) -> RNN input features."""
         if self.tokens:
