@@ -83,3 +83,18 @@ def test_bench_default_has_cpp_only_for_models_it_covers(tmp_path):
     fast = dict(steps=20, warmup=2, chunk=5, max_streams=0, separate=0, cold_runs=0, check_steps=10)
     r = bench(str(path), progress=False, **fast)
     assert "cpp" not in r["backends"] and "cpp" not in r["skipped"]
+
+
+@needs_cxx
+def test_loading_the_cpp_loop_keeps_the_process_float_mode():
+    """The library is compiled with -ffast-math but linked without it: linking crtfastmath.o would turn on
+    flush-to-zero for the whole process that loads it (subnormal float32 products would become 0)."""
+    code = (
+        "import numpy as np\n"
+        "from edgernn.bench import cpp, synthetic\n"
+        "f = cpp.CppFloor.for_model(*synthetic('lstm', 8, 64, 3, seed=1))\n"
+        "f.run(np.ones((3, 8), np.float32))\n"
+        "print(repr(float(np.float32(1e-38) * np.float32(1e-3))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert float(out) == pytest.approx(1e-41, rel=1e-2), out

@@ -23,7 +23,10 @@ from importlib import resources
 
 import numpy as np
 
-FLAGS = ["-O3", "-march=native", "-ffast-math", "-shared", "-fPIC"]
+FLAGS = ["-O3", "-march=native", "-ffast-math", "-fPIC"]
+#: linked in a second step without ``-ffast-math``: with it the driver links ``crtfastmath.o``, whose
+#: constructor turns on flush-to-zero/denormals-are-zero for the whole process that loads the library
+LINK = ["-shared", "-fPIC"]
 #: (kind, input size, hidden/reservoir size) of the instances floor.cpp compiles
 SIZES = {("lstm", 8, 64), ("lstm", 8, 256), ("gru", 8, 64), ("gru", 8, 256), ("esn", 8, 500)}
 _LIB: list = []  # [CDLL] or [str problem], once per process
@@ -57,20 +60,24 @@ def _lib():
         _LIB.append("no C++ compiler (g++, clang++ or $CXX) on this machine")
         return _LIB[0]
     text = source()
-    key = hashlib.sha256(text + " ".join([cxx, *FLAGS]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(text + " ".join([cxx, *FLAGS, "link", *LINK]).encode()).hexdigest()[:16]
     d = _build_dir()
     out = os.path.join(d, f"floor-{key}.so")
     if not os.path.exists(out):
         src = os.path.join(d, f"floor-{key}.{os.getpid()}.cpp")
-        tmp = f"{out}.{os.getpid()}"
+        obj, tmp = f"{src}.o", f"{out}.{os.getpid()}"
         with open(src, "wb") as f:
             f.write(text)
         try:
-            r = subprocess.run([cxx, *FLAGS, src, "-o", tmp], capture_output=True, text=True)
+            r = subprocess.run([cxx, *FLAGS, "-c", src, "-o", obj], capture_output=True, text=True)
+            if not r.returncode:
+                r = subprocess.run([cxx, *LINK, obj, "-o", tmp], capture_output=True, text=True)
         except OSError as e:
             r = subprocess.CompletedProcess([], 1, "", str(e))
         finally:
-            os.unlink(src)
+            for f in (src, obj):
+                if os.path.exists(f):
+                    os.unlink(f)
         if r.returncode:
             line = (r.stderr.strip().splitlines() or ["failed"])[0][:200]
             _LIB.append(f"{os.path.basename(cxx)} could not compile floor.cpp: {line}")
