@@ -40,9 +40,9 @@ from .plan import (  # noqa: F401 - the plan's names, re-exported: artifact.vali
     RECURRENT_GATES,
     _fail,
     _short,
-    graph_op,
     layer_tensor_specs,
     op_layer,
+    op_module,
     plan_layers,
     scale_shape,
     validate_plan,
@@ -230,22 +230,10 @@ def _check_precisions(plan: dict, tensors: Mapping[str, np.ndarray]) -> None:
 
 
 def _check_values(where: str, layer: dict, roles: Mapping, tensors: Mapping) -> None:
-    k = layer["kind"]
-    if k in GRAPH_KINDS:
-        from . import plan as plan_mod
+    """The value checks of the layer's kind (its ``kernels/ops`` module: CSR structure, std > 0, ...)."""
+    from . import plan as plan_mod
 
-        graph_op(k).check_values(where, layer, roles, tensors, plan_mod)
-        return
-    if k == "normalize" and not np.all(tensors[roles["std"]] > 0):
-        raise _fail("bad weights", f"{where}: std must be > 0")
-    if k == "esn" and layer["sparse"]:
-        n, nnz = layer["reservoir_size"], layer["nnz"]
-        ptr = tensors[roles["W_indptr"]].astype(np.int64)
-        ind = tensors[roles["W_indices"]].astype(np.int64)
-        if ptr[0] != 0 or ptr[-1] != nnz or np.any(np.diff(ptr) < 0):
-            raise _fail("bad weights", f"{where}: W_indptr is not a valid CSR row pointer for nnz={nnz}")
-        if nnz and (ind.min() < 0 or ind.max() >= n):
-            raise _fail("bad weights", f"{where}: W_indices out of range [0, {n})")
+    op_module(layer["kind"]).check_values(where, layer, roles, tensors, plan_mod)
 
 
 # ------------------------------------------------------------------------------------------- writer

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .kernels import layout as L
-from .kernels.ops import REGISTRY, steps
+from .kernels.ops import REGISTRY, recurrent, steps
 from .kernels.ops.record import Header, Layer, read_header, read_layer
 
 _F32 = np.dtype(np.float32)
@@ -193,8 +193,9 @@ class ModelFunctions:
         for d in range(D):
             reverse = d == 1 or lay.has(L.F_REVERSE)
             if reverse:  # a fresh state from the initial-state slots
-                h = wf[lay.vecs[4 + d] : lay.vecs[4 + d] + H].copy()
-                c = wf[lay.vecs[6 + d] : lay.vecs[6 + d] + H].copy() if lstm else None
+                h0, c0 = lay.vecs[recurrent.V_H0 + d], lay.vecs[recurrent.V_C0 + d]
+                h = wf[h0 : h0 + H].copy()
+                c = wf[c0 : c0 + H].copy() if lstm else None
             else:
                 h = M[st : st + H].copy()
                 c = M[st + H : st + 2 * H].copy() if lstm else None

@@ -219,7 +219,7 @@ def layer_tensor_specs(layer: dict) -> dict[str, tuple[tuple[int, ...], bool]]:
     k = layer["kind"]
     i, o = layer["input_size"], layer["output_size"]
     if k in GRAPH_KINDS:
-        return graph_op(k).tensor_specs(layer)
+        return op_module(k).tensor_specs(layer)
     if k in ("normalize",):
         return {"mean": ((i,), True), "std": ((i,), True)}
     if k == "affine":
@@ -267,7 +267,7 @@ def _layer_fields(where: str, layer: dict, first: bool) -> int:
     if kind in GRAPH_KINDS:
         import sys
 
-        o = graph_op(kind).check(where, layer, sys.modules[__name__])
+        o = op_module(kind).check(where, layer, sys.modules[__name__])
     elif kind in ("normalize", "affine"):
         o = i
     elif kind == "activation":
@@ -321,11 +321,12 @@ def _layer_fields(where: str, layer: dict, first: bool) -> int:
     return o
 
 
-def graph_op(kind: str):
-    """The ``kernels/ops`` module of graph op ``kind`` (imported on first use)."""
-    from .kernels.ops import GRAPH_BY_NAME
+def op_module(kind: str):
+    """The ``kernels/ops`` module (or class) of op ``kind``, the owner of that kind (imported on first
+    use: it imports numba when installed, which ``import edgernn`` must not)."""
+    from .kernels.ops import BY_NAME
 
-    return GRAPH_BY_NAME[kind]
+    return BY_NAME[kind]
 
 
 def _validate_layer(idx: int, layer: Any, in_size: int) -> int:

@@ -29,7 +29,7 @@ from . import lanes
 from . import layout as L
 from .compiled import GENERATOR_VERSION, Kernels, _module, kernels, source_key
 from .layout import ST_NONFINITE, ST_NOT_STREAMABLE, ST_OK, ST_OVERFLOW, ST_SIZE, ST_TOKEN
-from .ops import REGISTRY, steps
+from .ops import REGISTRY, recurrent, steps
 from .ops._emit import Code, I, fill, project_block, project_scratch, project_setup
 from .ops.record import Header, Layer, read_header, read_layer
 
@@ -277,9 +277,9 @@ def _emit_seq_recurrent(c: Code, lay: Layer, src: str, dst: str, W: int) -> None
         if reverse:  # not a streamable direction: a fresh state from the initial-state slots
             c(f"{h} = tmp[0 : {I(H)}]")
             c(f"{cc} = tmp[{I(H)} : {I(2 * H)}]")
-            fill(c, h, 0, H, "wf", lay.vecs[4 + d])
+            fill(c, h, 0, H, "wf", lay.vecs[recurrent.V_H0 + d])
             if is_lstm:
-                fill(c, cc, 0, H, "wf", lay.vecs[6 + d])
+                fill(c, cc, 0, H, "wf", lay.vecs[recurrent.V_C0 + d])
         else:
             c(f"{h} = M[{I(st)} : {I(st + H)}]")
             c(f"{cc} = M[{I(st + H)} : {I(st + 2 * H)}]")

@@ -435,7 +435,7 @@ def test_sparse_reservoir_packed_dense_when_that_is_faster(density, quant):
     """A CSR reservoir with >= DENSIFY_MIN_DENSITY nonzeros runs as a dense matrix in memory (the file
     stays CSR); either way step/run/streams/predict agree with the numpy reference on the CSR weights."""
     I = 5  # noqa: E741
-    from edgernn import pack
+    from edgernn.kernels.ops import esn as esn_op
 
     rng = np.random.default_rng(11)
     plan, tensors = model([esn(rng, "e", I, 80, sparse=True, density=density), dense(rng, "d", 80, 2)], I)
@@ -447,7 +447,7 @@ def test_sparse_reservoir_packed_dense_when_that_is_faster(density, quant):
     for backend in ("numba", "numpy"):
         m = edgernn.Model(plan, tensors, backend=backend)
         packed_dense = m.info["layers"][0].get("packed_dense", False)
-        assert packed_dense == (nnz >= pack.DENSIFY_MIN_DENSITY * 80 * 80), (nnz, packed_dense)
+        assert packed_dense == (nnz >= esn_op.DENSIFY_MIN_DENSITY * 80 * 80), (nnz, packed_dense)
         s = m.stream()
         assert_close(np.stack([s.step(x) for x in X]), ref, what=f"{density} {quant} {backend} step")
         assert_close(m.stream().run(X), ref, what=f"{density} {quant} {backend} run")

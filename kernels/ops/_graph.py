@@ -1,5 +1,4 @@
-"""What the graph ops (``gather``, ``conv1d``, ``binary``, ``unary``) share: their integer parameter
-block, the packing context the packer hands their ``pack`` function, and the plan-field helpers.
+"""What the graph ops (``gather``, ``conv1d``, ``binary``, ``unary``) share: the plan-field helpers.
 
 A graph op module is the single owner of its kind; it defines ``KIND``, ``NAME``, ``RECURRENT`` (False),
 ``INPUTS`` (1 or 2), and
@@ -7,30 +6,13 @@ A graph op module is the single owner of its kind; it defines ``KIND``, ``NAME``
 * ``check(where, layer, P) -> int``: validate and normalize the op's fields in place (``P`` is
   :mod:`edgernn.plan`, whose ``_int``/``_num``/``_fail`` helpers make the named errors); returns the
   number of values the op produces per step;
-* ``tensor_specs(layer) -> {role: (shape, required)}`` and ``check_values(where, layer, roles, tensors, P)``;
-* ``pack(layer, ctx)``: fill the op's record through a :class:`PackContext`; ``scratch(layer) -> int``;
+* ``tensor_specs(layer) -> {role: (shape, required)}``;
+* the packing hooks of every op kind (``state``, ``scratch``, ``pack``, ``check_values``: see ``_pack``);
 * ``emit_apply(c, lay, x, y)`` (or ``emit_apply2(c, lay, x, x2, y)`` for two inputs) and the matching
   ``numpy_apply(lay, wf, wb, M, x)`` / ``numpy_apply2(lay, wf, wb, M, x, x2)``.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from dataclasses import dataclass
-
-import numpy as np
-
-
-@dataclass
-class PackContext:
-    """The packer's services for one op's record (see ``edgernn/pack.py``)."""
-
-    tensor: Callable[[str], np.ndarray | None]  # role -> the op's tensor (None when absent)
-    matrix: Callable[[int, str, np.ndarray], None]  # descriptor j <- (role, 2-D float32/int8 matrix)
-    vector: Callable[[int, np.ndarray], None]  # vector slot <- float32 array
-    aux: Callable[[list[int]], None]  # the op's integer parameters
-    params: Callable[[list[str], list[float], list[float]], None]  # activations with alpha/beta
-    set_flag: Callable[[int], None]
 
 
 def act_fields(where: str, layer: dict, P) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import layout as L
+from . import recurrent
 from .record import Layer, Matrix
 
 
@@ -75,6 +76,6 @@ def clipped(lay: Layer, v: np.ndarray) -> np.ndarray:
 def wr(lay: Layer, wf: np.ndarray, wb: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray]:
     """(W, R) of direction ``d`` of a recurrent layer as float32 matrices."""
     if lay.has(L.F_FUSED):
-        m = mat(wf, wb, lay.mats[2 * d])
+        m = mat(wf, wb, lay.mats[recurrent.w_mat(d)])
         return m[:, : lay.nin], m[:, lay.nin :]
-    return mat(wf, wb, lay.mats[2 * d]), mat(wf, wb, lay.mats[2 * d + 1])
+    return mat(wf, wb, lay.mats[recurrent.w_mat(d)]), mat(wf, wb, lay.mats[recurrent.r_mat(d)])

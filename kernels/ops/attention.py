@@ -11,11 +11,32 @@ import numpy as np
 from .. import layout as L
 from . import _numpy as _np
 from ._emit import Code, I, fill, gemv_acc
+from ._pack import no_values as check_values  # noqa: F401 - the op's packing hooks
 from .record import Layer
 
 KIND = L.K_ATTENTION
 NAME = "attention"
 RECURRENT = False
+M_W = 0  # matrix descriptor: W (A, H)
+V_BIAS, V_SCORE = 0, 1  # vector slots: b (A), v (A)
+
+
+def state(layer: dict) -> tuple[tuple[str, int], ...]:
+    """The pooling state [m, S, A (H values)]."""
+    return (("pool", layer["input_size"] + 2),)
+
+
+def scratch(layer: dict) -> int:
+    """W x + b (A)."""
+    return layer["attention_size"]
+
+
+def pack(layer: dict, ctx) -> None:
+    """W, b and v."""
+    ctx.set_field(L.R_H, layer["attention_size"])
+    ctx.matrix(M_W, "W", ctx.tensor("W"))
+    ctx.vector(V_BIAS, ctx.tensor("b"))
+    ctx.vector(V_SCORE, ctx.tensor("v"))
 
 
 def emit_apply(c: Code, lay: Layer, x: str, y: str) -> None:
@@ -25,11 +46,11 @@ def emit_apply(c: Code, lay: Layer, x: str, y: str) -> None:
     ps, gs, s, e, inv = c.fresh("st"), c.fresh("g"), c.fresh("s"), c.fresh("e"), c.fresh("inv")
     c(f"{ps} = M[{I(st)} : {I(st + H + 2)}]")
     c(f"{gs} = M[{I(g)} : {I(g + A)}]")
-    fill(c, gs, 0, A, "wf", lay.vecs[0])
-    gemv_acc(c, lay.mats[0], 0, H, 0, A, x, gs)
+    fill(c, gs, 0, A, "wf", lay.vecs[V_BIAS])
+    gemv_acc(c, lay.mats[M_W], 0, H, 0, A, x, gs)
     c(f"{s} = Z")
     with c.block(f"for k in range({I(A)}):"):
-        c(f"{s} += wf[{I(lay.vecs[1])} + k] * fast_tanh({gs}[k])")
+        c(f"{s} += wf[{I(lay.vecs[V_SCORE])} + k] * fast_tanh({gs}[k])")
     with c.block(f"if {ps}[1] == Z:"):
         c(f"{ps}[0] = {s}")
         c(f"{ps}[1] = ONE")
@@ -54,7 +75,8 @@ def numpy_apply(lay: Layer, wf, wb, M, x):
     """The numpy implementation: fold x into the pooling state in M; returns the pooled vector."""
     A, n = lay.hidden, lay.nin
     s = float(
-        _np.vec(wf, lay.vecs[1], A) @ np.tanh(_np.mat(wf, wb, lay.mats[0]) @ x + _np.vec(wf, lay.vecs[0], A))
+        _np.vec(wf, lay.vecs[V_SCORE], A)
+        @ np.tanh(_np.mat(wf, wb, lay.mats[M_W]) @ x + _np.vec(wf, lay.vecs[V_BIAS], A))
     )
     pool = M[lay.state_off : lay.state_off + n + 2]
     acc = pool[2:]

@@ -10,6 +10,7 @@ import numpy as np
 from .. import layout as L
 from ._emit import Code, I
 from ._graph import choice
+from ._pack import no_state as state  # noqa: F401 - the op has no stream state
 from .record import Layer
 
 KIND = L.K_BINARY

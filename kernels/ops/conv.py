@@ -31,6 +31,7 @@ from .. import layout as L
 from . import _numpy as _np
 from ._emit import Code, I, act_scalar
 from ._graph import act_fields
+from ._pack import no_state as state  # noqa: F401 - the op has no stream state
 from .record import Layer
 
 KIND = L.K_CONV

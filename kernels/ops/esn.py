@@ -4,8 +4,10 @@
     y = x            (readout_input = "state")
     y = [1; u; x]    (readout_input = "extended")
 
-W is dense (descriptor 1) or CSR (values in descriptor 1; int32 column indices and row pointers in
-``wb``'s int32 view at vector slots 1 and 2), summed by ``kernels.esn._csr_acc``.
+W_in is descriptor ``M_IN`` (and, float32, transposed in ``XT``); W is dense (descriptor ``M_RES``) or
+CSR (values in descriptor ``M_RES``; int32 column indices and row pointers in ``wb``'s int32 view at vector
+slots ``V_INDICES`` and ``V_INDPTR``), summed by ``kernels.esn._csr_acc``. A CSR reservoir dense enough
+is packed dense (:func:`densified`; the file stays CSR).
 """
 
 from __future__ import annotations
@@ -21,6 +23,83 @@ KIND = L.K_ESN
 NAME = "esn"
 RECURRENT = False
 LANES = True  # its products can be blocked over many streams (kernels/lanes.py)
+M_IN, M_RES = 0, 1  # matrix descriptors: W_in, the reservoir W
+V_BIAS, V_INDICES, V_INDPTR = 0, 1, 2  # vector slots: b (flag F_BIAS); CSR column indices, row pointers
+#: a CSR reservoir at least this dense is packed as a dense matrix (the file stays CSR): from ~4% nonzeros
+#: on, one vectorized pass over all N² weights beats the gathers (500 units at 10%: 32 -> 16 µs per step)
+DENSIFY_MIN_DENSITY = 0.05
+#: ... unless the dense matrix would take more than this many bytes
+DENSIFY_MAX_BYTES = 4 << 20
+
+
+def state(layer: dict) -> tuple[tuple[str, int], ...]:
+    """The reservoir state x (N)."""
+    return (("x", layer["reservoir_size"]),)
+
+
+def scratch(layer: dict) -> int:
+    """The pre-activation (N)."""
+    return layer["reservoir_size"]
+
+
+def check_values(where: str, layer: dict, roles: dict, tensors: dict, P) -> None:
+    """A CSR reservoir's row pointer runs from 0 to nnz without decreasing; its column indices are in
+    [0, N)."""
+    if not layer["sparse"]:
+        return
+    n, nnz = layer["reservoir_size"], layer["nnz"]
+    ptr = tensors[roles["W_indptr"]].astype(np.int64)
+    ind = tensors[roles["W_indices"]].astype(np.int64)
+    if ptr[0] != 0 or ptr[-1] != nnz or np.any(np.diff(ptr) < 0):
+        raise P._fail("bad weights", f"{where}: W_indptr is not a valid CSR row pointer for nnz={nnz}")
+    if nnz and (ind.min() < 0 or ind.max() >= n):
+        raise P._fail("bad weights", f"{where}: W_indices out of range [0, {n})")
+
+
+def densified(n: int, data: np.ndarray, indices: np.ndarray, indptr: np.ndarray) -> np.ndarray | None:
+    """The (n, n) dense form of a CSR reservoir (same dtype: float32, or int8 with the same per-row scales),
+    or None when it is too sparse or too large for that to pay (see DENSIFY_MIN_DENSITY)."""
+    item = 1 if data.dtype == np.int8 else 4
+    if n == 0 or data.size < DENSIFY_MIN_DENSITY * n * n or n * n * item > DENSIFY_MAX_BYTES:
+        return None
+    rows = np.repeat(np.arange(n), np.diff(np.asarray(indptr, np.int64)))
+    cols = np.asarray(indices, np.int64)
+    if np.unique(rows * n + cols).size != cols.size:
+        return None  # repeated (row, col) entries add up in CSR; keep that form (int8 sums could overflow)
+    dense = np.zeros((n, n), np.int8 if item == 1 else np.float32)
+    dense[rows, cols] = data if item == 1 else np.asarray(data, np.float32)
+    return dense
+
+
+def pack(layer: dict, ctx) -> None:
+    """W_in (and its transpose when float32), the reservoir (dense, densified CSR or CSR), b, the readout
+    flag and the leak rate."""
+    n = layer["reservoir_size"]
+    ctx.set_field(L.R_H, n)
+    w_in = ctx.tensor("W_in")
+    ctx.matrix(M_IN, "W_in", w_in)
+    if w_in.dtype != np.int8:  # the step's layout of W_in (kernels/layout.py F_XT)
+        ctx.matrix(L.XT, "W_in", np.ascontiguousarray(np.asarray(w_in, np.float32).T))
+        ctx.set_flag(L.F_XT)
+    data = ctx.tensor("W_data") if layer["sparse"] else None
+    dense = None if data is None else densified(n, data, ctx.tensor("W_indices"), ctx.tensor("W_indptr"))
+    if dense is not None:
+        ctx.matrix(M_RES, "W_data", dense)
+        ctx.mark("dense_reservoirs")
+    elif layer["sparse"]:
+        ctx.set_flag(L.F_SPARSE)
+        ctx.matrix(M_RES, "W_data", data, dims=(n, n, 0))
+        ctx.index_vector(V_INDICES, ctx.tensor("W_indices"))
+        ctx.index_vector(V_INDPTR, ctx.tensor("W_indptr"))
+    else:
+        ctx.matrix(M_RES, "W", ctx.tensor("W"))
+    b = ctx.tensor("b")
+    if b is not None:
+        ctx.set_flag(L.F_BIAS)
+        ctx.vector(V_BIAS, b)
+    if layer["readout_input"] == "extended":
+        ctx.set_flag(L.F_EXTENDED)
+    ctx.params([], None, None, leak=layer["leak_rate"])
 
 
 def emit_apply(c: Code, lay: Layer, x: str, y: str) -> None:
@@ -29,17 +108,17 @@ def emit_apply(c: Code, lay: Layer, x: str, y: str) -> None:
     st, g = lay.state_off, lay.scratch_off
     xs = c.view("xs", "M", st, st + N)
     gs = c.view("g", "M", g, g + N)
-    fill(c, gs, 0, N, "wf" if lay.has(L.F_BIAS) else None, lay.vecs[0])
+    fill(c, gs, 0, N, "wf" if lay.has(L.F_BIAS) else None, lay.vecs[V_BIAS])
     if lay.has(L.F_XT):
         axpy_acc(c, lay.mats[L.XT], 0, N, x, gs)
     else:
-        gemv_acc(c, lay.mats[0], 0, lay.nin, 0, N, x, gs)
+        gemv_acc(c, lay.mats[M_IN], 0, lay.nin, 0, N, x, gs)
     _tail(c, lay, x, y, xs, gs)
 
 
 def proj_bias(lay: Layer, d: int) -> list[tuple[int, int, int]]:
     """Chunk mode: the bias segments (wf offset, first row, rows) folded into the input projection."""
-    return [(lay.vecs[0], 0, lay.hidden)] if lay.has(L.F_BIAS) else []
+    return [(lay.vecs[V_BIAS], 0, lay.hidden)] if lay.has(L.F_BIAS) else []
 
 
 def proj_rows(lay: Layer) -> int:
@@ -62,13 +141,13 @@ def emit_apply_proj(c: Code, lay: Layer, p: str, x: str, y: str) -> None:
 def _tail(c: Code, lay: Layer, x: str, y: str, xs: str, gs: str) -> None:
     """gs += W·xs, then the leaky update of the state xs and the output y."""
     N = lay.hidden
-    m = lay.mats[1]
+    m = lay.mats[M_RES]
     if lay.has(L.F_SPARSE):
         vals = "wb" if m.int8 else "wf"
         soff = m.soff if m.int8 else -1
         c(
-            f"csr_acc({vals}, {I(m.off)}, wb.view(np.int32), {I(lay.vecs[1])}, {I(lay.vecs[2])}, {I(N)}, "
-            f"{xs}, {gs}, wf, {I(soff)})"
+            f"csr_acc({vals}, {I(m.off)}, wb.view(np.int32), {I(lay.vecs[V_INDICES])}, "
+            f"{I(lay.vecs[V_INDPTR])}, {I(N)}, {xs}, {gs}, wf, {I(soff)})"
         )
     else:
         gemv_acc(c, m, 0, N, 0, N, xs, gs)
@@ -87,15 +166,15 @@ def numpy_apply(lay: Layer, wf, wb, M, u):
     """The numpy implementation of one reservoir step (state in M updated); returns y."""
     N, st = lay.hidden, lay.state_off
     x = M[st : st + N]
-    g = _np.mat(wf, wb, lay.mats[0]) @ u
+    g = _np.mat(wf, wb, lay.mats[M_IN]) @ u
     if lay.has(L.F_BIAS):
-        g = g + _np.vec(wf, lay.vecs[0], N)
-    m = lay.mats[1]
+        g = g + _np.vec(wf, lay.vecs[V_BIAS], N)
+    m = lay.mats[M_RES]
     if lay.has(L.F_SPARSE):
         wi = wb.view(np.int32)
-        ptr = wi[lay.vecs[2] : lay.vecs[2] + N + 1]
+        ptr = wi[lay.vecs[V_INDPTR] : lay.vecs[V_INDPTR] + N + 1]
         nnz = int(ptr[-1])
-        ind = wi[lay.vecs[1] : lay.vecs[1] + nnz]
+        ind = wi[lay.vecs[V_INDICES] : lay.vecs[V_INDICES] + nnz]
         rows = np.repeat(np.arange(N), np.diff(ptr))
         if m.int8:
             data = wb[m.off : m.off + nnz].astype(np.float32) * wf[m.soff : m.soff + N][rows]

@@ -24,6 +24,7 @@ import numpy as np
 from .. import layout as L
 from ._emit import Code, I
 from ._graph import choice
+from ._pack import no_state as state  # noqa: F401 - the op has no stream state
 from .record import Layer
 
 KIND = L.K_FINAL
@@ -61,10 +62,12 @@ def check_values(where: str, layer: dict, roles: dict, tensors: dict, P) -> None
 
 def pack(layer: dict, ctx) -> None:
     """The first reverse unit of a block (H for bidirectional, 0 for reverse) and the block width D·H in
-    the aux block."""
+    the aux block; the op needs the whole sequence."""
     h = layer["hidden_size"]
     bi = layer["direction"] == "bidirectional"
     ctx.aux([h if bi else 0, (2 if bi else 1) * h])
+    name = layer["name"]
+    ctx.not_streamable(f"op {name!r} reads the final step of a reverse direction: Model.predict(X) only")
 
 
 def scratch(layer: dict) -> int:

@@ -21,12 +21,42 @@ KIND = L.K_GRU
 NAME = "gru"
 RECURRENT = True
 LANES = True  # its products can be blocked over many streams (kernels/lanes.py)
+GATES = 3
+#: vector slots of direction d (``+ d``): Wb and Rb (3H each, kept apart: Rbh may be reset-gated), initial h
+V_WBIAS, V_RBIAS, V_H0 = recurrent.V_BIAS, recurrent.V_EXTRA, recurrent.V_H0
+
+
+def state(layer: dict) -> tuple[tuple[str, int], ...]:
+    """The forward direction's h (H)."""
+    return recurrent.state(layer)
+
+
+def scratch(layer: dict) -> int:
+    """The gates g (6H, the step uses 5H) and xh = [x; h] (I+H)."""
+    return 6 * layer["hidden_size"] + layer["input_size"]
+
+
+def pack(layer: dict, ctx) -> None:
+    """The shared cell packing (``recurrent.pack``), with Wb and Rb apart and the linear_before_reset flag."""
+    recurrent.pack(layer, ctx, GATES, _vectors)
+    if layer["linear_before_reset"]:
+        ctx.set_flag(L.F_LBR)
+
+
+def _vectors(ctx, d: int, b: np.ndarray) -> None:
+    n = len(b) // 2
+    ctx.vector(V_WBIAS + d, b[:n])
+    ctx.vector(V_RBIAS + d, b[n:])
+
+
+def check_values(where: str, layer: dict, roles: dict, tensors: dict, P) -> None:
+    """Nothing beyond the shapes and finiteness the loader checks."""
 
 
 def emit_cell(c: Code, lay: Layer, d: int, x: str, h: str, cc: str | None, g: str, xh: str) -> None:
     """One step of direction ``d``: x (I,), h (H,) updated in place; g (5H,), xh (I+H,) scratch."""
     H = lay.hidden
-    wbias, rbias = lay.vecs[d], lay.vecs[2 + d]
+    wbias, rbias = lay.vecs[V_WBIAS + d], lay.vecs[V_RBIAS + d]
     with c.block(f"for k in range({I(2 * H)}):"):
         c(f"{g}[k] = wf[{I(wbias)} + k] + wf[{I(rbias)} + k]")
     recurrent.load_xh(c, lay, x, h, xh)
@@ -40,7 +70,7 @@ def emit_cell(c: Code, lay: Layer, d: int, x: str, h: str, cc: str | None, g: st
 def proj_bias(lay: Layer, d: int) -> list[tuple[int, int, int]]:
     """Chunk mode: the bias segments (wf offset, first row, rows) folded into the input projection:
     Wb (3H) and Rb of z and r (2H); Rb of the candidate stays in the step (it may be reset-gated)."""
-    return [(lay.vecs[d], 0, 3 * lay.hidden), (lay.vecs[2 + d], 0, 2 * lay.hidden)]
+    return [(lay.vecs[V_WBIAS + d], 0, 3 * lay.hidden), (lay.vecs[V_RBIAS + d], 0, 2 * lay.hidden)]
 
 
 def proj_rows(lay: Layer) -> int:
@@ -69,7 +99,7 @@ def _zr(c: Code, lay: Layer, d: int, g: str) -> None:
 def _tail(c: Code, lay: Layer, d: int, h: str, g: str) -> None:
     """Gates z, r in g[0:2H] and Wh x + Wbh in g[2H:3H] → the new h."""
     H = lay.hidden
-    rbias = lay.vecs[2 + d]
+    rbias = lay.vecs[V_RBIAS + d]
     fa, ga = lay.act(d, 0), lay.act(d, 1)
     do_clip = lay.has(L.F_CLIP)
     xs, rs, rh = 2 * H, 3 * H, 4 * H  # Wh x + Wbh | recurrent part of the candidate | r⊙h
@@ -103,7 +133,7 @@ def numpy_cell(lay: Layer, wf, wb, d: int, x, h, c):
     """The numpy implementation of one step of direction ``d``: returns (new h, c unchanged)."""
     H = lay.hidden
     W, R = _np.wr(lay, wf, wb, d)
-    wbias, rbias = _np.vec(wf, lay.vecs[d], 3 * H), _np.vec(wf, lay.vecs[2 + d], 3 * H)
+    wbias, rbias = _np.vec(wf, lay.vecs[V_WBIAS + d], 3 * H), _np.vec(wf, lay.vecs[V_RBIAS + d], 3 * H)
     zr = _np.act_of(
         lay, d, 0, _np.clipped(lay, W[: 2 * H] @ x + R[: 2 * H] @ h + wbias[: 2 * H] + rbias[: 2 * H])
     )

@@ -23,12 +23,48 @@ KIND = L.K_LSTM
 NAME = "lstm"
 RECURRENT = True
 LANES = True  # its products can be blocked over many streams (kernels/lanes.py)
+GATES = 4
+#: vector slots of direction d (``+ d``): Wb + Rb (4H), the peepholes P (3H), initial h and c (H each)
+V_BIAS, V_PEEP, V_H0, V_C0 = recurrent.V_BIAS, recurrent.V_EXTRA, recurrent.V_H0, recurrent.V_C0
+
+
+def state(layer: dict) -> tuple[tuple[str, int], ...]:
+    """The forward direction's h and c (H each)."""
+    return recurrent.state(layer, cell=True)
+
+
+def scratch(layer: dict) -> int:
+    """The gates g (6H, the step uses 5H) and xh = [x; h] (I+H)."""
+    return 6 * layer["hidden_size"] + layer["input_size"]
+
+
+def pack(layer: dict, ctx) -> None:
+    """The shared cell packing (``recurrent.pack``), with Wb + Rb summed, the peepholes, initial_c and the
+    input_forget / cell_output flags."""
+    recurrent.pack(layer, ctx, GATES, _vectors, cell=True)
+    if layer["input_forget"]:
+        ctx.set_flag(L.F_INPUT_FORGET)
+    if layer.get("cell_output"):
+        ctx.set_flag(L.F_CELL)
+
+
+def _vectors(ctx, d: int, b: np.ndarray) -> None:
+    n = GATES * (len(b) // (2 * GATES))
+    ctx.vector(V_BIAS + d, b[:n] + b[n:])
+    P = ctx.tensor("P")
+    if P is not None:
+        ctx.set_flag(L.F_PEEPHOLE)
+        ctx.vector(V_PEEP + d, P[d])
+
+
+def check_values(where: str, layer: dict, roles: dict, tensors: dict, P) -> None:
+    """Nothing beyond the shapes and finiteness the loader checks."""
 
 
 def emit_cell(c: Code, lay: Layer, d: int, x: str, h: str, cc: str, g: str, xh: str) -> None:
     """One step of direction ``d``: x (I,), h and cc (H,) updated in place; g (5H,), xh (I+H,) scratch."""
     H = lay.hidden
-    fill(c, g, 0, 4 * H, "wf", lay.vecs[d])
+    fill(c, g, 0, 4 * H, "wf", lay.vecs[V_BIAS + d])
     recurrent.load_xh(c, lay, x, h, xh)
     recurrent.gates_acc(c, lay, d, 0, 4 * H, x, h, xh, g, 0)
     _tail(c, lay, d, h, cc, g)
@@ -36,7 +72,7 @@ def emit_cell(c: Code, lay: Layer, d: int, x: str, h: str, cc: str, g: str, xh: 
 
 def proj_bias(lay: Layer, d: int) -> list[tuple[int, int, int]]:
     """Chunk mode: the bias segments (wf offset, first row, rows) folded into the input projection."""
-    return [(lay.vecs[d], 0, 4 * lay.hidden)]
+    return [(lay.vecs[V_BIAS + d], 0, 4 * lay.hidden)]
 
 
 def proj_rows(lay: Layer) -> int:
@@ -74,7 +110,7 @@ def _tail(c: Code, lay: Layer, d: int, h: str, cc: str, g: str) -> None:
         return
     gi, go, gf, gg, t = 0, H, 2 * H, 3 * H, 4 * H
     peep = lay.has(L.F_PEEPHOLE)
-    P = lay.vecs[2 + d]
+    P = lay.vecs[V_PEEP + d]
     if peep:
         with c.block(f"for k in range({I(H)}):"):
             c(f"{g}[{I(gi)} + k] += wf[{I(P)} + k] * {cc}[k]")
@@ -108,8 +144,8 @@ def numpy_cell(lay: Layer, wf, wb, d: int, x, h, c):
     """The numpy implementation of one step of direction ``d``: returns new (h, c) float32 arrays."""
     H = lay.hidden
     W, R = _np.wr(lay, wf, wb, d)
-    g = W @ x + R @ h + _np.vec(wf, lay.vecs[d], 4 * H)
-    P = _np.vec(wf, lay.vecs[2 + d], 3 * H) if lay.has(L.F_PEEPHOLE) else np.zeros(3 * H, np.float32)
+    g = W @ x + R @ h + _np.vec(wf, lay.vecs[V_BIAS + d], 4 * H)
+    P = _np.vec(wf, lay.vecs[V_PEEP + d], 3 * H) if lay.has(L.F_PEEPHOLE) else np.zeros(3 * H, np.float32)
     i = _np.act_of(lay, d, 0, _np.clipped(lay, g[:H] + P[:H] * c))
     if lay.has(L.F_INPUT_FORGET):
         f = 1 - i

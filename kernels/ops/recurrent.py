@@ -1,15 +1,95 @@
 """What the recurrent cells (rnn, lstm, gru) share in generated code: their gate products.
 
-For direction d a packed recurrent layer holds either one fused float32 block ``[W | R]`` (descriptor 2d,
-rows G·H, columns I+H; flag ``F_FUSED``) used with ``xh = [x; h]``, or int8 ``W`` (descriptor 2d) and
-``R`` (descriptor 2d+1) with per-row scales.
+For direction d a packed recurrent layer holds either one fused float32 block ``[W | R]`` (descriptor
+``w_mat(d)``, rows G·H, columns I+H; flag ``F_FUSED``) used with ``xh = [x; h]``, or int8 ``W``
+(descriptor ``w_mat(d)``) and ``R`` (descriptor ``r_mat(d)``) with per-row scales. A one-direction float32
+layer also holds Wᵀ in descriptor ``XT`` (flag ``F_XT``). Vector slots ``V_* + d`` hold direction d's
+biases, extras and initial state. The packing (:func:`pack`) is shared here too; each cell adds its own
+vectors and flags.
 """
 
 from __future__ import annotations
 
+import numpy as np
+
 from .. import layout as L
 from ._emit import Code, axpy_acc, fill, gemv_acc
 from .record import Layer
+
+#: vector slots of direction d (slot ``V_* + d``)
+V_BIAS = 0  # rnn/lstm: Wb + Rb (G·H); gru: Wb (3H)
+V_EXTRA = 2  # lstm: the peepholes P (3H); gru: Rb (3H)
+V_H0 = 4  # initial_h (H)
+V_C0 = 6  # lstm: initial_c (H)
+
+
+def w_mat(d: int) -> int:
+    """The descriptor of direction d's W (or of its fused [W | R] block)."""
+    return 2 * d
+
+
+def r_mat(d: int) -> int:
+    """The descriptor of direction d's R (int8 layout)."""
+    return 2 * d + 1
+
+
+def state(layer: dict, cell: bool = False) -> tuple[tuple[str, int], ...]:
+    """The forward direction's h (and c for a cell state): H values each."""
+    h = layer["hidden_size"]
+    return (("h", h), ("c", h)) if cell else (("h", h),)
+
+
+def pack(layer: dict, ctx, gates: int, biases, cell: bool = False) -> None:
+    """Pack a cell of ``gates`` gates: per direction its matrices (int8, or one fused float32 [W | R] when
+    not int8 or small enough to dequantize, see ``PackContext.dequantize_max_bytes``), then
+    ``biases(ctx, d, b)`` (the kind's bias and extra vectors from B[d], zeros when absent), initial_h (and
+    initial_c when ``cell``); then the activations, the clip and the initial state."""
+    g, h, i = gates, layer["hidden_size"], layer["input_size"]
+    direction = layer["direction"]
+    D = 2 if direction == "bidirectional" else 1
+    name = layer["name"]
+    ctx.set_field(L.R_D, D)
+    ctx.set_field(L.R_H, h)
+    if direction != "forward":
+        ctx.not_streamable(
+            f"layer {name!r} is {direction}: it needs the whole sequence, so the model runs only "
+            "through Model.predict(X)"
+        )
+    if direction == "reverse":
+        ctx.set_flag(L.F_REVERSE)
+    W, R, B = ctx.tensor("W"), ctx.tensor("R"), ctx.tensor("B")
+    quant = W.dtype == np.int8 or R.dtype == np.int8
+    if quant and g * h * (i + h) * 4 <= ctx.dequantize_max_bytes:
+        W, R = ctx.dequantized("W"), ctx.dequantized("R")
+        quant = False
+        ctx.mark("dequantized")
+    if not quant:
+        ctx.set_flag(L.F_FUSED)
+    h0, c0 = ctx.tensor("initial_h"), ctx.tensor("initial_c") if cell else None
+    for d in range(D):
+        if quant:
+            ctx.matrix(w_mat(d), "W", W[d], d)
+            ctx.matrix(r_mat(d), "R", R[d], d)
+        else:
+            wd = np.asarray(W[d], np.float32)
+            ctx.matrix(w_mat(d), "W", np.concatenate([wd, np.asarray(R[d], np.float32)], axis=1))
+            if D == 1:  # the step's layout of the input part (kernels/layout.py F_XT)
+                ctx.matrix(L.XT, "W", np.ascontiguousarray(wd.T))
+                ctx.set_flag(L.F_XT)
+        biases(ctx, d, np.zeros(2 * g * h, np.float32) if B is None else np.asarray(B[d], np.float32))
+        ctx.vector(V_H0 + d, np.zeros(h, np.float32) if h0 is None else h0[d])
+        if cell:
+            ctx.vector(V_C0 + d, np.zeros(h, np.float32) if c0 is None else c0[d])
+    if layer.get("clip") is not None:
+        ctx.set_flag(L.F_CLIP)
+    acts = layer["activations"]
+    alphas, betas = layer["activation_alpha"], layer["activation_beta"]
+    ctx.params(acts, alphas, betas, layer.get("clip"), 0.0, len(acts) // D)
+    if direction != "reverse":
+        for j, s0 in enumerate((h0, c0) if cell else (h0,)):
+            if s0 is not None:
+                ctx.init_state(j * h, s0[0])
+    ctx.seq_scratch(2 * h)
 
 
 def _fused_xh(c: Code, lay: Layer) -> bool:
@@ -30,13 +110,13 @@ def gates_acc(
 ) -> None:
     """y[y0:y0+nrows] += W[r0:r0+nrows]·x + R[r0:r0+nrows]·h."""
     if _fused_xh(c, lay):
-        gemv_acc(c, lay.mats[2 * d], 0, lay.nin + lay.hidden, r0, nrows, xh, y, y0)
+        gemv_acc(c, lay.mats[w_mat(d)], 0, lay.nin + lay.hidden, r0, nrows, xh, y, y0)
     elif lay.has(L.F_XT):
         x_acc(c, lay, d, r0, nrows, x, y, y0)
         h_acc(c, lay, d, r0, nrows, h, y, y0)
     else:
-        gemv_acc(c, lay.mats[2 * d], 0, lay.nin, r0, nrows, x, y, y0)
-        gemv_acc(c, lay.mats[2 * d + 1], 0, lay.hidden, r0, nrows, h, y, y0)
+        gemv_acc(c, lay.mats[w_mat(d)], 0, lay.nin, r0, nrows, x, y, y0)
+        gemv_acc(c, lay.mats[r_mat(d)], 0, lay.hidden, r0, nrows, h, y, y0)
 
 
 def x_acc(c: Code, lay: Layer, d: int, r0: int, nrows: int, x: str, y: str, y0: int) -> None:
@@ -44,12 +124,12 @@ def x_acc(c: Code, lay: Layer, d: int, r0: int, nrows: int, x: str, y: str, y0: 
     if lay.has(L.F_XT):
         axpy_acc(c, lay.mats[L.XT], r0, nrows, x, y, y0)
         return
-    gemv_acc(c, lay.mats[2 * d], 0, lay.nin, r0, nrows, x, y, y0)
+    gemv_acc(c, lay.mats[w_mat(d)], 0, lay.nin, r0, nrows, x, y, y0)
 
 
 def h_acc(c: Code, lay: Layer, d: int, r0: int, nrows: int, h: str, y: str, y0: int) -> None:
     """y[y0:y0+nrows] += R[r0:r0+nrows]·h."""
     if lay.has(L.F_FUSED):
-        gemv_acc(c, lay.mats[2 * d], lay.nin, lay.hidden, r0, nrows, h, y, y0)
+        gemv_acc(c, lay.mats[w_mat(d)], lay.nin, lay.hidden, r0, nrows, h, y, y0)
     else:
-        gemv_acc(c, lay.mats[2 * d + 1], 0, lay.hidden, r0, nrows, h, y, y0)
+        gemv_acc(c, lay.mats[r_mat(d)], 0, lay.hidden, r0, nrows, h, y, y0)

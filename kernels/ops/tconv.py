@@ -81,9 +81,9 @@ def check_values(where: str, layer: dict, roles: dict, tensors: dict, P) -> None
     """Nothing beyond the shapes and finiteness the loader checks."""
 
 
-def state_size(layer: dict) -> int:
+def state(layer: dict) -> tuple[tuple[str, int], ...]:
     """The history: (K−1)·d input vectors."""
-    return (layer["kernel_size"] - 1) * layer["dilation"] * layer["in_channels"]
+    return (("history", (layer["kernel_size"] - 1) * layer["dilation"] * layer["in_channels"]),)
 
 
 def pack(layer: dict, ctx) -> None:

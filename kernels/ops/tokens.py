@@ -10,20 +10,28 @@ import numpy as np
 from .. import layout as L
 from . import _numpy as _np
 from ._emit import Code, I
+from ._pack import Stateless
 from .record import Layer
 
 
-class Embedding:
-    """``embedding``: y = table[int(x[0])], table is descriptor 0 (float32, or int8 with row scales)."""
+class Embedding(Stateless):
+    """``embedding``: y = table[int(x[0])], table is descriptor ``M_TABLE`` (float32, or int8 with row
+    scales)."""
 
     KIND = L.K_EMBEDDING
     NAME = "embedding"
     RECURRENT = False
+    M_TABLE = 0
+
+    @staticmethod
+    def pack(layer: dict, ctx) -> None:
+        """The table."""
+        ctx.matrix(Embedding.M_TABLE, "table", ctx.tensor("table"))
 
     @staticmethod
     def emit_apply(c: Code, lay: Layer, x: str, y: str) -> None:
         """y = table[int(x[0])]."""
-        m = lay.mats[0]
+        m = lay.mats[Embedding.M_TABLE]
         r = c.fresh("r")
         c(f"{r} = int({x}[0])")
         if m.int8:
@@ -38,15 +46,19 @@ class Embedding:
     @staticmethod
     def numpy_apply(lay: Layer, wf, wb, M, x):
         """The numpy implementation: the table row of id x[0]."""
-        return np.array(_np.mat(wf, wb, lay.mats[0])[int(x[0])], np.float32)
+        return np.array(_np.mat(wf, wb, lay.mats[Embedding.M_TABLE])[int(x[0])], np.float32)
 
 
-class OneHot:
+class OneHot(Stateless):
     """``onehot``: y = one-hot(int(x[0]))."""
 
     KIND = L.K_ONEHOT
     NAME = "onehot"
     RECURRENT = False
+
+    @staticmethod
+    def pack(layer: dict, ctx) -> None:
+        """Nothing to pack."""
 
     @staticmethod
     def emit_apply(c: Code, lay: Layer, x: str, y: str) -> None:
