@@ -406,7 +406,8 @@ def _emit_seq_hoisted(c: Code, head: Header, layers: list[Layer]) -> None:
             with c.block(f"for k in range({I(head.nout)}):"):
                 c(f"Y[t, k] = M[{I(head.out_off)} + k]")
     with c.block("else:"):
-        pb, wt, wt_off, used = project_setup(c, lay.mats[0], xt, lay.nin, G, op.proj_bias(lay, 0), "buf")
+        w = lay.mats[op.PROJ_MAT]
+        pb, wt, wt_off, used = project_setup(c, w, xt, lay.nin, G, op.proj_bias(lay, 0), "buf")
         c(f"tb = min({I(TB)}, (buf.shape[0] - {I(used)}) // {I(G)})")
         c(f"P = buf[{I(used)} : {I(used)} + tb * {I(G)}]")
         with c.block("for t0 in range(0, T, tb):"):

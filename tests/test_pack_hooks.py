@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from builders import attention, dense, esn, model, quantize_int8, recurrent
+from edgernn.kernels.ops import BY_NAME, REGISTRY
 
 import edgernn
 from edgernn.artifact import LAYER_KINDS, ArtifactError, validate_tensors
-from edgernn.kernels.ops import BY_NAME, REGISTRY
 
 HOOKS = ("state", "scratch", "pack", "check_values")
 
@@ -19,6 +19,8 @@ HOOKS = ("state", "scratch", "pack", "check_values")
 def test_every_registered_op_has_the_packing_hooks(op):
     missing = [h for h in HOOKS if not callable(getattr(op, h, None))]
     assert not missing, f"{op.NAME}: no {missing}"
+    if hasattr(op, "proj_rows"):  # chunk mode hoists its input projection: it names that matrix
+        assert isinstance(op.PROJ_MAT, int)
 
 
 def test_every_plan_kind_is_registered():

@@ -39,6 +39,8 @@ NAME = "conv1d"
 RECURRENT = False
 INPUTS = 1
 _N_AUX = 10
+M_W = 0  # matrix descriptor: W as [Cout, Cin/G·K] (or folded)
+V_BIAS = 0  # vector slot: b (flag F_BIAS)
 
 
 def geometry(layer: dict) -> tuple[int, ...]:
@@ -132,12 +134,12 @@ def _foldable(layer: dict, w: np.ndarray) -> list | None:
 
 
 def pack(layer: dict, ctx) -> None:
-    """W as a [Cout, Cin/G·K] matrix (descriptor 0; folded to [Cout, K/2 + 1] when the bank folds), b in
-    slot 0, the geometry and the fold runs in the aux block."""
+    """W as a [Cout, Cin/G·K] matrix (descriptor ``M_W``; folded to [Cout, K/2 + 1] when the bank folds),
+    b in slot ``V_BIAS``, the geometry and the fold runs in the aux block."""
     w = ctx.tensor("W")
     runs = _foldable(layer, w)
     if runs is None:
-        ctx.matrix(0, "W", np.asarray(w).reshape(w.shape[0], -1))
+        ctx.matrix(M_W, "W", np.asarray(w).reshape(w.shape[0], -1))
     else:
         k = layer["kernel_size"]
         h = k // 2
@@ -147,11 +149,11 @@ def pack(layer: dict, ctx) -> None:
         for r0, r1, sign in runs:
             mid = w2[r0:r1, 1:h] + (-1 if sign else 1) * w2[r0:r1, k - 1 : h : -1]
             f[r0:r1, 1:h] = mid / 2
-        ctx.matrix(0, "W", f.astype(np.int8 if w.dtype == np.int8 else np.float32))
+        ctx.matrix(M_W, "W", f.astype(np.int8 if w.dtype == np.int8 else np.float32))
     b = ctx.tensor("b")
     if b is not None:
         ctx.set_flag(L.F_BIAS)
-        ctx.vector(0, b)
+        ctx.vector(V_BIAS, b)
     ctx.params([layer["activation"]], [layer["alpha"]], [layer["beta"]])
     fold = [] if runs is None else [v for run in runs for v in run]
     ctx.aux(list(geometry(layer)) + [int(runs is not None), len(fold) // 3] + fold)
@@ -175,7 +177,7 @@ def emit_apply(c: Code, lay: Layer, x: str, y: str) -> None:
     """y = act(conv(x) + b) through the im2col scratch."""
     cin, n, cout, k, s, d, pb, _, g, lout = lay.aux(c.wf, _N_AUX)
     runs = _runs(c.wf, lay)
-    m = lay.mats[0]
+    m = lay.mats[M_W]
     a = lay.act(0, 0)
     bias = lay.has(L.F_BIAS)
     col = c.fresh("col")
@@ -256,7 +258,7 @@ def _emit_blocks(
                 if m.int8:
                     e = f"{e} * wf[{I(m.soff)} + {r}]"
                 if bias:
-                    e = f"{e} + wf[{I(lay.vecs[0])} + {r}]"
+                    e = f"{e} + wf[{I(lay.vecs[V_BIAS])} + {r}]"
                 c(f"{val} = {e}")
                 c(f"{y}[({r}) * {I(lout)} + {t}] = {act_scalar(c, a.code, a.alpha, a.beta, val)}")
 
@@ -283,7 +285,7 @@ def _emit_blocks(
 def weights(lay: Layer, wf, wb) -> np.ndarray:
     """The layer's weights as [Cout, Cin/G, K] float64 (unfolded when packed folded)."""
     cin, _, cout, k, _, _, _, _, g, _ = lay.aux(wf, _N_AUX)
-    m = _np.mat(wf, wb, lay.mats[0]).astype(np.float64)
+    m = _np.mat(wf, wb, lay.mats[M_W]).astype(np.float64)
     runs = _runs(wf, lay)
     if runs is None:
         return m.reshape(cout, cin // g, k)
@@ -308,5 +310,5 @@ def numpy_apply(lay: Layer, wf, wb, M, x):
             win = xp[gi * cg : (gi + 1) * cg, t * s : t * s + d * (k - 1) + 1 : d]  # [cg, k]
             y[gi * og : (gi + 1) * og, t] = np.einsum("oik,ik->o", w[gi * og : (gi + 1) * og], win)
     if lay.has(L.F_BIAS):
-        y += _np.vec(wf, lay.vecs[0], cout).astype(np.float64)[:, None]
+        y += _np.vec(wf, lay.vecs[V_BIAS], cout).astype(np.float64)[:, None]
     return _np.act_of(lay, 0, 0, y.ravel().astype(np.float32))

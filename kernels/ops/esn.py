@@ -24,6 +24,7 @@ NAME = "esn"
 RECURRENT = False
 LANES = True  # its products can be blocked over many streams (kernels/lanes.py)
 M_IN, M_RES = 0, 1  # matrix descriptors: W_in, the reservoir W
+PROJ_MAT = M_IN  # chunk mode: the input projection's matrix
 V_BIAS, V_INDICES, V_INDPTR = 0, 1, 2  # vector slots: b (flag F_BIAS); CSR column indices, row pointers
 #: a CSR reservoir at least this dense is packed as a dense matrix (the file stays CSR): from ~4% nonzeros
 #: on, one vectorized pass over all N² weights beats the gathers (500 units at 10%: 32 -> 16 µs per step)

@@ -18,6 +18,7 @@ KIND = L.K_GATHER
 NAME = "gather"
 RECURRENT = False
 INPUTS = 1
+V_INDEX = 0  # vector slot: the index table (O)
 #: more runs than this and the copy reads its index table instead
 MAX_RUNS = 64
 
@@ -40,8 +41,8 @@ def check_values(where: str, layer: dict, roles: dict, tensors: dict, P) -> None
 
 
 def pack(layer: dict, ctx) -> None:
-    """The index table in vector slot 0."""
-    ctx.vector(0, ctx.tensor("index"))
+    """The index table in vector slot ``V_INDEX``."""
+    ctx.vector(V_INDEX, ctx.tensor("index"))
 
 
 def scratch(layer: dict) -> int:
@@ -71,12 +72,12 @@ def runs(ix: np.ndarray) -> list[tuple[int, int, int, int]]:
 def emit_apply(c: Code, lay: Layer, x: str, y: str) -> None:
     """y = x[index] as run copies (or an index-table loop when there are many runs)."""
     # the packer wrote the table; the generator reads it back as integers
-    ix = c.wf[lay.vecs[0] : lay.vecs[0] + lay.nout]
+    ix = c.wf[lay.vecs[V_INDEX] : lay.vecs[V_INDEX] + lay.nout]
     rs = runs(ix)
     if len(rs) > MAX_RUNS:
         k, j = c.fresh("k"), c.fresh("j")
         with c.block(f"for {k} in range({I(lay.nout)}):"):
-            c(f"{j} = int(wf[{I(lay.vecs[0])} + {k}])")
+            c(f"{j} = int(wf[{I(lay.vecs[V_INDEX])} + {k}])")
             c(f"{y}[{k}] = {x}[{j}] if {j} >= 0 else Z")
         return
     for d0, s0, n, st in rs:
@@ -90,7 +91,7 @@ def emit_apply(c: Code, lay: Layer, x: str, y: str) -> None:
 
 def numpy_apply(lay: Layer, wf, wb, M, x):
     """The numpy implementation: x[index], zeros where index is −1."""
-    ix = wf[lay.vecs[0] : lay.vecs[0] + lay.nout].astype(np.int64)
+    ix = wf[lay.vecs[V_INDEX] : lay.vecs[V_INDEX] + lay.nout].astype(np.int64)
     y = np.zeros(lay.nout, np.float32)
     ok = ix >= 0
     y[ok] = x[ix[ok]]

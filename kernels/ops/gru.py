@@ -22,6 +22,7 @@ NAME = "gru"
 RECURRENT = True
 LANES = True  # its products can be blocked over many streams (kernels/lanes.py)
 GATES = 3
+PROJ_MAT = recurrent.w_mat(0)  # chunk mode: the input projection's matrix (W, or [W | R])
 #: vector slots of direction d (``+ d``): Wb and Rb (3H each, kept apart: Rbh may be reset-gated), initial h
 V_WBIAS, V_RBIAS, V_H0 = recurrent.V_BIAS, recurrent.V_EXTRA, recurrent.V_H0
 

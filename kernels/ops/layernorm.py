@@ -21,6 +21,7 @@ KIND = L.K_LAYERNORM
 NAME = "layernorm"
 RECURRENT = False
 INPUTS = 1
+V_SCALE, V_BIAS, V_EPS = 0, 1, 2  # vector slots: scale (N), bias (N), ε (1)
 
 
 def check(where: str, layer: dict, P) -> int:
@@ -45,13 +46,13 @@ def check_values(where: str, layer: dict, roles: dict, tensors: dict, P) -> None
 
 
 def pack(layer: dict, ctx) -> None:
-    """scale in slot 0, bias in slot 1 (flag F_BIAS), ε in slot 2, N in the aux block."""
-    ctx.vector(0, ctx.tensor("scale"))
+    """scale, bias (flag F_BIAS) and ε in slots ``V_SCALE``, ``V_BIAS``, ``V_EPS``; N in the aux block."""
+    ctx.vector(V_SCALE, ctx.tensor("scale"))
     b = ctx.tensor("bias")
     if b is not None:
         ctx.set_flag(L.F_BIAS)
-        ctx.vector(1, b)
-    ctx.vector(2, np.array([layer["epsilon"]], np.float32))
+        ctx.vector(V_BIAS, b)
+    ctx.vector(V_EPS, np.array([layer["epsilon"]], np.float32))
     ctx.aux([layer["size"]])
 
 
@@ -65,7 +66,7 @@ def emit_apply(c: Code, lay: Layer, x: str, y: str) -> None:
     n = lay.aux(c.wf, 1)[0]
     rows = lay.nin // n
     r, k, mu, var, inv, d = (c.fresh(s) for s in ("r", "k", "mu", "var", "inv", "d"))
-    eps = c.f32(float(c.wf[lay.vecs[2]]))
+    eps = c.f32(float(c.wf[lay.vecs[V_EPS]]))
     with c.block(f"for {r} in range({I(rows)}):"):
         c(f"{mu} = Z")
         with c.block(f"for {k} in range({I(n)}):"):
@@ -77,20 +78,20 @@ def emit_apply(c: Code, lay: Layer, x: str, y: str) -> None:
             c(f"{var} += {d} * {d}")
         c(f"{inv} = ONE / np.sqrt({var} / {c.f32(float(n))} + {eps})")
         with c.block(f"for {k} in range({I(n)}):"):
-            e = f"({x}[{r} * {I(n)} + {k}] - {mu}) * {inv} * wf[{I(lay.vecs[0])} + {k}]"
+            e = f"({x}[{r} * {I(n)} + {k}] - {mu}) * {inv} * wf[{I(lay.vecs[V_SCALE])} + {k}]"
             if lay.has(L.F_BIAS):
-                e += f" + wf[{I(lay.vecs[1])} + {k}]"
+                e += f" + wf[{I(lay.vecs[V_BIAS])} + {k}]"
             c(f"{y}[{r} * {I(n)} + {k}] = {e}")
 
 
 def numpy_apply(lay: Layer, wf, wb, M, x):
     """The numpy implementation (float64 statistics)."""
     n = lay.aux(wf, 1)[0]
-    eps = float(wf[lay.vecs[2]])
+    eps = float(wf[lay.vecs[V_EPS]])
     v = np.asarray(x, np.float64).reshape(-1, n)
     mu = v.mean(axis=1, keepdims=True)
     var = ((v - mu) ** 2).mean(axis=1, keepdims=True)
-    y = (v - mu) / np.sqrt(var + eps) * _np.vec(wf, lay.vecs[0], n)
+    y = (v - mu) / np.sqrt(var + eps) * _np.vec(wf, lay.vecs[V_SCALE], n)
     if lay.has(L.F_BIAS):
-        y = y + _np.vec(wf, lay.vecs[1], n)
+        y = y + _np.vec(wf, lay.vecs[V_BIAS], n)
     return y.ravel().astype(np.float32)

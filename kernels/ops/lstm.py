@@ -24,6 +24,7 @@ NAME = "lstm"
 RECURRENT = True
 LANES = True  # its products can be blocked over many streams (kernels/lanes.py)
 GATES = 4
+PROJ_MAT = recurrent.w_mat(0)  # chunk mode: the input projection's matrix (W, or [W | R])
 #: vector slots of direction d (``+ d``): Wb + Rb (4H), the peepholes P (3H), initial h and c (H each)
 V_BIAS, V_PEEP, V_H0, V_C0 = recurrent.V_BIAS, recurrent.V_EXTRA, recurrent.V_H0, recurrent.V_C0
 

@@ -15,6 +15,7 @@ NAME = "rnn"
 RECURRENT = True
 LANES = True  # its products can be blocked over many streams (kernels/lanes.py)
 GATES = 1
+PROJ_MAT = recurrent.w_mat(0)  # chunk mode: the input projection's matrix (W, or [W | R])
 #: vector slots of direction d (``+ d``): Wb + Rb (H), initial h (H)
 V_BIAS, V_H0 = recurrent.V_BIAS, recurrent.V_H0
 

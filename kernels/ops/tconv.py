@@ -25,6 +25,8 @@ KIND = L.K_TCONV
 NAME = "tconv"
 RECURRENT = False
 INPUTS = 1
+M_W = 0  # matrix descriptor: W tap-major [Cout, K·Cin]
+V_BIAS = 0  # vector slot: b (flag F_BIAS)
 
 
 def causal_fix(history: int) -> str:
@@ -87,13 +89,14 @@ def state(layer: dict) -> tuple[tuple[str, int], ...]:
 
 
 def pack(layer: dict, ctx) -> None:
-    """W tap-major as [Cout, K·Cin] (descriptor 0), b in slot 0, [Cin, Cout, K, d] in the aux block."""
+    """W tap-major as [Cout, K·Cin] (descriptor ``M_W``), b in slot ``V_BIAS``, [Cin, Cout, K, d] in the
+    aux block."""
     w = np.asarray(ctx.tensor("W"))
-    ctx.matrix(0, "W", np.ascontiguousarray(np.transpose(w, (0, 2, 1)).reshape(w.shape[0], -1)))
+    ctx.matrix(M_W, "W", np.ascontiguousarray(np.transpose(w, (0, 2, 1)).reshape(w.shape[0], -1)))
     b = ctx.tensor("b")
     if b is not None:
         ctx.set_flag(L.F_BIAS)
-        ctx.vector(0, b)
+        ctx.vector(V_BIAS, b)
     ctx.params([layer["activation"]], [layer["alpha"]], [layer["beta"]])
     ctx.aux([layer["in_channels"], layer["out_channels"], layer["kernel_size"], layer["dilation"]])
 
@@ -116,8 +119,8 @@ def emit_apply(c: Code, lay: Layer, x: str, y: str) -> None:
             fill(c, win, kk * cin, cin, "M", st + row * cin)
         else:
             fill(c, win, kk * cin, cin, x, 0)
-    fill(c, y, 0, cout, "wf" if lay.has(L.F_BIAS) else None, lay.vecs[0])
-    gemv_acc(c, lay.mats[0], 0, k * cin, 0, cout, win, y)
+    fill(c, y, 0, cout, "wf" if lay.has(L.F_BIAS) else None, lay.vecs[V_BIAS])
+    gemv_acc(c, lay.mats[M_W], 0, k * cin, 0, cout, win, y)
     a = lay.act(0, 0)
     activate(c, a.code, a.alpha, a.beta, y, 0, cout)
     if hn > 1:
@@ -133,10 +136,10 @@ def numpy_apply(lay: Layer, wf, wb, M, x):
     st = lay.state_off
     rows = np.concatenate([M[st : st + hn * cin].reshape(hn, cin), np.asarray(x, np.float32)[None]])
     win = rows[np.arange(k) * d]
-    w = _np.mat(wf, wb, lay.mats[0]).astype(np.float64)
+    w = _np.mat(wf, wb, lay.mats[M_W]).astype(np.float64)
     yv = w @ win.astype(np.float64).reshape(-1)
     if lay.has(L.F_BIAS):
-        yv = yv + _np.vec(wf, lay.vecs[0], cout)
+        yv = yv + _np.vec(wf, lay.vecs[V_BIAS], cout)
     if hn:
         M[st : st + hn * cin] = rows[1:].reshape(-1)
     return _np.act_of(lay, 0, 0, yv.astype(np.float32))
