@@ -261,7 +261,7 @@ def _export(
         except Exception as e:  # noqa: BLE001 - fall back to the direct mapping, say so
             notes.append(f"compile_onnx failed ({type(e).__name__}: {e}); model.ernn mapped from torch")
     if not compiled_from_onnx:
-        write(ernn_direct, plan, tensors)
+        write(ernn_direct, artifact.upgrade(plan), tensors)
     # ---- int8: the .ernn first (the budget's per-layer choice), then ORT's files with the same choice
     budget_report = None
     if quantize == "int8":
@@ -290,7 +290,7 @@ def _export(
                 example=example.numpy()[..., None] if tokens else example.numpy(),
                 **budget,
             )
-            write(path("model.int8.ernn"), qplan, qtensors)
+            write(path("model.int8.ernn"), artifact.upgrade(qplan), qtensors)
         choices = {ly["name"]: ly["choice"] for ly in budget_report["layers"]}
         budget_report["sizes"]["mixed_bytes"] = os.path.getsize(files["model.int8.ernn"])
         # the layer names of the choice are the plan's the budget ran on (the compiled one when compiled)

@@ -83,7 +83,9 @@ def nodes_of_layers(
         for t in g.initializer:
             inits[t.name] = numpy_helper.to_array(t)
     found: dict[str, list[tuple[str, str]]] = {}
-    for layer in plan["layers"]:
+    from ..artifact import plan_layers
+
+    for _, layer in plan_layers(plan):
         mats = _layer_matrices(layer, tensors)
         if not mats:
             continue

@@ -35,6 +35,7 @@ from ..artifact import (
     QUANTIZABLE,
     plan_layers,
     scale_shape,
+    upgrade,
     validate_plan,
     write,
 )
@@ -294,9 +295,10 @@ def quantize_plan(
 
 
 def _artifact_bytes(plan: Mapping, tensors: Mapping[str, np.ndarray]) -> int:
+    """The size of the file the writers make of ``plan`` (format 2, either version given) in bytes."""
     with tempfile.TemporaryDirectory() as d:
         p = os.path.join(d, "m.ernn")
-        write(p, plan, tensors)
+        write(p, upgrade(plan), tensors)
         return os.path.getsize(p)
 
 

@@ -20,6 +20,7 @@ from edgernn.export.onnx import compile_onnx, front_end  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 import edgernn  # noqa: E402
+from edgernn.artifact import chain_layers  # noqa: E402
 
 
 def _stream_vs_ort(path, res, x_shape, h, steps=8, seed=0):
@@ -63,7 +64,7 @@ def test_torch_lstm_cell_step_is_fused(dynamo, tmp_path):
         )
     assert "LSTM" not in {n.op_type for n in onnx.load(path).graph.node}
     res = compile_onnx(path, os.path.join(str(tmp_path), "cell.ernn"))
-    assert [ly["kind"] for ly in res["plan"]["layers"]] == ["lstm", "dense"]
+    assert [ly["kind"] for ly in chain_layers(res["plan"])] == ["lstm", "dense"]
     assert res["state_pairs"] == [["h", "hn"], ["c", "cn"]]
     assert not any("not checked" in n for n in res["notes"])
     _stream_vs_ort(path, res, (1, 3), 5)
@@ -119,7 +120,7 @@ def test_keras_style_matmul_step_is_fused(tmp_path):
     assert fe["fused_cells"] == 1
     assert {n.op_type for n in fe["model"].graph.node} == {"Unsqueeze", "LSTM", "Squeeze", "Relu"}
     res = compile_onnx(path, os.path.join(str(tmp_path), "k.ernn"))
-    assert [ly["kind"] for ly in res["plan"]["layers"]] == ["lstm", "activation"]
+    assert [ly["kind"] for ly in chain_layers(res["plan"])] == ["lstm", "activation"]
     _stream_vs_ort(path, res, (1, 4), 3, seed=2)
 
 
@@ -182,7 +183,7 @@ def test_torch_gru_and_rnn_cell_steps_are_fused(tmp_path, kind, nonlinearity, dy
     assert fe["fused_cells"] == 1
     assert {"GRU" if kind == "gru" else "RNN"} <= {n.op_type for n in fe["model"].graph.node}
     res = compile_onnx(path, os.path.join(str(tmp_path), f"{kind}.ernn"))
-    assert [ly["kind"] for ly in res["plan"]["layers"]] == [kind, "dense"]
+    assert [ly["kind"] for ly in chain_layers(res["plan"])] == [kind, "dense"]
     assert res["state_pairs"] == [["h", "hn"]]
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     s = edgernn.load(res["path"]).stream()

@@ -16,6 +16,8 @@ from edgernn.export import compile_onnx  # noqa: E402
 from edgernn.export.onnx import CompileError  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
+from edgernn.artifact import chain_layers  # noqa: E402
+
 
 def _lstm_graph(extra_nodes=(), out="Y", t=5, lstm_inputs=None, lstm_attrs=None, outputs=("Y",), inits=()):
     rng = np.random.default_rng(0)
@@ -131,7 +133,7 @@ def test_initial_state_constant_becomes_plan_tensor(tmp_path):
     m = _lstm_graph(lstm_inputs=["x", "W", "R", "", "", "h0"], inits=[numpy_helper.from_array(h0, "h0")])
     res = _compile(tmp_path, m)
     plan, tensors = artifact.read(res["path"])
-    np.testing.assert_array_equal(tensors[plan["layers"][0]["tensors"]["initial_h"]], [[0, 1, 2, 3]])
+    np.testing.assert_array_equal(tensors[chain_layers(plan)[0]["tensors"]["initial_h"]], [[0, 1, 2, 3]])
 
 
 def _external_model(tmp_path, location: str, data: bytes | None = None):
@@ -158,7 +160,7 @@ def test_external_data_inside_folder_is_read(tmp_path):
     with open(os.path.join(os.path.dirname(p), "w.bin"), "wb") as f:
         f.write(raw)
     res = compile_onnx(p, os.path.join(str(tmp_path), "ok.ernn"))
-    assert res["plan"]["layers"][0]["kind"] == "lstm"
+    assert chain_layers(res["plan"])[0]["kind"] == "lstm"
 
 
 @pytest.mark.parametrize("where", ["absolute", "dotdot", "symlink"])
@@ -206,7 +208,7 @@ def test_cli_compile_and_inspect(tmp_path, capsys):
     assert "quantization int8" in text and "labels: a, b, c, d" in text and "quantization report" in text
     assert main(["inspect", out, "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["layers"][0]["dtypes"] == ["F32", "I8"] and info["quantization_report"]["mode"] == "int8"
+    assert info["ops"][0]["dtypes"] == ["F32", "I8"] and info["quantization_report"]["mode"] == "int8"
     assert main(["inspect", src]) == 0
     assert "compiles to (many_to_one): lstm(3->4)" in capsys.readouterr().out
     bad = os.path.join(str(tmp_path), "bad.onnx")
@@ -248,7 +250,7 @@ def test_split_of_bidirectional_output(tmp_path):
     exp = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[
         0
     ]
-    assert res["plan"]["layers"][-1]["kind"] == "dense"  # the selection of the forward half
+    assert chain_layers(res["plan"])[-1]["kind"] == "dense"  # the selection of the forward half
     assert mismatch(predict(res["path"], x), exp) is None
 
 

@@ -131,7 +131,7 @@ def test_quantized_every_kind(kind, mode, tmp_path):
     assert plan["quantization"] == mode
     quantizable = {"rnn": "W", "lstm": "W", "gru": "W", "dense": "W", "embedding": "table"}
     n_q = 0
-    for layer in plan["layers"]:
+    for layer in artifact.chain_layers(plan):
         role = quantizable.get(layer["kind"])
         if role is None:
             continue

@@ -17,6 +17,9 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 from compiler_common import input_to_btf, mismatch, output_to_bf, predict  # noqa: E402
 
+from edgernn import artifact as A  # noqa: E402
+from edgernn.artifact import chain_layers  # noqa: E402
+
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -215,7 +218,7 @@ def test_ort_int8_lstm_compiles(tmp_path):
     assert np.max(np.abs(got - ort_q)) < 0.02 * max(1.0, float(np.max(np.abs(ort_q))))
     res8 = compile_onnx(q8, os.path.join(str(tmp_path), "q8.ernn"), quantize="int8")
     plan, tensors = artifact.read(res8["path"])
-    lstm = plan["layers"][0]
+    lstm = chain_layers(plan)[0]
     wq = tensors[lstm["tensors"]["W"]]
     assert wq.dtype == np.int8
     src = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(q8).graph.initializer}
@@ -260,8 +263,8 @@ def test_token_models(onehot, tmp_path):
             dynamic_axes={"ids": {0: "b", 1: "t"}},
         )
     res = compile_onnx(path, os.path.join(str(tmp_path), "tok.ernn"))
-    assert res["plan"]["input"] == {"kind": "tokens", "size": 1, "vocab_size": 13}
-    assert res["plan"]["layers"][0]["kind"] == ("onehot" if onehot else "embedding")
+    assert A.chain_plan(res["plan"])["input"] == {"kind": "tokens", "size": 1, "vocab_size": 13}
+    assert chain_layers(res["plan"])[0]["kind"] == ("onehot" if onehot else "embedding")
     ids2 = torch.randint(0, 13, (2, 11))
     with torch.no_grad():
         ref = net(ids2).numpy()
@@ -345,5 +348,5 @@ class AttnNet(torch.nn.Module):
 def test_attention_pooling(vec, dynamo, tmp_path):
     torch.manual_seed(0)
     res = _check(AttnNet(vec=vec).eval(), str(tmp_path), dynamo=dynamo)
-    assert [lyr["kind"] for lyr in res["plan"]["layers"]] == ["gru", "attention", "dense"]
+    assert [lyr["kind"] for lyr in chain_layers(res["plan"])] == ["gru", "attention", "dense"]
     assert res["plan"]["output"]["sequence"] == "many_to_one"

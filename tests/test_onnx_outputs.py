@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import edgernn
-from edgernn.artifact import validate_plan
+from edgernn.artifact import chain_layers, validate_plan
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -101,7 +101,7 @@ def test_y_c_alone_matches_ort(tmp_path, direction):
     onnx.save(_lstm_graph(direction, ["Y_c"], rng), str(src))
     res = compile_onnx(str(src), str(out))
     assert "outputs" not in res["plan"]  # one output: the plan as before
-    lstm = next(ly for ly in res["plan"]["layers"] if ly["kind"] == "lstm")
+    lstm = next(ly for ly in chain_layers(res["plan"]) if ly["kind"] == "lstm")
     assert lstm["cell_output"] is True and lstm["output_size"] == 2 * lstm["hidden_size"] * (
         2 if direction == "bidirectional" else 1
     )
@@ -280,7 +280,7 @@ def test_state_outputs_of_a_step_graph_stay_state(tmp_path):
         ("c", "cn"),
         ("h", "hn"),
     ]
-    assert "cell_output" not in res["plan"]["layers"][0]
+    assert "cell_output" not in chain_layers(res["plan"])[0]
     m = edgernn.load(str(out))
     assert m.output_names == ("y",)
     s = m.stream()

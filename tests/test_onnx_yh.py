@@ -10,7 +10,7 @@ import pytest
 from builders import dense, model, recurrent
 
 import edgernn
-from edgernn.artifact import validate_plan
+from edgernn.artifact import chain_layers, validate_plan
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
@@ -82,7 +82,7 @@ def test_bidirectional_classifier_reading_y_h(tmp_path, cell, layers):
     src, out = tmp_path / "m.onnx", tmp_path / "m.ernn"
     _export(m, src)
     res = compile_onnx(str(src), str(out))
-    kinds = [ly["kind"] for ly in res["plan"]["layers"]]
+    kinds = [ly["kind"] for ly in chain_layers(res["plan"])]
     assert kinds.count("final") == 1 and kinds[-1] == "dense"
     assert res["plan"]["output"]["sequence"] == "many_to_one"
     rng = np.random.default_rng(0)
@@ -125,7 +125,7 @@ def test_forward_half_of_y_h_needs_no_final_op(tmp_path):
     src, out = tmp_path / "m.onnx", tmp_path / "m.ernn"
     _export(m, src)
     res = compile_onnx(str(src), str(out))
-    assert "final" not in [ly["kind"] for ly in res["plan"]["layers"]]
+    assert "final" not in [ly["kind"] for ly in chain_layers(res["plan"])]
     X = np.random.default_rng(1).normal(size=(2, 9, 3)).astype(np.float32)
     np.testing.assert_allclose(edgernn.load(str(out)).predict(X), _ort(src, {"x": X}), atol=ATOL, rtol=1e-4)
 
@@ -168,7 +168,7 @@ def test_onnx_node_y_h_through_plumbing(tmp_path, op, direction):
     src, out = tmp_path / "m.onnx", tmp_path / "m.ernn"
     onnx.save(_recurrent_graph(op, direction, 8, "y_h", rng), str(src))
     res = compile_onnx(str(src), str(out))
-    fin = [ly for ly in res["plan"]["layers"] if ly["kind"] == "final"]
+    fin = [ly for ly in chain_layers(res["plan"]) if ly["kind"] == "final"]
     assert len(fin) == 1 and fin[0]["direction"] == direction
     for T in (1, 5, 13):
         X = rng.normal(size=(T, 1, 4)).astype(np.float32)
@@ -185,7 +185,7 @@ def test_y_c_readout_compiles(tmp_path):
     src, out = tmp_path / "m.onnx", tmp_path / "m.ernn"
     onnx.save(_recurrent_graph("LSTM", "bidirectional", 8, "y_c", rng), str(src))
     res = compile_onnx(str(src), str(out))
-    assert res["plan"]["layers"][0]["cell_output"] is True
+    assert chain_layers(res["plan"])[0]["cell_output"] is True
     X = rng.normal(size=(9, 1, 4)).astype(np.float32)
     for backend in ("numba", "numpy"):
         got = edgernn.load(str(out), backend=backend).predict(X[:, 0])

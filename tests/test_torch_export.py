@@ -264,7 +264,7 @@ def test_ernn_weights_are_in_onnx_operator_layout(tmp_path, cls, kw):
     X = np.random.default_rng(0).normal(size=(3, 7, 5)).astype(np.float32)
     export(M(), tmp_path, X)
     plan, tensors = artifact.read(tmp_path / "model.ernn")
-    layer = plan["layers"][0]
+    layer = artifact.chain_layers(plan)[0]
     model = _onnx_node_model(layer["kind"], layer, tensors, 5)
     Y = ort.InferenceSession(model.SerializeToString()).run(None, {"X": X.transpose(1, 0, 2).copy()})[0]
     got = Y.transpose(2, 0, 1, 3).reshape(3, 7, 12)  # (T, D, B, H) -> (B, T, D*H)
@@ -277,7 +277,7 @@ def test_int8_ernn_rows(exported):
     plan, tensors = artifact.read(os.path.join(out, "model.ernn"))
     qplan, qt = artifact.read(os.path.join(out, "model.int8.ernn"))
     assert qplan["quantization"] == "int8"
-    for layer, qlayer in zip(plan["layers"], qplan["layers"], strict=True):
+    for layer, qlayer in zip(artifact.chain_layers(plan), artifact.chain_layers(qplan), strict=True):
         for role in ("W", "R"):
             if role not in layer["tensors"] or layer["kind"] == "dense" and role == "R":
                 continue
@@ -293,7 +293,7 @@ def test_int8_ernn_rows(exported):
 def test_esn_sparse_reservoir_as_csr(exported):
     m, out, _ = exported("esn")
     plan, tensors = artifact.read(os.path.join(out, "model.ernn"))
-    layer = plan["layers"][0]
+    layer = artifact.chain_layers(plan)[0]
     assert layer["sparse"] and layer["nnz"] == int(np.count_nonzero(m.W.numpy()))
     t = layer["tensors"]
     dense = np.zeros((200, 200), np.float32)
@@ -357,7 +357,7 @@ def test_user_modules(tmp_path, cls):
     _assert_close(ort.InferenceSession(str(tmp_path / "model.onnx")).run(None, {"input": X})[0], e)
     _assert_close(_step_loop(str(tmp_path / "model.step.onnx"), X, cls is BatchFirstLSTM), e)
     plan, _ = artifact.read(tmp_path / "model.ernn")
-    kinds = [lay["kind"] for lay in plan["layers"]]
+    kinds = [lay["kind"] for lay in artifact.chain_layers(plan)]
     expected = {
         BatchFirstLSTM: ["lstm", "lstm", "dense", "dense"],
         TimeFirstGRU: ["gru", "activation", "dense"],
@@ -365,7 +365,7 @@ def test_user_modules(tmp_path, cls):
     }[cls]
     assert kinds == expected
     if cls is BatchFirstLSTM:
-        assert [lay.get("activation") for lay in plan["layers"][2:]] == ["relu", "softmax"]
+        assert [lay.get("activation") for lay in artifact.chain_layers(plan)[2:]] == ["relu", "softmax"]
         assert plan["output"]["sequence"] == "many_to_one"
 
 

@@ -94,8 +94,15 @@ def compiler_problem() -> str | None:
 
 
 def covers(plan: dict) -> str | None:
-    """None when ``floor.cpp`` has a loop for the chain ``plan`` (format 1), else why not (one line)."""
-    layers = plan.get("layers") or []
+    """None when ``floor.cpp`` has a loop for the chain ``plan`` (either format version), else why not (one
+    line)."""
+    from ..artifact import chain_layers
+    from ..errors import ArtifactError
+
+    try:
+        layers = chain_layers(plan)
+    except ArtifactError:
+        layers = []
     if plan.get("quantization", "none") == "int8":
         return "the C++ loop runs float32 weights; this artifact is int8"
     if len(layers) != 2 or layers[1]["kind"] != "dense" or layers[1].get("activation") != "linear":
@@ -141,7 +148,9 @@ class CppFloor:
         why = covers(plan)
         if why:
             raise Unsupported(why)
-        rec, head = plan["layers"]
+        from ..artifact import chain_layers
+
+        rec, head = chain_layers(plan)
         t = {k: tensors[v] for k, v in rec["tensors"].items()}
         D = _c(tensors[head["tensors"]["W"]])
         db = _c(tensors[head["tensors"]["b"]]) if "b" in head["tensors"] else np.zeros(len(D), np.float32)

@@ -125,7 +125,7 @@ def compile_onnx(
         )
         qplan["quantization_report"] = report
         plan, tensors = qplan, qtensors
-    written = artifact.write(ernn_path, plan, tensors)
+    written = artifact.write(ernn_path, artifact.upgrade(plan), tensors)
     if report is not None:
         # the report is part of the file: settle its own "bytes" figure (converges in 1-2 rounds)
         # (the claimed size only grows; a growing pad field reaches it: at most a few rounds)
@@ -139,7 +139,7 @@ def compile_onnx(
             else:
                 report["pad"] = report.get("pad", "") + " "
             plan["quantization_report"] = report
-            written = artifact.write(ernn_path, plan, tensors)
+            written = artifact.write(ernn_path, artifact.upgrade(plan), tensors)
         else:  # pragma: no cover - would need a pathological header
             raise CompileError("could not settle the size figure of the quantization report")
         report.pop("pad", None)
