@@ -43,6 +43,18 @@ def _numba_for_model(base: _Backend, packed: Packed, path: str | None = None) ->
     return b
 
 
+def numba_dynamic_int8(packed: Packed) -> _Backend:
+    """The numba kernels of ``packed`` with ``dynamic_int8`` (``kernels/ops/_qemit.py``): the int8 R·h of
+    LSTM/RNN layers on h quantized per step; needs numba (no AOT module or numpy backend has it)."""
+    get_backend("numba")  # a clear error when numba is missing
+    from .kernels import codegen
+
+    k = codegen.kernels(packed.wf, dynamic_int8=True)
+    b = _Backend("numba", k.step, k.step_batch, k.seq)
+    b.source = k.source
+    return b
+
+
 def _numba_backend() -> _Backend:
     # step, seq and step_batch are generated for each model (kernels/codegen.py); step_batch (streams(n):
     # blocks of 16 streams share every weight row load, kernels/lanes.py) compiles on the first

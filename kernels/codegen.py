@@ -433,18 +433,28 @@ def _seq_guard(c: Code, head: Header) -> None:
     c(f"return {I(ST_OK)}")
 
 
-def source(wf: np.ndarray) -> str:
-    """The Python source of the generated kernels of the packed model ``wf`` (float32 buffer)."""
+def source(wf: np.ndarray, dynamic_int8: bool = False, vnni: bool | None = None) -> str:
+    """The Python source of the generated kernels of the packed model ``wf`` (float32 buffer).
+
+    ``dynamic_int8``: the int8 recurrent products of LSTM/RNN layers run on h quantized per step
+    (``ops/_qemit.py``), with VNNI instructions when ``vnni`` (None: when the host CPU has them)."""
     head, layers = _layers(wf)
     consts: dict[str, str] = {}
     body = Code(consts)
     body.wf = wf
+    prelude = _PRELUDE
+    if dynamic_int8:
+        from . import vnni as _vnni
+
+        body.qmode = "vnni" if (_vnni.have_vnni() if vnni is None else vnni) else "loop"
+        if body.qmode == "vnni":
+            prelude += "\nfrom edgernn.kernels.vnni import dot4_u8s8\n"
     _emit_step(body, head, layers)
     body("")
     body("")
     _emit_seq(body, head, layers)
     const_lines = [f"{name} = {text}" for name, text in consts.items()]
-    return _PRELUDE + "\n".join(const_lines) + "\n\n\n" + "\n".join(body.lines) + "\n"
+    return prelude + "\n".join(const_lines) + "\n\n\n" + "\n".join(body.lines) + "\n"
 
 
 __all__ = ["GENERATOR_VERSION", "Kernels", "_module", "kernels", "source", "source_key"]

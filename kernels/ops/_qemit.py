@@ -1,0 +1,65 @@
+"""The dynamically quantized int8 GEMV of generated code (``load(..., dynamic_int8=True)``).
+
+Per step the vector v (the recurrent state h) is quantized with one scale, like ONNX Runtime's dynamic
+quantization of activations: ``s = max|v| / 127``, ``q = floor(v / s + 1/2)`` in [−127, 127] (all zero
+when v is), stored as ``q + 128`` in uint8 in the layer's ``[x; h]`` scratch, which this layout does not
+otherwise use. Each row of the int8 weights W (per-row scale ``ws``) then gets ``y += ws·s·Σ q·W`` with the
+sum in exact int32 arithmetic: by ``vnni.dot4_u8s8`` (vpdpbusd) when the code is generated for a CPU with
+AVX512-VNNI (``Code.qmode == "vnni"``), else by a plain integer loop (``"loop"``) with the same result.
+"""
+
+from __future__ import annotations
+
+from ..vnni import CHUNK
+from ._emit import Code, I
+from .record import Matrix
+
+
+def quantize(c: Code, v: str, n: int, qbuf: str) -> tuple[str, str]:
+    """Emit the quantization of v[0:n] into the uint8 view of ``qbuf`` (a float32 scratch of at least n/4
+    values); returns (the uint8 view, the float32 scale s)."""
+    amax, k, a, inv, s, qb = (c.fresh(t) for t in ("amax", "k", "a", "inv", "s", "qb"))
+    c(f"{amax} = Z")
+    with c.block(f"for {k} in range({I(n)}):"):
+        c(f"{a} = abs({v}[{k}])")
+        c(f"{amax} = {a} if {a} > {amax} else {amax}")
+    c(f"{inv} = {c.f32(127.0)} / {amax} if {amax} > Z else Z")
+    c(f"{s} = {amax} * {c.f32(1.0 / 127.0)}")
+    c(f"{qb} = {qbuf}.view(np.uint8)")
+    with c.block(f"for {k} in range({I(n)}):"):
+        c(f"{qb}[{k}] = np.uint8(np.int32(np.floor({v}[{k}] * {inv} + {c.f32(0.5)})) + 128)")
+    return qb, s
+
+
+def gemv_dyn(
+    c: Code, m: Matrix, col0: int, cols: int, r0: int, nrows: int, qb: str, s: str, y: str, y0: int
+) -> None:
+    """y[y0+i] += ws[r0+i] · s · Σ_k (qb[k] − 128) · W[r0+i, col0+k] for i < nrows (``m`` int8)."""
+    ld, base = m.ld, m.off + col0 + r0 * m.ld
+    nv = cols - cols % CHUNK if c.qmode == "vnni" else 0
+    i, b, k, qv = c.fresh("i"), c.fresh("b"), c.fresh("k"), c.fresh("qv")
+    a = [c.fresh("s") for _ in range(4)]
+    n4 = nrows - nrows % 4
+
+    def body(nr: int, row: str) -> None:
+        c(f"{b} = {I(base)} + ({row}) * {I(ld)}")
+        if nv and nr == 4:
+            c(f"{', '.join(a)} = dot4_u8s8(wb, {b}, {I(ld)}, {qb}, {I(nv)})")
+        else:
+            for j in range(nr):
+                c(f"{a[j]} = np.int32(0)")
+        start = nv if nr == 4 else 0
+        if cols > start:
+            with c.block(f"for {k} in range({I(start)}, {I(cols)}):"):
+                c(f"{qv} = np.int32({qb}[{k}]) - np.int32(128)")
+                for j in range(nr):
+                    c(f"{a[j]} = np.int32({a[j]} + {qv} * np.int32(wb[{b} + {I(j * ld)} + {k}]))")
+        for j in range(nr):
+            ws = f"wf[{I(m.soff + r0)} + {row} + {I(j)}]"
+            c(f"{y}[{I(y0)} + {row} + {I(j)}] += np.float32({a[j]}) * ({s} * {ws})")
+
+    if n4:
+        with c.block(f"for {i} in range(0, {I(n4)}, 4):"):
+            body(4, i)
+    for r in range(n4, nrows):
+        body(1, I(r))
