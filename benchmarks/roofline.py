@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-q", "--quant", action="append", choices=("fp32", "int8"))
     ap.add_argument("-r", "--rounds", type=int, default=15)
     ap.add_argument("--load-option", action="append", default=[], metavar="NAME=VALUE",
-                    help="passed to edgernn.load; adds a second set of rows")  # fmt: skip
+                    help="boolean load option for int8 rows (dynamic_int8=1)")  # fmt: skip
     args = ap.parse_args(argv)
     X = np.random.default_rng(0).standard_normal((1000, 8)).astype(np.float32)
     d = tempfile.mkdtemp(prefix="edgernn-roofline-")
@@ -190,11 +190,16 @@ def main(argv: list[str] | None = None) -> int:
     variants = [({}, "")]
     if args.load_option:
         variants.append(
-            (dict(o.split("=", 1) for o in args.load_option), " (" + ", ".join(args.load_option) + ")")
+            (
+                {k: v not in ("0", "false", "False") for k, v in (o.split("=", 1) for o in args.load_option)},
+                " (" + ", ".join(args.load_option) + ")",
+            )
         )
     for name in args.model or ("lstm_8x256", "esn_8x500"):
         for quant in args.quant or ("fp32", "int8"):
             for load, tag in variants:
+                if tag and quant != "int8":
+                    continue  # the load options are int8 choices (dynamic_int8)
                 for k, fn in model_timers(name, quant, X, d, **load).items():
                     if tag and k == "C++ loop":
                         continue
