@@ -112,6 +112,9 @@ def gemv_acc(
         return
     if c.lanes is not None and c.lanes.gemv(m, col0, cols, r0, nrows, x, y, y0):
         return  # one blocked product over a block of streams (kernels/lanes.py)
+    if m.int8 and cols <= NARROW:
+        _gemv_narrow(c, m, col0, cols, r0, nrows, x, y, y0)
+        return
     W = "wb" if m.int8 else "wf"
     base = m.off + col0 + r0 * m.ld
     ld = m.ld
@@ -144,6 +147,27 @@ def gemv_acc(
             body(4, i)
     for r in range(n4, nrows):
         body(1, I(r))
+
+
+#: int8 products over at most this many columns (an input part W·x) take :func:`_gemv_narrow`
+NARROW = 16
+
+
+def _gemv_narrow(
+    c: Code, m: Matrix, col0: int, cols: int, r0: int, nrows: int, x: str, y: str, y0: int
+) -> None:
+    """The int8 gemv of a few columns: one pass over the rows, the row's ``cols`` products written out
+    (x held in scalars), so LLVM vectorizes across rows with interleaved loads and no horizontal sums
+    (four-row dot products of 8 columns spend most of their time reducing: 3.3 against 1.1 µs for
+    LSTM 8→256's W·x here)."""
+    xs = [c.fresh("xq") for _ in range(cols)]
+    for k, v in enumerate(xs):
+        c(f"{v} = {x}[{I(k)}]")
+    r, b = c.fresh("r"), c.fresh("b")
+    with c.block(f"for {r} in range({I(nrows)}):"):
+        c(f"{b} = {I(m.off + col0 + r0 * m.ld)} + {r} * {I(m.ld)}")
+        terms = " + ".join(f"np.float32(wb[{b} + {I(k)}]) * {v}" for k, v in enumerate(xs))
+        c(f"{y}[{I(y0)} + {r}] += ({terms}) * wf[{I(m.soff + r0)} + {r}]")
 
 
 def axpy_acc(c: Code, m: Matrix, r0: int, nrows: int, x: str, y: str, y0: int = 0) -> None:
