@@ -118,3 +118,36 @@ def test_default_is_unchanged_and_bad_uses_refused(int8_lstm, monkeypatch):
         edgernn.load(p32, dynamic_int8=True)
     with pytest.raises(EdgeRNNError, match="numba backend"):
         edgernn.load(p8, backend="numpy", dynamic_int8=True)
+
+
+def reference_esn_dynamic(tensors: dict, leak: float, U: np.ndarray) -> np.ndarray:
+    """ESN (dense reservoir) + Dense head: x ← (1 − a)x + a·tanh(W_in u + b + ws·s·Σ q W_q), q and s of x as
+    in :func:`reference_dynamic`, float64."""
+    Wi = tensors["rec.W_in"].astype(np.float64) * tensors["rec.W_in_scale"][:, None]
+    Wq, Ws, b = tensors["rec.W"].astype(np.int64), tensors["rec.W_scale"].astype(np.float64), tensors["rec.b"]
+    hq, hs, hb = tensors["head.W"].astype(np.float64), tensors["head.W_scale"], tensors["head.b"]
+    x = np.zeros(Wq.shape[0])
+    out = []
+    for u in U.astype(np.float64):
+        amax = np.abs(x).max()
+        q = np.floor(x * (127.0 / amax) + 0.5).astype(np.int64) if amax > 0 else np.zeros(len(x), np.int64)
+        x = (1 - leak) * x + leak * np.tanh(Wi @ u + b + Ws * (amax / 127.0) * (Wq @ q))
+        out.append((hq * hs[:, None]) @ x + hb)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("n", [100, 128])
+def test_esn_dynamic_matches_numpy_reference(n, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGERNN_DEQUANTIZE_MAX_BYTES", "0")
+    plan, tensors = synthetic("esn", 8, n, 1, seed=5)
+    qplan, qt = quantize_int8(plan, tensors)
+    path = str(tmp_path / "esn.int8.ernn")
+    artifact.write(path, qplan, qt)
+    m = edgernn.load(path, dynamic_int8=True)
+    assert "np.uint8" in m.kernel_source
+    X = _inputs(150)
+    s = m.stream()
+    got = np.stack([s.step(x) for x in X])
+    ref = reference_esn_dynamic(qt, float(np.float32(qplan["layers"][0]["leak_rate"])), X)
+    np.testing.assert_allclose(got, ref, atol=2e-5, rtol=1e-4)
+    np.testing.assert_allclose(m.stream().run(X), got, atol=1e-6, rtol=1e-6)

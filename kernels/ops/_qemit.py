@@ -2,10 +2,11 @@
 
 Per step the vector v (the recurrent state h) is quantized with one scale, like ONNX Runtime's dynamic
 quantization of activations: ``s = max|v| / 127``, ``q = floor(v / s + 1/2)`` in [−127, 127] (all zero
-when v is), stored as ``q + 128`` in uint8 in the layer's ``[x; h]`` scratch, which this layout does not
-otherwise use. Each row of the int8 weights W (per-row scale ``ws``) then gets ``y += ws·s·Σ q·W`` with the
-sum in exact int32 arithmetic: by ``vnni.dot4_u8s8`` (vpdpbusd) when the code is generated for a CPU with
-AVX512-VNNI (``Code.qmode == "vnni"``), else by a plain integer loop (``"loop"``) with the same result.
+when v is), stored as ``q + 128`` in uint8 in the layer's scratch (a recurrent cell's ``[x; h]`` buffer,
+which its int8 layout does not otherwise use; an ESN's scratch past its N gate values). Each row of the
+int8 weights W (per-row scale ``ws``) then gets ``y += ws·s·Σ q·W`` with the sum in exact int32
+arithmetic: by ``vnni.dot4_u8s8`` (vpdpbusd) when the code is generated for a CPU with AVX512-VNNI
+(``Code.qmode == "vnni"``), else by a plain integer loop (``"loop"``) with the same result.
 """
 
 from __future__ import annotations
