@@ -47,9 +47,21 @@ def numba_dynamic_int8(packed: Packed) -> _Backend:
     """The numba kernels of ``packed`` with ``dynamic_int8`` (``kernels/ops/_qemit.py``): the int8 R·h of
     LSTM/RNN layers on h quantized per step; needs numba (no AOT module or numpy backend has it)."""
     get_backend("numba")  # a clear error when numba is missing
-    from .kernels import codegen
+    import numpy as np
 
-    k = codegen.kernels(packed.wf, dynamic_int8=True)
+    from .kernels import codegen, vnni
+    from .kernels.ops import _qemit
+
+    rowsums = None
+    if vnni.have_vnni():  # the row sums the VNNI sums need, appended to wf (read-only like the rest)
+        sums, where = _qemit.row_sums(packed.wf, packed.wb)
+        if len(sums):
+            base = len(packed.wf)
+            wf = np.concatenate([packed.wf, sums]).astype(np.float32)
+            wf.flags.writeable = True  # numba signatures take mutable arrays; never written
+            packed.wf = wf
+            rowsums = {off: base + i for off, i in where.items()}
+    k = codegen.kernels(packed.wf, dynamic_int8=True, rowsums=rowsums)
     b = _Backend("numba", k.step, k.step_batch, k.seq)
     b.source = k.source
     return b

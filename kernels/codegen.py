@@ -433,11 +433,15 @@ def _seq_guard(c: Code, head: Header) -> None:
     c(f"return {I(ST_OK)}")
 
 
-def source(wf: np.ndarray, dynamic_int8: bool = False, vnni: bool | None = None) -> str:
+def source(
+    wf: np.ndarray, dynamic_int8: bool = False, vnni: bool | None = None, rowsums: dict | None = None
+) -> str:
     """The Python source of the generated kernels of the packed model ``wf`` (float32 buffer).
 
-    ``dynamic_int8``: the int8 recurrent products of LSTM/RNN layers run on h quantized per step
-    (``ops/_qemit.py``), with VNNI instructions when ``vnni`` (None: when the host CPU has them)."""
+    ``dynamic_int8``: the int8 recurrent products of LSTM/RNN layers and dense ESN reservoirs run on the
+    state quantized per step (``ops/_qemit.py``), with VNNI instructions when ``vnni`` (None: when the
+    host CPU has them) for the matrices whose row sums ``rowsums`` places in ``wf`` (matrix offset ->
+    offset in wf; see ``_qemit.row_sums``); the others take the portable loop."""
     head, layers = _layers(wf)
     consts: dict[str, str] = {}
     body = Code(consts)
@@ -446,7 +450,8 @@ def source(wf: np.ndarray, dynamic_int8: bool = False, vnni: bool | None = None)
     if dynamic_int8:
         from . import vnni as _vnni
 
-        body.qmode = "vnni" if (_vnni.have_vnni() if vnni is None else vnni) else "loop"
+        body.qmode = "vnni" if (_vnni.have_vnni() if vnni is None else vnni) and rowsums else "loop"
+        body.rowsums = rowsums or {}
         if body.qmode == "vnni":
             prelude += "\nfrom edgernn.kernels.vnni import dot4_u8s8\n"
     _emit_step(body, head, layers)

@@ -8,10 +8,10 @@ products per instruction, summed into 16 int32 lanes); the generated code calls 
 same (exact, integer) result, so generated code stays portable (aarch64, x86 without VNNI, AOT targets).
 
     dot4_u8s8(w, woff, ld, q, n) -> (s0, s1, s2, s3)
-    s_j = Σ_{k<n} (q[k] − 128) · w[woff + j·ld + k]      (int32; n a multiple of 64)
+    s_j = Σ_{k<n} q[k] · w[woff + j·ld + k]      (int32; q uint8, w int8; n a multiple of 64)
 
-``q`` holds the quantized vector as ``v + 128`` in uint8 (v ∈ [−127, 127]); the −128 offset is taken off
-with a second ``vpdpbusd`` of 0x80 bytes against the same weight load, so no row sums are stored.
+The caller stores the quantized vector as ``v + 128`` in uint8 (v ∈ [−127, 127]) and takes off 128 times
+the row's weight sum, computed once at load (``ops/_qemit.row_sums``).
 """
 
 from __future__ import annotations
@@ -56,9 +56,8 @@ def _make():
             dp = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(vi, [vi, vi, vi]), "llvm.x86.avx512.vpdpbusd.512"
             )
-            bias = ir.Constant(vi, [0x80808080] * (CHUNK // 4))
             zero = ir.Constant(vi, None)
-            accs = [cgutils.alloca_once_value(builder, zero) for _ in range(8)]
+            accs = [cgutils.alloca_once_value(builder, zero) for _ in range(4)]
             nchunks = builder.udiv(nv, ir.Constant(i64, CHUNK))
             with cgutils.for_range(builder, nchunks) as loop:
                 k = builder.mul(loop.index, ir.Constant(i64, CHUNK))
@@ -68,20 +67,11 @@ def _make():
                     o = builder.add(builder.add(wo, builder.mul(ldv, ir.Constant(i64, j))), k)
                     wv = builder.load(builder.bitcast(builder.gep(wd, [o]), vb.as_pointer()), align=1)
                     wv = builder.bitcast(wv, vi)
-                    builder.store(builder.call(dp, [builder.load(accs[2 * j]), qv, wv]), accs[2 * j])
-                    builder.store(
-                        builder.call(dp, [builder.load(accs[2 * j + 1]), bias, wv]), accs[2 * j + 1]
-                    )
+                    builder.store(builder.call(dp, [builder.load(accs[j]), qv, wv]), accs[j])
             red = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(i32, [vi]), f"llvm.vector.reduce.add.v{CHUNK // 4}i32"
             )
-            outs = [
-                builder.sub(
-                    builder.call(red, [builder.load(accs[2 * j])]),
-                    builder.call(red, [builder.load(accs[2 * j + 1])]),
-                )
-                for j in range(4)
-            ]
+            outs = [builder.call(red, [builder.load(accs[j])]) for j in range(4)]
             return context.make_tuple(builder, signature.return_type, outs)
 
         return sig, codegen

@@ -76,18 +76,26 @@ def test_vnni_and_portable_loop_agree_exactly(int8_lstm, monkeypatch):
     if not vnni.have_vnni():
         pytest.skip("no AVX512-VNNI on this CPU: only the portable loop runs here")
     monkeypatch.setenv("EDGERNN_DEQUANTIZE_MAX_BYTES", "0")
-    _, p8, _ = int8_lstm
+    from edgernn.kernels.ops import _qemit
+
+    _, p8, qt = int8_lstm
     m = edgernn.load(p8)
     p = m._packed
+    sums, where = _qemit.row_sums(p.wf, p.wb)
+    R = qt["rec.R"][0].astype(np.int64)
+    nv = R.shape[1] - R.shape[1] % 64
+    np.testing.assert_array_equal(sums, R[:, :nv].sum(axis=1))  # the row sums, independently
+    wf = np.concatenate([p.wf, sums]).astype(np.float32)
+    rowsums = {off: len(p.wf) + i for off, i in where.items()}
     outs = []
     for use in (True, False):
-        src = source(p.wf, dynamic_int8=True, vnni=use)
-        assert ("dot4_u8s8(" in src) is use
+        src = source(wf, dynamic_int8=True, vnni=use, rowsums=rowsums)
+        assert ("dot4_u8s8(" in src) is (use and nv > 0)
         k = compiled.Kernels(src)
         M = m._m0.copy()
         ys = []
         for x in _inputs(50):
-            assert k.step(x, p.wf, p.wb, M) == 0
+            assert k.step(x, wf, p.wb, M) == 0
             ys.append(M.copy())
         outs.append(np.stack(ys))
     np.testing.assert_array_equal(outs[0], outs[1])

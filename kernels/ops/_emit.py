@@ -39,6 +39,7 @@ class Code:
         self.wf = None  # the packed float32 buffer, for emitters that read their tables (numbers only)
         self.lanes = None  # a kernels.lanes.LaneCode when the code is one block of many streams
         self.qmode = None  # "vnni" | "loop": int8 recurrent products on a quantized h (see _qemit.py)
+        self.rowsums: dict[int, int] = {}  # int8 matrix offset -> offset of its row sums in wf (vnni)
 
     def view(self, base: str, arr: str, a: int, b: int) -> str:
         """A fresh name bound to the slice ``arr[a:b]`` (``arr`` the stream buffer ``M``, the model input

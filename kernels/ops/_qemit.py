@@ -11,9 +11,43 @@ arithmetic: by ``vnni.dot4_u8s8`` (vpdpbusd) when the code is generated for a CP
 
 from __future__ import annotations
 
+import numpy as np
+
+from .. import layout as L
 from ..vnni import CHUNK
 from ._emit import Code, I
-from .record import Matrix
+from .record import Matrix, read_header, read_layer
+
+
+def vnni_cols(cols: int) -> int:
+    """The leading columns of a product summed by ``dot4_u8s8`` (whole 64-byte chunks)."""
+    return cols - cols % CHUNK
+
+
+def dynamic_matrices(wf: np.ndarray) -> list[Matrix]:
+    """The int8 matrices the dynamic products read: R of LSTM/RNN layers, W of dense ESN reservoirs."""
+    out = []
+    for i in range(read_header(wf).n_layers):
+        lay = read_layer(wf, i)
+        if lay.kind in (L.K_LSTM, L.K_RNN) and not lay.has(L.F_FUSED):
+            out += [lay.mats[2 * d + 1] for d in range(lay.directions) if lay.mats[2 * d + 1].int8]
+        elif lay.kind == L.K_ESN and not lay.has(L.F_SPARSE) and lay.mats[1].int8:
+            out.append(lay.mats[1])
+    return out
+
+
+def row_sums(wf: np.ndarray, wb: np.ndarray) -> tuple[np.ndarray, dict[int, int]]:
+    """Per row of each :func:`dynamic_matrices` matrix, the sum of its first :func:`vnni_cols` weights (as
+    float32: exact, |sum| < 2**24), to take the +128 offset of the quantized vector off ``vpdpbusd``'s
+    sums: a float32 array to append to ``wf``, and matrix offset -> index of its first sum in that array."""
+    parts, where, n = [], {}, 0
+    for m in dynamic_matrices(wf):
+        nv = vnni_cols(m.cols)
+        w = wb[m.off : m.off + m.rows * m.ld].reshape(m.rows, m.ld)[:, :nv]
+        parts.append(w.astype(np.int64).sum(axis=1).astype(np.float32))
+        where[m.off] = n
+        n += m.rows
+    return (np.concatenate(parts) if parts else np.zeros(0, np.float32)), where
 
 
 def quantize(c: Code, v: str, n: int, qbuf: str) -> tuple[str, str]:
@@ -37,7 +71,8 @@ def gemv_dyn(
 ) -> None:
     """y[y0+i] += ws[r0+i] · s · Σ_k (qb[k] − 128) · W[r0+i, col0+k] for i < nrows (``m`` int8)."""
     ld, base = m.ld, m.off + col0 + r0 * m.ld
-    nv = cols - cols % CHUNK if c.qmode == "vnni" else 0
+    rs = c.rowsums.get(m.off) if c.qmode == "vnni" and c.rowsums and col0 == 0 else None
+    nv = vnni_cols(cols) if rs is not None else 0
     i, b, k, qv = c.fresh("i"), c.fresh("b"), c.fresh("k"), c.fresh("qv")
     a = [c.fresh("s") for _ in range(4)]
     n4 = nrows - nrows % 4
@@ -46,6 +81,8 @@ def gemv_dyn(
         c(f"{b} = {I(base)} + ({row}) * {I(ld)}")
         if nv and nr == 4:
             c(f"{', '.join(a)} = dot4_u8s8(wb, {b}, {I(ld)}, {qb}, {I(nv)})")
+            for j in range(nr):  # Σ (q + 128)·w − 128 Σ w (exact)
+                c(f"{a[j]} = np.int32({a[j]} - np.int32(wf[{I(rs + r0)} + {row} + {I(j)}]) * np.int32(128))")
         else:
             for j in range(nr):
                 c(f"{a[j]} = np.int32(0)")
