@@ -121,9 +121,11 @@ class Kernels:
         return fn(X, wf, wb, MB)
 
 
-def kernels(wf: np.ndarray, dynamic_int8: bool = False, rowsums: dict | None = None) -> Kernels:
+def kernels(
+    wf: np.ndarray, dynamic_int8: bool = False, rowsums: dict | None = None, panels: dict | None = None
+) -> Kernels:
     """Generate, compile (or load from the cache) the kernels of the packed model ``wf`` (``dynamic_int8``,
-    ``rowsums``: see :func:`~.codegen.source`)."""
+    ``rowsums``, ``panels``: see :func:`~.codegen.source`)."""
     from .codegen import source
 
-    return Kernels(source(wf, dynamic_int8, rowsums=rowsums))
+    return Kernels(source(wf, dynamic_int8, rowsums=rowsums, panels=panels))

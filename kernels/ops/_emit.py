@@ -40,6 +40,7 @@ class Code:
         self.lanes = None  # a kernels.lanes.LaneCode when the code is one block of many streams
         self.qmode = None  # "vnni" | "loop": int8 recurrent products on a quantized h (see _qemit.py)
         self.rowsums: dict[int, int] = {}  # int8 matrix offset -> offset of its row sums in wf (vnni)
+        self.panels: dict[tuple[int, int], int] = {}  # (matrix offset, column) -> its panel in wf (_pemit)
 
     def view(self, base: str, arr: str, a: int, b: int) -> str:
         """A fresh name bound to the slice ``arr[a:b]`` (``arr`` the stream buffer ``M``, the model input
@@ -116,6 +117,13 @@ def gemv_acc(
     if m.int8 and cols <= NARROW:
         _gemv_narrow(c, m, col0, cols, r0, nrows, x, y, y0)
         return
+    if c.panels:
+        from ._pemit import gemv_panel
+
+        done = gemv_panel(c, m, col0, cols, r0, nrows, x, y, y0)
+        if done:
+            gemv_acc(c, m, col0, cols, r0 + done, nrows - done, x, y, y0 + done)
+            return
     W = "wb" if m.int8 else "wf"
     base = m.off + col0 + r0 * m.ld
     ld = m.ld
