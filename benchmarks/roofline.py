@@ -3,6 +3,7 @@ process, against the achieved bandwidth and FLOP rate of edgernn's generated ste
 
     python benchmarks/roofline.py              # LSTM 8->256 and ESN 8->500, fp32 and int8, 15 rounds
     python benchmarks/roofline.py -r 31 -m lstm_8x64
+    python benchmarks/roofline.py --row-loops --load-option dynamic_int8=1   # before/after rows too
 
 Ceilings (numba kernels, one thread): the read bandwidth of a streaming sum over a 1 MiB and a 256 KiB
 float32 buffer (L2-resident here when the L2 holds them, like a model's weights between steps), and the
@@ -130,7 +131,13 @@ def model_timers(name: str, quant: str, X: np.ndarray, d: str, **load) -> dict:
         plan, tensors = quantize_int8(plan, tensors)
     path = os.path.join(d, f"{name}.{quant}.ernn")
     artifact.write(path, plan, tensors)
-    m = edgernn.load(path, **load)
+    rows_only = load.pop("row_loops", False)
+    if rows_only:  # the step as before panels (kernels/simd.py): EDGERNN_PANELS=0 while it loads
+        os.environ["EDGERNN_PANELS"] = "0"
+    try:
+        m = edgernn.load(path, **load)
+    finally:
+        os.environ.pop("EDGERNN_PANELS", None)
     s = m.stream()
     out = {}
 
@@ -181,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-r", "--rounds", type=int, default=15)
     ap.add_argument("--load-option", action="append", default=[], metavar="NAME=VALUE",
                     help="boolean load option for int8 rows (dynamic_int8=1)")  # fmt: skip
+    ap.add_argument("--row-loops", action="store_true", help="also the step without panels (the before)")
     args = ap.parse_args(argv)
     X = np.random.default_rng(0).standard_normal((1000, 8)).astype(np.float32)
     d = tempfile.mkdtemp(prefix="edgernn-roofline-")
@@ -188,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     timers = {k: v[0] for k, v in ceil.items()}
     rows = []
     variants = [({}, "")]
+    if args.row_loops:
+        variants.append(({"row_loops": True}, " (row loops)"))
     if args.load_option:
         variants.append(
             (
@@ -198,8 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.model or ("lstm_8x256", "esn_8x500"):
         for quant in args.quant or ("fp32", "int8"):
             for load, tag in variants:
-                if tag and quant != "int8":
+                if tag.startswith(" (dyn") and quant != "int8":
                     continue  # the load options are int8 choices (dynamic_int8)
+                if tag == " (row loops)" and quant != "fp32":
+                    continue  # panels serve float32 products only
                 for k, fn in model_timers(name, quant, X, d, **load).items():
                     if tag and k == "C++ loop":
                         continue
