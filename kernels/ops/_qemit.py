@@ -20,8 +20,14 @@ from .record import Matrix, read_header, read_layer
 
 
 def vnni_cols(cols: int) -> int:
-    """The leading columns of a product summed by ``dot4_u8s8`` (whole 64-byte chunks)."""
-    return cols - cols % CHUNK
+    """The columns of a product ``dot4_u8s8`` sums (its row sums cover them): all of them from 64 on (whole
+    64-byte chunks, then one last chunk ending at the last column over a copy of q whose columns the
+    chunks before already counted are 0), none below."""
+    return cols if cols >= CHUNK else 0
+
+
+#: bytes past the quantized vector a product with a last partial chunk needs in its scratch (the copy)
+TAIL_BYTES = 4 + CHUNK
 
 
 def dynamic_matrices(wf: np.ndarray) -> list[Matrix]:
@@ -67,26 +73,50 @@ def quantize(c: Code, v: str, n: int, qbuf: str) -> tuple[str, str]:
 
 
 def gemv_dyn(
-    c: Code, m: Matrix, col0: int, cols: int, r0: int, nrows: int, qb: str, s: str, y: str, y0: int
+    c: Code,
+    m: Matrix,
+    col0: int,
+    cols: int,
+    r0: int,
+    nrows: int,
+    qb: str,
+    s: str,
+    y: str,
+    y0: int,
+    qcap: int = 0,
 ) -> None:
-    """y[y0+i] += ws[r0+i] · s · Σ_k (qb[k] − 128) · W[r0+i, col0+k] for i < nrows (``m`` int8)."""
+    """y[y0+i] += ws[r0+i] · s · Σ_k (qb[k] − 128) · W[r0+i, col0+k] for i < nrows (``m`` int8); ``qcap``:
+    bytes the view ``qb`` holds (room past the vector for the last chunk's copy of q, TAIL_BYTES)."""
     ld, base = m.ld, m.off + col0 + r0 * m.ld
     rs = c.rowsums.get(m.off) if c.qmode == "vnni" and c.rowsums and col0 == 0 else None
-    nv = vnni_cols(cols) if rs is not None else 0
-    i, b, k, qv = c.fresh("i"), c.fresh("b"), c.fresh("k"), c.fresh("qv")
+    rem = cols % CHUNK
+    t0 = cols + (-cols % 4)  # the copy's first byte
+    if rs is None or vnni_cols(cols) == 0 or (rem and t0 + CHUNK > qcap):
+        rs = None
+    nv = cols - rem if rs is not None else 0
+    i, b, k, qv, qt = c.fresh("i"), c.fresh("b"), c.fresh("k"), c.fresh("qv"), c.fresh("qt")
     a = [c.fresh("s") for _ in range(4)]
+    t = [c.fresh("t") for _ in range(4)]
     n4 = nrows - nrows % 4
+    if nv and rem and n4:  # the last chunk's q: 0 where the whole chunks already counted the column
+        c(f"{qt} = {qb}[{I(t0)} : {I(t0 + CHUNK)}]")
+        with c.block(f"for {k} in range({I(CHUNK)}):"):
+            c(f"{qt}[{k}] = {qb}[{I(cols - CHUNK)} + {k}] if {k} >= {I(CHUNK - rem)} else np.uint8(0)")
 
     def body(nr: int, row: str) -> None:
         c(f"{b} = {I(base)} + ({row}) * {I(ld)}")
         if nv and nr == 4:
             c(f"{', '.join(a)} = dot4_u8s8(wb, {b}, {I(ld)}, {qb}, {I(nv)})")
+            if rem:
+                c(f"{', '.join(t)} = dot4_u8s8(wb, {b} + {I(cols - CHUNK)}, {I(ld)}, {qt}, {I(CHUNK)})")
             for j in range(nr):  # Σ (q + 128)·w − 128 Σ w (exact)
-                c(f"{a[j]} = np.int32({a[j]} - np.int32(wf[{I(rs + r0)} + {row} + {I(j)}]) * np.int32(128))")
+                tj = f" + {t[j]}" if rem else ""
+                sj = f"np.int32(wf[{I(rs + r0)} + {row} + {I(j)}])"
+                c(f"{a[j]} = np.int32({a[j]}{tj} - {sj} * np.int32(128))")
         else:
             for j in range(nr):
                 c(f"{a[j]} = np.int32(0)")
-        start = nv if nr == 4 else 0
+        start = cols if nv and nr == 4 else 0
         if cols > start:
             with c.block(f"for {k} in range({I(start)}, {I(cols)}):"):
                 c(f"{qv} = np.int32({qb}[{k}]) - np.int32(128)")

@@ -72,9 +72,10 @@ def _tail(c: Code, lay: Layer, x: str, y: str, xs: str, gs: str) -> None:
             f"{xs}, {gs}, wf, {I(soff)})"
         )
     elif m.int8 and c.qmode is not None and c.lanes is None:  # load(..., dynamic_int8=True)
-        qbuf = c.view("qf", "M", lay.scratch_off + N, lay.scratch_off + N + (N + 3) // 4)
+        nq = (N + 3) // 4 + _qemit.TAIL_BYTES // 4  # pack.py's scratch of an ESN
+        qbuf = c.view("qf", "M", lay.scratch_off + N, lay.scratch_off + N + nq)
         qb, s = _qemit.quantize(c, xs, N, qbuf)
-        _qemit.gemv_dyn(c, m, 0, N, 0, N, qb, s, gs, 0)
+        _qemit.gemv_dyn(c, m, 0, N, 0, N, qb, s, gs, 0, qcap=4 * nq)
     else:
         gemv_acc(c, m, 0, N, 0, N, xs, gs)
     a, ia = c.f32(lay.leak), c.f32(1.0 - lay.leak)  # the leak is a float32 value: 1 − a is exact here

@@ -40,7 +40,8 @@ def gates_acc(
         R = lay.mats[2 * d + 1]
         if dynamic(c, lay) and R.int8:
             qb, s = _qemit.quantize(c, h, lay.hidden, xh)
-            _qemit.gemv_dyn(c, R, 0, lay.hidden, r0, nrows, qb, s, y, y0)
+            qcap = 4 * (lay.nin + lay.hidden)  # bytes of the [x; h] scratch
+            _qemit.gemv_dyn(c, R, 0, lay.hidden, r0, nrows, qb, s, y, y0, qcap=qcap)
         else:
             gemv_acc(c, R, 0, lay.hidden, r0, nrows, h, y, y0)
 
