@@ -192,7 +192,9 @@ def pack(plan: dict, tensors: dict[str, np.ndarray]) -> Packed:
             h = layer["hidden_size"]
             scratch = max(scratch, {"rnn": 2 * h, "lstm": 6 * h, "gru": 6 * h}[k] + i)
         elif k == "esn":
-            scratch = max(scratch, layer["reservoir_size"])
+            n = layer["reservoir_size"]
+            # + the quantized state of dynamic_int8 (n bytes, and a 68-byte copy of its last chunk)
+            scratch = max(scratch, n + (n + 3) // 4 + 17)
         elif k == "attention":
             scratch = max(scratch, layer["attention_size"])
         elif k in GRAPH_KINDS:

@@ -433,18 +433,42 @@ def _seq_guard(c: Code, head: Header) -> None:
     c(f"return {I(ST_OK)}")
 
 
-def source(wf: np.ndarray) -> str:
-    """The Python source of the generated kernels of the packed model ``wf`` (float32 buffer)."""
+def source(
+    wf: np.ndarray,
+    dynamic_int8: bool = False,
+    vnni: bool | None = None,
+    rowsums: dict | None = None,
+    panels: dict | None = None,
+) -> str:
+    """The Python source of the generated kernels of the packed model ``wf`` (float32 buffer).
+
+    ``dynamic_int8``: the int8 recurrent products of LSTM/RNN layers and dense ESN reservoirs run on the
+    state quantized per step (``ops/_qemit.py``), with VNNI instructions when ``vnni`` (None: when the
+    host CPU has them) for the matrices whose row sums ``rowsums`` places in ``wf`` (matrix offset ->
+    offset in wf; see ``_qemit.row_sums``); the others take the portable loop. ``panels``: (matrix offset,
+    first column) -> offset in wf of its panel copy (``ops/_pemit.panel_table``), read by the step's
+    float32 products instead of the rows."""
     head, layers = _layers(wf)
     consts: dict[str, str] = {}
     body = Code(consts)
     body.wf = wf
+    prelude = _PRELUDE
+    if panels:
+        body.panels = panels
+        prelude += "\nfrom edgernn.kernels.simd import dot4_panel\n"
+    if dynamic_int8:
+        from . import vnni as _vnni
+
+        body.qmode = "vnni" if (_vnni.have_vnni() if vnni is None else vnni) and rowsums else "loop"
+        body.rowsums = rowsums or {}
+        if body.qmode == "vnni":
+            prelude += "\nfrom edgernn.kernels.vnni import dot4_u8s8\n"
     _emit_step(body, head, layers)
     body("")
     body("")
     _emit_seq(body, head, layers)
     const_lines = [f"{name} = {text}" for name, text in consts.items()]
-    return _PRELUDE + "\n".join(const_lines) + "\n\n\n" + "\n".join(body.lines) + "\n"
+    return prelude + "\n".join(const_lines) + "\n\n\n" + "\n".join(body.lines) + "\n"
 
 
 __all__ = ["GENERATOR_VERSION", "Kernels", "_module", "kernels", "source", "source_key"]

@@ -8,6 +8,7 @@ rows G·H, columns I+H; flag ``F_FUSED``) used with ``xh = [x; h]``, or int8 ``W
 from __future__ import annotations
 
 from .. import layout as L
+from . import _qemit
 from ._emit import Code, axpy_acc, fill, gemv_acc
 from .record import Layer
 
@@ -36,7 +37,19 @@ def gates_acc(
         h_acc(c, lay, d, r0, nrows, h, y, y0)
     else:
         gemv_acc(c, lay.mats[2 * d], 0, lay.nin, r0, nrows, x, y, y0)
-        gemv_acc(c, lay.mats[2 * d + 1], 0, lay.hidden, r0, nrows, h, y, y0)
+        R = lay.mats[2 * d + 1]
+        if dynamic(c, lay) and R.int8:
+            qb, s = _qemit.quantize(c, h, lay.hidden, xh)
+            qcap = 4 * (lay.nin + lay.hidden)  # bytes of the [x; h] scratch
+            _qemit.gemv_dyn(c, R, 0, lay.hidden, r0, nrows, qb, s, y, y0, qcap=qcap)
+        else:
+            gemv_acc(c, R, 0, lay.hidden, r0, nrows, h, y, y0)
+
+
+def dynamic(c: Code, lay: Layer) -> bool:
+    """Whether this layer's R·h runs on a per-step quantized h (``load(..., dynamic_int8=True)``): one
+    stream (not a block of streams), an LSTM or RNN (whose one ``gates_acc`` covers every gate row)."""
+    return c.qmode is not None and c.lanes is None and lay.kind in (L.K_LSTM, L.K_RNN)
 
 
 def x_acc(c: Code, lay: Layer, d: int, r0: int, nrows: int, x: str, y: str, y0: int) -> None:
