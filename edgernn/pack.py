@@ -365,6 +365,10 @@ def pack(plan: dict, tensors: dict[str, np.ndarray]) -> Packed:
             set_vec(rec, 0, T(layer, "b"))
             set_vec(rec, 1, T(layer, "v"))
             state_layout.append((f"{name}.pool", st, layer["input_size"] + 2))
+        elif k == "state":  # a state slot: R_IN is its next value (read at the end of the step)
+            _pack_graph_op(layer, rec, wf, tensors, T, add_matrix, set_vec, set_params)
+            state0[st : st + state_sizes[li]] = _graph_ops()[k].initial(layer, lambda r, ly=layer: T(ly, r))
+            state_layout.append((f"{name}.slot", st, state_sizes[li]))
         elif k in GRAPH_KINDS:
             flags |= _pack_graph_op(layer, rec, wf, tensors, T, add_matrix, set_vec, set_params)
             if state_sizes[li]:

@@ -137,8 +137,11 @@ def _emit_layers(c: Code, head: Header, layers: list[Layer], x: str, p: str | No
     for this step was computed for the whole chunk (see :func:`_hoistable`)."""
     for lay in layers:
         c(f"# layer {I(lay.index)}: {REGISTRY[lay.kind].NAME} {I(lay.nin)} -> {I(lay.nout)}")
-        xin = _input(c, head, lay.in_off, lay.nin, x)
         y = c.view("y", "M", lay.out_off, lay.out_off + lay.nout)
+        if getattr(REGISTRY[lay.kind], "INPUTS", 1) == 0:  # a state slot: reads its state, no value
+            REGISTRY[lay.kind].emit_apply(c, lay, None, y)
+            continue
+        xin = _input(c, head, lay.in_off, lay.nin, x)
         if getattr(REGISTRY[lay.kind], "INPUTS", 1) == 2:
             REGISTRY[lay.kind].emit_apply2(c, lay, xin, _input(c, head, lay.in2_off, lay.nin, x), y)
         elif lay.index == 0 and p is not None:
@@ -153,6 +156,17 @@ def _emit_run(c: Code, head: Header, layers: list[Layer]) -> None:
     with c.block("def run1(x, wf, wb, M):"):
         c('"""The layers of one step on stream buffer M (x already checked)."""')
         _emit_layers(c, head, layers, "x")
+        _emit_writes(c, head, layers, "x")
+
+
+def _emit_writes(c: Code, head: Header, layers: list[Layer], x: str) -> None:
+    """The end of a step: each state slot (``kernels/ops/state.py``) takes its next value, after every
+    op of the step has read the slot's old value (their copies were made when the state ops ran)."""
+    for lay in layers:
+        op = REGISTRY[lay.kind]
+        if hasattr(op, "emit_write"):
+            c(f"# layer {I(lay.index)}: {op.NAME} write-back")
+            op.emit_write(c, lay, _input(c, head, lay.in_off, lay.nout, x))
 
 
 #: chunk mode with the hoisted input projection (see :func:`_hoistable`). Off: with the step's input part
@@ -264,6 +278,7 @@ def _emit_block(c: Code, head: Header, layers: list[Layer], s0: str) -> None:
         _emit_layers(lc, head, [lay], "x")
         if not lc.blocking:
             lc.flush()  # an op not written for blocking: one segment, its products per stream
+    _emit_writes(lc, head, layers, "x")
     lc.flush()
 
 

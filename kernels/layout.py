@@ -45,6 +45,7 @@ K_UNARY = 14
 K_LAYERNORM = 15
 K_TCONV = 16
 K_FINAL = 17
+K_STATE = 18
 KIND_CODES = {
     "normalize": K_NORMALIZE,
     "affine": K_AFFINE,
@@ -64,6 +65,7 @@ KIND_CODES = {
     "layernorm": K_LAYERNORM,
     "tconv": K_TCONV,
     "final": K_FINAL,
+    "state": K_STATE,
 }
 
 # record fields (offsets within a record)

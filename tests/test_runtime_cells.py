@@ -226,6 +226,23 @@ def _case(name, rng):
         )
         g["ops"][2]["inputs"] = ["b:y"]
         return g, tensors
+    if name == "graph_state":  # a state slot: s' = tanh(W x) * 0.5 + s (read by two ops), y = V s'
+        from edgernn.artifact import upgrade
+
+        plan, tensors = model([dense(rng, "d", 4, 6, activation="tanh"), dense(rng, "e", 6, 2)], 4)
+        g = upgrade(plan)
+        g["values"].update({"s:y": {"shape": [6]}, "a:y": {"shape": [6]}, "b:y": {"shape": [6]}})
+        tensors["s.init"] = rng.normal(size=6).astype(np.float32)
+        tensors["a.sc"] = np.full(6, 0.5, np.float32)
+        tensors["a.sh"] = np.zeros(6, np.float32)
+        state = {"kind": "state", "name": "s", "inputs": [], "outputs": ["s:y"], "attrs": {"next": "b:y"}}
+        state["tensors"] = {"initial": "s.init"}
+        aff = {"kind": "affine", "name": "a", "inputs": ["d:y"], "outputs": ["a:y"]}
+        aff["tensors"] = {"scale": "a.sc", "shift": "a.sh"}
+        add = {"kind": "binary", "name": "b", "inputs": ["a:y", "s:y"], "outputs": ["b:y"]}
+        g["ops"] = [state, g["ops"][0], aff, add | {"attrs": {"op": "add"}}, g["ops"][1]]
+        g["ops"][4]["inputs"] = ["b:y"]
+        return g, tensors
     raise KeyError(name)
 
 
@@ -241,7 +258,7 @@ CASES = [
     "reverse_gru_final", "bidirectional_rnn_gru_stack",
     "stacked_lstm_gru_rnn", "esn_dense", "esn_sparse_extended", "dense_acts", "attention",
     "normalize_affine_activation", "embedding", "onehot", "graph_conv_chain", "graph_binary",
-    "tconv_lstm",
+    "tconv_lstm", "graph_state",
 ]  # fmt: skip
 STREAMABLE = [c for c in CASES if not any(s in c for s in ("bidirectional", "reverse"))]
 

@@ -16,18 +16,20 @@ from .errors import CompileError, where
 from .fold import constant, fold
 from .graph import attrs, live_nodes, producers, reader_counts
 from .ops import handler
-from .ops.recurrent import RECURRENT_OPS
+from .ops.recurrent import RECURRENT_OPS, STATE_SLOTS
 from .ops.registry import PLUMBING
-from .passes import pairing
+from .passes import pairing, slots
 from .passes import state as state_pass
 from .passes.attention import fuse_attention
 from .plan import PlanBuilder
-from .values import Const, Data, Multi, State, Sym, axes_desc
+from .values import Const, Data, Multi, State, Sym, TimePadded, axes_desc
 
 __all__ = ["Compiler", "compile_graph"]
 
 #: domains whose ops have handlers (the ONNX default domain, ORT's contrib ops, the compiler's own)
 _DOMAINS = ("", "ai.onnx", "com.microsoft", "edgernn")
+#: values that make a plumbing node's output data (a state joined with them is read from its slot)
+_DATA = (Data, Multi, TimePadded)
 
 
 class Compiler:
@@ -49,6 +51,9 @@ class Compiler:
         self.fused: dict[str, dict] = {}  # fused attention pooling nodes
         self.state_feeds: list[tuple] = []  # (state input, layer index, "h"|"c", [D, H] positions or None)
         self.state_codes: dict[str, Any] = {}  # Y_h / Y_c output name -> Bcast of codes of (layer, h|c, unit)
+        self.state_vis: dict[str, Any] = {}  # state input name -> its ValueInfoProto
+        #: state input -> position of its ``state`` op (a state slot, :mod:`.passes.slots`)
+        self.slots: dict[str, int] = {}
         self.pending_q: tuple | None = None  # the MatMulInteger layer awaiting its scale
         self.readers: dict[str, int] = {}  # value name -> how many computations read it
         self._concats: dict[int, tuple] = {}  # id(Multi) -> (the Multi, its plan value): one copy each
@@ -84,7 +89,11 @@ class Compiler:
         for o in self.outputs:
             if o not in prod and o not in self.env and not any(i.name == o for i in g.input):
                 raise CompileError(f"the graph has no value named {o!r}")
-        nodes, seen = live_nodes(graph_nodes, prod, self.outputs)
+        # state pairs whose input is read as data (not only through plumbing into recurrent state
+        # slots) become state slots: their state outputs are computed too (the slot's write-back)
+        slotty = state_pass.slot_inputs(g, graph_nodes, self.outputs, self.state_pairs, inits)
+        writes = [o for i, o in self.state_pairs if i in slotty and o not in self.outputs]
+        nodes, seen = live_nodes(graph_nodes, prod, self.outputs + writes)
         self.used = {i for n in nodes for i in n.input if i} | set(self.outputs)
         used_inputs = [i for i in g.input if i.name not in inits and i.name in seen]
         paired = {i for i, _ in self.state_pairs}
@@ -92,10 +101,15 @@ class Compiler:
         for i in state_inputs:
             self.env[i.name] = State(i.name, state_pass.state_index(i))
             self.state_inputs.append(i.name)
+            self.state_vis[i.name] = i
         self._bind_input(data_inputs[0])
         self.readers = reader_counts(nodes, [o.name for o in g.output])
         for n in nodes:
             self.eval_node(n)
+        for o in self.outputs:
+            if isinstance(self.env.get(o), State):  # a graph output that is the state (a delay line)
+                self.env[o] = slots.read(self, self.env[o], f"output {o!r}")
+        slots.resolve_writes(self)
         outs = []
         for o in self.outputs:
             v = self.env.get(o)
@@ -166,9 +180,16 @@ class Compiler:
         ):
             self._set(node, [Const(a) for a in fold(node, [v.arr if v else None for v in vals], self.opset)])
             return
-        if any(isinstance(v, State) for v in present) and op not in RECURRENT_OPS:
-            self._set(node, state_pass.propagate(self, node, vals))
-            return
+        if any(isinstance(v, State) for v in present):
+            if op not in RECURRENT_OPS and op in PLUMBING and not any(isinstance(v, _DATA) for v in present):
+                self._set(node, state_pass.propagate(self, node, vals))  # state into recurrent slots
+                return
+            # state read as data (arithmetic, or joined with data): the value of its state slot
+            keep = STATE_SLOTS if op in RECURRENT_OPS else ()
+            vals = [
+                slots.read(self, v, where(node)) if isinstance(v, State) and k not in keep else v
+                for k, v in enumerate(vals)
+            ]
         fn = handler(op)
         if dom not in _DOMAINS or fn is None:
             raise CompileError(
@@ -289,13 +310,16 @@ def as_graph(plan: dict, inputs: list[list[int]], outputs: list[tuple[int, dict]
     ops = []
     for lay, ins, out in zip(layers, inputs, names[1:], strict=True):
         values[out] = {"shape": [lay["output_size"]]}
+        attrs = {k: x for k, x in lay.items() if k not in NOT_ATTRS}
+        if lay["kind"] == "state":  # a state slot: its next value by position -> by name
+            attrs["next"] = names[attrs["next"]]
         ops.append(
             {
                 "kind": lay["kind"],
                 "name": lay["name"],
                 "inputs": [names[p] for p in ins],
                 "outputs": [out],
-                "attrs": {k: x for k, x in lay.items() if k not in NOT_ATTRS},
+                "attrs": attrs,
                 "tensors": dict(lay["tensors"]),
             }
         )
