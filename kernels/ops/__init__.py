@@ -10,7 +10,22 @@ other kind: y from x, state and scratch at the layer's offsets in M).
 from __future__ import annotations
 
 from .. import layout as L
-from . import attention, binary, conv, dense, esn, final, gather, gru, layernorm, lstm, rnn, state, tconv, unary
+from . import (
+    attention,
+    binary,
+    conv,
+    dense,
+    esn,
+    final,
+    gather,
+    gru,
+    layernorm,
+    lstm,
+    rnn,
+    state,
+    tconv,
+    unary,
+)
 from .elementwise import Activation, Affine, Normalize
 from .tokens import Embedding, OneHot
 

@@ -63,7 +63,9 @@ def read(cx, v: State, what: str) -> Data:
     input's slot, the value of the slot from before the step."""
     src = v.src
     if v.ix is None:
-        raise CompileError(f"{what}: cannot follow the positions of state input {src!r} through the ops before it")
+        raise CompileError(
+            f"{what}: cannot follow the positions of state input {src!r} through the ops before it"
+        )
     pos = cx.slots.get(src) or _new_slot(cx, src, what)
     axes = [_batch_sym(cx, src, d) if isinstance(d, Sym) else int(d) for d in v.ix.dims]
     perm = np.asarray(v.ix.arr, np.int64).ravel()
