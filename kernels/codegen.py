@@ -143,11 +143,18 @@ def _emit_layers(c: Code, head: Header, layers: list[Layer], x: str, p: str | No
             continue
         xin = _input(c, head, lay.in_off, lay.nin, x)
         if getattr(REGISTRY[lay.kind], "INPUTS", 1) == 2:
-            REGISTRY[lay.kind].emit_apply2(c, lay, xin, _input(c, head, lay.in2_off, lay.nin, x), y)
+            x2 = _input(c, head, lay.in2_off, _in2_size(c, lay), x)
+            REGISTRY[lay.kind].emit_apply2(c, lay, xin, x2, y)
         elif lay.index == 0 and p is not None:
             _emit_step_layer_proj(c, lay, p, xin, y)
         else:
             _emit_step_layer(c, lay, xin, y)
+
+
+def _in2_size(c: Code, lay: Layer) -> int:
+    """The size of a two-input op's second value: its own input size, unless the op says (matmul)."""
+    op = REGISTRY[lay.kind]
+    return op.in2_size(lay, c.wf) if hasattr(op, "in2_size") else lay.nin
 
 
 def _emit_run(c: Code, head: Header, layers: list[Layer]) -> None:
@@ -372,7 +379,7 @@ def _emit_seq_op(c: Code, lay: Layer, src: str, dst: str, W: int, src2: str | No
             op.emit_apply(c, lay, x, y)
         else:
             x2 = c.fresh("x")
-            c(f"{x2} = {src2}[t * {I(W)} : t * {I(W)} + {I(lay.nin)}]")
+            c(f"{x2} = {src2}[t * {I(W)} : t * {I(W)} + {I(_in2_size(c, lay))}]")
             op.emit_apply2(c, lay, x, x2, y)
 
 

@@ -46,6 +46,7 @@ K_LAYERNORM = 15
 K_TCONV = 16
 K_FINAL = 17
 K_STATE = 18
+K_MATMUL = 19
 KIND_CODES = {
     "normalize": K_NORMALIZE,
     "affine": K_AFFINE,
@@ -66,6 +67,7 @@ KIND_CODES = {
     "tconv": K_TCONV,
     "final": K_FINAL,
     "state": K_STATE,
+    "matmul": K_MATMUL,
 }
 
 # record fields (offsets within a record)

@@ -224,6 +224,8 @@ def reference_predict(plan: dict, tensors: dict, X: np.ndarray) -> np.ndarray:
             if op["kind"] == "binary":
                 a, b = (vals[v] for v in op["inputs"])
                 vals[op["outputs"][0]] = GRAPH_FUNCS[layer["op"]](a, b)
+            elif op["kind"] == "matmul":
+                vals[op["outputs"][0]] = _matmul(layer, *(vals[v] for v in op["inputs"]))
             else:
                 one = dict(plan, format_version=1, layers=[layer])
                 vals[op["outputs"][0]] = reference_predict(one, tensors, vals[op["inputs"][0]])
@@ -287,6 +289,19 @@ def reference_predict(plan: dict, tensors: dict, X: np.ndarray) -> np.ndarray:
         else:
             raise ValueError(k)
     return cur
+
+
+def _matmul(layer: dict, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """A ``matmul`` op over T rows: row t of a as [B, M, K] times row t of b as [B, K, N], written out."""
+    bt, m, k, n = (layer.get("batch", 1), layer["m"], layer["k"], layer["n"])
+    A, Bm = a.reshape(len(a), bt, m, k), b.reshape(len(b), bt, k, n)
+    out = np.zeros((len(a), bt, m, n))
+    for t in range(len(a)):
+        for q in range(bt):
+            for i in range(m):
+                for j in range(n):
+                    out[t, q, i, j] = sum(A[t, q, i, kk] * Bm[t, q, kk, j] for kk in range(k))
+    return out.reshape(len(a), -1)
 
 
 def _reference_slots(plan: dict, tensors: dict, X: np.ndarray) -> np.ndarray:

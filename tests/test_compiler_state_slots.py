@@ -310,3 +310,78 @@ def test_artifact_checks_the_state_op(tmp_path):
            "layers": [{"kind": "state", "name": "s", "input_size": 4, "next": "x"}]}  # fmt: skip
     with pytest.raises(ArtifactError, match="bad layer: layer 0: a state op reads no value"):
         validate_plan(one)
+
+
+# ------------------------------------------------------------------ MatMul of two data values
+
+
+def _reshape(name, src, shape, nodes, inits):
+    inits.append(numpy_helper.from_array(np.array(shape, np.int64), f"{name}.shape"))
+    nodes.append(helper.make_node("Reshape", [src, f"{name}.shape"], [name]))
+
+
+def data_matmul(path, rng, lead=()) -> str:
+    """y = (x W1 as [.., 2, 3]) @ (x W2 as [.., 3, 4]) flattened; ``lead``: extra leading feature axes."""
+    nb = int(np.prod(lead)) if lead else 1
+    nodes, inits = (
+        [],
+        [_const("W1", rng.normal(size=(6, 6 * nb))), _const("W2", rng.normal(size=(6, 12 * nb)))],
+    )
+    nodes += [helper.make_node("MatMul", ["x", "W1"], ["p"]), helper.make_node("MatMul", ["x", "W2"], ["q"])]
+    _reshape("a", "p", [-1, *lead, 2, 3], nodes, inits)
+    _reshape("b", "q", [-1, *lead, 3, 4], nodes, inits)
+    nodes.append(helper.make_node("MatMul", ["a", "b"], ["ab"]))
+    _reshape("y", "ab", [-1, 8 * nb], nodes, inits)
+    return _save(path, nodes, [_vi("x", 6)], [_vi("y", 8 * nb)], inits)
+
+
+def multiplicative_rnn(path, rng) -> str:
+    """s' = tanh(s @ M(x)), M(x) = x W as [4, 4]: the state times a matrix made from the input; y = s'."""
+    nodes, inits = (
+        [helper.make_node("MatMul", ["x", "W"], ["xw"])],
+        [_const("W", rng.normal(0, 0.4, (3, 16)))],
+    )
+    _reshape("mx", "xw", [-1, 4, 4], nodes, inits)
+    _reshape("s3", "s", [-1, 1, 4], nodes, inits)
+    nodes.append(helper.make_node("MatMul", ["s3", "mx"], ["sm"]))
+    _reshape("pre", "sm", [-1, 4], nodes, inits)
+    nodes += [helper.make_node("Add", ["pre", "xb"], ["pre2"]), helper.make_node("Tanh", ["pre2"], ["s_out"])]
+    nodes.append(helper.make_node("Identity", ["s_out"], ["y"]))
+    inits.append(_const("xb", rng.normal(size=4)))
+    return _save(path, nodes, [_vi("x", 3), _vi("s", 4)], [_vi("y", 4), _vi("s_out", 4)], inits)
+
+
+@pytest.mark.parametrize("lead", [(), (2,), (2, 3)])
+def test_matmul_of_two_data_values_matches_ort(tmp_path, lead):
+    """MatMul between two computed tensors is a matmul op (leading feature axes batched); each row of a
+    batch through step equals ONNX Runtime on the batch, on both backends."""
+    rng = np.random.default_rng(5)
+    path = data_matmul(tmp_path / "mm.onnx", rng, lead)
+    res = compile_onnx(path, tmp_path / "mm.ernn")
+    mm = [op for op in res["plan"]["ops"] if op["kind"] == "matmul"]
+    assert len(mm) == 1 and mm[0]["attrs"]["batch"] == (int(np.prod(lead)) if lead else 1)
+    X = rng.normal(size=(7, 6)).astype(np.float32)
+    want = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": X})[0]
+    for backend in ("numba", "numpy"):
+        s = edgernn.load(tmp_path / "mm.ernn", backend=backend).stream()
+        assert close(np.stack([s.step(x) for x in X]), want), backend
+
+
+def test_matmul_of_the_state_and_the_input_streams_like_ort(tmp_path):
+    """A state slot read by a data MatMul: s' = tanh(s @ M(x) + b)."""
+    rng = np.random.default_rng(6)
+    check_streams(
+        multiplicative_rnn(tmp_path / "m.onnx", rng), tmp_path, rng.normal(size=(17, 9, 3)).astype(np.float32)
+    )
+
+
+def test_matmul_over_the_batch_axis_is_refused(tmp_path):
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0]),
+        helper.make_node("MatMul", ["xt", "x"], ["y"]),
+    ]
+    out = helper.make_tensor_value_info("y", F, [6, 6])
+    path = _save(tmp_path / "t.onnx", nodes, [_vi("x", 6)], [out])
+    with pytest.raises(CompileError, match="MatMul over a batch or time axis") as e:
+        compile_onnx(path, tmp_path / "t.ernn")
+    assert "\n" not in str(e.value)

@@ -54,6 +54,7 @@ class Compiler:
         self.state_vis: dict[str, Any] = {}  # state input name -> its ValueInfoProto
         #: state input -> position of its ``state`` op (a state slot, :mod:`.passes.slots`)
         self.slots: dict[str, int] = {}
+        self.slotty: set[str] = set()  # the state inputs read as data (:func:`.passes.state.slot_inputs`)
         self.pending_q: tuple | None = None  # the MatMulInteger layer awaiting its scale
         self.readers: dict[str, int] = {}  # value name -> how many computations read it
         self._concats: dict[int, tuple] = {}  # id(Multi) -> (the Multi, its plan value): one copy each
@@ -91,7 +92,7 @@ class Compiler:
                 raise CompileError(f"the graph has no value named {o!r}")
         # state pairs whose input is read as data (not only through plumbing into recurrent state
         # slots) become state slots: their state outputs are computed too (the slot's write-back)
-        slotty = state_pass.slot_inputs(g, graph_nodes, self.outputs, self.state_pairs, inits)
+        self.slotty = slotty = state_pass.slot_inputs(g, graph_nodes, self.outputs, self.state_pairs, inits)
         writes = [o for i, o in self.state_pairs if i in slotty and o not in self.outputs]
         nodes, seen = live_nodes(graph_nodes, prod, self.outputs + writes)
         self.used = {i for n in nodes for i in n.input if i} | set(self.outputs)
@@ -182,8 +183,14 @@ class Compiler:
             return
         if any(isinstance(v, State) for v in present):
             if op not in RECURRENT_OPS and op in PLUMBING and not any(isinstance(v, _DATA) for v in present):
-                self._set(node, state_pass.propagate(self, node, vals))  # state into recurrent slots
-                return
+                res = state_pass.propagate(self, node, vals)  # state into recurrent slots
+                lost = any(isinstance(r, State) and r.ix is None for r in res)
+                srcs = {v.src for v in present if isinstance(v, State)}
+                if not (lost and srcs <= self.slotty):
+                    self._set(node, res)
+                    return
+                # positions not followed through this node, of a state read as data: its slot's value
+                # goes through the node as data
             # state read as data (arithmetic, or joined with data): the value of its state slot
             keep = STATE_SLOTS if op in RECURRENT_OPS else ()
             vals = [

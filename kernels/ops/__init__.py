@@ -21,6 +21,7 @@ from . import (
     gru,
     layernorm,
     lstm,
+    matmul,
     rnn,
     state,
     tconv,
@@ -30,7 +31,7 @@ from .elementwise import Activation, Affine, Normalize
 from .tokens import Embedding, OneHot
 
 #: the graph ops: each also owns its plan fields, tensor roles and packing (see ``_graph``)
-GRAPH_OPS = (gather, conv, binary, unary, layernorm, tconv, final, state)
+GRAPH_OPS = (gather, conv, binary, unary, layernorm, tconv, final, state, matmul)
 #: plan kind name -> graph op module
 GRAPH_BY_NAME = {op.NAME: op for op in GRAPH_OPS}
 
