@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .kernels import layout as L
-from .kernels.ops import REGISTRY, steps
+from .kernels.ops import REGISTRY, recurrent, steps
 from .kernels.ops.record import Header, Layer, read_header, read_layer
 
 _F32 = np.dtype(np.float32)
@@ -41,6 +41,8 @@ class ModelFunctions:
         for lay, op in zip(self.layers, self.ops, strict=True):
             if lay.in_off != prev or getattr(op, "INPUTS", 1) != 1:
                 self._chained = False
+            if getattr(op, "WRITES", False) and recurrent.writes(lay):
+                self._chained = False  # its state is set at the end of each step: step by step
             prev = lay.out_off
 
     # ------------------------------------------------------------------------------- pieces
@@ -88,6 +90,8 @@ class ModelFunctions:
         for lay, op in zip(self.layers, self.ops, strict=True):
             if hasattr(op, "numpy_write"):  # the end of the step: each slot takes its next value
                 op.numpy_write(lay, M, vals[lay.in_off])
+            elif getattr(op, "WRITES", False):  # a recurrent state set from the graph (h_next/c_next)
+                recurrent.numpy_write(lay, M, vals)
         o = self.head.out_off
         M[o : o + out.shape[0]] = out
 

@@ -199,6 +199,11 @@ def pack(plan: dict, tensors: dict[str, np.ndarray]) -> Packed:
             scratch = max(scratch, _graph_ops()[k].scratch(layer))
     scr_off = pos
     val_off = [in_off] + out_offs  # position p: 0 the model input, j + 1 layer j's output
+    value_pos = {}  # format 2: value name -> position (recurrent h_next/c_next name values)
+    if plan.get("format_version") == 2:
+        value_pos = {plan["input"]["value"]: 0} | {
+            op["outputs"][0]: j + 1 for j, op in enumerate(plan["ops"])
+        }
     m_size = pos + scratch + n_state  # the last n_state values: the overflow guard's state backup
 
     state0 = np.zeros(n_state, np.float32)
@@ -288,6 +293,10 @@ def pack(plan: dict, tensors: dict[str, np.ndarray]) -> Packed:
                 flags |= L.F_LBR
             if layer.get("clip") is not None:
                 flags |= L.F_CLIP
+            for key, flag, field in (("h_next", L.F_HNEXT, L.R_IN2), ("c_next", L.F_CNEXT, L.R_AUX)):
+                if layer.get(key) is not None:  # the state is set from the graph at the end of the step
+                    flags |= flag
+                    _put_off(rec, field, val_off[value_pos[layer[key]]])
             set_params(
                 rec,
                 layer["activations"],

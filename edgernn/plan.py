@@ -348,6 +348,8 @@ def _validate_layer(idx: int, layer: Any, in_size: int) -> int:
     if i != in_size:
         raise _fail("layers do not chain", f"{where}: input_size {i} but the previous output is {in_size}")
     o = _layer_fields(where, layer, idx == 0)
+    if any(layer.get(k) is not None for k in ("h_next", "c_next")):
+        raise _fail("bad layer", f"{where}: h_next/c_next name values: they need a format-2 plan")
     got = layer.get("output_size", o)
     if got != o:
         raise _fail("bad size", f"{where}: output_size {_short(got)} but the layer produces {o}")

@@ -88,6 +88,8 @@ def validate_graph(plan: dict, inp: dict, out: dict) -> None:
     for idx, op in enumerate(ops):
         if op["kind"] == "state":
             readers[_state_next(idx, op, values, producer)].append(idx)
+        for v in _recurrent_next(idx, op, values, producer):
+            readers[v].append(idx)
     _check_order(ops, producer)
     for o in outs:
         if producer.get(o, -1) < 0:
@@ -140,9 +142,42 @@ def _state_next(idx: int, op: dict, values: dict, producer: dict) -> str:
     return nxt
 
 
+def _recurrent_next(idx: int, op: dict, values: dict, producer: dict) -> list[str]:
+    """The values a forward recurrent op's h (``h_next``) and an lstm's c (``c_next``) take at the end of
+    every step (a step graph whose state output is computed from the layer's output): values some op
+    writes, of hidden_size each."""
+    where = _where(idx, op)
+    attrs = op["attrs"]
+    out = []
+    for key in ("h_next", "c_next"):
+        v = attrs.get(key)
+        if v is None:
+            continue
+        if op["kind"] not in ("rnn", "lstm", "gru") or (key == "c_next" and op["kind"] != "lstm"):
+            raise _fail("bad field", f"{where}: '{key}' is a field of recurrent ops (c_next: lstm)")
+        if not isinstance(v, str) or not v:
+            raise _fail("bad field", f"{where}: '{key}' must name a value, got {_short(v)}")
+        if attrs.get("direction", "forward") != "forward":
+            raise _fail("bad field", f"{where}: '{key}' needs a forward direction")
+        if v not in values or v not in producer:
+            raise _fail("unknown value", f"{where}: {key} {_short(v)} is not a value any op writes")
+        h = attrs.get("hidden_size")
+        if values[v]["shape"] != [h]:
+            raise _fail(
+                "shape mismatch",
+                f"{where}: {key} {_short(v)} has shape {values[v]['shape']}, hidden_size {_short(h)}",
+            )
+        out.append(v)
+    return out
+
+
 def _check_streams(ops: list) -> None:
     """A graph holding ``state`` slots runs step by step: no op of it may need the whole sequence."""
-    slots = [idx for idx, op in enumerate(ops) if op["kind"] == "state"]
+    slots = [
+        idx
+        for idx, op in enumerate(ops)
+        if op["kind"] == "state" or any(op["attrs"].get(k) is not None for k in ("h_next", "c_next"))
+    ]
     if not slots:
         return
     for idx, op in enumerate(ops):

@@ -29,7 +29,7 @@ from . import lanes
 from . import layout as L
 from .compiled import GENERATOR_VERSION, Kernels, _module, kernels, source_key
 from .layout import ST_NONFINITE, ST_NOT_STREAMABLE, ST_OK, ST_OVERFLOW, ST_SIZE, ST_TOKEN
-from .ops import REGISTRY, steps
+from .ops import REGISTRY, recurrent, steps
 from .ops._emit import Code, I, fill, project_block, project_scratch, project_setup
 from .ops.record import Header, Layer, read_header, read_layer
 
@@ -174,6 +174,9 @@ def _emit_writes(c: Code, head: Header, layers: list[Layer], x: str) -> None:
         if hasattr(op, "emit_write"):
             c(f"# layer {I(lay.index)}: {op.NAME} write-back")
             op.emit_write(c, lay, _input(c, head, lay.in_off, lay.nout, x))
+        elif getattr(op, "WRITES", False) and recurrent.writes(lay):
+            c(f"# layer {I(lay.index)}: {op.NAME} state write-back")
+            recurrent.emit_write(c, lay, lambda off, n: _input(c, head, off, n, x))
 
 
 #: chunk mode with the hoisted input projection (see :func:`_hoistable`). Off: with the step's input part

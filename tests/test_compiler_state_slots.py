@@ -385,3 +385,87 @@ def test_matmul_over_the_batch_axis_is_refused(tmp_path):
     with pytest.raises(CompileError, match="MatMul over a batch or time axis") as e:
         compile_onnx(path, tmp_path / "t.ernn")
     assert "\n" not in str(e.value)
+
+
+# ------------------------------------------------------- a recurrent state set from the graph
+
+
+def lstm_state_transformed(path, rng) -> str:
+    """An LSTM step whose state outputs are computed from Y_h/Y_c: h' = 0.5 Y_h + 0.5 h, c' = tanh(Y_c);
+    y = Y_h. The layer's state is set from h', c' at the end of each step."""
+    H, I = 4, 3
+    W, R = rng.normal(0, 0.5, (1, 4 * H, I)), rng.normal(0, 0.5, (1, 4 * H, H))
+    nodes = [
+        helper.make_node("Unsqueeze", ["x", "ax0"], ["x3"]),
+        helper.make_node("Unsqueeze", ["h", "ax0"], ["h3"]),
+        helper.make_node("Unsqueeze", ["c", "ax0"], ["c3"]),
+        helper.make_node("LSTM", ["x3", "W", "R", "", "", "h3", "c3"], ["Y", "Yh", "Yc"], hidden_size=H),
+        helper.make_node("Squeeze", ["Yh", "ax0"], ["yh"]),
+        helper.make_node("Squeeze", ["Yc", "ax0"], ["yc"]),
+        helper.make_node("Mul", ["yh", "half"], ["a"]),
+        helper.make_node("Mul", ["h", "half"], ["b"]),
+        helper.make_node("Add", ["a", "b"], ["h_out"]),
+        helper.make_node("Tanh", ["yc"], ["c_out"]),
+        helper.make_node("Identity", ["yh"], ["y"]),
+    ]
+    inits = [_const("W", W), _const("R", R), _const("half", [0.5])]
+    inits.append(numpy_helper.from_array(np.array([0], np.int64), "ax0"))
+    ins = [_vi("x", I), _vi("h", H), _vi("c", H)]
+    return _save(path, nodes, ins, [_vi("y", H), _vi("h_out", H), _vi("c_out", H)], inits)
+
+
+def gru_state_normalized(path, rng) -> str:
+    """A GRU step whose state output is a LayerNormalization of Y_h: h' = LN(Y_h)."""
+    H, I = 6, 3
+    W, R = rng.normal(0, 0.5, (1, 3 * H, I)), rng.normal(0, 0.5, (1, 3 * H, H))
+    nodes = [
+        helper.make_node("Unsqueeze", ["x", "ax0"], ["x3"]),
+        helper.make_node("Unsqueeze", ["h", "ax0"], ["h3"]),
+        helper.make_node(
+            "GRU", ["x3", "W", "R", "", "", "h3"], ["Y", "Yh"], hidden_size=H, linear_before_reset=1
+        ),
+        helper.make_node("Squeeze", ["Yh", "ax0"], ["yh"]),
+        helper.make_node("LayerNormalization", ["yh", "g", "bb"], ["h_out"], axis=-1),
+        helper.make_node("Identity", ["h_out"], ["y"]),
+    ]
+    inits = [
+        _const("W", W),
+        _const("R", R),
+        _const("g", rng.uniform(0.5, 1.5, H)),
+        _const("bb", rng.normal(size=H)),
+    ]
+    inits.append(numpy_helper.from_array(np.array([0], np.int64), "ax0"))
+    return _save(path, nodes, [_vi("x", I), _vi("h", H)], [_vi("y", H), _vi("h_out", H)], inits)
+
+
+@pytest.mark.parametrize("build", [lstm_state_transformed, gru_state_normalized])
+def test_recurrent_state_set_from_the_graph_streams_like_ort(build, tmp_path):
+    """A state output that is not the recurrent layer's own Y_h/Y_c: the layer's h (and c) take it at the
+    end of every step (h_next/c_next), so step/run/streams(n)/numpy follow ONNX Runtime."""
+    rng = np.random.default_rng(9)
+    path = build(tmp_path / "g.onnx", rng)
+    m = check_streams(path, tmp_path, rng.normal(size=(17, 10, 3)).astype(np.float32))
+    rec = [op for op in m.plan["ops"] if op["kind"] in ("lstm", "gru")]
+    assert len(rec) == 1 and rec[0]["attrs"].get("h_next") in m.plan["values"]
+
+
+def test_artifact_checks_h_next(tmp_path):
+    """h_next/c_next name a value of hidden_size that some op writes; format 1 has none."""
+    rng = np.random.default_rng(10)
+    res = compile_onnx(lstm_state_transformed(tmp_path / "l.onnx", rng), tmp_path / "l.ernn")
+    plan = validate_plan(res["plan"])
+    k = next(i for i, op in enumerate(plan["ops"]) if op["kind"] == "lstm")
+    for key, value, match in (
+        ("h_next", "nowhere", "unknown value: .*h_next 'nowhere'"),
+        ("c_next", plan["input"]["value"], "shape mismatch: .*c_next"),
+        ("h_next", 3, "bad field: .*'h_next' must name a value"),
+    ):
+        p = validate_plan(plan)
+        p["ops"][k]["attrs"][key] = value
+        with pytest.raises(ArtifactError, match=match):
+            validate_plan(p)
+    one = {"format": "ernn", "format_version": 1, "input": {"size": 3}, "output": {"size": 4},
+           "layers": [{"kind": "rnn", "name": "r", "input_size": 3, "hidden_size": 4, "h_next": "x",
+                       "tensors": {}}]}  # fmt: skip
+    with pytest.raises(ArtifactError, match="bad layer: .*need a format-2 plan"):
+        validate_plan(one)

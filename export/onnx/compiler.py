@@ -36,7 +36,9 @@ class Compiler:
     """The state of one compilation: the value table ``env`` (ONNX value name -> value), the ``plan``
     being built, and what the passes record (state inputs/feeds/codes, fused attention nodes, notes)."""
 
-    def __init__(self, model, output: str | list[str] | None, state: dict | None = None):
+    def __init__(
+        self, model, output: str | list[str] | None, state: dict | None = None, rewire: set | None = None
+    ):
         self.model = model
         self.g = model.graph
         self.opset = {o.domain or "": o.version for o in model.opset_import}
@@ -55,6 +57,9 @@ class Compiler:
         #: state input -> position of its ``state`` op (a state slot, :mod:`.passes.slots`)
         self.slots: dict[str, int] = {}
         self.slotty: set[str] = set()  # the state inputs read as data (:func:`.passes.state.slot_inputs`)
+        #: state inputs whose recurrent layers take their state from the state output at the end of each
+        #: step (its output is not their own Y_h/Y_c: :func:`.passes.slots.resolve_recurrent`)
+        self.rewire: set[str] = set(rewire or ())
         self.pending_q: tuple | None = None  # the MatMulInteger layer awaiting its scale
         self.readers: dict[str, int] = {}  # value name -> how many computations read it
         self._concats: dict[int, tuple] = {}  # id(Multi) -> (the Multi, its plan value): one copy each
@@ -93,7 +98,7 @@ class Compiler:
         # state pairs whose input is read as data (not only through plumbing into recurrent state
         # slots) become state slots: their state outputs are computed too (the slot's write-back)
         self.slotty = slotty = state_pass.slot_inputs(g, graph_nodes, self.outputs, self.state_pairs, inits)
-        writes = [o for i, o in self.state_pairs if i in slotty and o not in self.outputs]
+        writes = [o for i, o in self.state_pairs if i in slotty | self.rewire and o not in self.outputs]
         nodes, seen = live_nodes(graph_nodes, prod, self.outputs + writes)
         self.used = {i for n in nodes for i in n.input if i} | set(self.outputs)
         used_inputs = [i for i in g.input if i.name not in inits and i.name in seen]
@@ -111,6 +116,7 @@ class Compiler:
             if isinstance(self.env.get(o), State):  # a graph output that is the state (a delay line)
                 self.env[o] = slots.read(self, self.env[o], f"output {o!r}")
         slots.resolve_writes(self)
+        slots.resolve_recurrent(self)
         outs = []
         for o in self.outputs:
             v = self.env.get(o)
@@ -318,8 +324,9 @@ def as_graph(plan: dict, inputs: list[list[int]], outputs: list[tuple[int, dict]
     for lay, ins, out in zip(layers, inputs, names[1:], strict=True):
         values[out] = {"shape": [lay["output_size"]]}
         attrs = {k: x for k, x in lay.items() if k not in NOT_ATTRS}
-        if lay["kind"] == "state":  # a state slot: its next value by position -> by name
-            attrs["next"] = names[attrs["next"]]
+        for key in ("next", "h_next", "c_next"):  # state write-backs: value positions -> names
+            if attrs.get(key) is not None:
+                attrs[key] = names[attrs[key]]
         ops.append(
             {
                 "kind": lay["kind"],
@@ -342,6 +349,32 @@ def as_graph(plan: dict, inputs: list[list[int]], outputs: list[tuple[int, dict]
         new["outputs"] = [{**fields, "value": names[pos]} for pos, fields in outputs]
         new["output"] = {k: v for k, v in new["outputs"][0].items() if k != "name"}
     return new
+
+
+class _compiled:
+    """A :class:`Compiler` run that, when a state output does not return its recurrent layers' own state
+    (:class:`~.passes.state.WiringError`), compiles again with those layers' states set from the state
+    outputs (``rewire``) — so any step graph's state wiring streams as ONNX Runtime runs it."""
+
+    def __init__(self, model, output, state):
+        self.args = (model, output, state)
+        self.c = Compiler(model, output, state)
+
+    def run(self) -> None:
+        rewire: set = set()
+        for _ in range(8):  # each retry adds the inputs that failed; bounded by the state inputs
+            try:
+                self.c.run()
+                return
+            except state_pass.WiringError as e:
+                if e.inputs <= rewire:
+                    raise CompileError(str(e)) from None
+                rewire |= e.inputs
+                self.c = Compiler(*self.args, rewire=rewire)
+        self.c.run()
+
+    def __getattr__(self, name):
+        return getattr(self.c, name)
 
 
 def compile_graph(
@@ -375,7 +408,7 @@ def compile_graph(
     from .frontend import prepare
 
     model, spec = prepare(model, bind, shapes)
-    c = Compiler(model, output, state)
+    c = _compiled(model, output, state)
     try:
         c.run()
     except CompileError as e:
@@ -384,7 +417,7 @@ def compile_graph(
         # every output by default: when one of the others cannot be compiled, the first alone (as a
         # graph compiled before models had several outputs), saying why
         dropped = c.outputs[1:]
-        c = Compiler(model, c.outputs[0], state)
+        c = _compiled(model, c.outputs[0], state)
         c.run()
         c.notes.append(f"graph outputs {dropped} not compiled (only {c.output!r}): {e}")
     if spec["fused_cells"]:
@@ -427,7 +460,7 @@ def compile_graph(
         ]
         plan["output"] = {k: v for k, v in fields[0].items() if k != "name"}
         plan = as_graph(plan, c.plan.inputs, list(zip(c.out_positions, fields, strict=True)))
-    elif not c.plan.is_chain():
+    elif not c.plan.is_chain() or c.rewire:
         plan = as_graph(plan, c.plan.inputs)
     return {
         "plan": plan,

@@ -19,7 +19,7 @@ from ..errors import CompileError
 from ..values import Data, Multi, State, Sym, feat_index
 from .state import state_index
 
-__all__ = ["read", "resolve_writes"]
+__all__ = ["read", "resolve_recurrent", "resolve_writes"]
 
 
 def _slot_shape(cx, src: str) -> list[int]:
@@ -102,3 +102,38 @@ def resolve_writes(cx) -> None:
                 )
             pos = cx.plan.value_input(v, what)
             cx.plan.layers[cx.slots[sin] - 1]["next"] = pos
+
+
+def resolve_recurrent(cx) -> None:
+    """For each state input in ``cx.rewire`` (its state output is not the recurrent layers' own Y_h/Y_c):
+    every recurrent layer it feeds takes, at the end of each step, the state output's value at the
+    positions that input fed it (``h_next``/``c_next``), so the next step starts from the state the graph
+    returns, as ONNX Runtime fed its own state output does."""
+    pairs = dict(cx.state_pairs)
+    for sin, li, which, ix in cx.state_feeds:
+        if sin not in cx.rewire:
+            continue
+        sout = pairs[sin]
+        what = f"state output {sout!r}"
+        layer = cx.plan.layers[li]
+        if ix is None or ix.shape[0] != 1 or layer.get("direction") != "forward":
+            raise CompileError(
+                f"{what}: is not the recurrent layer's own state, and the positions state input {sin!r} "
+                "feeds it could not be followed (or the layer is not forward)"
+            )
+        v = cx.env.get(sout)
+        if isinstance(v, State):
+            v = read(cx, v, what)
+        if isinstance(v, Multi):
+            v = cx._concat_output(v, what)
+        if not isinstance(v, Data):
+            raise CompileError(
+                f"{what} (the next value of state input {sin!r}) is not computed from the data"
+            )
+        shape = _slot_shape(cx, sin)
+        got = list(feat_index(v)[0].shape)
+        if [d for d in got if d != 1] != [d for d in shape if d != 1]:
+            raise CompileError(f"{what} has feature shape {got}, its state input {sin!r} {shape}")
+        sel = np.asarray(ix[0], np.int64)
+        part = Data([int(sel.size)], v.perm[sel], v.bad[sel], v.pos, v.last, v.step, why=v.why, fin=v.fin)
+        layer[f"{which}_next"] = cx.plan.value_input(part, what)
