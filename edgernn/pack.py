@@ -201,6 +201,11 @@ def pack(plan: dict, tensors: dict[str, np.ndarray]) -> Packed:
             scratch = max(scratch, _graph_ops()[k].scratch(layer))
     scr_off = pos
     val_off = [in_off] + out_offs  # position p: 0 the model input, j + 1 layer j's output
+    value_pos = {}  # format 2: value name -> position (recurrent h_next/c_next name values)
+    if plan.get("format_version") == 2:
+        value_pos = {plan["input"]["value"]: 0} | {
+            op["outputs"][0]: j + 1 for j, op in enumerate(plan["ops"])
+        }
     m_size = pos + scratch + n_state  # the last n_state values: the overflow guard's state backup
 
     state0 = np.zeros(n_state, np.float32)
@@ -290,6 +295,10 @@ def pack(plan: dict, tensors: dict[str, np.ndarray]) -> Packed:
                 flags |= L.F_LBR
             if layer.get("clip") is not None:
                 flags |= L.F_CLIP
+            for key, flag, field in (("h_next", L.F_HNEXT, L.R_IN2), ("c_next", L.F_CNEXT, L.R_AUX)):
+                if layer.get(key) is not None:  # the state is set from the graph at the end of the step
+                    flags |= flag
+                    _put_off(rec, field, val_off[value_pos[layer[key]]])
             set_params(
                 rec,
                 layer["activations"],
@@ -367,6 +376,10 @@ def pack(plan: dict, tensors: dict[str, np.ndarray]) -> Packed:
             set_vec(rec, 0, T(layer, "b"))
             set_vec(rec, 1, T(layer, "v"))
             state_layout.append((f"{name}.pool", st, layer["input_size"] + 2))
+        elif k == "state":  # a state slot: R_IN is its next value (read at the end of the step)
+            _pack_graph_op(layer, rec, wf, tensors, T, add_matrix, set_vec, set_params)
+            state0[st : st + state_sizes[li]] = _graph_ops()[k].initial(layer, lambda r, ly=layer: T(ly, r))
+            state_layout.append((f"{name}.slot", st, state_sizes[li]))
         elif k in GRAPH_KINDS:
             flags |= _pack_graph_op(layer, rec, wf, tensors, T, add_matrix, set_vec, set_params)
             if state_sizes[li]:

@@ -29,7 +29,7 @@ from . import lanes
 from . import layout as L
 from .compiled import GENERATOR_VERSION, Kernels, _module, kernels, source_key
 from .layout import ST_NONFINITE, ST_NOT_STREAMABLE, ST_OK, ST_OVERFLOW, ST_SIZE, ST_TOKEN
-from .ops import REGISTRY, steps
+from .ops import REGISTRY, recurrent, steps
 from .ops._emit import Code, I, fill, project_block, project_scratch, project_setup
 from .ops.record import Header, Layer, read_header, read_layer
 
@@ -137,14 +137,24 @@ def _emit_layers(c: Code, head: Header, layers: list[Layer], x: str, p: str | No
     for this step was computed for the whole chunk (see :func:`_hoistable`)."""
     for lay in layers:
         c(f"# layer {I(lay.index)}: {REGISTRY[lay.kind].NAME} {I(lay.nin)} -> {I(lay.nout)}")
-        xin = _input(c, head, lay.in_off, lay.nin, x)
         y = c.view("y", "M", lay.out_off, lay.out_off + lay.nout)
+        if getattr(REGISTRY[lay.kind], "INPUTS", 1) == 0:  # a state slot: reads its state, no value
+            REGISTRY[lay.kind].emit_apply(c, lay, None, y)
+            continue
+        xin = _input(c, head, lay.in_off, lay.nin, x)
         if getattr(REGISTRY[lay.kind], "INPUTS", 1) == 2:
-            REGISTRY[lay.kind].emit_apply2(c, lay, xin, _input(c, head, lay.in2_off, lay.nin, x), y)
+            x2 = _input(c, head, lay.in2_off, _in2_size(c, lay), x)
+            REGISTRY[lay.kind].emit_apply2(c, lay, xin, x2, y)
         elif lay.index == 0 and p is not None:
             _emit_step_layer_proj(c, lay, p, xin, y)
         else:
             _emit_step_layer(c, lay, xin, y)
+
+
+def _in2_size(c: Code, lay: Layer) -> int:
+    """The size of a two-input op's second value: its own input size, unless the op says (matmul)."""
+    op = REGISTRY[lay.kind]
+    return op.in2_size(lay, c.wf) if hasattr(op, "in2_size") else lay.nin
 
 
 def _emit_run(c: Code, head: Header, layers: list[Layer]) -> None:
@@ -153,6 +163,20 @@ def _emit_run(c: Code, head: Header, layers: list[Layer]) -> None:
     with c.block("def run1(x, wf, wb, M):"):
         c('"""The layers of one step on stream buffer M (x already checked)."""')
         _emit_layers(c, head, layers, "x")
+        _emit_writes(c, head, layers, "x")
+
+
+def _emit_writes(c: Code, head: Header, layers: list[Layer], x: str) -> None:
+    """The end of a step: each state slot (``kernels/ops/state.py``) takes its next value, after every
+    op of the step has read the slot's old value (their copies were made when the state ops ran)."""
+    for lay in layers:
+        op = REGISTRY[lay.kind]
+        if hasattr(op, "emit_write"):
+            c(f"# layer {I(lay.index)}: {op.NAME} write-back")
+            op.emit_write(c, lay, _input(c, head, lay.in_off, lay.nout, x))
+        elif getattr(op, "WRITES", False) and recurrent.writes(lay):
+            c(f"# layer {I(lay.index)}: {op.NAME} state write-back")
+            recurrent.emit_write(c, lay, lambda off, n: _input(c, head, off, n, x))
 
 
 #: chunk mode with the hoisted input projection (see :func:`_hoistable`). Off: with the step's input part
@@ -264,6 +288,7 @@ def _emit_block(c: Code, head: Header, layers: list[Layer], s0: str) -> None:
         _emit_layers(lc, head, [lay], "x")
         if not lc.blocking:
             lc.flush()  # an op not written for blocking: one segment, its products per stream
+    _emit_writes(lc, head, layers, "x")
     lc.flush()
 
 
@@ -357,7 +382,7 @@ def _emit_seq_op(c: Code, lay: Layer, src: str, dst: str, W: int, src2: str | No
             op.emit_apply(c, lay, x, y)
         else:
             x2 = c.fresh("x")
-            c(f"{x2} = {src2}[t * {I(W)} : t * {I(W)} + {I(lay.nin)}]")
+            c(f"{x2} = {src2}[t * {I(W)} : t * {I(W)} + {I(_in2_size(c, lay))}]")
             op.emit_apply2(c, lay, x, x2, y)
 
 

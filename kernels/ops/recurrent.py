@@ -7,10 +7,37 @@ rows G·H, columns I+H; flag ``F_FUSED``) used with ``xh = [x; h]``, or int8 ``W
 
 from __future__ import annotations
 
+import numpy as np
+
 from .. import layout as L
 from . import _qemit
 from ._emit import Code, axpy_acc, fill, gemv_acc
 from .record import Layer
+
+
+def writes(lay: Layer) -> list[tuple[int, int]]:
+    """The end-of-step write-backs of a forward recurrent layer whose state is set from the graph (plan
+    attributes ``h_next``/``c_next``, flags ``F_HNEXT``/``F_CNEXT``): [(offset of h or c in M, offset of
+    the value it takes)]. A step graph whose state output is not the layer's own Y_h/Y_c (``s' = f(Y_h)``)
+    runs the cell from that state at the next step, as ONNX with ``initial_h = s`` does."""
+    out = []
+    if lay.has(L.F_HNEXT):
+        out.append((lay.state_off, lay.in2_off))
+    if lay.has(L.F_CNEXT):
+        out.append((lay.state_off + lay.hidden, lay.aux_off))
+    return out
+
+
+def emit_write(c: Code, lay: Layer, src_of) -> None:
+    """The write-backs of :func:`writes` (``src_of(offset, n)``: the array holding the value there)."""
+    for st, off in writes(lay):
+        fill(c, "M", st, lay.hidden, src_of(off, lay.hidden), 0)
+
+
+def numpy_write(lay: Layer, M, vals: dict) -> None:
+    """The write-backs of :func:`writes` in numpy (``vals``: offset -> that value of the step)."""
+    for st, off in writes(lay):
+        M[st : st + lay.hidden] = np.asarray(vals[off], np.float32)
 
 
 def _fused_xh(c: Code, lay: Layer) -> bool:
