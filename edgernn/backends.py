@@ -34,10 +34,62 @@ class _Backend:
         return self if self._per_model is None else self._per_model(self, packed, path)
 
 
+def _append(packed: Packed, extra) -> int:
+    """Append float32 values to ``packed.wf`` (read-only like the rest; numba signatures take mutable
+    arrays); returns the offset of the first."""
+    import numpy as np
+
+    base = len(packed.wf) + (-len(packed.wf) % 16)  # whole 64-byte lines: the panels' loads never split
+    n = base + len(extra)
+    raw = np.zeros(n + 16, np.float32)
+    start = (-raw.ctypes.data % 64) // 4  # wf itself starts on a 64-byte boundary
+    wf = raw[start : start + n]
+    wf[: len(packed.wf)] = packed.wf
+    wf[base:] = extra
+    packed.wf = wf
+    return base
+
+
+def _panels(packed: Packed) -> dict | None:
+    """Panel copies of the step's float32 row products (kernels/simd.py), appended to wf where they are
+    used (x86-64 with AVX2+FMA; ``EDGERNN_PANELS=0`` turns them off); None otherwise."""
+    from .kernels import simd
+    from .kernels.ops import _pemit
+
+    if os.environ.get("EDGERNN_PANELS", "1") == "0" or not simd.have_simd():
+        return None
+    table, where = _pemit.panel_table(packed.wf)
+    if not len(table):
+        return None
+    base = _append(packed, table)
+    return {key: base + i for key, i in where.items()}
+
+
 def _numba_for_model(base: _Backend, packed: Packed, path: str | None = None) -> _Backend:
     from .kernels import codegen
 
-    k = codegen.kernels(packed.wf)  # step compiled now (or from the cache); seq, step_batch on first use
+    panels = _panels(packed)
+    k = codegen.kernels(packed.wf, panels=panels)  # step compiled now (or cached); seq, step_batch later
+    b = _Backend("numba", k.step, k.step_batch, k.seq)
+    b.source = k.source
+    return b
+
+
+def numba_dynamic_int8(packed: Packed) -> _Backend:
+    """The numba kernels of ``packed`` with ``dynamic_int8`` (``kernels/ops/_qemit.py``): the int8 R·h of
+    LSTM/RNN layers on h quantized per step; needs numba (no AOT module or numpy backend has it)."""
+    get_backend("numba")  # a clear error when numba is missing
+    from .kernels import codegen, vnni
+    from .kernels.ops import _qemit
+
+    rowsums = None
+    if vnni.have_vnni():  # the row sums the VNNI sums need, appended to wf
+        sums, where = _qemit.row_sums(packed.wf, packed.wb)
+        if len(sums):
+            base = _append(packed, sums)
+            rowsums = {off: base + i for off, i in where.items()}
+    panels = _panels(packed)
+    k = codegen.kernels(packed.wf, dynamic_int8=True, rowsums=rowsums, panels=panels)
     b = _Backend("numba", k.step, k.step_batch, k.seq)
     b.source = k.source
     return b

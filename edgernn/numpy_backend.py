@@ -41,6 +41,8 @@ class ModelFunctions:
         for lay, op in zip(self.layers, self.ops, strict=True):
             if lay.in_off != prev or getattr(op, "INPUTS", 1) != 1:
                 self._chained = False
+            if getattr(op, "WRITES", False) and recurrent.writes(lay):
+                self._chained = False  # its state is set at the end of each step: step by step
             prev = lay.out_off
 
     # ------------------------------------------------------------------------------- pieces
@@ -60,6 +62,11 @@ class ModelFunctions:
         vals = {self.head.in_off: x}  # every value by its offset in M (a layer may read any earlier one)
         with np.errstate(over="ignore", invalid="ignore"):
             for lay, op in zip(self.layers, self.ops, strict=True):
+                if getattr(op, "INPUTS", 1) == 0:  # a state slot: its value from before the step
+                    out = vals[lay.out_off] = op.numpy_apply(lay, wf, wb, M, None)
+                    if self.trace is not None:
+                        self.trace(lay.index, None, out)
+                    continue
                 src = vals[lay.in_off]
                 if getattr(op, "INPUTS", 1) == 2:
                     out = op.numpy_apply2(lay, wf, wb, M, src, vals[lay.in2_off])
@@ -80,6 +87,11 @@ class ModelFunctions:
                 vals[lay.out_off] = out
                 if self.trace is not None:
                     self.trace(lay.index, src, out)
+        for lay, op in zip(self.layers, self.ops, strict=True):
+            if hasattr(op, "numpy_write"):  # the end of the step: each slot takes its next value
+                op.numpy_write(lay, M, vals[lay.in_off])
+            elif getattr(op, "WRITES", False):  # a recurrent state set from the graph (h_next/c_next)
+                recurrent.numpy_write(lay, M, vals)
         o = self.head.out_off
         M[o : o + out.shape[0]] = out
 

@@ -107,6 +107,7 @@ class _Model:
         self.seq_extra = 0
         self.dequantized: list[str] = []
         self.dense_reservoirs: list[str] = []
+        self.value_off: dict[str, int] = {}
 
 
 class _Context:
@@ -173,6 +174,12 @@ class _Context:
     def set_field(self, field: int, value: int) -> None:
         self.rec[field] = value
 
+    def set_offset(self, field: int, off: int) -> None:
+        _put_off(self.rec, field, off)
+
+    def value_offset(self, name: str) -> int:
+        return self.model.value_off[name]
+
     def init_state(self, offset: int, values: np.ndarray) -> None:
         v = np.asarray(values, np.float32)
         self.model.state0[self.st + offset : self.st + offset + v.size] = v
@@ -217,6 +224,9 @@ def pack(plan: dict, tensors: dict[str, np.ndarray]) -> Packed:
     m_size = pos + scratch + n_state  # the last n_state values: the overflow guard's state backup
 
     model = _Model(n_state)
+    if plan.get("format_version") == 2:  # value name -> its offset in M (recurrent h_next/c_next)
+        names = [plan["input"]["value"]] + [op["outputs"][0] for op in plan["ops"]]
+        model.value_off = dict(zip(names, val_off, strict=True))
     state_layout = []
     st = 0
     seq_width = plan["input"]["size"]

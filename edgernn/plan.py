@@ -83,12 +83,16 @@ LAYER_KINDS = (
     "layernorm",
     "tconv",
     "final",
+    "state",
+    "matmul",
 )
 #: The graph ops: kinds whose fields, tensors and packing their module in ``kernels/ops`` owns.
-GRAPH_KINDS = ("gather", "conv1d", "binary", "unary", "layernorm", "tconv", "final")
+GRAPH_KINDS = ("gather", "conv1d", "binary", "unary", "layernorm", "tconv", "final", "state", "matmul")
 #: Format 2: (number of inputs, number of outputs) of each op kind.
 OP_ARITY = {k: (1, 1) for k in LAYER_KINDS}
 OP_ARITY["binary"] = (2, 1)
+OP_ARITY["matmul"] = (2, 1)
+OP_ARITY["state"] = (0, 1)  # a state slot: its write-back is its field 'next'
 #: Keys of a format-2 op.
 OP_KEYS = ("kind", "name", "inputs", "outputs", "attrs", "tensors")
 #: Keys of an entry of a format-2 plan's ``outputs`` (several model outputs).
@@ -338,11 +342,15 @@ def _validate_layer(idx: int, layer: Any, in_size: int) -> int:
     if kind not in LAYER_KINDS:
         raise _fail("unknown layer kind", f"layer {idx}: {_short(kind)} (known: {', '.join(LAYER_KINDS)})")
     if OP_ARITY[kind][0] != 1:
-        raise _fail("bad layer", f"layer {idx}: a {kind} op reads two values: it needs a format-2 plan")
+        n = OP_ARITY[kind][0]
+        reads = "reads no value" if n == 0 else f"reads {n} values"
+        raise _fail("bad layer", f"layer {idx}: a {kind} op {reads}: it needs a format-2 plan")
     i = _int(where, layer, "input_size")
     if i != in_size:
         raise _fail("layers do not chain", f"{where}: input_size {i} but the previous output is {in_size}")
     o = _layer_fields(where, layer, idx == 0)
+    if any(layer.get(k) is not None for k in ("h_next", "c_next")):
+        raise _fail("bad layer", f"{where}: h_next/c_next name values: they need a format-2 plan")
     got = layer.get("output_size", o)
     if got != o:
         raise _fail("bad size", f"{where}: output_size {_short(got)} but the layer produces {o}")
@@ -486,10 +494,11 @@ def plan_layers(plan: dict) -> list[tuple[str, dict]]:
 def op_layer(plan: dict, op: dict) -> dict:
     """The format-1 layer a format-2 op of a chained kind stands for (sizes from its values' shapes)."""
     vals = plan["values"]
+    first = op["inputs"][0] if op["inputs"] else op["outputs"][0]  # a state op reads no value
     return {
         "kind": op["kind"],
         "name": op["name"],
-        "input_size": vals[op["inputs"][0]]["shape"][0],
+        "input_size": vals[first]["shape"][0],
         "output_size": vals[op["outputs"][0]]["shape"][0],
         **op.get("attrs", {}),
         "tensors": op.get("tensors", {}),

@@ -56,7 +56,9 @@ def graph_layers(plan: Mapping) -> tuple[list[dict], list[list[int]]]:
     positions: 0 the model input, j + 1 the output of layer j (``plan`` validated here).
 
     A format-1 plan is a chain (layer i reads position i). A format-2 op reads any earlier value, and
-    every op writes one value: its output (the op order is the execution order)."""
+    every op writes one value: its output (the op order is the execution order). A ``state`` op reads
+    no value when it runs; its entry is the position of its ``next`` value, which the slot takes at the
+    end of the step (any position: the value may be written after the state op)."""
     plan = validate_plan(dict(plan))
     if plan["format_version"] == 1:
         return plan["layers"], [[i] for i in range(len(plan["layers"]))]
@@ -74,6 +76,9 @@ def graph_layers(plan: Mapping) -> tuple[list[dict], list[list[int]]]:
         layers.append(op_layer(plan, op))
         inputs.append([pos[v] for v in op["inputs"]])
         pos[op["outputs"][0]] = idx + 1
+    for idx, op in enumerate(plan["ops"]):
+        if op["kind"] == "state":
+            inputs[idx] = [pos[op["attrs"]["next"]]]
     return layers, inputs
 
 

@@ -2,7 +2,9 @@
 
 The graph checks (each a named :class:`~edgernn.ArtifactError`): ``unknown value``, ``duplicate value``,
 ``cycle``, ``bad graph``, ``dangling output``, ``unused value``, ``shape mismatch``, and for a plan of several
-outputs (``outputs``) ``duplicate output``. Each op is then
+outputs (``outputs``) ``duplicate output``. A ``state`` op (a stream state slot) reads no value when it runs;
+its attribute ``next`` names the value the slot takes at the end of every step (checked here: a value some
+op writes, of the slot's size; it counts as read), and a graph holding one must stream. Each op is then
 checked as the format-1 layer it stands for, by the same code as format 1 (:mod:`edgernn.plan`).
 """
 
@@ -27,6 +29,7 @@ from .plan import (
     _short,
     _token_layer,
     check_final_source,
+    graph_op,
     op_layer,
 )
 
@@ -82,6 +85,11 @@ def validate_graph(plan: dict, inp: dict, out: dict) -> None:
                     f"{_where(idx, op)} reads {_short(v)}, which no op writes and is not the model input",
                 )
             readers[v].append(idx)
+    for idx, op in enumerate(ops):
+        if op["kind"] == "state":
+            readers[_state_next(idx, op, values, producer)].append(idx)
+        for v in _recurrent_next(idx, op, values, producer):
+            readers[v].append(idx)
     _check_order(ops, producer)
     for o in outs:
         if producer.get(o, -1) < 0:
@@ -99,6 +107,7 @@ def validate_graph(plan: dict, inp: dict, out: dict) -> None:
             raise _fail("unused value", f"value {_short(v)} is not read by any op ({by})")
     for idx, op in enumerate(ops):
         _check_op(idx, op, plan, inp)
+    _check_streams(ops)
     for idx, op in enumerate(ops):
         if op["kind"] == "final":
             p = producer[op["inputs"][0]]
@@ -110,6 +119,75 @@ def validate_graph(plan: dict, inp: dict, out: dict) -> None:
                 raise _fail(
                     "bad layer", f"{_where(r, ops[r])}: a token input is read by embedding or onehot ops only"
                 )
+
+
+def _state_next(idx: int, op: dict, values: dict, producer: dict) -> str:
+    """The value a ``state`` op's slot takes at the end of every step (its attribute ``next``): a value
+    some op writes (or the model input), of the slot's own size."""
+    where = _where(idx, op)
+    attrs = op["attrs"]
+    nxt = attrs.get("next")
+    if not isinstance(nxt, str) or not nxt:
+        raise _fail("bad field", f"{where}: 'next' must name the value the slot takes, got {_short(nxt)}")
+    if nxt not in values or nxt not in producer:
+        raise _fail(
+            "unknown value", f"{where}: the slot's next value {_short(nxt)} is not a value any op writes"
+        )
+    have, want = values[nxt]["shape"], values[op["outputs"][0]]["shape"]
+    if have != want:
+        raise _fail(
+            "shape mismatch",
+            f"{where}: the slot has shape {want} but its next value {_short(nxt)} has shape {have}",
+        )
+    return nxt
+
+
+def _recurrent_next(idx: int, op: dict, values: dict, producer: dict) -> list[str]:
+    """The values a forward recurrent op's h (``h_next``) and an lstm's c (``c_next``) take at the end of
+    every step (a step graph whose state output is computed from the layer's output): values some op
+    writes, of hidden_size each."""
+    where = _where(idx, op)
+    attrs = op["attrs"]
+    out = []
+    for key in ("h_next", "c_next"):
+        v = attrs.get(key)
+        if v is None:
+            continue
+        if op["kind"] not in ("rnn", "lstm", "gru") or (key == "c_next" and op["kind"] != "lstm"):
+            raise _fail("bad field", f"{where}: '{key}' is a field of recurrent ops (c_next: lstm)")
+        if not isinstance(v, str) or not v:
+            raise _fail("bad field", f"{where}: '{key}' must name a value, got {_short(v)}")
+        if attrs.get("direction", "forward") != "forward":
+            raise _fail("bad field", f"{where}: '{key}' needs a forward direction")
+        if v not in values or v not in producer:
+            raise _fail("unknown value", f"{where}: {key} {_short(v)} is not a value any op writes")
+        h = attrs.get("hidden_size")
+        if values[v]["shape"] != [h]:
+            raise _fail(
+                "shape mismatch",
+                f"{where}: {key} {_short(v)} has shape {values[v]['shape']}, hidden_size {_short(h)}",
+            )
+        out.append(v)
+    return out
+
+
+def _check_streams(ops: list) -> None:
+    """A graph holding ``state`` slots runs step by step: no op of it may need the whole sequence."""
+    slots = [
+        idx
+        for idx, op in enumerate(ops)
+        if op["kind"] == "state" or any(op["attrs"].get(k) is not None for k in ("h_next", "c_next"))
+    ]
+    if not slots:
+        return
+    for idx, op in enumerate(ops):
+        direction = op["attrs"].get("direction", "forward")
+        if op["kind"] == "final" or (op["kind"] in ("rnn", "lstm", "gru") and direction != "forward"):
+            raise _fail(
+                "bad graph",
+                f"{_where(idx, op)} needs the whole sequence, but {_where(slots[0], ops[slots[0]])} is a "
+                "state slot, which runs step by step",
+            )
 
 
 def _outputs(plan: dict, out: dict, values: dict) -> set[str]:
@@ -278,9 +356,15 @@ def _check_op(idx: int, op: dict, plan: dict, inp: dict) -> None:
     layer = op_layer(plan, op)
     where = _where(idx, op)
     sizes = {plan["values"][v]["shape"][0] for v in op["inputs"]}
-    if op["kind"] in GRAPH_KINDS and len(sizes) != 1:
+    sized = op["kind"] in GRAPH_KINDS and hasattr(graph_op(op["kind"]), "input_sizes")
+    if op["kind"] in GRAPH_KINDS and op["inputs"] and not sized and len(sizes) != 1:
         raise _fail("shape mismatch", f"{where} reads values of different sizes {sorted(sizes)}")
-    o = _layer_fields(where, layer, op["inputs"][0] == inp["value"])
+    o = _layer_fields(where, layer, bool(op["inputs"]) and op["inputs"][0] == inp["value"])
+    if sized:  # inputs of different sizes (matmul): each against the op's fields
+        got = [plan["values"][v]["shape"][0] for v in op["inputs"]]
+        want = graph_op(op["kind"]).input_sizes(layer)
+        if got != want:
+            raise _fail("shape mismatch", f"{where} reads values of sizes {got}; its fields need {want}")
     if o != layer["output_size"]:
         v = op["outputs"][0]
         raise _fail(

@@ -39,6 +39,7 @@ def load(
     backend: str | None = None,
     nonfinite: str = "raise",
     max_parameters: int = artifact.MAX_PARAMETERS,
+    dynamic_int8: bool = False,
 ) -> Model:
     """Load and validate an ``.ernn`` artifact.
 
@@ -50,11 +51,19 @@ def load(
     nonfinite : ``"raise"`` (default: a NaN/Inf input raises :class:`InputError` before any state
         changes) or ``"propagate"`` (let it through; the state then holds NaN until ``reset``).
     max_parameters : refuse files with more weights than this.
+    dynamic_int8 : an explicit accuracy/speed trade for int8 models (default off): the int8 recurrent
+        products of LSTM/RNN layers run on the hidden state h quantized to int8 at every step with one
+        scale, ``max|h| / 127`` (like ONNX Runtime's dynamic quantization), summed in int32 (VNNI
+        instructions where the CPU has them). Results then differ from the default weight-only int8 by
+        about that rounding (see README, "int8"). numba backend only; ``streams(n)`` keeps weight-only
+        int8. Layers computed from float32 at load (small ones) are unchanged.
 
     Raises :class:`~edgernn.ArtifactError` naming the failed check for any malformed file.
     """
     plan, tensors = artifact.read(path, max_parameters=max_parameters)
-    return Model(plan, tensors, backend=backend, nonfinite=nonfinite, source=os.fspath(path))
+    return Model(
+        plan, tensors, backend=backend, nonfinite=nonfinite, source=os.fspath(path), dynamic_int8=dynamic_int8
+    )
 
 
 class Model:
@@ -70,6 +79,7 @@ class Model:
         backend: str | None = None,
         nonfinite: str = "raise",
         source: str | None = None,
+        dynamic_int8: bool = False,
     ):
         plan = artifact.validate_plan(plan)
         artifact.validate_tensors(plan, tensors)
@@ -88,7 +98,16 @@ class Model:
 
             p.wf[H_FLAGS] = 1
         p.wf.flags.writeable = True  # numba signatures take mutable arrays; never written after this
-        self._backend = get_backend(backend).for_model(p, source)
+        if dynamic_int8:
+            if backend not in (None, "numba"):
+                raise EdgeRNNError(f"dynamic_int8 needs the numba backend, not {backend!r}")
+            if plan.get("quantization", "none") != "int8":
+                raise EdgeRNNError("dynamic_int8 needs an int8 model (compile with --quantize int8)")
+            from .backends import numba_dynamic_int8
+
+            self._backend = numba_dynamic_int8(p)
+        else:
+            self._backend = get_backend(backend).for_model(p, source)
         self._m0 = np.zeros(p.m_size, np.float32)
         self._m0[: p.n_state] = p.state0
         self._tokens = plan["input"]["kind"] == "tokens"

@@ -21,10 +21,12 @@ What each matrix sees (per direction of a recurrent layer; ``x_t`` is the layer'
 * ``esn``: ``[W_in | W]`` (dense W) with z = [u_t; x_prev], or ``W_in`` alone (CSR W keeps nearest
   rounding);
 * ``dense`` and ``attention``: ``W`` with z = the layer input;
-* ``conv1d`` (one group): ``W`` as [Cout, Cin·K] with z = each output position's receptive field (the
-  im2col rows); a filter bank the packer folds (Silero's STFT) is rounded in its folded form
-  (:func:`gptq_folded`), so that its q stay exactly (anti)symmetric and it still folds; grouped
-  convolutions and ``tconv`` keep nearest rounding.
+* ``conv1d``: ``W`` as [Cout, Cin/G·K] with z = each output position's receptive field (the im2col
+  rows); a grouped convolution per group (its rows against its own input channels' fields); a filter
+  bank the packer folds (Silero's STFT) is rounded in its folded form (:func:`gptq_folded`), so that its
+  q stay exactly (anti)symmetric and it still folds;
+* ``tconv`` (causal convolution over time): ``W`` as [Cout, Cin·K] with z = the window
+  [x_{t−(K−1)d}, …, x_t] of each step (zeros before the start), channel-major like W.
 
 In a graph plan (format 2) every op's input and output are recorded while the calibration sequences
 stream through the float32 numpy backend (:func:`graph_activations`).
@@ -149,19 +151,30 @@ def graph_activations(
     return {layers[i]["name"]: (X[i], Y[i]) for i in keep}
 
 
-def _conv_inputs(layer: Mapping, X: np.ndarray) -> np.ndarray | None:
-    """The im2col rows (n·Lout, Cin·K) a one-group ``conv1d``'s W [Cout, Cin·K] multiplies (None for a
-    grouped convolution)."""
+def _conv_inputs(layer: Mapping, X: np.ndarray, group: int = 0) -> np.ndarray:
+    """The im2col rows (n·Lout, Cin/G·K) that group ``group`` of a ``conv1d``'s W [Cout, Cin/G·K]
+    multiplies (its output channels against its own input channels' receptive fields)."""
     from ..kernels.ops import conv
 
     cin, n, _, k, s, d, pb, pe, g, lout = conv.geometry(layer)
-    if g != 1:
-        return None
-    x = np.asarray(X, np.float32).reshape(-1, cin, n)
-    xp = np.zeros((x.shape[0], cin, n + pb + pe + s * lout + d * k), np.float32)
+    cg = cin // g
+    x = np.asarray(X, np.float32).reshape(-1, cin, n)[:, group * cg : (group + 1) * cg]
+    xp = np.zeros((x.shape[0], cg, n + pb + pe + s * lout + d * k), np.float32)
     xp[:, :, pb : pb + n] = x
-    wins = [xp[:, :, t * s : t * s + d * (k - 1) + 1 : d].reshape(x.shape[0], cin * k) for t in range(lout)]
-    return np.stack(wins, 1).reshape(-1, cin * k)
+    wins = [xp[:, :, t * s : t * s + d * (k - 1) + 1 : d].reshape(x.shape[0], cg * k) for t in range(lout)]
+    return np.stack(wins, 1).reshape(-1, cg * k)
+
+
+def _tconv_inputs(layer: Mapping, X: np.ndarray) -> np.ndarray:
+    """The windows (B·T, Cin·K) a ``tconv``'s W [Cout, Cin·K] multiplies: z[ci·K + k] = x_{t−(K−1−k)·d}[ci]
+    over the sequences X (B, T, Cin), zeros before the start."""
+    k, d = layer["kernel_size"], layer["dilation"]
+    x = np.asarray(X, np.float32)
+    B, T, cin = x.shape
+    hist = (k - 1) * d
+    xp = np.concatenate([np.zeros((B, hist, cin), np.float32), x], 1)
+    taps = np.stack([xp[:, j * d : j * d + T] for j in range(k)], -1)  # (B, T, Cin, K)
+    return taps.reshape(B * T, cin * k)
 
 
 def gptq_folded(
@@ -234,8 +247,10 @@ def matrix_groups(
 ) -> list[tuple[tuple[str, ...], int | None, np.ndarray]]:
     """The matrices of ``layer`` to round together, and what they multiply.
 
-    Returns [(roles, direction index or None, Z (n, cols))]: the roles' matrices (for a recurrent layer,
-    their ``[direction]`` slice) concatenated along columns, times Z's rows, are the layer's products.
+    Returns [(roles, sel, Z (n, cols))]: the roles' matrices (for a recurrent layer their ``[direction]``,
+    ``sel`` the direction index; for a grouped convolution the rows of one group, ``sel`` a row slice of
+    W as [Cout, Cin/G·K]; else ``sel`` None) concatenated along columns, times Z's rows, are the layer's
+    products.
     """
     kind, roles = layer["kind"], layer["tensors"]
     if kind in ("rnn", "lstm", "gru"):
@@ -247,9 +262,14 @@ def matrix_groups(
 
         w = np.asarray(tensors[roles["W"]])
         cin, _, cout, k, _, d, _, _, g, _ = conv.geometry(layer)
-        folds = cin == 1 and g == 1 and d == 1 and conv.fold_runs(w.reshape(cout, k)) is not None
-        z = None if folds else _conv_inputs(layer, X)
-        return [] if z is None else [(("W",), None, z)]
+        if cin == 1 and g == 1 and d == 1 and conv.fold_runs(w.reshape(cout, k)) is not None:
+            return []  # rounded folded (gptq_folded)
+        if g == 1:
+            return [(("W",), None, _conv_inputs(layer, X))]
+        og = cout // g
+        return [(("W",), slice(j * og, (j + 1) * og), _conv_inputs(layer, X, j)) for j in range(g)]
+    if kind == "tconv":
+        return [(("W",), None, _tconv_inputs(layer, X))]
     if kind == "esn":
         N = layer["reservoir_size"]
         xs = Y[..., -N:]  # the state is the output's last N values ("state" and "extended" readouts)

@@ -156,24 +156,23 @@ def calibrated_int8(
             continue
         X, Y = acts[layer["name"]]
         groups = matrix_groups(layer, tensors, X, Y)
-        if not groups and layer["kind"] in ("conv1d", "tconv"):
+        if not groups and layer["kind"] == "conv1d":  # a folded filter bank (matrix_groups: none)
             key = f"{layer['name']}.W"
             wname = layer["tensors"]["W"]
             w = np.asarray(tensors[wname])
-            if layer["kind"] == "conv1d" and layer["in_channels"] == 1 and layer["groups"] == 1:
-                if wname in skip:
-                    matrices[key] = "nearest: int8 weights taken from the source model"
-                    continue
-                q, scale = quantize_role(layer, "W", w)  # a folded filter bank (matrix_groups: none)
-                qg, n, matrices[key] = gptq_folded(layer, w, q, scale, X)
-                n_max = max(n_max, n)
-                if qg is not None:
-                    qs[wname] = (qg.astype(np.int8), scale)
+            if wname in skip:
+                matrices[key] = "nearest: int8 weights taken from the source model"
                 continue
-            matrices[key] = "nearest: a grouped convolution or a tconv"
+            q, scale = quantize_role(layer, "W", w)
+            qg, n, matrices[key] = gptq_folded(layer, w, q, scale, X)
+            n_max = max(n_max, n)
+            if qg is not None:
+                qs[wname] = (qg.astype(np.int8), scale)
+            continue
         per_channel = layer["kind"] in PER_CHANNEL_SCALE
         for roles, d, Z in groups:
-            key = f"{layer['name']}.{'+'.join(roles)}" + (f"[{d}]" if d is not None else "")
+            at = f"[rows {d.start}:{d.stop}]" if isinstance(d, slice) else f"[{d}]" if d is not None else ""
+            key = f"{layer['name']}.{'+'.join(roles)}{at}"
             names = [layer["tensors"][r] for r in roles]
             if any(n in skip for n in names):
                 matrices[key] = "nearest: int8 weights taken from the source model"
@@ -185,7 +184,7 @@ def calibrated_int8(
             sel = d if d is not None else Ellipsis
 
             def as2d(a: np.ndarray, sel=sel, per_channel=per_channel) -> np.ndarray:  # what GPTQ rounds
-                return a.reshape(a.shape[0], -1) if per_channel else a[sel]
+                return a.reshape(a.shape[0], -1)[sel] if per_channel else a[sel]
 
             mats = [as2d(np.asarray(tensors[n], np.float64)) for n in names]
             if not np.all(np.isfinite(Z)):

@@ -137,14 +137,24 @@ def _emit_layers(c: Code, head: Header, layers: list[Layer], x: str, p: str | No
     for this step was computed for the whole chunk (see :func:`_hoistable`)."""
     for lay in layers:
         c(f"# layer {I(lay.index)}: {REGISTRY[lay.kind].NAME} {I(lay.nin)} -> {I(lay.nout)}")
-        xin = _input(c, head, lay.in_off, lay.nin, x)
         y = c.view("y", "M", lay.out_off, lay.out_off + lay.nout)
+        if getattr(REGISTRY[lay.kind], "INPUTS", 1) == 0:  # a state slot: reads its state, no value
+            REGISTRY[lay.kind].emit_apply(c, lay, None, y)
+            continue
+        xin = _input(c, head, lay.in_off, lay.nin, x)
         if getattr(REGISTRY[lay.kind], "INPUTS", 1) == 2:
-            REGISTRY[lay.kind].emit_apply2(c, lay, xin, _input(c, head, lay.in2_off, lay.nin, x), y)
+            x2 = _input(c, head, lay.in2_off, _in2_size(c, lay), x)
+            REGISTRY[lay.kind].emit_apply2(c, lay, xin, x2, y)
         elif lay.index == 0 and p is not None:
             _emit_step_layer_proj(c, lay, p, xin, y)
         else:
             _emit_step_layer(c, lay, xin, y)
+
+
+def _in2_size(c: Code, lay: Layer) -> int:
+    """The size of a two-input op's second value: its own input size, unless the op says (matmul)."""
+    op = REGISTRY[lay.kind]
+    return op.in2_size(lay, c.wf) if hasattr(op, "in2_size") else lay.nin
 
 
 def _emit_run(c: Code, head: Header, layers: list[Layer]) -> None:
@@ -153,6 +163,20 @@ def _emit_run(c: Code, head: Header, layers: list[Layer]) -> None:
     with c.block("def run1(x, wf, wb, M):"):
         c('"""The layers of one step on stream buffer M (x already checked)."""')
         _emit_layers(c, head, layers, "x")
+        _emit_writes(c, head, layers, "x")
+
+
+def _emit_writes(c: Code, head: Header, layers: list[Layer], x: str) -> None:
+    """The end of a step: each state slot (``kernels/ops/state.py``) takes its next value, after every
+    op of the step has read the slot's old value (their copies were made when the state ops ran)."""
+    for lay in layers:
+        op = REGISTRY[lay.kind]
+        if hasattr(op, "emit_write"):
+            c(f"# layer {I(lay.index)}: {op.NAME} write-back")
+            op.emit_write(c, lay, _input(c, head, lay.in_off, lay.nout, x))
+        elif getattr(op, "WRITES", False) and recurrent.writes(lay):
+            c(f"# layer {I(lay.index)}: {op.NAME} state write-back")
+            recurrent.emit_write(c, lay, lambda off, n: _input(c, head, off, n, x))
 
 
 #: chunk mode with the hoisted input projection (see :func:`_hoistable`). Off: with the step's input part
@@ -264,6 +288,7 @@ def _emit_block(c: Code, head: Header, layers: list[Layer], s0: str) -> None:
         _emit_layers(lc, head, [lay], "x")
         if not lc.blocking:
             lc.flush()  # an op not written for blocking: one segment, its products per stream
+    _emit_writes(lc, head, layers, "x")
     lc.flush()
 
 
@@ -357,7 +382,7 @@ def _emit_seq_op(c: Code, lay: Layer, src: str, dst: str, W: int, src2: str | No
             op.emit_apply(c, lay, x, y)
         else:
             x2 = c.fresh("x")
-            c(f"{x2} = {src2}[t * {I(W)} : t * {I(W)} + {I(lay.nin)}]")
+            c(f"{x2} = {src2}[t * {I(W)} : t * {I(W)} + {I(_in2_size(c, lay))}]")
             op.emit_apply2(c, lay, x, x2, y)
 
 
@@ -434,18 +459,42 @@ def _seq_guard(c: Code, head: Header) -> None:
     c(f"return {I(ST_OK)}")
 
 
-def source(wf: np.ndarray) -> str:
-    """The Python source of the generated kernels of the packed model ``wf`` (float32 buffer)."""
+def source(
+    wf: np.ndarray,
+    dynamic_int8: bool = False,
+    vnni: bool | None = None,
+    rowsums: dict | None = None,
+    panels: dict | None = None,
+) -> str:
+    """The Python source of the generated kernels of the packed model ``wf`` (float32 buffer).
+
+    ``dynamic_int8``: the int8 recurrent products of LSTM/RNN layers and dense ESN reservoirs run on the
+    state quantized per step (``ops/_qemit.py``), with VNNI instructions when ``vnni`` (None: when the
+    host CPU has them) for the matrices whose row sums ``rowsums`` places in ``wf`` (matrix offset ->
+    offset in wf; see ``_qemit.row_sums``); the others take the portable loop. ``panels``: (matrix offset,
+    first column) -> offset in wf of its panel copy (``ops/_pemit.panel_table``), read by the step's
+    float32 products instead of the rows."""
     head, layers = _layers(wf)
     consts: dict[str, str] = {}
     body = Code(consts)
     body.wf = wf
+    prelude = _PRELUDE
+    if panels:
+        body.panels = panels
+        prelude += "\nfrom edgernn.kernels.simd import dot4_panel\n"
+    if dynamic_int8:
+        from . import vnni as _vnni
+
+        body.qmode = "vnni" if (_vnni.have_vnni() if vnni is None else vnni) and rowsums else "loop"
+        body.rowsums = rowsums or {}
+        if body.qmode == "vnni":
+            prelude += "\nfrom edgernn.kernels.vnni import dot4_u8s8\n"
     _emit_step(body, head, layers)
     body("")
     body("")
     _emit_seq(body, head, layers)
     const_lines = [f"{name} = {text}" for name, text in consts.items()]
-    return _PRELUDE + "\n".join(const_lines) + "\n\n\n" + "\n".join(body.lines) + "\n"
+    return prelude + "\n".join(const_lines) + "\n\n\n" + "\n".join(body.lines) + "\n"
 
 
 __all__ = ["GENERATOR_VERSION", "Kernels", "_module", "kernels", "source", "source_key"]

@@ -121,8 +121,11 @@ class Kernels:
         return fn(X, wf, wb, MB)
 
 
-def kernels(wf: np.ndarray) -> Kernels:
-    """Generate, compile (or load from the cache) the kernels of the packed model ``wf``."""
+def kernels(
+    wf: np.ndarray, dynamic_int8: bool = False, rowsums: dict | None = None, panels: dict | None = None
+) -> Kernels:
+    """Generate, compile (or load from the cache) the kernels of the packed model ``wf`` (``dynamic_int8``,
+    ``rowsums``, ``panels``: see :func:`~.codegen.source`)."""
     from .codegen import source
 
-    return Kernels(source(wf))
+    return Kernels(source(wf, dynamic_int8, rowsums=rowsums, panels=panels))

@@ -45,6 +45,8 @@ K_UNARY = 14
 K_LAYERNORM = 15
 K_TCONV = 16
 K_FINAL = 17
+K_STATE = 18
+K_MATMUL = 19
 KIND_CODES = {
     "normalize": K_NORMALIZE,
     "affine": K_AFFINE,
@@ -64,6 +66,8 @@ KIND_CODES = {
     "layernorm": K_LAYERNORM,
     "tconv": K_TCONV,
     "final": K_FINAL,
+    "state": K_STATE,
+    "matmul": K_MATMUL,
 }
 
 # record fields (offsets within a record)
@@ -103,6 +107,8 @@ F_BIAS = 64  # dense/esn: has bias
 F_FUSED = 128  # rnn/lstm/gru: matrix 2d is [W | R] over [x; h]
 F_REVERSE = 256  # rnn/lstm/gru: direction 'reverse'
 F_CELL = 1024  # lstm: the output is [h; c] per step (D·H hidden units, then D·H cell units: ONNX Y; Y_c)
+F_HNEXT = 2048  # rnn/lstm/gru: h takes the value at R_IN2 at the end of each step (attr h_next)
+F_CNEXT = 4096  # lstm: c takes the value at R_AUX at the end of each step (attr c_next)
 F_XT = 512  # one-direction float32 rnn/lstm/gru, esn with float32 W_in: descriptor XT is W_inputᵀ (I, G·H)
 #: the descriptor of the transposed input weights (F_XT): the generated step's x part is an axpy per input
 #: column over all gate rows (row-major dot products over I = 8 columns cost a horizontal sum per row)

@@ -206,7 +206,10 @@ GRAPH_FUNCS = {
 def reference_predict(plan: dict, tensors: dict, X: np.ndarray) -> np.ndarray:
     """The whole model over X (T, input_size) from its initial state -> (T, output_size), float64.
 
-    A format-2 plan runs op by op, each reading its input values by name."""
+    A format-2 plan runs op by op, each reading its input values by name; one holding ``state`` slots
+    runs step by step (each slot's value from before the step, then its ``next`` value)."""
+    if plan.get("format_version") == 2 and any(op["kind"] == "state" for op in plan["ops"]):
+        return _reference_slots(plan, tensors, np.asarray(X, np.float64))
     if plan.get("format_version") == 2:
         vals = {plan["input"]["value"]: np.asarray(X, np.float64)}
         for op in plan["ops"]:
@@ -221,6 +224,8 @@ def reference_predict(plan: dict, tensors: dict, X: np.ndarray) -> np.ndarray:
             if op["kind"] == "binary":
                 a, b = (vals[v] for v in op["inputs"])
                 vals[op["outputs"][0]] = GRAPH_FUNCS[layer["op"]](a, b)
+            elif op["kind"] == "matmul":
+                vals[op["outputs"][0]] = _matmul(layer, *(vals[v] for v in op["inputs"]))
             else:
                 one = dict(plan, format_version=1, layers=[layer])
                 vals[op["outputs"][0]] = reference_predict(one, tensors, vals[op["inputs"][0]])
@@ -284,6 +289,48 @@ def reference_predict(plan: dict, tensors: dict, X: np.ndarray) -> np.ndarray:
         else:
             raise ValueError(k)
     return cur
+
+
+def _matmul(layer: dict, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """A ``matmul`` op over T rows: row t of a as [B, M, K] times row t of b as [B, K, N], written out."""
+    bt, m, k, n = (layer.get("batch", 1), layer["m"], layer["k"], layer["n"])
+    A, Bm = a.reshape(len(a), bt, m, k), b.reshape(len(b), bt, k, n)
+    out = np.zeros((len(a), bt, m, n))
+    for t in range(len(a)):
+        for q in range(bt):
+            for i in range(m):
+                for j in range(n):
+                    out[t, q, i, j] = sum(A[t, q, i, kk] * Bm[t, q, kk, j] for kk in range(k))
+    return out.reshape(len(a), -1)
+
+
+def _reference_slots(plan: dict, tensors: dict, X: np.ndarray) -> np.ndarray:
+    """A format-2 plan with state slots, step by step: every other op over one row (stateless ops only)."""
+    slots = {}
+    for op in plan["ops"]:
+        if op["kind"] == "state":
+            n = plan["values"][op["outputs"][0]]["shape"][0]
+            init = op.get("tensors", {}).get("initial")
+            slots[op["name"]] = np.zeros(n) if init is None else _f(tensors[init]).astype(np.float64)
+    rows = []
+    for x in X:
+        vals = {plan["input"]["value"]: x[None]}
+        for op in plan["ops"]:
+            if op["kind"] == "state":
+                vals[op["outputs"][0]] = slots[op["name"]][None].copy()
+                continue
+            sub = {**plan, "ops": [op], "output": {**plan["output"], "value": op["outputs"][0]}}
+            sub["input"] = {**plan["input"], "value": op["inputs"][0]}
+            if op["kind"] == "binary":
+                a, b = (vals[v] for v in op["inputs"])
+                vals[op["outputs"][0]] = GRAPH_FUNCS[op["attrs"]["op"]](a, b)
+            else:
+                vals[op["outputs"][0]] = reference_predict(sub, tensors, vals[op["inputs"][0]])
+        for op in plan["ops"]:
+            if op["kind"] == "state":
+                slots[op["name"]] = vals[op["attrs"]["next"]][0].copy()
+        rows.append(vals[plan["output"]["value"]][0])
+    return np.stack(rows)
 
 
 def assert_close(actual, expected, atol: float = 1e-5, rtol: float = 1e-4, what: str = "") -> None:

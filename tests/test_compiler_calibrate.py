@@ -226,3 +226,75 @@ def test_long_calibration_data_is_capped_to_whole_sequences_first(monkeypatch):
                        (sensor_data(rng, 4, 70, 6), 280)):  # fmt: skip
         qp, _ = quantize_plan(plan, tensors, "int8", calibration=data)
         assert qp["quantization_rounding"]["calibration_vectors"] == used
+
+
+def _conv_plan(kind: str, rng):
+    """A graph plan of one grouped ``conv1d`` (Cin 4 → Cout 6 in 2 groups, K 3, stride 2, pads [1, 1],
+    L 9) or one ``tconv`` (Cin 3 → Cout 5, K 3, dilation 2), linear, + a dense head."""
+    if kind == "conv1d":
+        op = {"kind": "conv1d", "name": "cv", "input_size": 36, "in_channels": 4, "out_channels": 6,
+              "kernel_size": 3, "stride": 2, "pads": [1, 1], "groups": 2, "activation": "linear",
+              "tensors": {"W": "cv.W", "b": "cv.b"}}  # fmt: skip
+        W, n_in, n_out = rng.normal(size=(6, 2, 3)), 36, 30
+    else:
+        op = {"kind": "tconv", "name": "cv", "input_size": 3, "in_channels": 3, "out_channels": 5,
+              "kernel_size": 3, "dilation": 2, "activation": "linear",
+              "tensors": {"W": "cv.W", "b": "cv.b"}}  # fmt: skip
+        W, n_in, n_out = rng.normal(size=(5, 3, 3)), 3, 5
+    b = rng.normal(size=W.shape[0])
+    head = {
+        "kind": "dense",
+        "name": "head",
+        "input_size": n_out,
+        "output_size": 2,
+        "tensors": {"W": "head.W"},
+    }
+    plan = artifact.upgrade(
+        {"format": "ernn", "format_version": 1, "input": {"size": n_in},
+         "output": {"size": 2, "sequence": "many_to_many"}, "layers": [op, head]}
+    )  # fmt: skip
+    t = {"cv.W": W, "cv.b": b, "head.W": rng.normal(size=(2, n_out))}
+    return plan, {k: np.asarray(v, np.float32) for k, v in t.items()}
+
+
+@pytest.mark.parametrize("kind", ["conv1d", "tconv"])
+def test_the_vectors_a_convolution_multiplies_reproduce_its_outputs(kind):
+    """A grouped convolution (per group) and a causal convolution over time: each group's rows of W (as
+    [Cout, Cin/G·K]) times its calibration vectors, plus b, are exactly the op's recorded outputs; so GPTQ
+    minimises the error of the products the kernels compute, and compensated rounding is taken."""
+    from edgernn.export.calibrate import layer_activations, matrix_groups
+
+    rng = np.random.default_rng(11)
+    plan, tensors = _conv_plan(kind, rng)
+    x = sensor_data(rng, 3, 40, plan["input"]["size"])
+    layer = next(ly for _, ly in artifact.plan_layers(plan) if ly["name"] == "cv")
+    X, Y = layer_activations(plan, tensors, x)["cv"]
+    cout = tensors["cv.W"].shape[0]
+    w = tensors["cv.W"].astype(np.float64).reshape(cout, -1)
+    y = Y.reshape(-1, cout, Y.shape[-1] // cout)  # [n, Cout, Lout]
+    groups = matrix_groups(layer, tensors, X, Y)
+    assert len(groups) == (2 if kind == "conv1d" else 1)
+    rows = []
+    for roles, sel, Z in groups:
+        assert roles == ("W",)
+        r = range(cout)[sel if sel is not None else slice(None)]
+        rows += list(r)
+        got = Z @ w[r.start : r.stop].T + tensors["cv.b"][r.start : r.stop]  # (n·Lout, rows)
+        want = y[:, r.start : r.stop].transpose(0, 2, 1).reshape(-1, len(r))
+        np.testing.assert_allclose(got, want, atol=2e-5)
+    assert rows == list(range(cout))
+    # calibrated int8: the conv's product error on the calibration vectors is below nearest rounding's
+    errs = []
+    for calib in (x, None):
+        qplan, qt = quantize_plan(plan, tensors, "int8", calibration=calib)
+        qcv = next(ly for _, ly in artifact.plan_layers(qplan) if ly["name"] == "cv")["tensors"]
+        wq = (
+            qt[qcv["W"]].astype(np.float64).reshape(cout, -1) * qt[qcv["W_scale"]].astype(np.float64)[:, None]
+        )
+        errs.append(sum(float(np.sum(((w - wq)[sel if sel is not None else slice(None)] @ Z.T) ** 2))
+                        for _, sel, Z in groups))  # fmt: skip
+    how = quantize_plan(plan, tensors, "int8", calibration=x)[0]["quantization_rounding"]
+    conv_keys = [k for k in how["matrices"] if k.startswith("cv.")]
+    assert len(conv_keys) == len(groups), how
+    assert "gptq" in [how["matrices"][k] for k in conv_keys], how
+    assert errs[0] < errs[1], errs

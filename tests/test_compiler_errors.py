@@ -296,26 +296,29 @@ def _step_graph(swap: bool):
 
 
 def test_step_graph_state_wiring(tmp_path):
-    """A step graph compiles to a stream whose step() follows ORT fed with its own state outputs; a
-    graph that returns the layers' states in swapped positions is refused (the stream could not
-    reproduce it)."""
+    """A step graph compiles to a stream whose step() follows ORT fed with its own state outputs; so does
+    a graph that returns the layers' states in swapped positions (each layer's h is then set from the
+    state output at the end of every step: h_next)."""
     ort = pytest.importorskip("onnxruntime")
     from compiler_common import mismatch
 
     import edgernn
 
-    m = _step_graph(swap=False)
-    res = _compile(tmp_path, m)
-    assert res["state_inputs"] == ["h"] and res["ignored_outputs"] == ["h_out"]
-    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
-    s = edgernn.load(res["path"]).stream()
-    h = np.zeros((2, 1, 4), np.float32)
-    xs = np.random.default_rng(0).normal(size=(10, 1, 3)).astype(np.float32)
-    for t in range(10):
-        y, h = sess.run(None, {"x": xs[t], "h": h})
-        assert mismatch(s.step(xs[t, 0]), y[0]) is None, f"step {t}"
-    with pytest.raises(CompileError, match="state output 'h_out'"):
-        _compile(tmp_path, _step_graph(swap=True))
+    for swap in (False, True):
+        m = _step_graph(swap=swap)
+        res = _compile(tmp_path, m)
+        assert res["state_inputs"] == ["h"] and res["ignored_outputs"] == ["h_out"]
+        nexts = [
+            op.get("attrs", op).get("h_next") for op in res["plan"].get("ops", res["plan"].get("layers", []))
+        ]
+        assert any(nexts) == swap
+        sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        s = edgernn.load(res["path"]).stream()
+        h = np.zeros((2, 1, 4), np.float32)
+        xs = np.random.default_rng(0).normal(size=(10, 1, 3)).astype(np.float32)
+        for t in range(10):
+            y, h = sess.run(None, {"x": xs[t], "h": h})
+            assert mismatch(s.step(xs[t, 0]), y[0]) is None, f"swap {swap} step {t}"
 
 
 def test_concat_built_weights_with_external_data(tmp_path):

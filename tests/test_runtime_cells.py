@@ -226,6 +226,38 @@ def _case(name, rng):
         )
         g["ops"][2]["inputs"] = ["b:y"]
         return g, tensors
+    if name == "graph_matmul":  # y = V (A B): A = tanh(W x) as [2, 2, 3], B = U x as [2, 3, 2]
+        from edgernn.artifact import upgrade
+
+        plan, tensors = model([dense(rng, "d", 4, 12, activation="tanh")], 4)
+        (e, et), (f, ft) = dense(rng, "e", 4, 12), dense(rng, "f", 8, 2)
+        tensors.update(et | ft)
+        g = upgrade(plan)
+        g["values"].update({"e:y": {"shape": [12]}, "m:y": {"shape": [8]}, "f:y": {"shape": [2]}})
+        eop = {"kind": "dense", "name": "e", "inputs": ["input"], "outputs": ["e:y"], "tensors": e["tensors"]}
+        mm = {"kind": "matmul", "name": "m", "inputs": ["d:y", "e:y"], "outputs": ["m:y"]}
+        mm["attrs"] = {"batch": 2, "m": 2, "k": 3, "n": 2}
+        fop = {"kind": "dense", "name": "f", "inputs": ["m:y"], "outputs": ["f:y"], "tensors": f["tensors"]}
+        g["ops"] = [g["ops"][0], eop, mm, fop]
+        g["output"] = {**g["output"], "size": 2, "value": "f:y"}
+        return g, tensors
+    if name == "graph_state":  # a state slot: s' = tanh(W x) * 0.5 + s (read by two ops), y = V s'
+        from edgernn.artifact import upgrade
+
+        plan, tensors = model([dense(rng, "d", 4, 6, activation="tanh"), dense(rng, "e", 6, 2)], 4)
+        g = upgrade(plan)
+        g["values"].update({"s:y": {"shape": [6]}, "a:y": {"shape": [6]}, "b:y": {"shape": [6]}})
+        tensors["s.init"] = rng.normal(size=6).astype(np.float32)
+        tensors["a.sc"] = np.full(6, 0.5, np.float32)
+        tensors["a.sh"] = np.zeros(6, np.float32)
+        state = {"kind": "state", "name": "s", "inputs": [], "outputs": ["s:y"], "attrs": {"next": "b:y"}}
+        state["tensors"] = {"initial": "s.init"}
+        aff = {"kind": "affine", "name": "a", "inputs": ["d:y"], "outputs": ["a:y"]}
+        aff["tensors"] = {"scale": "a.sc", "shift": "a.sh"}
+        add = {"kind": "binary", "name": "b", "inputs": ["a:y", "s:y"], "outputs": ["b:y"]}
+        g["ops"] = [state, g["ops"][0], aff, add | {"attrs": {"op": "add"}}, g["ops"][1]]
+        g["ops"][4]["inputs"] = ["b:y"]
+        return g, tensors
     raise KeyError(name)
 
 
@@ -241,7 +273,7 @@ CASES = [
     "reverse_gru_final", "bidirectional_rnn_gru_stack",
     "stacked_lstm_gru_rnn", "esn_dense", "esn_sparse_extended", "dense_acts", "attention",
     "normalize_affine_activation", "embedding", "onehot", "graph_conv_chain", "graph_binary",
-    "tconv_lstm",
+    "tconv_lstm", "graph_state", "graph_matmul",
 ]  # fmt: skip
 STREAMABLE = [c for c in CASES if not any(s in c for s in ("bidirectional", "reverse"))]
 

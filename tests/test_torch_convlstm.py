@@ -139,6 +139,38 @@ def test_step_onnx_with_state_fed_back_matches_sequence(exported):
     assert close(np.stack(ys), prefixes)
 
 
+def test_step_onnx_compiles_and_streams_like_ort(exported, tmp_path):
+    """edgernn's own model.step.onnx (the convolution histories read by Concat(hist, x) -> MatMul: state
+    slots; the LSTM's h/c: its recurrent state) compiles; step, run, streams(n) and the numpy backend
+    equal ONNX Runtime running the step graph with its state fed back."""
+    _, out, _ = exported
+    res = compile_onnx(out / "model.step.onnx", tmp_path / "step.ernn")
+    kinds = [op["kind"] for op in res["plan"]["ops"]]
+    assert kinds.count("state") == 2 and "lstm" in kinds
+    X = np.random.default_rng(4).normal(size=(17, 11, 5)).astype(np.float32)
+    step = ort.InferenceSession(str(out / "model.step.onnx"), providers=["CPUExecutionProvider"])
+    ins = [i.name for i in step.get_inputs()]
+    pairs = dict(res["state_pairs"])
+    outs = [o.name for o in step.get_outputs()]
+    want = np.zeros((17, 11, 3), np.float32)
+    for b in range(17):
+        st = {
+            i: np.zeros((1, step.get_inputs()[k].shape[1]), np.float32) for k, i in enumerate(ins) if i != "x"
+        }
+        for t in range(11):
+            r = dict(zip(outs, step.run(None, {"x": X[b, t][None], **st}), strict=True))
+            want[b, t] = r["y"][0]
+            st = {i: r[pairs[i]] for i in st}
+    for backend in ("numba", "numpy"):
+        m = edgernn.load(tmp_path / "step.ernn", backend=backend)
+        s = m.stream()
+        assert close(np.stack([s.step(x) for x in X[0]]), want[0]), backend
+        s2 = m.stream()
+        assert close(np.concatenate([s2.run(X[1, :4]), s2.run(X[1, 4:])]), want[1]), backend
+        many = m.streams(17)
+        assert close(np.stack([many.step(X[:, t]) for t in range(11)], 1), want), backend
+
+
 def test_many_to_many_streams(tmp_path):
     """A per-step head: step over the sequence equals torch's output sequence."""
     torch.manual_seed(1)

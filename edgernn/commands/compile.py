@@ -7,7 +7,10 @@ import argparse
 import json
 import os
 
-HELP = "compile an ONNX model (LSTM/GRU/RNN + dense head) into an .ernn artifact, optionally int8 or fp16"
+HELP = (
+    "compile an ONNX model (recurrent cells, conv/norm front-ends, step graphs such as Silero VAD) "
+    "into an .ernn artifact, optionally int8 or fp16"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -114,6 +114,7 @@ DETAILS = (
     "leak_rate",
     "vocab_size",
     "attention_size",
+    "next",
 )
 
 
@@ -267,6 +268,8 @@ def _print_ernn(info: dict) -> None:
         for key in keys + ("cell_output",):
             if key in layer:
                 det.append(f"{key}={layer[key]}")
+        if layer["kind"] == "state" and isinstance(layer.get("next"), str):  # a name: data, escaped
+            det.append(f"next={_show(layer['next'])} (written back after each step)")
         print(
             f"  {_show(layer['name']):<14} {layer['kind']:<10} "
             f"{layer['input_size']:>6}->{layer['output_size']:<6} "

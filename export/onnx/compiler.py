@@ -16,25 +16,29 @@ from .errors import CompileError, where
 from .fold import constant, fold
 from .graph import attrs, live_nodes, producers, reader_counts
 from .ops import handler
-from .ops.recurrent import RECURRENT_OPS
+from .ops.recurrent import RECURRENT_OPS, STATE_SLOTS
 from .ops.registry import PLUMBING
-from .passes import pairing
+from .passes import pairing, slots
 from .passes import state as state_pass
 from .passes.attention import fuse_attention
 from .plan import PlanBuilder
-from .values import Const, Data, Multi, State, Sym, axes_desc
+from .values import Const, Data, Multi, State, Sym, TimePadded, axes_desc
 
 __all__ = ["Compiler", "compile_graph"]
 
 #: domains whose ops have handlers (the ONNX default domain, ORT's contrib ops, the compiler's own)
 _DOMAINS = ("", "ai.onnx", "com.microsoft", "edgernn")
+#: values that make a plumbing node's output data (a state joined with them is read from its slot)
+_DATA = (Data, Multi, TimePadded)
 
 
 class Compiler:
     """The state of one compilation: the value table ``env`` (ONNX value name -> value), the ``plan``
     being built, and what the passes record (state inputs/feeds/codes, fused attention nodes, notes)."""
 
-    def __init__(self, model, output: str | list[str] | None, state: dict | None = None):
+    def __init__(
+        self, model, output: str | list[str] | None, state: dict | None = None, rewire: set | None = None
+    ):
         self.model = model
         self.g = model.graph
         self.opset = {o.domain or "": o.version for o in model.opset_import}
@@ -49,6 +53,13 @@ class Compiler:
         self.fused: dict[str, dict] = {}  # fused attention pooling nodes
         self.state_feeds: list[tuple] = []  # (state input, layer index, "h"|"c", [D, H] positions or None)
         self.state_codes: dict[str, Any] = {}  # Y_h / Y_c output name -> Bcast of codes of (layer, h|c, unit)
+        self.state_vis: dict[str, Any] = {}  # state input name -> its ValueInfoProto
+        #: state input -> position of its ``state`` op (a state slot, :mod:`.passes.slots`)
+        self.slots: dict[str, int] = {}
+        self.slotty: set[str] = set()  # the state inputs read as data (:func:`.passes.state.slot_inputs`)
+        #: state inputs whose recurrent layers take their state from the state output at the end of each
+        #: step (its output is not their own Y_h/Y_c: :func:`.passes.slots.resolve_recurrent`)
+        self.rewire: set[str] = set(rewire or ())
         self.pending_q: tuple | None = None  # the MatMulInteger layer awaiting its scale
         self.readers: dict[str, int] = {}  # value name -> how many computations read it
         self._concats: dict[int, tuple] = {}  # id(Multi) -> (the Multi, its plan value): one copy each
@@ -84,7 +95,11 @@ class Compiler:
         for o in self.outputs:
             if o not in prod and o not in self.env and not any(i.name == o for i in g.input):
                 raise CompileError(f"the graph has no value named {o!r}")
-        nodes, seen = live_nodes(graph_nodes, prod, self.outputs)
+        # state pairs whose input is read as data (not only through plumbing into recurrent state
+        # slots) become state slots: their state outputs are computed too (the slot's write-back)
+        self.slotty = slotty = state_pass.slot_inputs(g, graph_nodes, self.outputs, self.state_pairs, inits)
+        writes = [o for i, o in self.state_pairs if i in slotty | self.rewire and o not in self.outputs]
+        nodes, seen = live_nodes(graph_nodes, prod, self.outputs + writes)
         self.used = {i for n in nodes for i in n.input if i} | set(self.outputs)
         used_inputs = [i for i in g.input if i.name not in inits and i.name in seen]
         paired = {i for i, _ in self.state_pairs}
@@ -92,10 +107,16 @@ class Compiler:
         for i in state_inputs:
             self.env[i.name] = State(i.name, state_pass.state_index(i))
             self.state_inputs.append(i.name)
+            self.state_vis[i.name] = i
         self._bind_input(data_inputs[0])
         self.readers = reader_counts(nodes, [o.name for o in g.output])
         for n in nodes:
             self.eval_node(n)
+        for o in self.outputs:
+            if isinstance(self.env.get(o), State):  # a graph output that is the state (a delay line)
+                self.env[o] = slots.read(self, self.env[o], f"output {o!r}")
+        slots.resolve_writes(self)
+        slots.resolve_recurrent(self)
         outs = []
         for o in self.outputs:
             v = self.env.get(o)
@@ -166,9 +187,22 @@ class Compiler:
         ):
             self._set(node, [Const(a) for a in fold(node, [v.arr if v else None for v in vals], self.opset)])
             return
-        if any(isinstance(v, State) for v in present) and op not in RECURRENT_OPS:
-            self._set(node, state_pass.propagate(self, node, vals))
-            return
+        if any(isinstance(v, State) for v in present):
+            if op not in RECURRENT_OPS and op in PLUMBING and not any(isinstance(v, _DATA) for v in present):
+                res = state_pass.propagate(self, node, vals)  # state into recurrent slots
+                lost = any(isinstance(r, State) and r.ix is None for r in res)
+                srcs = {v.src for v in present if isinstance(v, State)}
+                if not (lost and srcs <= self.slotty):
+                    self._set(node, res)
+                    return
+                # positions not followed through this node, of a state read as data: its slot's value
+                # goes through the node as data
+            # state read as data (arithmetic, or joined with data): the value of its state slot
+            keep = STATE_SLOTS if op in RECURRENT_OPS else ()
+            vals = [
+                slots.read(self, v, where(node)) if isinstance(v, State) and k not in keep else v
+                for k, v in enumerate(vals)
+            ]
         fn = handler(op)
         if dom not in _DOMAINS or fn is None:
             raise CompileError(
@@ -289,13 +323,17 @@ def as_graph(plan: dict, inputs: list[list[int]], outputs: list[tuple[int, dict]
     ops = []
     for lay, ins, out in zip(layers, inputs, names[1:], strict=True):
         values[out] = {"shape": [lay["output_size"]]}
+        attrs = {k: x for k, x in lay.items() if k not in NOT_ATTRS}
+        for key in ("next", "h_next", "c_next"):  # state write-backs: value positions -> names
+            if attrs.get(key) is not None:
+                attrs[key] = names[attrs[key]]
         ops.append(
             {
                 "kind": lay["kind"],
                 "name": lay["name"],
                 "inputs": [names[p] for p in ins],
                 "outputs": [out],
-                "attrs": {k: x for k, x in lay.items() if k not in NOT_ATTRS},
+                "attrs": attrs,
                 "tensors": dict(lay["tensors"]),
             }
         )
@@ -311,6 +349,32 @@ def as_graph(plan: dict, inputs: list[list[int]], outputs: list[tuple[int, dict]
         new["outputs"] = [{**fields, "value": names[pos]} for pos, fields in outputs]
         new["output"] = {k: v for k, v in new["outputs"][0].items() if k != "name"}
     return new
+
+
+class _compiled:
+    """A :class:`Compiler` run that, when a state output does not return its recurrent layers' own state
+    (:class:`~.passes.state.WiringError`), compiles again with those layers' states set from the state
+    outputs (``rewire``) — so any step graph's state wiring streams as ONNX Runtime runs it."""
+
+    def __init__(self, model, output, state):
+        self.args = (model, output, state)
+        self.c = Compiler(model, output, state)
+
+    def run(self) -> None:
+        rewire: set = set()
+        for _ in range(8):  # each retry adds the inputs that failed; bounded by the state inputs
+            try:
+                self.c.run()
+                return
+            except state_pass.WiringError as e:
+                if e.inputs <= rewire:
+                    raise CompileError(str(e)) from None
+                rewire |= e.inputs
+                self.c = Compiler(*self.args, rewire=rewire)
+        self.c.run()
+
+    def __getattr__(self, name):
+        return getattr(self.c, name)
 
 
 def compile_graph(
@@ -344,7 +408,7 @@ def compile_graph(
     from .frontend import prepare
 
     model, spec = prepare(model, bind, shapes)
-    c = Compiler(model, output, state)
+    c = _compiled(model, output, state)
     try:
         c.run()
     except CompileError as e:
@@ -353,7 +417,7 @@ def compile_graph(
         # every output by default: when one of the others cannot be compiled, the first alone (as a
         # graph compiled before models had several outputs), saying why
         dropped = c.outputs[1:]
-        c = Compiler(model, c.outputs[0], state)
+        c = _compiled(model, c.outputs[0], state)
         c.run()
         c.notes.append(f"graph outputs {dropped} not compiled (only {c.output!r}): {e}")
     if spec["fused_cells"]:
@@ -396,7 +460,7 @@ def compile_graph(
         ]
         plan["output"] = {k: v for k, v in fields[0].items() if k != "name"}
         plan = as_graph(plan, c.plan.inputs, list(zip(c.out_positions, fields, strict=True)))
-    elif not c.plan.is_chain():
+    elif not c.plan.is_chain() or c.rewire:
         plan = as_graph(plan, c.plan.inputs)
     return {
         "plan": plan,

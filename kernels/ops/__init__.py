@@ -10,12 +10,28 @@ other kind: y from x, state and scratch at the layer's offsets in M).
 from __future__ import annotations
 
 from .. import layout as L
-from . import attention, binary, conv, dense, esn, final, gather, gru, layernorm, lstm, rnn, tconv, unary
+from . import (
+    attention,
+    binary,
+    conv,
+    dense,
+    esn,
+    final,
+    gather,
+    gru,
+    layernorm,
+    lstm,
+    matmul,
+    rnn,
+    state,
+    tconv,
+    unary,
+)
 from .elementwise import Activation, Affine, Normalize
 from .tokens import Embedding, OneHot
 
 #: the graph ops: each also owns its plan fields, tensor roles and packing (see ``_graph``)
-GRAPH_OPS = (gather, conv, binary, unary, layernorm, tconv, final)
+GRAPH_OPS = (gather, conv, binary, unary, layernorm, tconv, final, state, matmul)
 #: plan kind name -> graph op module
 GRAPH_BY_NAME = {op.NAME: op for op in GRAPH_OPS}
 

@@ -82,6 +82,14 @@ class PackContext:
         """Record field ``field`` (a one-field ``layout.R_*`` name: ``R_H``, ``R_D``) <- ``value``."""
         raise NotImplementedError
 
+    def set_offset(self, field: int, off: int) -> None:
+        """Record offset field ``field`` (a two-field ``layout.R_*`` name: R_IN2, R_AUX) <- ``off``."""
+        raise NotImplementedError
+
+    def value_offset(self, name: str) -> int:
+        """The offset in M of the format-2 value ``name`` (what an op writes back into its state from)."""
+        raise NotImplementedError
+
     def init_state(self, offset: int, values: np.ndarray) -> None:
         """The state after reset(): ``values`` at ``offset`` within the op's state."""
         raise NotImplementedError

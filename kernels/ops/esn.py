@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import layout as L
 from . import _numpy as _np
+from . import _qemit
 from ._emit import Code, I, axpy_acc, fill, gemv_acc
 from .record import Layer
 
@@ -39,8 +40,10 @@ def state(layer: dict) -> tuple[tuple[str, int], ...]:
 
 
 def scratch(layer: dict) -> int:
-    """The pre-activation (N)."""
-    return layer["reservoir_size"]
+    """The pre-activation (N), and the quantized state of dynamic_int8 (N bytes, and a 68-byte copy of its
+    last chunk)."""
+    n = layer["reservoir_size"]
+    return n + (n + 3) // 4 + 17
 
 
 def check_values(where: str, layer: dict, roles: dict, tensors: dict, P) -> None:
@@ -150,6 +153,11 @@ def _tail(c: Code, lay: Layer, x: str, y: str, xs: str, gs: str) -> None:
             f"csr_acc({vals}, {I(m.off)}, wb.view(np.int32), {I(lay.vecs[V_INDICES])}, "
             f"{I(lay.vecs[V_INDPTR])}, {I(N)}, {xs}, {gs}, wf, {I(soff)})"
         )
+    elif m.int8 and c.qmode is not None and c.lanes is None:  # load(..., dynamic_int8=True)
+        nq = (N + 3) // 4 + _qemit.TAIL_BYTES // 4  # pack.py's scratch of an ESN
+        qbuf = c.view("qf", "M", lay.scratch_off + N, lay.scratch_off + N + nq)
+        qb, s = _qemit.quantize(c, xs, N, qbuf)
+        _qemit.gemv_dyn(c, m, 0, N, 0, N, qb, s, gs, 0, qcap=4 * nq)
     else:
         gemv_acc(c, m, 0, N, 0, N, xs, gs)
     a, ia = c.f32(lay.leak), c.f32(1.0 - lay.leak)  # the leak is a float32 value: 1 − a is exact here

@@ -20,6 +20,8 @@ from .record import Layer
 KIND = L.K_GRU
 NAME = "gru"
 RECURRENT = True
+#: end-of-step state write-backs (plan attributes h_next/c_next, ``recurrent.writes``)
+WRITES = True
 LANES = True  # its products can be blocked over many streams (kernels/lanes.py)
 GATES = 3
 PROJ_MAT = recurrent.w_mat(0)  # chunk mode: the input projection's matrix (W, or [W | R])

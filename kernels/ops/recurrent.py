@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import layout as L
+from . import _qemit
 from ._emit import Code, axpy_acc, fill, gemv_acc
 from .record import Layer
 
@@ -82,6 +83,10 @@ def pack(layer: dict, ctx, gates: int, biases, cell: bool = False) -> None:
             ctx.vector(V_C0 + d, np.zeros(h, np.float32) if c0 is None else c0[d])
     if layer.get("clip") is not None:
         ctx.set_flag(L.F_CLIP)
+    for key, flag, field in (("h_next", L.F_HNEXT, L.R_IN2), ("c_next", L.F_CNEXT, L.R_AUX)):
+        if layer.get(key) is not None:  # the state is set from the graph at the end of the step
+            ctx.set_flag(flag)
+            ctx.set_offset(field, ctx.value_offset(layer[key]))
     acts = layer["activations"]
     alphas, betas = layer["activation_alpha"], layer["activation_beta"]
     ctx.params(acts, alphas, betas, layer.get("clip"), 0.0, len(acts) // D)
@@ -90,6 +95,31 @@ def pack(layer: dict, ctx, gates: int, biases, cell: bool = False) -> None:
             if s0 is not None:
                 ctx.init_state(j * h, s0[0])
     ctx.seq_scratch(2 * h)
+
+
+def writes(lay: Layer) -> list[tuple[int, int]]:
+    """The end-of-step write-backs of a forward recurrent layer whose state is set from the graph (plan
+    attributes ``h_next``/``c_next``, flags ``F_HNEXT``/``F_CNEXT``): [(offset of h or c in M, offset of
+    the value it takes)]. A step graph whose state output is not the layer's own Y_h/Y_c (``s' = f(Y_h)``)
+    runs the cell from that state at the next step, as ONNX with ``initial_h = s`` does."""
+    out = []
+    if lay.has(L.F_HNEXT):
+        out.append((lay.state_off, lay.in2_off))
+    if lay.has(L.F_CNEXT):
+        out.append((lay.state_off + lay.hidden, lay.aux_off))
+    return out
+
+
+def emit_write(c: Code, lay: Layer, src_of) -> None:
+    """The write-backs of :func:`writes` (``src_of(offset, n)``: the array holding the value there)."""
+    for st, off in writes(lay):
+        fill(c, "M", st, lay.hidden, src_of(off, lay.hidden), 0)
+
+
+def numpy_write(lay: Layer, M, vals: dict) -> None:
+    """The write-backs of :func:`writes` in numpy (``vals``: offset -> that value of the step)."""
+    for st, off in writes(lay):
+        M[st : st + lay.hidden] = np.asarray(vals[off], np.float32)
 
 
 def _fused_xh(c: Code, lay: Layer) -> bool:
@@ -116,7 +146,19 @@ def gates_acc(
         h_acc(c, lay, d, r0, nrows, h, y, y0)
     else:
         gemv_acc(c, lay.mats[w_mat(d)], 0, lay.nin, r0, nrows, x, y, y0)
-        gemv_acc(c, lay.mats[r_mat(d)], 0, lay.hidden, r0, nrows, h, y, y0)
+        R = lay.mats[r_mat(d)]
+        if dynamic(c, lay) and R.int8:
+            qb, s = _qemit.quantize(c, h, lay.hidden, xh)
+            qcap = 4 * (lay.nin + lay.hidden)  # bytes of the [x; h] scratch
+            _qemit.gemv_dyn(c, R, 0, lay.hidden, r0, nrows, qb, s, y, y0, qcap=qcap)
+        else:
+            gemv_acc(c, R, 0, lay.hidden, r0, nrows, h, y, y0)
+
+
+def dynamic(c: Code, lay: Layer) -> bool:
+    """Whether this layer's R·h runs on a per-step quantized h (``load(..., dynamic_int8=True)``): one
+    stream (not a block of streams), an LSTM or RNN (whose one ``gates_acc`` covers every gate row)."""
+    return c.qmode is not None and c.lanes is None and lay.kind in (L.K_LSTM, L.K_RNN)
 
 
 def x_acc(c: Code, lay: Layer, d: int, r0: int, nrows: int, x: str, y: str, y0: int) -> None:

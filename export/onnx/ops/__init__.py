@@ -9,6 +9,7 @@ from . import (  # noqa: F401
     activations,
     attention,
     conv,
+    convtranspose,
     elementwise,
     embedding,
     indexing,

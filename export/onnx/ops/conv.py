@@ -79,10 +79,17 @@ def conv(cx, node, vals, at):
     if s < 1 or d < 1:
         raise CompileError(f"{where(node)}: strides {s} and dilations {d} must be positive")
     pb, pe = _pads(node, at, k, d, s, n)
+    b = None if bv is None else np.asarray(bv.arr, np.float64).reshape(-1)
+    return _conv_layer(cx, node, x, w, b, g, s, d, pb, pe)
+
+
+def _conv_layer(cx, node, x: Data, w: np.ndarray, b, g: int, s: int, d: int, pb: int, pe: int) -> Data:
+    """The ``conv1d`` layer (or ``dense`` for one output position) of W [Cout, Cin/G, K] over x [N, C, L]."""
+    cin, n = _conv_dims(node, x)
+    cout, _, k = w.shape
     lout = (n + pb + pe - d * (k - 1) - 1) // s + 1
     if lout < 1:
         raise CompileError(f"{where(node)}: the kernel is longer than the padded input ({n} + {pb + pe})")
-    b = None if bv is None else np.asarray(bv.arr, np.float64).reshape(-1)
     if b is not None and b.shape != (cout,):
         raise CompileError(f"{where(node)}: B has shape {b.shape}, expected ({cout},)")
     plan = cx.plan
@@ -164,6 +171,11 @@ def pad(cx, node, vals, at):
     if cv is not None and (not isinstance(cv, Const) or np.any(np.asarray(cv.arr) != 0)):
         raise CompileError(f"{where(node)}: constant padding with a value other than 0")
     sel = np.pad(idx, widths, mode="constant", constant_values=-1).ravel()
+    return _gather(cx, node, x, sel, axes)
+
+
+def _gather(cx, node, x: Data, sel: np.ndarray, axes: list) -> Data:
+    """A ``gather`` layer: feature k of the result is feature ``sel[k]`` of x (−1: zero), axes ``axes``."""
     plan = cx.plan
     plan.resolve_final(x)
     src = x.pos

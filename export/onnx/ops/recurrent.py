@@ -251,10 +251,13 @@ def recurrent(cx, node, vals, at, op: str, exact_int8: dict | None = None):
 
 def _cells_used(cx, node, op: str, step: bool) -> bool:
     """Whether the LSTM node's ``Y_c`` is computed: a node over a time axis whose Y_c a live node reads
-    or the plan outputs, and that is not a state output (a step graph's c is the stream's state)."""
-    if op != "LSTM" or step or len(node.output) < 3 or not node.output[2]:
+    or the plan outputs, and that is not a state output (a step graph's c is the stream's state) — or in
+    a step graph whose state outputs are computed from Y_c (``c' = f(Y_c)``: ``cx.rewire``)."""
+    if op != "LSTM" or len(node.output) < 3 or not node.output[2]:
         return False
     yc = node.output[2]
+    if step:
+        return bool(cx.rewire) and yc in cx.used
     return yc in cx.used and yc not in {so for _, so in cx.state_pairs}
 
 

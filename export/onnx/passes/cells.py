@@ -173,6 +173,14 @@ def _match(g, split, prod, users, consts, data: str):
     return m, xs[0], hs[0], c_in, h_out, c_out, wx, wh, bias
 
 
+def state_private(users: dict, states: list[str], nodes: list) -> bool:
+    """Whether the cell's state inputs ``states`` are read by the cell's own ``nodes`` only: a state also
+    read by other ops (``s' = 0.5 s + 0.5 tanh(...)``) is not that cell's own state — the compiler reads
+    it from a state slot (:mod:`.slots`), so the step is left as plain ops."""
+    ids = {id(n) for n in nodes}
+    return all(u is not None and id(u) in ids for h in states for u in users.get(h, []))
+
+
 def index(model) -> tuple[dict, dict, dict, int]:
     """The lookups a cell matcher reads: constants (initializers and ``Constant`` nodes), value -> its
     producing node, value -> the nodes reading it (``None`` for a graph output: a reader outside), and the
@@ -250,7 +258,7 @@ def fuse_lstm_cells(model) -> tuple:
     for n in g.node:
         if n.op_type == "Split" and (n.domain or "") == "":
             r = _match(g, n, prod, users, consts, ins[0])
-            if r is not None:
+            if r is not None and state_private(users, [r[2], r[3]], r[0].nodes):
                 found.append(r)
     if not found:
         return model, 0

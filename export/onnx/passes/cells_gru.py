@@ -20,7 +20,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cells import _ancestors, _attr, _linear_terms, _Match, _one_user, cell_nodes, index, rewrite
+from .cells import (
+    _ancestors,
+    _attr,
+    _linear_terms,
+    _Match,
+    _one_user,
+    cell_nodes,
+    index,
+    rewrite,
+    state_private,
+)
 
 __all__ = ["fuse_gru_rnn_cells"]
 
@@ -146,6 +156,8 @@ def fuse_gru_rnn_cells(model) -> tuple:
             r = _match_rnn(g, n, prod, users, consts, ins[0])
             if r is not None:
                 r = ("rnn", *r)
+        if r is not None and not state_private(users, [r[3]], r[1]):
+            r = None
         if r is not None and not any(id(k) in taken for k in r[1]):
             taken.update(id(k) for k in r[1])
             found.append(r)

@@ -137,7 +137,8 @@ def choose_pairs(g, explicit: dict | None = None, output: str | None = None) -> 
     """The state pairs ``[(input, output), ...]`` of graph ``g`` (an ``onnx.GraphProto``), in graph input
     order: ``explicit`` (input name -> output name) when given, else found automatically (see the module
     docstring). ``output``: the graph output(s) the user asked to compile (a name or a list: never a state
-    output). Raises
+    output). A named pair's output need not be computed from its input (a delay line ``s' = x``); a
+    found one is. Raises
     :class:`CompileError` for an explicit pair naming an unknown input/output or contradicting shapes."""
     asked = {output} if isinstance(output, str) else set(output or ())  # a name, or several
     init = {t.name for t in g.initializer}
@@ -160,8 +161,7 @@ def choose_pairs(g, explicit: dict | None = None, output: str | None = None) -> 
                     f"--state {i}={o}: input {i!r} {_dims(by_in[i])} and output {o!r} {_dims(by_out[o])} "
                     "differ in element type or shape"
                 )
-            if i not in _ancestors(nodes, o):
-                raise CompileError(f"--state {i}={o}: output {o!r} is not computed from input {i!r}")
+            # an output not computed from its input is allowed when named: a delay line (s' = x)
             pairs.append((i, o))
         if len({o for _, o in pairs}) != len(pairs):
             raise CompileError("--state: two inputs paired with the same output")

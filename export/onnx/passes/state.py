@@ -6,6 +6,7 @@
   (a :class:`~..values.Bcast` of flat state positions) so the wiring can be checked.
 * :func:`check_wiring`: the output of each state pair must return, position by position, the state
   that its input fed into the recurrent layers (the stream feeds each layer's state back to itself).
+* :func:`slot_inputs`: the state inputs read as data, which become state slots (:mod:`.slots`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ..ops.recurrent import RECURRENT_OPS, STATE_SLOTS
 from ..values import Bcast, Const, State, Sym, state_code
 from .pairing import slot_use
 
-__all__ = ["check_wiring", "classify_inputs", "propagate", "state_index"]
+__all__ = ["WiringError", "check_wiring", "classify_inputs", "propagate", "slot_inputs", "state_index"]
 
 
 def classify_inputs(
@@ -52,6 +53,19 @@ def classify_inputs(
             else f"expected exactly one data input, found {names or 'none'}"
         )
     return data_inputs, [i for i in used_inputs if i not in data_inputs]
+
+
+def slot_inputs(g, nodes: list, outputs: list[str], pairs: list, inits: dict) -> set:
+    """The inputs of state ``pairs`` that become state slots (:mod:`.slots`): read as data by some node
+    (not only through plumbing into recurrent state slots), or reaching a compiled output or a state
+    output other than through recurrent state slots (``s' = s + x``, a delay line ``y = s``)."""
+    paired = {i for i, _ in pairs}
+    if not paired:
+        return set()
+    ins = [i for i in g.input if i.name not in inits]
+    _, as_data = slot_use([i.name for i in ins], nodes)
+    reach = _roots(ins, nodes, list(outputs) + [o for _, o in pairs])
+    return paired & (as_data | reach)
 
 
 def _roots(used_inputs: list, nodes: list, output: str | list[str]) -> set:
@@ -104,12 +118,26 @@ def propagate(cx, node, vals: list) -> list[State]:
     return [State(src)] * len(node.output)
 
 
+class WiringError(CompileError):
+    """A state output that does not return the state its input fed into recurrent layers: the compiler
+    can rewire them (``inputs``: those state inputs) so each layer's state is set from the state output
+    at the end of every step (:func:`.slots.resolve_recurrent`)."""
+
+    def __init__(self, msg: str, inputs: set):
+        super().__init__(msg)
+        self.inputs = set(inputs)
+
+
 def check_wiring(cx, prod: dict) -> None:
     """The step graph's contract: the state output of each state pair (``cx.state_pairs``) returns, at each
     position, the state that the same position of its state input fed (the stream keeps each layer's own
     state). State inputs without a state output are noted in ``cx.notes``, their wiring unchecked."""
-    pairs = [(i, o) for i, o in cx.state_pairs if i in cx.state_inputs]
-    unpaired = [i for i in cx.state_inputs if i not in dict(pairs)]
+    fed = {f[0] for f in cx.state_feeds}
+    # a state slot's write-back is its contract (:mod:`.slots`): only the pairs that feed recurrent
+    # layers are checked here (a slot that also feeds one: its recurrent positions)
+    pairs = [(i, o) for i, o in cx.state_pairs if i in cx.state_inputs and (i not in cx.slots or i in fed)]
+    pairs = [(i, o) for i, o in pairs if i not in cx.rewire]  # set from their state outputs
+    unpaired = [i for i in cx.state_inputs if i not in dict(cx.state_pairs)]
     if unpaired:
         cx.notes.append(
             f"state inputs {unpaired} have no state output among {cx.ignored_outputs}: "
@@ -118,14 +146,16 @@ def check_wiring(cx, prod: dict) -> None:
     env: dict[str, Any] = {k: v for k, v in cx.env.items() if isinstance(v, Const)}
     env.update(cx.state_codes)
     for sin, sout in pairs:
+        feeds = [f for f in cx.state_feeds if f[0] == sin]
+        traced = all(f[3] is not None for f in feeds)
         try:
             got = _eval_codes(cx, sout, prod, env)
         except CompileError as e:
-            raise CompileError(
-                f"state output {sout!r}: cannot follow it back to the recurrent nodes: {e}"
-            ) from None
-        feeds = [f for f in cx.state_feeds if f[0] == sin]
-        if not isinstance(got, Bcast) or any(f[3] is None for f in feeds):
+            msg = f"state output {sout!r}: cannot follow it back to the recurrent nodes: {e}"
+            raise (WiringError(msg, {sin}) if traced else CompileError(msg)) from None
+        if not isinstance(got, Bcast) or not traced:
+            if traced:
+                raise WiringError(f"state output {sout!r} is not plumbing over Y_h/Y_c", {sin})
             raise CompileError(f"state input {sin!r} / output {sout!r}: cannot follow the state wiring")
         gi = np.asarray(got.arr)
         expected = np.full(gi.size, -1, np.int64)
@@ -137,9 +167,10 @@ def check_wiring(cx, prod: dict) -> None:
             expected[ix.ravel()] = codes.ravel()
         used = expected >= 0
         if gi.size != expected.size or np.any(gi.ravel()[used] != expected[used]):
-            raise CompileError(
+            raise WiringError(
                 f"state output {sout!r} does not return, position by position, the states that input "
-                f"{sin!r} feeds into the recurrent layers; the stream could not reproduce this graph"
+                f"{sin!r} feeds into the recurrent layers",
+                {sin},
             )
 
 
