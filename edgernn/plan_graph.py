@@ -29,8 +29,8 @@ from .plan import (
     _short,
     _token_layer,
     check_final_source,
-    graph_op,
     op_layer,
+    op_module,
 )
 
 TOKEN_KINDS = ("embedding", "onehot")
@@ -356,13 +356,13 @@ def _check_op(idx: int, op: dict, plan: dict, inp: dict) -> None:
     layer = op_layer(plan, op)
     where = _where(idx, op)
     sizes = {plan["values"][v]["shape"][0] for v in op["inputs"]}
-    sized = op["kind"] in GRAPH_KINDS and hasattr(graph_op(op["kind"]), "input_sizes")
+    sized = op["kind"] in GRAPH_KINDS and hasattr(op_module(op["kind"]), "input_sizes")
     if op["kind"] in GRAPH_KINDS and op["inputs"] and not sized and len(sizes) != 1:
         raise _fail("shape mismatch", f"{where} reads values of different sizes {sorted(sizes)}")
     o = _layer_fields(where, layer, bool(op["inputs"]) and op["inputs"][0] == inp["value"])
     if sized:  # inputs of different sizes (matmul): each against the op's fields
         got = [plan["values"][v]["shape"][0] for v in op["inputs"]]
-        want = graph_op(op["kind"]).input_sizes(layer)
+        want = op_module(op["kind"]).input_sizes(layer)
         if got != want:
             raise _fail("shape mismatch", f"{where} reads values of sizes {got}; its fields need {want}")
     if o != layer["output_size"]:
