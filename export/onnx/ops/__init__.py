@@ -14,6 +14,7 @@ from . import (  # noqa: F401
     embedding,
     indexing,
     linear,
+    logic,
     math,
     norm,
     quantized,
