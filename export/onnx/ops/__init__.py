@@ -19,6 +19,7 @@ from . import (  # noqa: F401
     norm,
     quantized,
     recurrent,
+    scan,
     shape,
 )
 from .registry import OPS, PLUMBING, Handler, handler, register

@@ -7,7 +7,8 @@
   (an exact select: the branch not taken never reaches the result).
 
 A constant operand (per feature: constant along the batch/time axes) becomes a value of the plan: a
-``gather`` of zeros (index −1) shifted by an ``affine`` layer (0·1 + c = c exactly).
+``gather`` of zeros (index −1) shifted by an ``affine`` layer (0·1 + c = c exactly); it must be finite
+(the artifact holds finite tensors only: an Inf or NaN constant is an error naming the node).
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ def const_value(cx, node, c: np.ndarray) -> Data:
     n = int(flat.size)
     if n == 0:
         raise CompileError(f"{where(node)}: an empty constant operand")
+    if not np.all(np.isfinite(flat)):
+        raise CompileError(
+            f"{where(node)}: a constant operand holding Inf or NaN (the artifact's tensors are finite)"
+        )
     plan = cx.plan
     gl = {"kind": "gather", "name": plan.name("gather"), "input_size": plan.value_size(0), "output_size": n}
     plan.add_layer(gl, {"index": np.full(n, -1.0, np.float32)}, inputs=[0])
