@@ -272,3 +272,19 @@ def test_scan_over_a_static_axis_is_refused(tmp_path):
     path = _scan_graph(tmp_path, np.random.default_rng(9), "static", input_axes=(2,), output_axes=(0, 1))
     with pytest.raises(CompileError, match="scan_input_axes"):
         compile_onnx(path, str(tmp_path / "s.ernn"), output="y")
+
+
+def test_scan_survives_specializing_a_bound_input(tmp_path):
+    """A graph input bound with ``bind`` (the graph is specialized first): the Scan is copied through."""
+    rng = np.random.default_rng(10)
+    p = _scan_graph(tmp_path, rng, "bound")
+    m = onnx.load(p)
+    m.graph.input.append(helper.make_tensor_value_info("gain", F, [1]))
+    m.graph.node.append(helper.make_node("Mul", ["y", "gain"], ["yg"]))
+    m.graph.output.append(helper.make_tensor_value_info("yg", F, [1, "time", 2]))
+    onnx.save(m, p)
+    X = rng.normal(size=(1, 15, 3)).astype(np.float32)
+    s = ort.InferenceSession(p)
+    ref = s.run(["yg"], {"x": X, "gain": np.array([2.0], np.float32)})[0][0]
+    res = compile_onnx(p, p + ".ernn", output="yg", bind={"gain": 2.0})
+    assert close(edgernn.load(res["path"]).stream().run(X[0]), ref)
