@@ -104,10 +104,13 @@ def test_step_graph_compiles_and_matches_ort_fed_its_state(exported, tmp_path, b
         assert close(ys[:, 1], ref)
 
 
-@pytest.mark.parametrize("name", ["esn", "att", "lstm", "gru"])
-def test_inspect_answers_on_every_file_export_writes(name, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "name, quantize", [("esn", None), ("att", None), ("lstm", None), ("gru", None), ("esn", "int8")]
+)
+def test_inspect_answers_on_every_file_export_writes(name, quantize, tmp_path, capsys):
+    """With int8 too: ORT's quantized ESN step graph interleaves two MatMulIntegers before their scales."""
     m, X = _model(name)
-    export(m.eval(), tmp_path, X[:1])
+    export(m.eval(), tmp_path, X[:1], quantize=quantize)
     files = sorted(p for p in tmp_path.iterdir() if p.suffix in (".onnx", ".ernn"))
     assert {p.name for p in files} >= {"model.onnx", "model.step.onnx", "model.ernn"}
     for p in files:
