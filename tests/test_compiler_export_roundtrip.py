@@ -120,3 +120,38 @@ def test_inspect_answers_on_every_file_export_writes(name, quantize, tmp_path, c
         assert "does not compile" not in text, (p.name, text)
         if p.suffix == ".onnx":
             assert "compiles to" in text, (p.name, text)
+
+
+@pytest.mark.parametrize(
+    "name, flavor", [("att", "native"), ("att", "matmul"), ("lstm2", "matmul"), ("bi", "matmul")]
+)
+def test_plan_built_sequence_graphs_with_scans(name, flavor, tmp_path):
+    """``onnx_graph.sequence_graph`` (the parity proof's and bench's ONNX): attention pooling as a Scan
+    (m, l, acc state variables, Greater/Where in its body), the "matmul" flavor's cells as Scans; a
+    bidirectional layer's reverse Scan is refused naming the attribute."""
+    import onnx
+    from edgernn.export.from_torch import describe
+    from edgernn.export.onnx.errors import CompileError
+    from edgernn.export.onnx_graph import sequence_graph
+
+    torch.manual_seed(0)
+    X = np.random.default_rng(0).normal(size=(2, T, 3)).astype(np.float32)
+    mod = {
+        "att": lambda: SequenceModel("gru", 3, 16, 2, attention=True),
+        "lstm2": lambda: SequenceModel("lstm", 3, 8, 2, num_layers=2, many_to_many=True),
+        "bi": lambda: SequenceModel("gru", 3, 8, 2, bidirectional=True),
+    }[name]().eval()
+    with torch.no_grad():
+        yex = mod(torch.as_tensor(X[:1]))
+    desc = describe(mod, example_output_ndim=yex.dim())
+    p = str(tmp_path / "seq.onnx")
+    onnx.save(sequence_graph(desc.plan, desc.tensors, flavor), p)
+    if name == "bi":
+        with pytest.raises(CompileError, match="scan_input_directions"):
+            compile_onnx(p, p + ".ernn")
+        return
+    ref = ort.InferenceSession(p).run(None, {"input": X})[0]
+    m = edgernn.load(compile_onnx(p, p + ".ernn")["path"])
+    for b in range(2):
+        Y = m.stream().run(X[b])
+        assert close(Y if ref.ndim == 3 else Y[-1], ref[b])
