@@ -143,6 +143,7 @@ def scan(cx, node, vals, at):
     # the body's nodes that compute its state outputs and the scan outputs read outside
     used = [o for j, o in enumerate(outs) if j < n_state or _read(cx, node, j)]
     nodes = live_nodes(nodes, producers(nodes), used)[0]
+    cx.used |= {i for n in nodes for i in n.input if i} | set(used)  # (a recurrent node's Y_c when read)
     for name, c in reader_counts(nodes, outs).items():
         cx.readers[name] = cx.readers.get(name, 0) + c
     for n in nodes:
