@@ -85,13 +85,26 @@ LAYER_KINDS = (
     "final",
     "state",
     "matmul",
+    "where",
 )
 #: The graph ops: kinds whose fields, tensors and packing their module in ``kernels/ops`` owns.
-GRAPH_KINDS = ("gather", "conv1d", "binary", "unary", "layernorm", "tconv", "final", "state", "matmul")
+GRAPH_KINDS = (
+    "gather",
+    "conv1d",
+    "binary",
+    "unary",
+    "layernorm",
+    "tconv",
+    "final",
+    "state",
+    "matmul",
+    "where",
+)
 #: Format 2: (number of inputs, number of outputs) of each op kind.
 OP_ARITY = {k: (1, 1) for k in LAYER_KINDS}
 OP_ARITY["binary"] = (2, 1)
 OP_ARITY["matmul"] = (2, 1)
+OP_ARITY["where"] = (2, 1)  # cond, then the branches joined [a; b]
 OP_ARITY["state"] = (0, 1)  # a state slot: its write-back is its field 'next'
 #: Keys of a format-2 op.
 OP_KEYS = ("kind", "name", "inputs", "outputs", "attrs", "tensors")

@@ -47,6 +47,7 @@ K_TCONV = 16
 K_FINAL = 17
 K_STATE = 18
 K_MATMUL = 19
+K_WHERE = 20
 KIND_CODES = {
     "normalize": K_NORMALIZE,
     "affine": K_AFFINE,
@@ -68,6 +69,7 @@ KIND_CODES = {
     "final": K_FINAL,
     "state": K_STATE,
     "matmul": K_MATMUL,
+    "where": K_WHERE,
 }
 
 # record fields (offsets within a record)

@@ -200,7 +200,17 @@ GRAPH_FUNCS = {
     "reciprocal": np.reciprocal,
     "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide, "max": np.maximum,
     "min": np.minimum, "pow": np.power,
+    "gt": lambda a, b: (a > b) * 1.0, "lt": lambda a, b: (a < b) * 1.0, "ge": lambda a, b: (a >= b) * 1.0,
+    "le": lambda a, b: (a <= b) * 1.0, "eq": lambda a, b: (a == b) * 1.0,
+    "and": lambda a, b: ((a != 0) & (b != 0)) * 1.0, "or": lambda a, b: ((a != 0) | (b != 0)) * 1.0,
+    "not": lambda a: (a == 0) * 1.0,
 }  # fmt: skip
+
+
+def _where(c: np.ndarray, ab: np.ndarray) -> np.ndarray:
+    """A ``where`` op over T rows: a where c is non-zero, else b (``ab`` = [a; b] per row)."""
+    n = c.shape[1]
+    return np.where(c != 0, ab[:, :n], ab[:, n:])
 
 
 def reference_predict(plan: dict, tensors: dict, X: np.ndarray) -> np.ndarray:
@@ -226,6 +236,8 @@ def reference_predict(plan: dict, tensors: dict, X: np.ndarray) -> np.ndarray:
                 vals[op["outputs"][0]] = GRAPH_FUNCS[layer["op"]](a, b)
             elif op["kind"] == "matmul":
                 vals[op["outputs"][0]] = _matmul(layer, *(vals[v] for v in op["inputs"]))
+            elif op["kind"] == "where":
+                vals[op["outputs"][0]] = _where(*(vals[v] for v in op["inputs"]))
             else:
                 one = dict(plan, format_version=1, layers=[layer])
                 vals[op["outputs"][0]] = reference_predict(one, tensors, vals[op["inputs"][0]])
@@ -324,6 +336,8 @@ def _reference_slots(plan: dict, tensors: dict, X: np.ndarray) -> np.ndarray:
             if op["kind"] == "binary":
                 a, b = (vals[v] for v in op["inputs"])
                 vals[op["outputs"][0]] = GRAPH_FUNCS[op["attrs"]["op"]](a, b)
+            elif op["kind"] == "where":
+                vals[op["outputs"][0]] = _where(*(vals[v] for v in op["inputs"]))
             else:
                 vals[op["outputs"][0]] = reference_predict(sub, tensors, vals[op["inputs"][0]])
         for op in plan["ops"]:

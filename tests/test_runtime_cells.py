@@ -258,6 +258,25 @@ def _case(name, rng):
         g["ops"] = [state, g["ops"][0], aff, add | {"attrs": {"op": "add"}}, g["ops"][1]]
         g["ops"][4]["inputs"] = ["b:y"]
         return g, tensors
+    if name == "graph_where":  # d = tanh(W x), g = d > not(d), y = V where(g, e[:6], e[6:]), e = U x
+        from edgernn.artifact import upgrade
+
+        plan, tensors = model([dense(rng, "d", 4, 6, activation="tanh")], 4)
+        (e, et), (f, ft) = dense(rng, "e", 4, 12), dense(rng, "f", 6, 2)
+        tensors.update(et | ft)
+        g = upgrade(plan)
+        g["values"].update({"e:y": {"shape": [12]}, "c:y": {"shape": [6]}, "w:y": {"shape": [6]}})
+        g["values"]["f:y"] = {"shape": [2]}
+        eop = {"kind": "dense", "name": "e", "inputs": ["input"], "outputs": ["e:y"], "tensors": e["tensors"]}
+        gt = {"kind": "unary", "name": "c", "inputs": ["d:y"], "outputs": ["c:y"], "attrs": {"func": "not"}}
+        wh = {"kind": "where", "name": "w", "inputs": ["c:y", "e:y"], "outputs": ["w:y"]}
+        fop = {"kind": "dense", "name": "f", "inputs": ["w:y"], "outputs": ["f:y"], "tensors": f["tensors"]}
+        cmp = {"kind": "binary", "name": "g", "inputs": ["d:y", "c:y"], "outputs": ["g:y"]}
+        g["values"]["g:y"] = {"shape": [6]}
+        wh["inputs"] = ["g:y", "e:y"]
+        g["ops"] = [g["ops"][0], eop, gt, cmp | {"attrs": {"op": "gt"}}, wh, fop]
+        g["output"] = {**g["output"], "size": 2, "value": "f:y"}
+        return g, tensors
     raise KeyError(name)
 
 
@@ -273,7 +292,7 @@ CASES = [
     "reverse_gru_final", "bidirectional_rnn_gru_stack",
     "stacked_lstm_gru_rnn", "esn_dense", "esn_sparse_extended", "dense_acts", "attention",
     "normalize_affine_activation", "embedding", "onehot", "graph_conv_chain", "graph_binary",
-    "tconv_lstm", "graph_state", "graph_matmul",
+    "tconv_lstm", "graph_state", "graph_matmul", "graph_where",
 ]  # fmt: skip
 STREAMABLE = [c for c in CASES if not any(s in c for s in ("bidirectional", "reverse"))]
 

@@ -60,7 +60,9 @@ class Compiler:
         #: state inputs whose recurrent layers take their state from the state output at the end of each
         #: step (its output is not their own Y_h/Y_c: :func:`.passes.slots.resolve_recurrent`)
         self.rewire: set[str] = set(rewire or ())
-        self.pending_q: tuple | None = None  # the MatMulInteger layer awaiting its scale
+        #: position of a MatMulInteger's dense layer -> (layer, int weights, zero point, exact) awaiting its
+        #: scale (ORT's quantizer may interleave several MatMulIntegers before their scale Muls)
+        self.pending_q: dict[int, tuple] = {}
         self.readers: dict[str, int] = {}  # value name -> how many computations read it
         self._concats: dict[int, tuple] = {}  # id(Multi) -> (the Multi, its plan value): one copy each
         outs = [o.name for o in self.g.output]

@@ -70,7 +70,21 @@ def live_nodes(nodes: list, prod: dict, output: str | list[str]) -> tuple[list, 
         if n is not None and id(n) not in needed:
             needed.add(id(n))
             stack.extend(n.input)
+            stack.extend(outer_reads(n))
     return [n for n in nodes if id(n) in needed], seen
+
+
+def outer_reads(node) -> list[str]:
+    """The names a node's subgraphs (a ``Scan`` body, ``If`` branches) read from the enclosing scope."""
+    out: list[str] = []
+    for a in node.attribute:
+        for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+            local = {i.name for i in g.input} | {t.name for t in g.initializer}
+            local |= {o for n in g.node for o in n.output}
+            for n in g.node:
+                out += [i for i in list(n.input) + outer_reads(n) if i and i not in local]
+            out += [o.name for o in g.output if o.name not in local]
+    return out
 
 
 def reader_counts(nodes: list, outputs: list[str]) -> dict[str, int]:

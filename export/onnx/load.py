@@ -9,8 +9,9 @@ from .errors import CompileError, where
 
 __all__ = ["load_model"]
 
-#: control flow the compiler cannot specialize away (an ``If`` with a constant condition is inlined)
-_CONTROL_FLOW = ("Loop", "Scan")
+#: control flow the compiler cannot specialize away (an ``If`` with a constant condition is inlined, a
+#: forward ``Scan`` over the time axis compiled as its step: :mod:`.ops.scan`)
+_CONTROL_FLOW = ("Loop",)
 
 
 def _inline_external(t, base: str) -> None:
@@ -80,8 +81,9 @@ def _inline_graph(g, base: str) -> None:
 def load_model(path: str):
     """Load the ONNX model at ``path`` (an ``onnx.ModelProto``), reading external data only from files
     inside the model's own folder (no absolute paths, no ``..``, no symlink leaving the folder, byte
-    ranges inside the file), in subgraphs too. ``Loop``/``Scan`` are refused here; an ``If`` is left to
-    :mod:`.passes.specialize`, which inlines it when its condition is constant."""
+    ranges inside the file), in subgraphs too. ``Loop`` is refused here (a ``Scan`` compiles:
+    :mod:`.ops.scan`); an ``If`` is left to :mod:`.passes.specialize`, which inlines it when its condition
+    is constant."""
     onnx = require("onnx", "export")
 
     try:

@@ -26,12 +26,13 @@ from . import (
     state,
     tconv,
     unary,
+    where,
 )
 from .elementwise import Activation, Affine, Normalize
 from .tokens import Embedding, OneHot
 
 #: the graph ops: each also owns its plan fields, tensor roles and packing (see ``_graph``)
-GRAPH_OPS = (gather, conv, binary, unary, layernorm, tconv, final, state, matmul)
+GRAPH_OPS = (gather, conv, binary, unary, layernorm, tconv, final, state, matmul, where)
 #: plan kind name -> graph op module
 GRAPH_BY_NAME = {op.NAME: op for op in GRAPH_OPS}
 

@@ -1,7 +1,10 @@
 """``binary``: y = a ∘ b elementwise between two values of the same size (ONNX ``Add``, ``Sub``, ``Mul``,
-``Div``, ``Max``, ``Min``, ``Pow`` between data tensors; the compiler materializes broadcasting as index
-maps first). Field ``op``: ``add`` | ``sub`` | ``mul`` | ``div`` | ``max`` | ``min`` | ``pow``.
-``max``/``min`` propagate NaN as ONNX Runtime does."""
+``Div``, ``Max``, ``Min``, ``Pow`` between data tensors; the comparisons ``Greater``, ``Less``,
+``GreaterOrEqual``, ``LessOrEqual``, ``Equal`` and the logic ops ``And``, ``Or``; the compiler materializes
+broadcasting as index maps first, a constant operand as a value). Field ``op``: ``add`` | ``sub`` | ``mul``
+| ``div`` | ``max`` | ``min`` | ``pow`` | ``gt`` | ``lt`` | ``ge`` | ``le`` | ``eq`` | ``and`` | ``or``.
+``max``/``min`` propagate NaN as ONNX Runtime does. A comparison or logic op writes 1.0 (true) or 0.0
+(false): a comparison with NaN is false, ``and``/``or`` read any non-zero as true."""
 
 from __future__ import annotations
 
@@ -17,7 +20,9 @@ KIND = L.K_BINARY
 NAME = "binary"
 RECURRENT = False
 INPUTS = 2
-OPS = ("add", "sub", "mul", "div", "max", "min", "pow")
+OPS = ("add", "sub", "mul", "div", "max", "min", "pow", "gt", "lt", "ge", "le", "eq", "and", "or")
+#: the comparison ops and their Python operators
+CMP = {"gt": ">", "lt": "<", "ge": ">=", "le": "<=", "eq": "=="}
 
 
 def check(where: str, layer: dict, P) -> int:
@@ -56,6 +61,12 @@ def _expr(op: str, a: str, b: str) -> str:
         return f"{a} / {b}"
     if op == "pow":
         return f"{a} ** {b}"
+    if op in CMP:
+        return f"(1.0 if {a} {CMP[op]} {b} else 0.0)"
+    if op == "and":
+        return f"(1.0 if ({a} != 0.0 and {b} != 0.0) else 0.0)"
+    if op == "or":
+        return f"(1.0 if ({a} != 0.0 or {b} != 0.0) else 0.0)"
     cmp = ">" if op == "max" else "<"
     return f"({a} if ({a} {cmp} {b} or {a} != {a}) else {b})"
 
@@ -83,5 +94,12 @@ def numpy_apply2(lay: Layer, wf, wb, M, x, x2):
             "max": np.maximum,
             "min": np.minimum,
             "pow": np.power,
+            "gt": np.greater,
+            "lt": np.less,
+            "ge": np.greater_equal,
+            "le": np.less_equal,
+            "eq": np.equal,
+            "and": lambda p, q: (p != 0) & (q != 0),
+            "or": lambda p, q: (p != 0) | (q != 0),
         }[op]
         return fn(a, b).astype(np.float32)

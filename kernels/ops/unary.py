@@ -1,6 +1,7 @@
 """``unary``: y = f(x) elementwise, for the math ops that are not activations (ONNX ``Sqrt``, ``Abs``,
-``Neg``, ``Exp``, ``Log``, ``Reciprocal``, and ``Pow`` by the constant 2). Field ``func``: ``sqrt`` |
-``square`` | ``abs`` | ``neg`` | ``exp`` | ``log`` | ``reciprocal``."""
+``Neg``, ``Exp``, ``Log``, ``Reciprocal``, ``Not``, and ``Pow`` by the constant 2). Field ``func``:
+``sqrt`` | ``square`` | ``abs`` | ``neg`` | ``exp`` | ``log`` | ``reciprocal`` | ``not`` (1.0 where x is 0,
+else 0.0)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ KIND = L.K_UNARY
 NAME = "unary"
 RECURRENT = False
 INPUTS = 1
-FUNCS = ("sqrt", "square", "abs", "neg", "exp", "log", "reciprocal")
+FUNCS = ("sqrt", "square", "abs", "neg", "exp", "log", "reciprocal", "not")
 
 
 def check(where: str, layer: dict, P) -> int:
@@ -57,6 +58,8 @@ def _expr(f: str, v: str) -> str:
         return f"np.exp({v})"
     if f == "log":
         return f"np.log({v})"
+    if f == "not":
+        return f"(1.0 if {v} == 0.0 else 0.0)"
     return f"ONE / {v}"
 
 
@@ -82,5 +85,6 @@ def numpy_apply(lay: Layer, wf, wb, M, x):
             "exp": np.exp,
             "log": np.log,
             "reciprocal": np.reciprocal,
+            "not": lambda v: v == 0,
         }[f](a)
     return out.astype(np.float32)

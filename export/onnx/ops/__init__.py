@@ -14,10 +14,12 @@ from . import (  # noqa: F401
     embedding,
     indexing,
     linear,
+    logic,
     math,
     norm,
     quantized,
     recurrent,
+    scan,
     shape,
 )
 from .registry import OPS, PLUMBING, Handler, handler, register

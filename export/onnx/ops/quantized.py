@@ -45,19 +45,20 @@ def matmul_integer(cx, node, vals, at):
     if w.shape[0] != n:
         raise CompileError(f"{where(node)}: weight {w.shape} does not match {n} features")
     # the source's int8 values stay exact only if the input features reach the layer unpermuted
-    ident = is_identity(v.perm, cx.plan.tip_size()) and not v.bad.any()
+    ident = is_identity(v.perm, cx.plan.value_size(v.pos)) and not v.bad.any()
     out = cx.plan.dense(where(node), v, w.T, None, fold_affine=False)
-    cx.pending_q = (cx.plan.layers[-1], wq, zp, ident)
+    cx.pending_q[out.pos] = (cx.plan.layers[-1], wq, zp, ident)
     out.quant = "int"
     return out
 
 
 def apply_qscale(cx, node, v: Data, s: QScale) -> Data:
     """``Mul`` of the unscaled MatMulInteger result by its scale: scales the dense layer's rows."""
-    layer, wq, zp, ident = cx.pending_q
     plan = cx.plan
-    if layer is not plan.layers[-1] or v.pos != len(plan.layers):
-        raise CompileError(f"{where(node)}: the quantized MatMul result is not the last layer")
+    pending = cx.pending_q.pop(v.pos, None)
+    if pending is None or pending[0] is not plan.layers[v.pos - 1]:
+        raise CompileError(f"{where(node)}: the quantized MatMul result is not a MatMulInteger's own layer")
+    layer, wq, zp, ident = pending
     coef = np.asarray(s.coef, np.float64).reshape(-1)
     o = layer["output_size"]
     if coef.size not in (1, o):

@@ -30,6 +30,7 @@ import numpy as np
 
 from ..errors import CompileError, where
 from ..fold import constant, fold
+from ..graph import outer_reads
 from .bind import bind_value, check_shape, dims_of, np_dtype
 
 __all__ = ["needs_specialize", "specialize"]
@@ -188,7 +189,7 @@ class _Specializer:
             outputs.append(o.name)
             out_vi.append(o)
         nodes = _live(self.nodes, outputs)
-        needed = {x for n in nodes for x in n.input}
+        needed = {x for n in nodes for x in list(n.input) + outer_reads(n)}
         inits = [numpy_helper.from_array(np.asarray(a), nm) for nm, a in self.inits.items() if nm in needed]
         graph = helper.make_graph(nodes, g.name or "specialized", new_inputs, out_vi, initializer=inits)
         m = helper.make_model(graph, opset_imports=list(self.model.opset_import))
@@ -229,6 +230,9 @@ class _Specializer:
             return
         if dom == "" and op == "If":
             self.eval_if(node, vals, scope)
+            return
+        if dom == "" and op == "Scan":
+            self.scan(node, vals, scope)
             return
         if any(a.HasField("g") or a.graphs for a in node.attribute):
             raise CompileError(f"unsupported op {op!r} ({where(node)}): control flow is not compiled")
@@ -288,6 +292,19 @@ class _Specializer:
             if bo.name not in child:
                 raise CompileError(f"{where(node)}: {branch} output {bo.name!r} is not defined")
             scope[o] = child[bo.name]
+
+    # ------------------------------------------------------------------ Scan
+    def scan(self, node, vals, scope) -> None:
+        """A ``Scan`` is copied as it is (the compiler compiles its body, :mod:`..ops.scan`): the outer
+        values its body reads must keep their names in the flat graph (constants do)."""
+        for name in dict.fromkeys(outer_reads(node)):
+            v = scope.get(name)
+            if v is None or isinstance(v, _Bad) or self.ref(v) != name:
+                raise CompileError(
+                    f"{where(node)}: its body reads the outer value {name!r}, which specializing "
+                    "renames or removes"
+                )
+        self.emit(node, vals, scope)
 
     # ------------------------------------------------------------------ shapes
     def shape_fold(self, node, vals, scope) -> bool:
@@ -480,5 +497,5 @@ def _live(nodes: list, outputs: list) -> list:
         n = prod.get(name)
         if n is not None and id(n) not in keep:
             keep.add(id(n))
-            stack.extend(i for i in n.input if i)
+            stack.extend(i for i in list(n.input) + outer_reads(n) if i)
     return [n for n in nodes if id(n) in keep]
