@@ -12,6 +12,7 @@ from . import (  # noqa: F401
     convtranspose,
     elementwise,
     embedding,
+    extrema,
     indexing,
     linear,
     logic,

@@ -1,8 +1,8 @@
 """Elementwise math between data values and reductions over feature axes:
 
-* ``Add``/``Sub``/``Mul``/``Div``/``Pow``/``Max``/``Min`` of two data tensors (with ONNX broadcasting,
-  materialized as index maps) become a ``binary`` layer (the constant cases stay affine maps:
-  :mod:`.elementwise`);
+* ``Add``/``Sub``/``Mul``/``Div``/``Pow`` of two data tensors (with ONNX broadcasting, materialized as
+  index maps; ``Max``/``Min``: :mod:`.extrema`) become a ``binary`` layer (the constant cases stay
+  affine maps: :mod:`.elementwise`);
 * ``Sqrt``, ``Abs``, ``Neg``, ``Exp``, ``Log``, ``Reciprocal`` and ``Pow`` by the constant 2 (or ½) become
   a ``unary`` layer;
 * ``ReduceMean``/``ReduceSum`` over feature axes are linear: a ``dense`` layer (no layer at all when the
@@ -82,13 +82,6 @@ def data_unary(cx, node, v: Data, func: str) -> Data:
     layer = {"kind": "unary", "name": plan.name("unary"), "input_size": n, "output_size": n, "func": func}
     plan.add_layer(layer, {}, inputs=[pos])
     return Data(list(v.axes), perm, np.zeros(len(perm), bool), len(plan.layers), v.last, v.step)
-
-
-@register("Max", "Min")
-def max_min(cx, node, vals, at):
-    if len(vals) != 2 or not all(isinstance(v, Data) for v in vals):
-        raise CompileError(f"{where(node)}: {node.op_type} is compiled for two data-dependent operands")
-    return data_binary(cx, node, vals[0], vals[1], BINARY[node.op_type])
 
 
 @register("Pow")
