@@ -1,6 +1,7 @@
-"""The op registry's packing hooks (kernels/ops/_pack.py): every op kind owns its state, scratch, packing
-and value checks, and the packer lays out what those hooks say. Oracle: the hooks' own stated sizes against
-the packed header and state layout (the kernels' numerics are tested against numpy references elsewhere)."""
+"""The op registry's hooks (kernels/ops/_pack.py): every op kind owns its plan fields and tensors (``check``,
+``tensor_specs``), state, scratch, packing and value checks, and the packer lays out what those hooks say.
+Oracle: the hooks' own stated sizes against the packed header and state layout (the kernels' numerics are
+tested against numpy references elsewhere)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from edgernn.kernels.ops import BY_NAME, REGISTRY
 import edgernn
 from edgernn.artifact import LAYER_KINDS, ArtifactError, validate_tensors
 
-HOOKS = ("state", "scratch", "pack", "check_values")
+HOOKS = ("check", "tensor_specs", "state", "scratch", "pack", "check_values")
 
 
 @pytest.mark.parametrize("op", sorted(REGISTRY.values(), key=lambda o: o.KIND), ids=lambda o: o.NAME)
