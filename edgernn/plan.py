@@ -87,7 +87,8 @@ LAYER_KINDS = (
     "matmul",
     "where",
 )
-#: The graph ops: kinds whose fields, tensors and packing their module in ``kernels/ops`` owns.
+#: The graph ops: kinds that format 1 cannot chain freely (several inputs, sequence ops, state slots).
+#: Every kind's fields, tensors and packing are owned by its module in ``kernels/ops`` (:func:`op_module`).
 GRAPH_KINDS = (
     "gather",
     "conv1d",
@@ -232,106 +233,24 @@ def _act1(layer: str, d: Mapping) -> None:
 def layer_tensor_specs(layer: dict) -> dict[str, tuple[tuple[int, ...], bool]]:
     """Expected tensors of a validated layer: role -> (shape, required). Float roles unless noted.
 
-    ``layer`` is a format-1 layer, or the layer view of a format-2 op (:func:`plan_layers`)."""
-    k = layer["kind"]
-    i, o = layer["input_size"], layer["output_size"]
-    if k in GRAPH_KINDS:
-        return op_module(k).tensor_specs(layer)
-    if k in ("normalize",):
-        return {"mean": ((i,), True), "std": ((i,), True)}
-    if k == "affine":
-        return {"scale": ((i,), True), "shift": ((i,), True)}
-    if k in ("activation", "onehot"):
-        return {}
-    if k == "embedding":
-        return {"table": ((layer["vocab_size"], o), True)}
-    if k in RECURRENT_GATES:
-        g, h = RECURRENT_GATES[k], layer["hidden_size"]
-        d = DIRECTIONS[layer["direction"]]
-        spec = {
-            "W": ((d, g * h, i), True),
-            "R": ((d, g * h, h), True),
-            "B": ((d, 2 * g * h), False),
-            "initial_h": ((d, h), False),
-        }
-        if k == "lstm":
-            spec["P"] = ((d, 3 * h), False)
-            spec["initial_c"] = ((d, h), False)
-        return spec
-    if k == "esn":
-        n = layer["reservoir_size"]
-        spec = {"W_in": ((n, i), True), "b": ((n,), False)}
-        if layer.get("sparse"):
-            nnz = layer["nnz"]
-            spec.update({"W_data": ((nnz,), True), "W_indices": ((nnz,), True), "W_indptr": ((n + 1,), True)})
-        else:
-            spec["W"] = ((n, n), True)
-        return spec
-    if k == "dense":
-        return {"W": ((o, i), True), "b": ((o,), False)}
-    if k == "attention":
-        a = layer["attention_size"]
-        return {"W": ((a, i), True), "b": ((a,), True), "v": ((a,), True)}
-    raise _fail("unknown layer kind", repr(k))  # pragma: no cover - validate_plan checks first
+    ``layer`` is a format-1 layer, or the layer view of a format-2 op (:func:`plan_layers`). The kind's
+    module in ``kernels/ops`` owns them (its ``tensor_specs``)."""
+    return op_module(layer["kind"]).tensor_specs(layer)
 
 
 def _layer_fields(where: str, layer: dict, first: bool) -> int:
-    """Check and normalize the kind-specific fields of a layer whose ``input_size`` is already checked.
+    """Check and normalize the kind-specific fields of a layer whose ``input_size`` is already checked:
+    the kind's module in ``kernels/ops`` owns them (its ``check``; this module is its ``P``).
 
-    ``first``: the layer reads the model input. Returns the size the layer produces per step.
+    ``first``: the layer reads the model input (a kind with ``TOKENS`` must). Returns the size the layer
+    produces per step.
     """
-    kind, i = layer["kind"], layer["input_size"]
-    if kind in GRAPH_KINDS:
-        import sys
+    import sys
 
-        o = op_module(kind).check(where, layer, sys.modules[__name__])
-    elif kind in ("normalize", "affine"):
-        o = i
-    elif kind == "activation":
-        _act1(where, layer)
-        o = i
-    elif kind in ("embedding", "onehot"):
-        if not first or i != 1:
-            raise _fail("bad layer", f"{where}: token layers must come first, with input_size 1")
-        v = _int(where, layer, "vocab_size")
-        o = v if kind == "onehot" else _int(where, layer, "output_size")
-    elif kind in RECURRENT_GATES:
-        h = _int(where, layer, "hidden_size")
-        direction = layer.setdefault("direction", "forward")
-        if not isinstance(direction, str) or direction not in DIRECTIONS:
-            raise _fail("bad field", f"{where}: direction {_short(direction)}")
-        d = DIRECTIONS[direction]
-        _acts(where, layer, d * len(CELL_ACTIVATIONS[kind]), CELL_ACTIVATIONS[kind], False)
-        clip = layer.get("clip")
-        if clip is not None and (_num(where, clip, "clip") <= 0):
-            raise _fail("bad field", f"{where}: clip must be positive")
-        cells = 1
-        if kind == "lstm":
-            _bool(where, layer, "input_forget")
-            if "cell_output" in layer and _bool(where, layer, "cell_output"):
-                cells = 2  # the output is [h; c] per step: ONNX Y, then the cell states (Y_c)
-        if kind == "gru":
-            lbr = layer.setdefault("linear_before_reset", 0)
-            if type(lbr) is not int or lbr not in (0, 1):
-                raise _fail("bad field", f"{where}: linear_before_reset must be 0 or 1")
-        o = cells * d * h
-    elif kind == "esn":
-        n = _int(where, layer, "reservoir_size")
-        a = _num(where, layer.get("leak_rate"), "leak_rate")
-        if not 0.0 < a <= 1.0:
-            raise _fail("bad field", f"{where}: leak_rate {a} is outside (0, 1]")
-        ro = layer.setdefault("readout_input", "state")
-        if ro not in ("state", "extended"):
-            raise _fail("bad field", f"{where}: readout_input {_short(ro)}")
-        if _bool(where, layer, "sparse"):
-            _int(where, layer, "nnz", 0, n * n)
-        o = n if ro == "state" else 1 + i + n
-    elif kind == "dense":
-        o = _int(where, layer, "output_size")
-        _act1(where, layer)
-    else:  # attention
-        _int(where, layer, "attention_size")
-        o = i
+    op = op_module(layer["kind"])
+    if getattr(op, "TOKENS", False) and (not first or layer["input_size"] != 1):
+        raise _fail("bad layer", f"{where}: token layers must come first, with input_size 1")
+    o = op.check(where, layer, sys.modules[__name__])
     if not isinstance(layer.get("tensors", {}), dict):
         raise _fail("bad field", f"{where}: 'tensors' must be an object")
     layer.setdefault("tensors", {})

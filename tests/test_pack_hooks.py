@@ -1,6 +1,7 @@
-"""The op registry's packing hooks (kernels/ops/_pack.py): every op kind owns its state, scratch, packing
-and value checks, and the packer lays out what those hooks say. Oracle: the hooks' own stated sizes against
-the packed header and state layout (the kernels' numerics are tested against numpy references elsewhere)."""
+"""The op registry's hooks (kernels/ops/_pack.py): every op kind owns its plan fields and tensors (``check``,
+``tensor_specs``), state, scratch, packing and value checks, and the packer lays out what those hooks say.
+Oracle: the hooks' own stated sizes against the packed header and state layout (the kernels' numerics are
+tested against numpy references elsewhere)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from edgernn.kernels.ops import BY_NAME, REGISTRY
 import edgernn
 from edgernn.artifact import LAYER_KINDS, ArtifactError, validate_tensors
 
-HOOKS = ("state", "scratch", "pack", "check_values")
+HOOKS = ("check", "tensor_specs", "state", "scratch", "pack", "check_values")
 
 
 @pytest.mark.parametrize("op", sorted(REGISTRY.values(), key=lambda o: o.KIND), ids=lambda o: o.NAME)
@@ -66,3 +67,17 @@ def test_value_checks_come_from_the_op_modules():
     plan, tensors = model([(norm, {"m": np.zeros(2, np.float32), "s": np.array([1, 0], np.float32)})], 2)
     with pytest.raises(ArtifactError, match="bad weights: .*std must be > 0"):
         validate_tensors(plan, tensors)
+
+
+@pytest.mark.parametrize("kind", ["embedding", "onehot"])
+def test_token_ops_must_come_first(kind):
+    """A kind with ``TOKENS`` (its module says so) is refused after another layer or on input_size != 1."""
+    rng = np.random.default_rng(0)
+    tok = {"kind": kind, "name": "t", "input_size": 1, "vocab_size": 5, "output_size": 5, "tensors": {}}
+    if kind == "embedding":
+        tok["tensors"] = {"table": "t.table"}
+    assert BY_NAME[kind].TOKENS
+    with pytest.raises(ArtifactError, match=r"bad layer: layer 1 .*token layers must come first"):
+        model([dense(rng, "d", 3, 1), (tok, {})], 3)
+    with pytest.raises(ArtifactError, match=r"bad layer: layer 0 .*token layers must come first"):
+        model([(dict(tok, input_size=2), {})], 2)

@@ -31,7 +31,8 @@ from . import (
 from .elementwise import Activation, Affine, Normalize
 from .tokens import Embedding, OneHot
 
-#: the graph ops: each also owns its plan fields, tensor roles and packing (see ``_graph``)
+#: the graph ops (see ``_graph``); every op, graph or chain, owns its plan fields and tensor roles
+#: (``check``, ``tensor_specs``) and its packing (``_pack``)
 GRAPH_OPS = (gather, conv, binary, unary, layernorm, tconv, final, state, matmul, where)
 #: plan kind name -> graph op module
 GRAPH_BY_NAME = {op.NAME: op for op in GRAPH_OPS}

@@ -1,8 +1,14 @@
-"""The packing interface every op kind implements: the op module is the single owner of its stream state,
-its scratch, the layout of its tensors in its record, and the checks of its tensors' values.
+"""The packing interface every op kind implements: the op module is the single owner of its plan fields,
+its tensors' shapes, its stream state, its scratch, the layout of its tensors in its record, and the checks
+of its tensors' values.
 
 Every entry of the op registry (``kernels/ops/__init__.py``) defines
 
+* ``check(where, layer, P) -> int``: validate and normalize the op's fields in place (defaults set with
+  ``setdefault``; ``P`` is :mod:`edgernn.plan`, whose ``_int``/``_num``/``_bool``/``_acts``/``_act1``/
+  ``_fail`` helpers make the named errors); returns the number of values the op produces per step. An op
+  with ``TOKENS = True`` reads the model's tokens: the plan requires it first, with input_size 1;
+* ``tensor_specs(layer) -> {role: (shape, required)}``: the tensors of the validated layer;
 * ``state(layer) -> tuple[tuple[str, int], ...]``: the op's parts of the stream state, in order, as
   (name, number of float32 values): ``(("h", H), ("c", H))`` for an lstm, ``()`` for a stateless op. The
   packer places them one after the other at the op's state offset and names them ``<op name>.<part>``;

@@ -21,6 +21,18 @@ M_W = 0  # matrix descriptor: W (A, H)
 V_BIAS, V_SCORE = 0, 1  # vector slots: b (A), v (A)
 
 
+def check(where: str, layer: dict, P) -> int:
+    """``attention_size`` A (required); the output is the pooled input (I values)."""
+    P._int(where, layer, "attention_size")
+    return layer["input_size"]
+
+
+def tensor_specs(layer: dict) -> dict:
+    """``W`` [A, I], ``b`` [A], ``v`` [A]."""
+    a = layer["attention_size"]
+    return {"W": ((a, layer["input_size"]), True), "b": ((a,), True), "v": ((a,), True)}
+
+
 def state(layer: dict) -> tuple[tuple[str, int], ...]:
     """The pooling state [m, S, A (H values)]."""
     return (("pool", layer["input_size"] + 2),)

@@ -18,6 +18,19 @@ M_W = 0  # matrix descriptor: W (O, I)
 V_BIAS = 0  # vector slot: b (flag F_BIAS)
 
 
+def check(where: str, layer: dict, P) -> int:
+    """``output_size`` O (required) and the activation (default linear, with its alpha/beta)."""
+    o = P._int(where, layer, "output_size")
+    P._act1(where, layer)
+    return o
+
+
+def tensor_specs(layer: dict) -> dict:
+    """``W`` [O, I], optional ``b`` [O]."""
+    o = layer["output_size"]
+    return {"W": ((o, layer["input_size"]), True), "b": ((o,), False)}
+
+
 def pack(layer: dict, ctx) -> None:
     """W, b (when given) and the activation."""
     ctx.matrix(M_W, "W", ctx.tensor("W"))

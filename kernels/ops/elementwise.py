@@ -25,6 +25,17 @@ class Normalize(Stateless):
     V_MEAN, V_STD = 0, 1
 
     @staticmethod
+    def check(where: str, layer: dict, P) -> int:
+        """No fields; the output is the input size."""
+        return layer["input_size"]
+
+    @staticmethod
+    def tensor_specs(layer: dict) -> dict:
+        """``mean`` [I], ``std`` [I]."""
+        i = layer["input_size"]
+        return {"mean": ((i,), True), "std": ((i,), True)}
+
+    @staticmethod
     def check_values(where: str, layer: dict, roles: dict, tensors: dict, P) -> None:
         """std > 0."""
         if not np.all(tensors[roles["std"]] > 0):
@@ -60,6 +71,17 @@ class Affine(Stateless):
     V_SCALE, V_SHIFT = 0, 1
 
     @staticmethod
+    def check(where: str, layer: dict, P) -> int:
+        """No fields; the output is the input size."""
+        return layer["input_size"]
+
+    @staticmethod
+    def tensor_specs(layer: dict) -> dict:
+        """``scale`` [I], ``shift`` [I]."""
+        i = layer["input_size"]
+        return {"scale": ((i,), True), "shift": ((i,), True)}
+
+    @staticmethod
     def pack(layer: dict, ctx) -> None:
         """scale and shift."""
         ctx.vector(Affine.V_SCALE, ctx.tensor("scale"))
@@ -86,6 +108,17 @@ class Activation(Stateless):
     KIND = L.K_ACTIVATION
     NAME = "activation"
     RECURRENT = False
+
+    @staticmethod
+    def check(where: str, layer: dict, P) -> int:
+        """The activation (default linear, with its alpha/beta); the output is the input size."""
+        P._act1(where, layer)
+        return layer["input_size"]
+
+    @staticmethod
+    def tensor_specs(layer: dict) -> dict:
+        """No tensors."""
+        return {}
 
     @staticmethod
     def pack(layer: dict, ctx) -> None:

@@ -34,6 +34,35 @@ DENSIFY_MIN_DENSITY = 0.05
 DENSIFY_MAX_BYTES = 4 << 20
 
 
+def check(where: str, layer: dict, P) -> int:
+    """``reservoir_size`` N, ``leak_rate`` in (0, 1], ``readout_input`` (state, the default, or extended
+    [1; u; x]), ``sparse`` (default false) with ``nnz`` in [0, N²]. The output is N (or 1 + I + N) per
+    step."""
+    n = P._int(where, layer, "reservoir_size")
+    a = P._num(where, layer.get("leak_rate"), "leak_rate")
+    if not 0.0 < a <= 1.0:
+        raise P._fail("bad field", f"{where}: leak_rate {a} is outside (0, 1]")
+    ro = layer.setdefault("readout_input", "state")
+    if ro not in ("state", "extended"):
+        raise P._fail("bad field", f"{where}: readout_input {P._short(ro)}")
+    if P._bool(where, layer, "sparse"):
+        P._int(where, layer, "nnz", 0, n * n)
+    return n if ro == "state" else 1 + layer["input_size"] + n
+
+
+def tensor_specs(layer: dict) -> dict:
+    """``W_in`` [N, I], optional ``b`` [N], and the reservoir: ``W`` [N, N], or CSR ``W_data`` [nnz],
+    ``W_indices`` [nnz], ``W_indptr`` [N+1] when sparse."""
+    n = layer["reservoir_size"]
+    spec = {"W_in": ((n, layer["input_size"]), True), "b": ((n,), False)}
+    if layer.get("sparse"):
+        nnz = layer["nnz"]
+        spec.update({"W_data": ((nnz,), True), "W_indices": ((nnz,), True), "W_indptr": ((n + 1,), True)})
+    else:
+        spec["W"] = ((n, n), True)
+    return spec
+
+
 def state(layer: dict) -> tuple[tuple[str, int], ...]:
     """The reservoir state x (N)."""
     return (("x", layer["reservoir_size"]),)

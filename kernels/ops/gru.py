@@ -29,6 +29,21 @@ PROJ_MAT = recurrent.w_mat(0)  # chunk mode: the input projection's matrix (W, o
 V_WBIAS, V_RBIAS, V_H0 = recurrent.V_BIAS, recurrent.V_EXTRA, recurrent.V_H0
 
 
+def check(where: str, layer: dict, P) -> int:
+    """The cell fields (``recurrent.check``) and ``linear_before_reset`` (0 or 1, default 0); the output is
+    D·H per step."""
+    h, d = recurrent.check(where, layer, P)
+    lbr = layer.setdefault("linear_before_reset", 0)
+    if type(lbr) is not int or lbr not in (0, 1):
+        raise P._fail("bad field", f"{where}: linear_before_reset must be 0 or 1")
+    return d * h
+
+
+def tensor_specs(layer: dict) -> dict:
+    """The cell tensors (``recurrent.tensor_specs``), three gates."""
+    return recurrent.tensor_specs(layer, GATES)
+
+
 def state(layer: dict) -> tuple[tuple[str, int], ...]:
     """The forward direction's h (H)."""
     return recurrent.state(layer)

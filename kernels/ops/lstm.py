@@ -31,6 +31,28 @@ PROJ_MAT = recurrent.w_mat(0)  # chunk mode: the input projection's matrix (W, o
 V_BIAS, V_PEEP, V_H0, V_C0 = recurrent.V_BIAS, recurrent.V_EXTRA, recurrent.V_H0, recurrent.V_C0
 
 
+def check(where: str, layer: dict, P) -> int:
+    """The cell fields (``recurrent.check``), ``input_forget`` (default false) and ``cell_output`` (when
+    given: the output is [h; c] per step, ONNX Y then the cell states Y_c). The output is D·H per step (2·D·H
+    with ``cell_output``)."""
+    h, d = recurrent.check(where, layer, P)
+    cells = 1
+    P._bool(where, layer, "input_forget")
+    if "cell_output" in layer and P._bool(where, layer, "cell_output"):
+        cells = 2
+    return cells * d * h
+
+
+def tensor_specs(layer: dict) -> dict:
+    """The cell tensors (``recurrent.tensor_specs``, four gates), optional peepholes ``P`` [D, 3H] and
+    ``initial_c`` [D, H]."""
+    spec = recurrent.tensor_specs(layer, GATES)
+    d, h = spec["initial_h"][0]
+    spec["P"] = ((d, 3 * h), False)
+    spec["initial_c"] = ((d, h), False)
+    return spec
+
+
 def state(layer: dict) -> tuple[tuple[str, int], ...]:
     """The forward direction's h and c (H each)."""
     return recurrent.state(layer, cell=True)

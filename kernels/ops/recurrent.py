@@ -34,6 +34,37 @@ def r_mat(d: int) -> int:
     return 2 * d + 1
 
 
+def check(where: str, layer: dict, P) -> tuple[int, int]:
+    """The fields every cell has: ``hidden_size`` H, ``direction`` (default forward), ``activations`` and
+    their alpha/beta (the cell's ONNX defaults), ``clip`` (positive when given). Returns (H, directions)."""
+    kind = layer["kind"]
+    h = P._int(where, layer, "hidden_size")
+    direction = layer.setdefault("direction", "forward")
+    if not isinstance(direction, str) or direction not in P.DIRECTIONS:
+        raise P._fail("bad field", f"{where}: direction {P._short(direction)}")
+    d = P.DIRECTIONS[direction]
+    P._acts(where, layer, d * len(P.CELL_ACTIVATIONS[kind]), P.CELL_ACTIVATIONS[kind], False)
+    clip = layer.get("clip")
+    if clip is not None and (P._num(where, clip, "clip") <= 0):
+        raise P._fail("bad field", f"{where}: clip must be positive")
+    return h, d
+
+
+def tensor_specs(layer: dict, gates: int) -> dict:
+    """The tensors every cell has (D directions, G gates, H hidden, I inputs): ``W`` [D, G·H, I], ``R``
+    [D, G·H, H], optional ``B`` [D, 2·G·H] and ``initial_h`` [D, H]."""
+    from ...plan import DIRECTIONS
+
+    i, h = layer["input_size"], layer["hidden_size"]
+    d = DIRECTIONS[layer["direction"]]
+    return {
+        "W": ((d, gates * h, i), True),
+        "R": ((d, gates * h, h), True),
+        "B": ((d, 2 * gates * h), False),
+        "initial_h": ((d, h), False),
+    }
+
+
 def state(layer: dict, cell: bool = False) -> tuple[tuple[str, int], ...]:
     """The forward direction's h (and c for a cell state): H values each."""
     h = layer["hidden_size"]

@@ -22,6 +22,17 @@ PROJ_MAT = recurrent.w_mat(0)  # chunk mode: the input projection's matrix (W, o
 V_BIAS, V_H0 = recurrent.V_BIAS, recurrent.V_H0
 
 
+def check(where: str, layer: dict, P) -> int:
+    """The cell fields (``recurrent.check``); the output is D·H per step."""
+    h, d = recurrent.check(where, layer, P)
+    return d * h
+
+
+def tensor_specs(layer: dict) -> dict:
+    """The cell tensors (``recurrent.tensor_specs``), one gate."""
+    return recurrent.tensor_specs(layer, GATES)
+
+
 def state(layer: dict) -> tuple[tuple[str, int], ...]:
     """The forward direction's h (H)."""
     return recurrent.state(layer)

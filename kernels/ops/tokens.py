@@ -21,7 +21,20 @@ class Embedding(Stateless):
     KIND = L.K_EMBEDDING
     NAME = "embedding"
     RECURRENT = False
+    #: reads the model's tokens: the first layer, with input_size 1
+    TOKENS = True
     M_TABLE = 0
+
+    @staticmethod
+    def check(where: str, layer: dict, P) -> int:
+        """``vocab_size`` V and ``output_size`` O (both required)."""
+        P._int(where, layer, "vocab_size")
+        return P._int(where, layer, "output_size")
+
+    @staticmethod
+    def tensor_specs(layer: dict) -> dict:
+        """``table`` [V, O]."""
+        return {"table": ((layer["vocab_size"], layer["output_size"]), True)}
 
     @staticmethod
     def pack(layer: dict, ctx) -> None:
@@ -55,6 +68,18 @@ class OneHot(Stateless):
     KIND = L.K_ONEHOT
     NAME = "onehot"
     RECURRENT = False
+    #: reads the model's tokens: the first layer, with input_size 1
+    TOKENS = True
+
+    @staticmethod
+    def check(where: str, layer: dict, P) -> int:
+        """``vocab_size`` V (required); the output is V."""
+        return P._int(where, layer, "vocab_size")
+
+    @staticmethod
+    def tensor_specs(layer: dict) -> dict:
+        """No tensors."""
+        return {}
 
     @staticmethod
     def pack(layer: dict, ctx) -> None:
