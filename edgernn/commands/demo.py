@@ -182,7 +182,7 @@ def _run_core(args: argparse.Namespace) -> int:
     out = args.out or tempfile.mkdtemp(prefix="edgernn-demo-")
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "demo_esn.ernn")
-    edgernn.artifact.write(path, plan, tensors)
+    edgernn.artifact.write(path, edgernn.artifact.upgrade(plan), tensors)  # format 2, as every writer
     t0 = time.perf_counter()
     model = edgernn.load(path)
     s = model.stream()

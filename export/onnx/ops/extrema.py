@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import CompileError, where
-from ..values import Const, Data, Sym, feat_index, ints, select
+from ..values import Const, Data, Sym, feat_index, select
 from .logic import _any_data, _operand
-from .math import data_binary
+from .math import data_binary, reduce_axes
 from .registry import register
 
 
@@ -67,26 +67,10 @@ def clip(cx, node, vals, at):
 @register("ReduceMax", "ReduceMin")
 def reduce_extreme(cx, node, vals, at):
     v = vals[0]
-    if not isinstance(v, Data):
-        raise CompileError(f"{where(node)}: {node.op_type} of a value that does not depend on the input")
-    r = len(v.axes)
-    axes = ints(vals[1], node, "axes") if len(vals) > 1 and vals[1] is not None else None
-    if axes is None:
-        axes = np.asarray(at["axes"], np.int64) if "axes" in at else None
-    if axes is None or axes.size == 0:
-        if at.get("noop_with_empty_axes", 0):
-            return v
-        axes = np.arange(r)
-    axes = sorted({int(a) % r for a in axes.ravel()})
-    for a in axes:
-        if isinstance(v.axes[a], Sym):
-            raise CompileError(f"{where(node)}: {node.op_type} over the batch/time axis {a}")
-    keep = int(at.get("keepdims", 1))
-    out_axes = (
-        [1 if k in axes else d for k, d in enumerate(v.axes)]
-        if keep
-        else [d for k, d in enumerate(v.axes) if k not in axes]
-    )
+    spec = reduce_axes(node, vals, at)
+    if spec is None:
+        return v
+    axes, out_axes = spec
     idx, fpos = feat_index(v)
     red = [fpos.index(a) for a in axes]
     kept = [k for k in range(idx.ndim) if k not in red]

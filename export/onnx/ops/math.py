@@ -107,8 +107,10 @@ def unary_op(cx, node, vals, at):
     return data_unary(cx, node, v, UNARY[node.op_type])
 
 
-@register("ReduceMean", "ReduceSum")
-def reduce_op(cx, node, vals, at):
+def reduce_axes(node, vals, at) -> tuple[list[int], list] | None:
+    """(reduced axes, output axes) of a Reduce* node over the data ``vals[0]`` (axes from the input or the
+    attribute, keepdims); None when it reduces nothing (``noop_with_empty_axes``). Refuses a reduction
+    over the batch/time axis."""
     v = vals[0]
     if not isinstance(v, Data):
         raise CompileError(f"{where(node)}: {node.op_type} of a value that does not depend on the input")
@@ -118,7 +120,7 @@ def reduce_op(cx, node, vals, at):
         axes = np.asarray(at["axes"], np.int64) if "axes" in at else None
     if axes is None or axes.size == 0:
         if at.get("noop_with_empty_axes", 0):
-            return v
+            return None
         axes = np.arange(r)
     axes = sorted({int(a) % r for a in axes.ravel()})
     keep = int(at.get("keepdims", 1))
@@ -130,6 +132,16 @@ def reduce_op(cx, node, vals, at):
         if keep
         else [d for k, d in enumerate(v.axes) if k not in axes]
     )
+    return axes, out_axes
+
+
+@register("ReduceMean", "ReduceSum")
+def reduce_op(cx, node, vals, at):
+    v = vals[0]
+    spec = reduce_axes(node, vals, at)
+    if spec is None:
+        return v
+    axes, out_axes = spec
     idx, fpos = feat_index(v)
     if all(v.axes[a] == 1 for a in axes):
         return select(v, idx, out_axes)
