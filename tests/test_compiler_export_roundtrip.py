@@ -155,3 +155,40 @@ def test_plan_built_sequence_graphs_with_scans(name, flavor, tmp_path):
     for b in range(2):
         Y = m.stream().run(X[b])
         assert close(Y if ref.ndim == 3 else Y[-1], ref[b])
+
+
+HOSTILE = '"); __import__("os").getcwd(); ("'
+
+
+def test_no_name_of_a_state_or_where_plan_reaches_the_generated_source(exported, tmp_path):
+    """The compiled step graph (state slots with their ``next`` values, comparisons, ``where``, gathers)
+    with every value, op and tensor name replaced by a hostile string still loads, streams exactly as
+    before, and no piece of those names reaches the generated kernel source."""
+    import json
+
+    from edgernn import artifact
+
+    _, out, X = exported
+    compile_onnx(str(out / "model.step.onnx"), str(tmp_path / "step.ernn"))
+    plan, tensors = artifact.read(tmp_path / "step.ernn")
+    vals = {v: f"{HOSTILE}v{k}\n    pwned = 1\n" for k, v in enumerate(plan["values"])}
+    tens = {t: f"{HOSTILE}t{k}" for k, t in enumerate(tensors)}
+    p = json.loads(json.dumps(plan))
+    p["values"] = {vals[v]: d for v, d in plan["values"].items()}
+    p["input"]["value"], p["output"]["value"] = vals[plan["input"]["value"]], vals[plan["output"]["value"]]
+    kinds = set()
+    for k, op in enumerate(p["ops"]):
+        kinds.add(op["kind"])
+        op["name"] = f"{HOSTILE}op{k}"
+        op["inputs"] = [vals[v] for v in op["inputs"]]
+        op["outputs"] = [vals[v] for v in op["outputs"]]
+        op["tensors"] = {r: tens[t] for r, t in op["tensors"].items()}
+        if "next" in op.get("attrs", {}):
+            op["attrs"]["next"] = vals[op["attrs"]["next"]]
+    assert "state" in kinds
+    artifact.write(tmp_path / "h.ernn", p, {tens[t]: a for t, a in tensors.items()})
+    src = edgernn.load(tmp_path / "h.ernn", backend="numba").kernel_source
+    for piece in (HOSTILE, HOSTILE[:8], "pwned", "getcwd"):
+        assert piece not in src, f"{piece!r} reached the generated source"
+    want = edgernn.load(tmp_path / "step.ernn").stream().run(X[0])
+    np.testing.assert_array_equal(edgernn.load(tmp_path / "h.ernn").stream().run(X[0]), want)
