@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 
-from .ops._emit import Code, I
+from .ops._emit import Code, I, row_blocks
 from .ops.record import Matrix
 
 #: streams per block (four groups of four: a weight row is read once per block)
@@ -139,7 +139,6 @@ def emit_gemv(
     ld = m.ld
     base = m.off + col0 + r0 * m.ld
     i, b, q, s, k = (c.fresh(n) for n in ("i", "b", "q", "s", "k"))
-    n4 = nrows - nrows % 4
 
     def body(nr: int, row: str) -> None:
         w = [c.fresh("w") for _ in range(nr)]
@@ -173,8 +172,4 @@ def emit_gemv(
                     scale = f" * {sc[j]}" if m.int8 else ""
                     c(f"{YA}[{s} + {I(t)}, {I(yoff + y0)} + ({row}) + {I(j)}] += {acc[j][t]}{scale}")
 
-    if n4:
-        with c.block(f"for {i} in range(0, {I(n4)}, 4):"):
-            body(4, i)
-    for r in range(n4, nrows):
-        body(1, I(r))
+    row_blocks(c, i, nrows, body)

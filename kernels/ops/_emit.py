@@ -105,6 +105,17 @@ def fill(c: Code, dst: str, d0: int, n: int, src: str | None = None, s0: int = 0
             c(f"{dst}[{I(d0)} + k] = {src}[{I(s0)} + k]")
 
 
+def row_blocks(c: Code, i: str, nrows: int, body) -> None:
+    """Emit ``body(4, row)`` for each block of four rows (a loop over ``i``: the block's first row), then
+    ``body(1, row)`` for each of the last ``nrows % 4`` rows (``row``: a source expression)."""
+    n4 = nrows - nrows % 4
+    if n4:
+        with c.block(f"for {i} in range(0, {I(n4)}, 4):"):
+            body(4, i)
+    for r in range(n4, nrows):
+        body(1, I(r))
+
+
 def gemv_acc(
     c: Code, m: Matrix, col0: int, cols: int, r0: int, nrows: int, x: str, y: str, y0: int = 0
 ) -> None:
@@ -134,7 +145,6 @@ def gemv_acc(
     a = [c.fresh("a") for _ in range(4)]
     k = c.fresh("k")
     xv = c.fresh("xv")
-    n4 = nrows - nrows % 4
 
     def body(nr: int, row: str) -> None:
         c(f"{b} = {I(base)} + ({row}) * {I(ld)}")
@@ -151,11 +161,7 @@ def gemv_acc(
             else:
                 c(f"{y}[{I(y0)} + {row} + {I(j)}] += {a[j]}")
 
-    if n4:
-        with c.block(f"for {i} in range(0, {I(n4)}, 4):"):
-            body(4, i)
-    for r in range(n4, nrows):
-        body(1, I(r))
+    row_blocks(c, i, nrows, body)
 
 
 #: int8 products over at most this many columns (an input part W·x) take :func:`_gemv_narrow`

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import layout as L
 from ..vnni import CHUNK
-from ._emit import Code, I
+from ._emit import Code, I, row_blocks
 from .record import Matrix, read_header, read_layer
 
 
@@ -126,8 +126,4 @@ def gemv_dyn(
             ws = f"wf[{I(m.soff + r0)} + {row} + {I(j)}]"
             c(f"{y}[{I(y0)} + {row} + {I(j)}] += np.float32({a[j]}) * ({s} * {ws})")
 
-    if n4:
-        with c.block(f"for {i} in range(0, {I(n4)}, 4):"):
-            body(4, i)
-    for r in range(n4, nrows):
-        body(1, I(r))
+    row_blocks(c, i, nrows, body)
