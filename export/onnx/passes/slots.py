@@ -72,6 +72,17 @@ def read(cx, v: State, what: str) -> Data:
     return Data(axes, perm, np.zeros(perm.size, bool), pos)
 
 
+def _output_value(cx, sout: str, what: str):
+    """The value of state output ``sout`` as the plan computes it: a state read from its slot, the parts
+    of a multi-part value joined (anything else as it is; the callers say what they accept)."""
+    v = cx.env.get(sout)
+    if isinstance(v, State):
+        v = read(cx, v, what)
+    if isinstance(v, Multi):
+        v = cx._concat_output(v, what)
+    return v
+
+
 def resolve_writes(cx) -> None:
     """Bind every slot to its state output's value (its ``next``), until no new slot appears."""
     pairs = dict(cx.state_pairs)
@@ -81,11 +92,7 @@ def resolve_writes(cx) -> None:
             done.add(sin)
             sout = pairs[sin]
             what = f"state output {sout!r}"
-            v = cx.env.get(sout)
-            if isinstance(v, State):
-                v = read(cx, v, what)
-            if isinstance(v, Multi):
-                v = cx._concat_output(v, what)
+            v = _output_value(cx, sout, what)
             if not isinstance(v, Data):
                 raise CompileError(
                     f"{what} (the next value of state input {sin!r}) is "
@@ -121,11 +128,7 @@ def resolve_recurrent(cx) -> None:
                 f"{what}: is not the recurrent layer's own state, and the positions state input {sin!r} "
                 "feeds it could not be followed (or the layer is not forward)"
             )
-        v = cx.env.get(sout)
-        if isinstance(v, State):
-            v = read(cx, v, what)
-        if isinstance(v, Multi):
-            v = cx._concat_output(v, what)
+        v = _output_value(cx, sout, what)
         if not isinstance(v, Data):
             raise CompileError(
                 f"{what} (the next value of state input {sin!r}) is not computed from the data"
