@@ -64,7 +64,8 @@ ACTIVATION_DEFAULTS = {
 DIRECTIONS = {"forward": 1, "reverse": 1, "bidirectional": 2}
 RECURRENT_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 CELL_ACTIVATIONS = {"rnn": ("tanh",), "lstm": ("sigmoid", "tanh", "tanh"), "gru": ("sigmoid", "tanh")}
-LAYER_KINDS = (
+#: The original layer kinds (format 1 chains them); with the graph ops below, every kind (LAYER_KINDS).
+_CHAIN_KINDS = (
     "normalize",
     "affine",
     "activation",
@@ -76,16 +77,6 @@ LAYER_KINDS = (
     "esn",
     "dense",
     "attention",
-    "gather",
-    "conv1d",
-    "binary",
-    "unary",
-    "layernorm",
-    "tconv",
-    "final",
-    "state",
-    "matmul",
-    "where",
 )
 #: The graph ops: kinds that format 1 cannot chain freely (several inputs, sequence ops, state slots).
 #: Every kind's fields, tensors and packing are owned by its module in ``kernels/ops`` (:func:`op_module`).
@@ -101,6 +92,7 @@ GRAPH_KINDS = (
     "matmul",
     "where",
 )
+LAYER_KINDS = _CHAIN_KINDS + GRAPH_KINDS
 #: Format 2: (number of inputs, number of outputs) of each op kind.
 OP_ARITY = {k: (1, 1) for k in LAYER_KINDS}
 OP_ARITY["binary"] = (2, 1)
