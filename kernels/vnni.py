@@ -28,8 +28,10 @@ columns, zero-padded to whole chunks), so they are read as one stream, and per 3
     s_j = Σ_{k<n} q[k] · p[off + (k // 32)·128 + 32·j + k % 32]      (int32; q int8 ∈ [−127, 127];
                                                                        n a multiple of 32)
 
-Measured here (Zen 1, one thread, 1024×256 weights: LSTM 8→256's R): about 12 µs against 21–30 µs for
-the float32 panel product over the same weights as float32 (``benchmarks/int8_step.py``).
+Measured here (Zen 1, one thread, 1024×256 weights: LSTM 8→256's R): 13–14 µs against 24–27 µs for
+the float32 panel product over the same weights as float32 (``benchmarks/int8_step.py``); a 256-bit
+``vpmaddubsw`` or ``vpmaddwd`` is two uops there, so this is about the integer ceiling without VNNI
+(summing two ``vpmaddubsw`` in int16 before one ``vpmaddwd`` measured ~10% faster but needs |q| ≤ 64).
 """
 
 from __future__ import annotations
