@@ -50,6 +50,23 @@ def _append(packed: Packed, extra) -> int:
     return base
 
 
+def _append_wb(packed: Packed, extra) -> int:
+    """Append int8 values to ``packed.wb`` at a 64-byte boundary (the buffer itself starting on one, its
+    length staying a multiple of 4 for its int32 view); returns the offset of the first."""
+    import numpy as np
+
+    base = len(packed.wb) + (-len(packed.wb) % 64)
+    n = base + len(extra)
+    n += -n % 4
+    raw = np.zeros(n + 64, np.int8)
+    start = -raw.ctypes.data % 64
+    wb = raw[start : start + n]
+    wb[: len(packed.wb)] = packed.wb
+    wb[base : base + len(extra)] = extra
+    packed.wb = wb
+    return base
+
+
 def _panels(packed: Packed) -> dict | None:
     """Panel copies of the step's float32 row products (kernels/simd.py), appended to wf where they are
     used (x86-64 with AVX2+FMA; ``EDGERNN_PANELS=0`` turns them off); None otherwise."""
@@ -77,19 +94,26 @@ def _numba_for_model(base: _Backend, packed: Packed, path: str | None = None) ->
 
 def numba_dynamic_int8(packed: Packed) -> _Backend:
     """The numba kernels of ``packed`` with ``dynamic_int8`` (``kernels/ops/_qemit.py``): the int8 R·h of
-    LSTM/RNN layers on h quantized per step; needs numba (no AOT module or numpy backend has it)."""
+    LSTM/GRU/RNN layers and dense reservoirs on h quantized per step, by VNNI instructions (row sums
+    appended to wf), else AVX2 ones (int8 panel copies appended to wb; ``EDGERNN_INT8_PANELS=0`` turns
+    them off), else a plain integer loop; needs numba (no AOT module or numpy backend has it)."""
     get_backend("numba")  # a clear error when numba is missing
     from .kernels import codegen, vnni
     from .kernels.ops import _qemit
 
-    rowsums = None
+    rowsums = qpanels = None
     if vnni.have_vnni():  # the row sums the VNNI sums need, appended to wf
         sums, where = _qemit.row_sums(packed.wf, packed.wb)
         if len(sums):
             base = _append(packed, sums)
             rowsums = {off: base + i for off, i in where.items()}
+    elif vnni.have_avx2() and os.environ.get("EDGERNN_INT8_PANELS", "1") != "0":
+        table, where = _qemit.panel_table(packed.wf, packed.wb)
+        if len(table):
+            base = _append_wb(packed, table)
+            qpanels = {off: base + i for off, i in where.items()}
     panels = _panels(packed)
-    k = codegen.kernels(packed.wf, dynamic_int8=True, rowsums=rowsums, panels=panels)
+    k = codegen.kernels(packed.wf, dynamic_int8=True, rowsums=rowsums, panels=panels, qpanels=qpanels)
     b = _Backend("numba", k.step, k.step_batch, k.seq)
     b.source = k.source
     return b

@@ -465,15 +465,17 @@ def source(
     vnni: bool | None = None,
     rowsums: dict | None = None,
     panels: dict | None = None,
+    qpanels: dict | None = None,
 ) -> str:
     """The Python source of the generated kernels of the packed model ``wf`` (float32 buffer).
 
     ``dynamic_int8``: the int8 recurrent products of LSTM/RNN layers and dense ESN reservoirs run on the
     state quantized per step (``ops/_qemit.py``), with VNNI instructions when ``vnni`` (None: when the
     host CPU has them) for the matrices whose row sums ``rowsums`` places in ``wf`` (matrix offset ->
-    offset in wf; see ``_qemit.row_sums``); the others take the portable loop. ``panels``: (matrix offset,
-    first column) -> offset in wf of its panel copy (``ops/_pemit.panel_table``), read by the step's
-    float32 products instead of the rows."""
+    offset in wf; see ``_qemit.row_sums``); else, given ``qpanels`` (matrix offset -> offset in wb of its
+    AVX2 int8 panel, ``_qemit.panel_table``), with AVX2 instructions over those panels; the others take
+    the portable loop. ``panels``: (matrix offset, first column) -> offset in wf of its panel copy
+    (``ops/_pemit.panel_table``), read by the step's float32 products instead of the rows."""
     head, layers = _layers(wf)
     consts: dict[str, str] = {}
     body = Code(consts)
@@ -485,10 +487,16 @@ def source(
     if dynamic_int8:
         from . import vnni as _vnni
 
-        body.qmode = "vnni" if (_vnni.have_vnni() if vnni is None else vnni) and rowsums else "loop"
-        body.rowsums = rowsums or {}
-        if body.qmode == "vnni":
+        if (_vnni.have_vnni() if vnni is None else vnni) and rowsums:
+            body.qmode = "vnni"
             prelude += "\nfrom edgernn.kernels.vnni import dot4_u8s8\n"
+        elif qpanels:
+            body.qmode = "avx2"
+            prelude += "\nfrom edgernn.kernels.vnni import dot4_s8_panel\n"
+        else:
+            body.qmode = "loop"
+        body.rowsums = rowsums or {}
+        body.qpanels = qpanels or {}
     _emit_step(body, head, layers)
     body("")
     body("")

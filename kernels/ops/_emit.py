@@ -38,8 +38,9 @@ class Code:
         self.consts = consts if consts is not None else {}
         self.wf = None  # the packed float32 buffer, for emitters that read their tables (numbers only)
         self.lanes = None  # a kernels.lanes.LaneCode when the code is one block of many streams
-        self.qmode = None  # "vnni" | "loop": int8 recurrent products on a quantized h (see _qemit.py)
+        self.qmode = None  # "vnni" | "avx2" | "loop": int8 recurrent products on a quantized h (_qemit.py)
         self.rowsums: dict[int, int] = {}  # int8 matrix offset -> offset of its row sums in wf (vnni)
+        self.qpanels: dict[int, int] = {}  # int8 matrix offset -> offset of its AVX2 panel in wb (avx2)
         self.panels: dict[tuple[int, int], int] = {}  # (matrix offset, column) -> its panel in wf (_pemit)
 
     def view(self, base: str, arr: str, a: int, b: int) -> str:
@@ -166,6 +167,11 @@ def gemv_acc(
 
 #: int8 products over at most this many columns (an input part W·x) take :func:`_gemv_narrow`
 NARROW = 16
+#: an int8 cell or reservoir of at most this many inputs also packs its input part W dequantized (q·scale,
+#: float32) and transposed (F_XT, a few KiB): the step's W·x is then an axpy per input column, as in
+#: float32 models, instead of int8 rows of 8 bytes widened one by one (those took about 4 µs of LSTM
+#: 8->256's 22 µs dynamic int8 step here). The file stays int8; the recurrent products keep int8 weights.
+XT_MAX_INPUTS = 16
 
 
 def _gemv_narrow(

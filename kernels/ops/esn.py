@@ -17,7 +17,7 @@ import numpy as np
 from .. import layout as L
 from . import _numpy as _np
 from . import _qemit
-from ._emit import Code, I, axpy_acc, fill, gemv_acc
+from ._emit import XT_MAX_INPUTS, Code, I, axpy_acc, fill, gemv_acc
 from .record import Layer
 
 KIND = L.K_ESN
@@ -113,6 +113,9 @@ def pack(layer: dict, ctx) -> None:
     ctx.matrix(M_IN, "W_in", w_in)
     if w_in.dtype != np.int8:  # the step's layout of W_in (kernels/layout.py F_XT)
         ctx.matrix(L.XT, "W_in", np.ascontiguousarray(np.asarray(w_in, np.float32).T))
+        ctx.set_flag(L.F_XT)
+    elif w_in.shape[1] <= XT_MAX_INPUTS:  # int8: dequantized and transposed, as recurrent cells do
+        ctx.matrix(L.XT, "W_in", np.ascontiguousarray(np.asarray(ctx.dequantized("W_in"), np.float32).T))
         ctx.set_flag(L.F_XT)
     data = ctx.tensor("W_data") if layer["sparse"] else None
     dense = None if data is None else densified(n, data, ctx.tensor("W_indices"), ctx.tensor("W_indptr"))

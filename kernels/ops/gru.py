@@ -82,7 +82,7 @@ def emit_cell(c: Code, lay: Layer, d: int, x: str, h: str, cc: str | None, g: st
     _zr(c, lay, d, g)
     fill(c, g, 2 * H, H, "wf", wbias + 2 * H)
     recurrent.x_acc(c, lay, d, 2 * H, H, x, g, 2 * H)
-    _tail(c, lay, d, h, g)
+    _tail(c, lay, d, h, g, xh)
 
 
 def proj_bias(lay: Layer, d: int) -> list[tuple[int, int, int]]:
@@ -114,8 +114,9 @@ def _zr(c: Code, lay: Layer, d: int, g: str) -> None:
     activate(c, fa.code, fa.alpha, fa.beta, g, 0, 2 * H)
 
 
-def _tail(c: Code, lay: Layer, d: int, h: str, g: str) -> None:
-    """Gates z, r in g[0:2H] and Wh x + Wbh in g[2H:3H] → the new h."""
+def _tail(c: Code, lay: Layer, d: int, h: str, g: str, xh: str | None = None) -> None:
+    """Gates z, r in g[0:2H] and Wh x + Wbh in g[2H:3H] → the new h (``xh``: the [x; h] scratch, for a
+    dynamically quantized R·h)."""
     H = lay.hidden
     rbias = lay.vecs[V_RBIAS + d]
     fa, ga = lay.act(d, 0), lay.act(d, 1)
@@ -123,7 +124,7 @@ def _tail(c: Code, lay: Layer, d: int, h: str, g: str) -> None:
     xs, rs, rh = 2 * H, 3 * H, 4 * H  # Wh x + Wbh | recurrent part of the candidate | r⊙h
     if lay.has(L.F_LBR):
         fill(c, g, rs, H, "wf", rbias + 2 * H)
-        recurrent.h_acc(c, lay, d, 2 * H, H, h, g, rs)
+        recurrent.h_acc(c, lay, d, 2 * H, H, h, g, rs, xh)
         with c.block(f"for k in range({I(H)}):"):
             c(f"{g}[{I(rs)} + k] *= {g}[{I(H)} + k]")
     else:
@@ -131,7 +132,7 @@ def _tail(c: Code, lay: Layer, d: int, h: str, g: str) -> None:
             c(f"{g}[{I(rh)} + k] = {g}[{I(H)} + k] * {h}[k]")
             c(f"{g}[{I(rs)} + k] = wf[{I(rbias + 2 * H)} + k]")
         rhv = c.view("rh", g, rh, rh + H)
-        recurrent.h_acc(c, lay, d, 2 * H, H, rhv, g, rs)
+        recurrent.h_acc(c, lay, d, 2 * H, H, rhv, g, rs, xh)
     with c.block(f"for k in range({I(H)}):"):
         c(f"{g}[{I(xs)} + k] += {g}[{I(rs)} + k]")
     if ga.code == A_TANH and not do_clip and fa.code == A_SIGMOID:

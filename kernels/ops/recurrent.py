@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import layout as L
 from . import _qemit
-from ._emit import Code, axpy_acc, fill, gemv_acc
+from ._emit import XT_MAX_INPUTS, Code, axpy_acc, fill, gemv_acc
 from .record import Layer
 
 #: vector slots of direction d (slot ``V_* + d``)
@@ -102,6 +102,9 @@ def pack(layer: dict, ctx, gates: int, biases, cell: bool = False) -> None:
         if quant:
             ctx.matrix(w_mat(d), "W", W[d], d)
             ctx.matrix(r_mat(d), "R", R[d], d)
+            if D == 1 and i <= XT_MAX_INPUTS:  # the input part as float32 W·scale, transposed (F_XT)
+                ctx.matrix(L.XT, "W", np.ascontiguousarray(np.asarray(ctx.dequantized("W")[d], np.float32).T))
+                ctx.set_flag(L.F_XT)
         else:
             wd = np.asarray(W[d], np.float32)
             ctx.matrix(w_mat(d), "W", np.concatenate([wd, np.asarray(R[d], np.float32)], axis=1))
@@ -174,22 +177,28 @@ def gates_acc(
         gemv_acc(c, lay.mats[w_mat(d)], 0, lay.nin + lay.hidden, r0, nrows, xh, y, y0)
     elif lay.has(L.F_XT):
         x_acc(c, lay, d, r0, nrows, x, y, y0)
-        h_acc(c, lay, d, r0, nrows, h, y, y0)
+        h_acc(c, lay, d, r0, nrows, h, y, y0, xh)
     else:
         gemv_acc(c, lay.mats[w_mat(d)], 0, lay.nin, r0, nrows, x, y, y0)
-        R = lay.mats[r_mat(d)]
-        if dynamic(c, lay) and R.int8:
-            qb, s = _qemit.quantize(c, h, lay.hidden, xh)
-            qcap = 4 * (lay.nin + lay.hidden)  # bytes of the [x; h] scratch
-            _qemit.gemv_dyn(c, R, 0, lay.hidden, r0, nrows, qb, s, y, y0, qcap=qcap)
-        else:
-            gemv_acc(c, R, 0, lay.hidden, r0, nrows, h, y, y0)
+        _r_acc(c, lay, d, r0, nrows, h, xh, y, y0)
 
 
 def dynamic(c: Code, lay: Layer) -> bool:
     """Whether this layer's R·h runs on a per-step quantized h (``load(..., dynamic_int8=True)``): one
-    stream (not a block of streams), an LSTM or RNN (whose one ``gates_acc`` covers every gate row)."""
-    return c.qmode is not None and c.lanes is None and lay.kind in (L.K_LSTM, L.K_RNN)
+    stream (not a block of streams), an LSTM, GRU or RNN."""
+    return c.qmode is not None and c.lanes is None and lay.kind in (L.K_LSTM, L.K_GRU, L.K_RNN)
+
+
+def _r_acc(c: Code, lay: Layer, d: int, r0: int, nrows: int, h: str, xh: str | None, y: str, y0: int) -> None:
+    """y[y0:y0+nrows] += R[r0:r0+nrows]·h for the unfused layout; dynamically quantized (h into the
+    [x; h] scratch ``xh``, which that layout does not otherwise use) when :func:`dynamic`."""
+    R = lay.mats[r_mat(d)]
+    if dynamic(c, lay) and R.int8 and xh is not None:
+        qb, s = _qemit.quantize(c, h, lay.hidden, xh)
+        qcap = 4 * (lay.nin + lay.hidden)  # bytes of the [x; h] scratch
+        _qemit.gemv_dyn(c, R, 0, lay.hidden, r0, nrows, qb, s, y, y0, qcap=qcap)
+    else:
+        gemv_acc(c, R, 0, lay.hidden, r0, nrows, h, y, y0)
 
 
 def x_acc(c: Code, lay: Layer, d: int, r0: int, nrows: int, x: str, y: str, y0: int) -> None:
@@ -200,9 +209,12 @@ def x_acc(c: Code, lay: Layer, d: int, r0: int, nrows: int, x: str, y: str, y0: 
     gemv_acc(c, lay.mats[w_mat(d)], 0, lay.nin, r0, nrows, x, y, y0)
 
 
-def h_acc(c: Code, lay: Layer, d: int, r0: int, nrows: int, h: str, y: str, y0: int) -> None:
-    """y[y0:y0+nrows] += R[r0:r0+nrows]·h."""
+def h_acc(
+    c: Code, lay: Layer, d: int, r0: int, nrows: int, h: str, y: str, y0: int, xh: str | None = None
+) -> None:
+    """y[y0:y0+nrows] += R[r0:r0+nrows]·h (with the [x; h] scratch ``xh``, dynamically quantized when
+    :func:`dynamic`)."""
     if lay.has(L.F_FUSED):
         gemv_acc(c, lay.mats[w_mat(d)], lay.nin, lay.hidden, r0, nrows, h, y, y0)
     else:
-        gemv_acc(c, lay.mats[r_mat(d)], 0, lay.hidden, r0, nrows, h, y, y0)
+        _r_acc(c, lay, d, r0, nrows, h, xh, y, y0)
