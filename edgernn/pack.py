@@ -149,9 +149,10 @@ class _Context:
     def vector(self, slot: int, arr: np.ndarray) -> None:
         _put_off(self.rec, L.R_VEC + 2 * slot, self.wf.add(_float(arr)))
 
-    def index_vector(self, slot: int, arr: np.ndarray) -> None:
-        raw = np.ascontiguousarray(arr, np.int32).view(np.int8)
-        _put_off(self.rec, L.R_VEC + 2 * slot, self.wb.add(raw) // 4)  # wb blocks are 16-byte aligned
+    def index_vector(self, slot: int, arr: np.ndarray, dtype=np.int32) -> None:
+        dt = np.dtype(dtype)
+        raw = np.ascontiguousarray(arr, dt).view(np.int8)
+        _put_off(self.rec, L.R_VEC + 2 * slot, self.wb.add(raw) // dt.itemsize)  # wb blocks: 16-byte aligned
 
     def aux(self, ints: list[int]) -> None:
         _put_off(self.rec, L.R_AUX, self.wf.add(np.asarray(ints, np.float32)))

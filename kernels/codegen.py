@@ -46,6 +46,7 @@ from edgernn.kernels.activations import fast_sigmoid, fast_tanh
 from edgernn.kernels.config import njit
 from edgernn.kernels.esn import _csr_acc as csr_acc
 from edgernn.kernels.guard import all_finite
+from edgernn.kernels.sparse import sell8_acc
 
 Z = np.float32(0.0)
 ONE = np.float32(1.0)
