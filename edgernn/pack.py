@@ -40,7 +40,7 @@ class Packed:
     """The packed model: read-only buffers ``wf``/``wb`` shared by all streams, and the stream template."""
 
     wf: np.ndarray  # float32: header, records, params, float weights
-    wb: np.ndarray  # int8: int8 weights, int32 CSR data
+    wb: np.ndarray  # int8: int8 weights, int32 CSR data, uint16/int32 SELL-8 indices
     state0: np.ndarray  # float32 (n_state,): the state after reset()
     m_size: int  # length of one stream buffer M
     n_state: int
