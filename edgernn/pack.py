@@ -40,7 +40,7 @@ class Packed:
     """The packed model: read-only buffers ``wf``/``wb`` shared by all streams, and the stream template."""
 
     wf: np.ndarray  # float32: header, records, params, float weights
-    wb: np.ndarray  # int8: int8 weights, int32 CSR data
+    wb: np.ndarray  # int8: int8 weights, int32 CSR data, uint16/int32 SELL-8 indices
     state0: np.ndarray  # float32 (n_state,): the state after reset()
     m_size: int  # length of one stream buffer M
     n_state: int
@@ -149,9 +149,10 @@ class _Context:
     def vector(self, slot: int, arr: np.ndarray) -> None:
         _put_off(self.rec, L.R_VEC + 2 * slot, self.wf.add(_float(arr)))
 
-    def index_vector(self, slot: int, arr: np.ndarray) -> None:
-        raw = np.ascontiguousarray(arr, np.int32).view(np.int8)
-        _put_off(self.rec, L.R_VEC + 2 * slot, self.wb.add(raw) // 4)  # wb blocks are 16-byte aligned
+    def index_vector(self, slot: int, arr: np.ndarray, dtype=np.int32) -> None:
+        dt = np.dtype(dtype)
+        raw = np.ascontiguousarray(arr, dt).view(np.int8)
+        _put_off(self.rec, L.R_VEC + 2 * slot, self.wb.add(raw) // dt.itemsize)  # wb blocks: 16-byte aligned
 
     def aux(self, ints: list[int]) -> None:
         _put_off(self.rec, L.R_AUX, self.wf.add(np.asarray(ints, np.float32)))

@@ -178,7 +178,8 @@ class Model:
 
         How a layer is held in memory when that differs from the file: a sparse reservoir dense enough to
         run faster as a dense matrix says ``"packed_dense": True``; a small int8 recurrent layer computed
-        from float32 q·scale (faster than int8 while it fits in cache) says ``"packed_float32": True``."""
+        from float32 q·scale (faster than int8 while it fits in cache), or an int8 sparse reservoir packed
+        SELL-8 (its values as float32 q·scale), says ``"packed_float32": True``."""
         p = self.plan
         dense = set(self._packed.dense_reservoirs)
         deq = set(self._packed.dequantized)

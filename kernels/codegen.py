@@ -46,6 +46,7 @@ from edgernn.kernels.activations import fast_sigmoid, fast_tanh
 from edgernn.kernels.config import njit
 from edgernn.kernels.esn import _csr_acc as csr_acc
 from edgernn.kernels.guard import all_finite
+from edgernn.kernels.sparse import sell8_acc
 
 Z = np.float32(0.0)
 ONE = np.float32(1.0)
@@ -181,8 +182,10 @@ def _emit_writes(c: Code, head: Header, layers: list[Layer], x: str) -> None:
 
 #: chunk mode with the hoisted input projection (see :func:`_hoistable`). Off: with the step's input part
 #: already an axpy per input column (F_XT), hoisting it measured no faster here (LSTM 8->64 1.17 against
-#: 1.13 us/step over 1000 steps, GRU 0.95/0.88, LSTM 8->256 19.8/17.6, ESN 500 15.9/15.6) and its second
-#: copy of the layers costs 1.2-1.7 s more compile per model. tests/test_codegen.py keeps it correct.
+#: 1.13 us/step over 1000 steps, GRU 0.95/0.88, LSTM 8->256 19.8/17.6, ESN 500 15.9/15.6; on the Zen 1
+#: host, ESN 8->500 at 10 % nonzeros packed SELL-8 12.2/12.1 fp32, 11.3/12.4 int8, benchmarks/
+#: sparse_esn_step.py --hoist) and its second copy of the layers costs 1.2-1.7 s more compile per model.
+#: tests/test_codegen.py keeps it correct.
 HOIST = False
 
 

@@ -111,6 +111,7 @@ F_REVERSE = 256  # rnn/lstm/gru: direction 'reverse'
 F_CELL = 1024  # lstm: the output is [h; c] per step (D·H hidden units, then D·H cell units: ONNX Y; Y_c)
 F_HNEXT = 2048  # rnn/lstm/gru: h takes the value at R_IN2 at the end of each step (attr h_next)
 F_CNEXT = 4096  # lstm: c takes the value at R_AUX at the end of each step (attr c_next)
+F_SELL = 8192  # esn, with F_SPARSE: the reservoir is SELL-8 (kernels/sparse.py), not CSR
 F_XT = 512  # one-direction rnn/lstm/gru (float32, or int8 of <= 16 inputs), esn: XT is W_inputᵀ (I, G·H)
 #: the descriptor of the transposed input weights (F_XT): the generated step's x part is an axpy per input
 #: column over all gate rows (row-major dot products over I = 8 columns cost a horizontal sum per row)

@@ -56,7 +56,7 @@ def dense(rng, name, i, o, activation="linear", bias=True, **extra):
 
 def esn(rng, name, i, n, sparse=False, density=0.03, leak=0.3, readout_input="state", bias=True):
     """An esn layer; ``sparse``: CSR. The default density stays below the runtime's densify threshold
-    (``edgernn.kernels.ops.esn.DENSIFY_MIN_DENSITY``), so sparse cases run the CSR kernels."""
+    (``edgernn.kernels.ops.esn.DENSIFY_MIN_DENSITY``), so sparse cases run the sparse (SELL-8) kernels."""
     t = {f"{name}.W_in": _n(rng, (n, i), 0.5)}
     roles = {"W_in": f"{name}.W_in"}
     W = rng.normal(0, 1, (n, n)) * (rng.random((n, n)) < density)

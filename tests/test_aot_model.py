@@ -1,9 +1,10 @@
 """AOT modules per model (``edgernn aot MODEL.ernn``): a model's generated kernels compiled natively.
 
-Three models are built once per module with one ``edgernn aot A B C`` (a few seconds each here): an LSTM
-8->256 + Dense, a GRU + attention + Dense (many-to-one), and a bidirectional LSTM + Dense (``predict``
-only). Oracles: the float64 numpy reference (tests/reference.py) and the numba backend running the same
-generated source (same flags: they agree to rounding). The device side is run in a subprocess where
+Four models are built once per module with one ``edgernn aot A B C D`` (a few seconds each here): an
+LSTM 8->256 + Dense, a GRU + attention + Dense (many-to-one), a bidirectional LSTM + Dense (``predict``
+only) and a sparse ESN + Dense (its reservoir packed SELL-8). Oracles: the float64 numpy reference
+(tests/reference.py) and the numba backend running the same generated source (same flags: they agree to
+rounding). The device side is run in a subprocess where
 numba and llvmlite cannot be imported.
 """
 
@@ -20,7 +21,7 @@ import arm_cases as cases
 import nonumba
 import numpy as np
 import pytest
-from builders import attention, dense, model, recurrent
+from builders import attention, dense, esn, model, recurrent
 from reference import assert_close, reference_predict
 
 import edgernn
@@ -39,6 +40,8 @@ def _models() -> dict[str, tuple[dict, dict]]:
             sequence="many_to_one",
         ),
         "bilstm": model([recurrent(rng, "lstm", "b", 4, 8, "bidirectional"), dense(rng, "d", 16, 2)], 4),
+        # a sparse reservoir packed SELL-8 (kernels/sparse.py: its gather intrinsic compiled ahead of time)
+        "esn_sell": model([esn(rng, "e", 4, 45, sparse=True, density=0.1), dense(rng, "d", 45, 2)], 4),
     }
 
 

@@ -510,7 +510,7 @@ def test_sparse_reservoir_packed_dense_when_that_is_faster(density, quant):
 
 def test_csr_with_repeated_entries_stays_csr():
     """CSR adds repeated (row, col) entries; the dense packing would have to add them too (and int8 sums
-    could overflow), so such a reservoir keeps its CSR form."""
+    could overflow), so such a reservoir keeps a sparse form (SELL-8 adds them as CSR does)."""
     I = 5  # noqa: E741
     rng = np.random.default_rng(12)
     plan, tensors = model([esn(rng, "e", I, 20, sparse=True, density=0.3), dense(rng, "d", 20, 2)], I)

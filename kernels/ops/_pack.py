@@ -58,9 +58,9 @@ class PackContext:
         """Vector slot ``slot`` <- the float32 values ``arr`` (in ``wf``)."""
         raise NotImplementedError
 
-    def index_vector(self, slot: int, arr: np.ndarray) -> None:
-        """Vector slot ``slot`` <- the int32 values ``arr`` (in ``wb``; the slot holds the offset in its int32
-        view)."""
+    def index_vector(self, slot: int, arr: np.ndarray, dtype=np.int32) -> None:
+        """Vector slot ``slot`` <- the integers ``arr`` as ``dtype`` (int32, or uint16) in ``wb``; the slot
+        holds the offset in wb's view of that dtype."""
         raise NotImplementedError
 
     def aux(self, ints: list[int]) -> None:

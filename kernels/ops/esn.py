@@ -5,9 +5,15 @@
     y = [1; u; x]    (readout_input = "extended")
 
 W_in is descriptor ``M_IN`` (and, float32, transposed in ``XT``); W is dense (descriptor ``M_RES``) or
-CSR (values in descriptor ``M_RES``; int32 column indices and row pointers in ``wb``'s int32 view at vector
-slots ``V_INDICES`` and ``V_INDPTR``), summed by ``kernels.esn._csr_acc``. A CSR reservoir dense enough
-is packed dense (:func:`densified`; the file stays CSR).
+sparse (flag ``F_SPARSE``). A sparse reservoir is packed, by density (the file stays CSR):
+
+* dense (:func:`densified`) from ``DENSIFY_MIN_DENSITY`` nonzeros on;
+* below that, SELL-8 (flag ``F_SELL``, ``kernels/sparse.py``): float32 values in descriptor ``M_RES``
+  (an int8 file's q·scale), uint16 column indices in ``wb``'s uint16 view at vector slot ``V_INDICES``,
+  the slices' first slots and the lanes' rows in its int32 view at ``V_INDPTR`` and ``V_ROWS``, summed by
+  ``kernels.sparse.sell8_acc``;
+* CSR when N > 65536 (values in ``M_RES``; int32 column indices and row pointers at ``V_INDICES`` and
+  ``V_INDPTR``), summed by ``kernels.esn._csr_acc``.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import layout as L
+from .. import sparse
 from . import _numpy as _np
 from . import _qemit
 from ._emit import XT_MAX_INPUTS, Code, I, axpy_acc, fill, gemv_acc
@@ -26,10 +33,19 @@ RECURRENT = False
 LANES = True  # its products can be blocked over many streams (kernels/lanes.py)
 M_IN, M_RES = 0, 1  # matrix descriptors: W_in, the reservoir W
 PROJ_MAT = M_IN  # chunk mode: the input projection's matrix
-V_BIAS, V_INDICES, V_INDPTR = 0, 1, 2  # vector slots: b (flag F_BIAS); CSR column indices, row pointers
-#: a CSR reservoir at least this dense is packed as a dense matrix (the file stays CSR): from ~4% nonzeros
-#: on, one vectorized pass over all N² weights beats the gathers (500 units at 10%: 32 -> 16 µs per step)
-DENSIFY_MIN_DENSITY = 0.05
+#: vector slots: b (flag F_BIAS); column indices, row pointers (CSR) or slices' first slots (SELL-8); the
+#: lanes' rows (SELL-8)
+V_BIAS, V_INDICES, V_INDPTR, V_ROWS = 0, 1, 2, 3
+#: a CSR reservoir at least this dense is packed as a dense matrix (the file stays CSR), below it SELL-8.
+#: Measured on a Zen 1 (AVX2, benchmarks/sparse_gemv.py, W·x of N = 500, µs): dense panels 21.5-23.5 at
+#: any density; SELL-8 2.4 at 1 %, 3.3 at 2 %, 5.2 at 5 %, 9.1 at 10 %, 15.9 at 20 %, 22.8 at 30 %, 29.5 at
+#: 40 %; the scalar CSR loop 7.0, 19.9, 23.8, 42, 116 (20 %). (The previous cut, 5 %, was CSR against
+#: AVX-512 dense on an Intel host, where dense panels are ~2x faster relative to gathers: the crossover
+#: there is likely lower, unmeasured.)
+DENSIFY_MIN_DENSITY = 0.30
+#: False: sparse reservoirs below the dense cut stay CSR (the before, for benchmarks/sparse_gemv.py-style
+#: comparisons)
+SELL = True
 #: ... unless the dense matrix would take more than this many bytes
 DENSIFY_MAX_BYTES = 4 << 20
 
@@ -105,8 +121,8 @@ def densified(n: int, data: np.ndarray, indices: np.ndarray, indptr: np.ndarray)
 
 
 def pack(layer: dict, ctx) -> None:
-    """W_in (and its transpose when float32), the reservoir (dense, densified CSR or CSR), b, the readout
-    flag and the leak rate."""
+    """W_in (and its transpose when float32), the reservoir (dense, densified CSR, SELL-8 or CSR), b, the
+    readout flag and the leak rate."""
     n = layer["reservoir_size"]
     ctx.set_field(L.R_H, n)
     w_in = ctx.tensor("W_in")
@@ -122,6 +138,21 @@ def pack(layer: dict, ctx) -> None:
     if dense is not None:
         ctx.matrix(M_RES, "W_data", dense)
         ctx.mark("dense_reservoirs")
+    elif layer["sparse"] and SELL and n <= sparse.MAX_N:
+        ind, ptr = ctx.tensor("W_indices"), ctx.tensor("W_indptr")
+        if (
+            data.dtype == np.int8
+        ):  # float32 q·scale: an int8 SELL-8 measured 1.1-1.2x slower (sitofp per slot)
+            rows = np.repeat(np.arange(n), np.diff(np.asarray(ptr, np.int64)))
+            data = data.astype(np.float32) * np.asarray(ctx.tensor("W_data_scale"), np.float32)[rows]
+            ctx.mark("dequantized")
+        vals, cols, first, lanes = sparse.sell_pack(n, np.asarray(data, np.float32), ind, ptr)
+        ctx.set_flag(L.F_SPARSE)
+        ctx.set_flag(L.F_SELL)
+        ctx.matrix(M_RES, "W_data", vals, dims=(n, n, 0))
+        ctx.index_vector(V_INDICES, cols, np.uint16)
+        ctx.index_vector(V_INDPTR, first)
+        ctx.index_vector(V_ROWS, lanes)
     elif layer["sparse"]:
         ctx.set_flag(L.F_SPARSE)
         ctx.matrix(M_RES, "W_data", data, dims=(n, n, 0))
@@ -178,7 +209,12 @@ def _tail(c: Code, lay: Layer, x: str, y: str, xs: str, gs: str) -> None:
     """gs += W·xs, then the leaky update of the state xs and the output y."""
     N = lay.hidden
     m = lay.mats[M_RES]
-    if lay.has(L.F_SPARSE):
+    if lay.has(L.F_SELL):
+        c(
+            f"sell8_acc(wf, {I(m.off)}, wb.view(np.uint16), {I(lay.vecs[V_INDICES])}, wb.view(np.int32), "
+            f"{I(lay.vecs[V_INDPTR])}, {I(lay.vecs[V_ROWS])}, {I(N)}, {xs}, {gs})"
+        )
+    elif lay.has(L.F_SPARSE):
         vals = "wb" if m.int8 else "wf"
         soff = m.soff if m.int8 else -1
         c(
@@ -211,7 +247,9 @@ def numpy_apply(lay: Layer, wf, wb, M, u):
     if lay.has(L.F_BIAS):
         g = g + _np.vec(wf, lay.vecs[V_BIAS], N)
     m = lay.mats[M_RES]
-    if lay.has(L.F_SPARSE):
+    if lay.has(L.F_SELL):
+        g = g + _sell_product(lay, wf, wb, x)
+    elif lay.has(L.F_SPARSE):
         wi = wb.view(np.int32)
         ptr = wi[lay.vecs[V_INDPTR] : lay.vecs[V_INDPTR] + N + 1]
         nnz = int(ptr[-1])
@@ -230,3 +268,18 @@ def numpy_apply(lay: Layer, wf, wb, M, u):
     if lay.has(L.F_EXTENDED):
         return np.concatenate([[1.0], u, x]).astype(np.float32)
     return x.copy()
+
+
+def _sell_product(lay: Layer, wf, wb, x) -> np.ndarray:
+    """W·x (N,) float32 of the SELL-8 reservoir of ``lay`` (``kernels/sparse.py``), in numpy."""
+    N, S = lay.hidden, sparse.SLICE
+    wi = wb.view(np.int32)
+    ns = -(-N // S)
+    first = wi[lay.vecs[V_INDPTR] : lay.vecs[V_INDPTR] + ns + 1]
+    n = int(first[-1]) * S
+    vals = wf[lay.mats[M_RES].off : lay.mats[M_RES].off + n]
+    cols = wb.view(np.uint16)[lay.vecs[V_INDICES] : lay.vecs[V_INDICES] + n]
+    lanes = wi[lay.vecs[V_ROWS] : lay.vecs[V_ROWS] + ns * S]
+    slice_of = np.repeat(np.arange(ns), np.diff(first))  # the slice of each slot
+    rows = lanes[(slice_of[:, None] * S + np.arange(S)).ravel()]  # N: a padding lane
+    return np.bincount(rows, weights=vals * x[cols], minlength=N + 1)[:N].astype(np.float32)
