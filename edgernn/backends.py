@@ -65,11 +65,34 @@ def _panels(packed: Packed) -> dict | None:
     return {key: base + i for key, i in where.items()}
 
 
+def _batch_panels(packed: Packed):
+    """A :class:`~.kernels.lanes.BatchPanels` for the source about to be generated from ``packed.wf``
+    (its panels go right after wf: :func:`_append_batch` puts them there), or None with
+    ``EDGERNN_BATCH_GEMM=0`` (step_batch then keeps the portable blocked loops)."""
+    from .kernels import bgemm, lanes
+
+    if os.environ.get("EDGERNN_BATCH_GEMM", "1") == "0":
+        return None
+    n = len(packed.wf)
+    return lanes.BatchPanels(packed.wf, n + (-n % 16), bgemm.vector_width())
+
+
+def _append_batch(packed: Packed, batch) -> None:
+    """Append the panels ``batch`` collected while the source was written, where the source reads them."""
+    if batch is not None and batch.n:
+        base = _append(packed, batch.table())
+        if base != batch.base:  # pragma: no cover - _batch_panels computes the same offset
+            raise EdgeRNNError("internal error: step_batch panels misplaced")
+
+
 def _numba_for_model(base: _Backend, packed: Packed, path: str | None = None) -> _Backend:
     from .kernels import codegen
 
     panels = _panels(packed)
-    k = codegen.kernels(packed.wf, panels=panels)  # step compiled now (or cached); seq, step_batch later
+    batch = _batch_panels(packed)
+    # step compiled now (or cached); seq, step_batch later
+    k = codegen.kernels(packed.wf, panels=panels, batch=batch)
+    _append_batch(packed, batch)
     b = _Backend("numba", k.step, k.step_batch, k.seq)
     b.source = k.source
     return b
@@ -89,7 +112,9 @@ def numba_dynamic_int8(packed: Packed) -> _Backend:
             base = _append(packed, sums)
             rowsums = {off: base + i for off, i in where.items()}
     panels = _panels(packed)
-    k = codegen.kernels(packed.wf, dynamic_int8=True, rowsums=rowsums, panels=panels)
+    batch = _batch_panels(packed)
+    k = codegen.kernels(packed.wf, dynamic_int8=True, rowsums=rowsums, panels=panels, batch=batch)
+    _append_batch(packed, batch)
     b = _Backend("numba", k.step, k.step_batch, k.seq)
     b.source = k.source
     return b

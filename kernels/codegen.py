@@ -264,9 +264,10 @@ def _emit_step(c: Code, head: Header, layers: list[Layer]) -> None:
             with c.block("for i in range(n):"):
                 c("Mi = MB[i]")
                 fill(c, "Mi", head.m_size - head.n_state, head.n_state, "Mi", 0)
-        c(f"nfull = n - n % {I(lanes.NL)}")
+        c(f"nfull = n - n % {I(lanes.SB)}")
         with c.block(f"for s0 in range(0, nfull, {I(lanes.NL)}):"):
-            _emit_block(c, head, layers, "s0")
+            c(f"nb = min({I(lanes.NL)}, nfull - s0)")
+            _emit_block(c, head, layers, "s0", "nb")
         with c.block("for i in range(nfull, n):"):  # the streams after the last full block
             c("run1(X[i], wf, wb, MB[i])")
         if guard:
@@ -279,10 +280,11 @@ def _emit_step(c: Code, head: Header, layers: list[Layer]) -> None:
         c(f"return {I(ST_OK)}")
 
 
-def _emit_block(c: Code, head: Header, layers: list[Layer], s0: str) -> None:
-    """One step of the ``lanes.NL`` streams s0.. (rows checked): every layer's emitter on a
-    :class:`~.lanes.LaneCode`, its matrix products blocked over the streams (see ``kernels/lanes.py``)."""
-    lc = lanes.LaneCode(c, s0)
+def _emit_block(c: Code, head: Header, layers: list[Layer], s0: str, nb: str) -> None:
+    """One step of the ``nb`` (≤ ``lanes.NL``, a multiple of ``lanes.SB``) streams s0.. (rows checked):
+    every layer's emitter on a :class:`~.lanes.LaneCode`, its matrix products blocked over the streams
+    (see ``kernels/lanes.py``)."""
+    lc = lanes.LaneCode(c, s0, nb)
     for lay in layers:
         lc.blocking = bool(getattr(REGISTRY[lay.kind], "LANES", False))
         _emit_layers(lc, head, [lay], "x")
@@ -465,6 +467,7 @@ def source(
     vnni: bool | None = None,
     rowsums: dict | None = None,
     panels: dict | None = None,
+    batch: lanes.BatchPanels | None = None,
 ) -> str:
     """The Python source of the generated kernels of the packed model ``wf`` (float32 buffer).
 
@@ -473,12 +476,15 @@ def source(
     host CPU has them) for the matrices whose row sums ``rowsums`` places in ``wf`` (matrix offset ->
     offset in wf; see ``_qemit.row_sums``); the others take the portable loop. ``panels``: (matrix offset,
     first column) -> offset in wf of its panel copy (``ops/_pemit.panel_table``), read by the step's
-    float32 products instead of the rows."""
+    float32 products instead of the rows. ``batch``: step_batch's float32 products become blocked GEMM
+    tiles over row panels that it collects (``kernels/lanes.py``; the caller appends ``batch.table()`` to
+    wf at ``batch.base``); None: the portable blocked loops."""
     head, layers = _layers(wf)
     consts: dict[str, str] = {}
     body = Code(consts)
     body.wf = wf
     prelude = _PRELUDE
+    body.batch = batch
     if panels:
         body.panels = panels
         prelude += "\nfrom edgernn.kernels.simd import dot4_panel\n"
@@ -494,6 +500,8 @@ def source(
     body("")
     _emit_seq(body, head, layers)
     const_lines = [f"{name} = {text}" for name, text in consts.items()]
+    if batch is not None:
+        prelude += batch.prelude()
     return prelude + "\n".join(const_lines) + "\n\n\n" + "\n".join(body.lines) + "\n"
 
 

@@ -122,10 +122,14 @@ class Kernels:
 
 
 def kernels(
-    wf: np.ndarray, dynamic_int8: bool = False, rowsums: dict | None = None, panels: dict | None = None
+    wf: np.ndarray,
+    dynamic_int8: bool = False,
+    rowsums: dict | None = None,
+    panels: dict | None = None,
+    batch=None,
 ) -> Kernels:
     """Generate, compile (or load from the cache) the kernels of the packed model ``wf`` (``dynamic_int8``,
-    ``rowsums``, ``panels``: see :func:`~.codegen.source`)."""
+    ``rowsums``, ``panels``, ``batch``: see :func:`~.codegen.source`)."""
     from .codegen import source
 
-    return Kernels(source(wf, dynamic_int8, rowsums=rowsums, panels=panels))
+    return Kernels(source(wf, dynamic_int8, rowsums=rowsums, panels=panels, batch=batch))

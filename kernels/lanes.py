@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 
+from . import bgemm
 from .ops._emit import Code, I, row_blocks
 from .ops.record import Matrix
 
@@ -38,10 +39,11 @@ class LaneCode(Code):
     """A :class:`Code` whose lines are one segment of per-stream code, written into ``out`` by
     :meth:`flush` inside a loop over the block's streams; ``gemv_acc`` calls become blocked products."""
 
-    def __init__(self, out: Code, s0: str):
+    def __init__(self, out: Code, s0: str, nb: str = I(NL)):
         super().__init__(out.consts)
         self.out = out
         self.s0 = s0  # the generated name of the block's first stream index
+        self.nb = nb  # the generated name (or literal) of the block's stream count, a multiple of SB
         self.wf = out.wf
         self.lanes = self
         self.blocking = True
@@ -93,7 +95,7 @@ class LaneCode(Code):
         order = [n for n in self.aliases if n in need]  # definition order: parents first
         o = self.out
         ln = o.fresh("ln")
-        with o.block(f"for {ln} in range({I(NL)}):"):
+        with o.block(f"for {ln} in range({self.nb}):"):
             o(f"M = MB[{self.s0} + {ln}]")
             o(f"x = X[{self.s0} + {ln}]")
             for n in order:
@@ -111,7 +113,10 @@ class LaneCode(Code):
         if xr is None or yr is None:
             return False
         self.flush()
-        emit_gemv(self.out, m, col0, cols, r0, nrows, xr, yr, y0, self.s0)
+        if self.out.batch is not None and not m.int8:
+            emit_gemm(self.out, m, col0, cols, r0, nrows, xr, yr, y0, self.s0, self.nb)
+        else:
+            emit_gemv(self.out, m, col0, cols, r0, nrows, xr, yr, y0, self.s0, self.nb)
         return True
 
 
@@ -126,6 +131,7 @@ def emit_gemv(
     yr: tuple[str, int],
     y0: int,
     s0: str,
+    nb: str = I(NL),
 ) -> None:
     """For each stream s of the block (rows ``s0``..``s0``+NL of the 2-D arrays named in ``xr``/``yr``):
     Y[s, yoff+y0+i] += W[r0+i, col0:col0+cols] · X[s, xoff:xoff+cols] for i < nrows. Four weight rows x
@@ -150,7 +156,7 @@ def emit_gemv(
             for j in range(nr):
                 sc.append(c.fresh("sc"))
                 c(f"{sc[j]} = wf[{I(m.soff + r0)} + ({row}) + {I(j)}]")
-        with c.block(f"for {q} in range(0, {I(NL)}, {I(SB)}):"):
+        with c.block(f"for {q} in range(0, {nb}, {I(SB)}):"):
             c(f"{s} = {s0} + {q}")
             xs = [c.fresh("xs") for _ in range(SB)]
             for t in range(SB):
@@ -173,3 +179,96 @@ def emit_gemv(
                     c(f"{YA}[{s} + {I(t)}, {I(yoff + y0)} + ({row}) + {I(j)}] += {acc[j][t]}{scale}")
 
     row_blocks(c, i, nrows, body)
+
+
+class BatchPanels:
+    """The row panels of the blocked GEMM (``kernels/bgemm.py``) a generated ``step_batch`` reads: made
+    while its source is written (one per distinct product), to be appended to ``wf`` at ``base``."""
+
+    def __init__(self, wf, base: int, vw: int):
+        self.wf = wf
+        self.base = int(base)
+        self.vw = int(vw)
+        self.R = bgemm.NVEC * self.vw
+        self.parts: list = []
+        self.n = 0
+        self.where: dict[tuple[int, int, int, int, int], int] = {}
+        self.tiles: dict[tuple[int, int, int, int], str] = {}
+
+    def panels(self, m: Matrix, col0: int, cols: int, r0: int, nrows: int) -> int:
+        """Offset in wf of the panels of W[r0:r0+nrows, col0:col0+cols]: whole panels of R rows, then one
+        of the last rows (padded with zero rows to whole vectors), each K·R floats k-major."""
+        key = (m.off, col0, cols, r0, nrows)
+        if key not in self.where:
+            w = self.wf[m.off : m.off + m.rows * m.ld].reshape(m.rows, m.ld)
+            w = w[r0 : r0 + nrows, col0 : col0 + cols]
+            self.where[key] = self.base + self.n
+            for a in range(0, nrows, self.R):
+                blk = w[a : a + self.R]
+                width = min(self.R, -(-len(blk) // self.vw) * self.vw)
+                self.parts.append(bgemm.pack_panel(blk, width))
+                self.n += width * cols
+        return self.where[key]
+
+    def tile(self, nvec: int, valid: int) -> str:
+        """The generated module's name of the SB-streams tile of ``nvec`` vectors storing ``valid`` rows."""
+        key = (SB, nvec, valid, self.vw)
+        if key not in self.tiles:
+            self.tiles[key] = f"GT_{SB}_{nvec}_{valid}_{self.vw}"
+        return self.tiles[key]
+
+    def table(self):
+        """The panels as one float32 array (empty when no product uses them)."""
+        import numpy as np
+
+        return np.concatenate(self.parts) if self.parts else np.zeros(0, np.float32)
+
+    def prelude(self) -> str:
+        """The module-level lines that make the tiles the source calls."""
+        if not self.tiles:
+            return ""
+        lines = ["", "from edgernn.kernels.bgemm import tile as bgemm_tile", ""]
+        for (s, nvec, valid, vw), name in sorted(self.tiles.items()):
+            lines.append(f"{name} = bgemm_tile({I(s)}, {I(nvec)}, {I(valid)}, {I(vw)})")
+        return "\n".join(lines) + "\n"
+
+
+def emit_gemm(
+    c: Code,
+    m: Matrix,
+    col0: int,
+    cols: int,
+    r0: int,
+    nrows: int,
+    xr: tuple[str, int],
+    yr: tuple[str, int],
+    y0: int,
+    s0: str,
+    nb: str,
+) -> None:
+    """The float32 product of :func:`emit_gemv` as register-blocked tiles (``kernels/bgemm.py``) over
+    the row panels of ``c.batch``: for each panel of R rows, the block's streams SB at a time."""
+    if nrows <= 0 or cols <= 0:
+        return
+    bp: BatchPanels = c.batch
+    XA, xoff = xr
+    YA, yoff = yr
+    R, vw = bp.R, bp.vw
+    p0 = bp.panels(m, col0, cols, r0, nrows)
+    full, rest = divmod(nrows, R)
+    i, q = c.fresh("i"), c.fresh("q")
+    if full:
+        g = bp.tile(bgemm.NVEC, R)
+        with c.block(f"for {i} in range({I(full)}):"):
+            with c.block(f"for {q} in range(0, {nb}, {I(SB)}):"):
+                c(
+                    f"{g}(wf, {I(p0)} + {i} * {I(R * cols)}, {XA}, {s0} + {q}, {I(xoff)}, {YA}, "
+                    f"{I(yoff + y0)} + {i} * {I(R)}, {I(cols)})"
+                )
+    if rest:
+        g = bp.tile(-(-rest // vw), rest)
+        with c.block(f"for {q} in range(0, {nb}, {I(SB)}):"):
+            c(
+                f"{g}(wf, {I(p0 + full * R * cols)}, {XA}, {s0} + {q}, {I(xoff)}, {YA}, "
+                f"{I(yoff + y0 + full * R)}, {I(cols)})"
+            )

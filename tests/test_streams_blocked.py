@@ -10,6 +10,8 @@ order; a bad row or a size mismatch leaves every stream untouched.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from builders import attention, dense, esn, model, quantize_int8, recurrent
@@ -81,7 +83,7 @@ def _cases():
 CASES = list(_cases())
 
 
-@pytest.mark.parametrize("n", [1, 5, 16, 37])
+@pytest.mark.parametrize("n", [1, 5, 16, 37, 70])
 @pytest.mark.parametrize("quant", ["fp32", "int8"])
 @pytest.mark.parametrize(("name", "pt"), CASES, ids=[c[0] for c in CASES])
 def test_streams_equal_separate_streams(tmp_path, name, pt, quant, n):
@@ -109,12 +111,20 @@ def test_products_are_blocked_over_the_streams(tmp_path, name, pt):
     read once per block; attention's own products stay per stream, inside the same kernel."""
     plan, tensors = pt
     artifact.write(tmp_path / "m.ernn", plan, tensors)
-    src = codegen.source(edgernn.load(tmp_path / "m.ernn", backend="numpy")._packed.wf)
-    body = src[src.index("def step_batch") : src.index("def seq")]
-    blocked_products = body.count(f"range(0, {lanes.NL}, {lanes.SB})")
+    wf = edgernn.load(tmp_path / "m.ernn", backend="numpy")._packed.wf
     kinds = [lay["kind"] for lay in plan["layers"]]
     blockable = sum(k in ("lstm", "gru", "rnn", "dense", "esn") for k in kinds)
-    assert blocked_products >= blockable
+    src = codegen.source(wf)  # the portable blocked loops
+    body = src[src.index("def step_batch") : src.index("def seq")]
+    assert body.count(f"range(0, nb, {lanes.SB})") >= blockable
+    # with row panels: the float32 products are GEMM tiles over the panels, which the panels table holds
+    n = len(wf) + (-len(wf) % 16)
+    bp = lanes.BatchPanels(wf, n, 8)
+    src = codegen.source(wf, batch=bp)
+    body = src[src.index("def step_batch") : src.index("def seq")]
+    assert "GT_" in body and "bgemm_tile(" in src
+    assert not re.search(r"MB\[s_\d+ \+ \d+, [^\]]*\] \+=", body)  # no blocked loop product is left
+    assert bp.n == len(bp.table()) and bp.n >= sum(k * r for (_, _, k, _, r) in bp.where)
 
 
 def test_graph_plan_streams_equal_separate_streams(tmp_path):
