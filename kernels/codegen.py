@@ -260,24 +260,38 @@ def _emit_step(c: Code, head: Header, layers: list[Layer]) -> None:
         with c.block("for i in range(n):"):
             c("xr = X[i]")
             _check_row(c, head, "xr", " | (i << 3)")
-        if guard:
-            with c.block("for i in range(n):"):
-                c("Mi = MB[i]")
-                fill(c, "Mi", head.m_size - head.n_state, head.n_state, "Mi", 0)
+        # the guard's backup and check run block by block (a block's rows are in cache then; with many
+        # streams MB is larger than the L3): the first failing stream i restores every stream stepped so
+        # far, those after it were not stepped
         c(f"nfull = n - n % {I(lanes.SB)}")
         with c.block(f"for s0 in range(0, nfull, {I(lanes.NL)}):"):
             c(f"nb = min({I(lanes.NL)}, nfull - s0)")
+            if guard:
+                with c.block("for i in range(s0, s0 + nb):"):
+                    c("Mi = MB[i]")
+                    fill(c, "Mi", head.m_size - head.n_state, head.n_state, "Mi", 0)
             _emit_block(c, head, layers, "s0", "nb")
+            if guard:
+                _batch_check(c, head, "range(s0, s0 + nb)", "s0 + nb")
         with c.block("for i in range(nfull, n):"):  # the streams after the last full block
+            if guard:
+                c("Mi = MB[i]")
+                fill(c, "Mi", head.m_size - head.n_state, head.n_state, "Mi", 0)
             c("run1(X[i], wf, wb, MB[i])")
-        if guard:
-            with c.block("for i in range(n):"):
-                with c.block(f"if {_guard_failed(head, 'MB[i]')}:"):
-                    with c.block("for j in range(n):"):
-                        c("Mj = MB[j]")
-                        fill(c, "Mj", 0, head.n_state, "Mj", head.m_size - head.n_state)
-                    c(f"return {I(ST_OVERFLOW)} | (i << 3)")
+            if guard:
+                _batch_check(c, head, "range(i, i + 1)", "i + 1")
         c(f"return {I(ST_OK)}")
+
+
+def _batch_check(c: Code, head: Header, rows: str, stepped: str) -> None:
+    """The guard after stepping ``rows``: the first of them holding NaN/Inf restores streams 0..stepped
+    and returns its status."""
+    with c.block(f"for i in {rows}:"):
+        with c.block(f"if {_guard_failed(head, 'MB[i]')}:"):
+            with c.block(f"for j in range({stepped}):"):
+                c("Mj = MB[j]")
+                fill(c, "Mj", 0, head.n_state, "Mj", head.m_size - head.n_state)
+            c(f"return {I(ST_OVERFLOW)} | (i << 3)")
 
 
 def _emit_block(c: Code, head: Header, layers: list[Layer], s0: str, nb: str) -> None:
