@@ -31,8 +31,11 @@ def _timer(f, X: np.ndarray, reps: int) -> float:
     return (time.perf_counter() - t) / reps
 
 
-def sweep(path: str, plan: dict, tensors: dict, quant: str, ns: list[int], rounds: int) -> list[dict]:
-    """One dict per n: µs per stream-step (min and median of the rounds) of each backend present."""
+def sweep(
+    path: str, plan: dict, tensors: dict, quant: str, ns: list[int], rounds: int, loops: bool = False
+) -> list[dict]:
+    """One dict per n: µs per stream-step (min and median of the rounds) of each backend present (with
+    ``loops``, also the portable blocked loops: ``EDGERNN_BATCH_GEMM=0``, the kernel before the GEMM)."""
     from edgernn.export.baselines import OrtStep, TorchBaseline, onnx_step_model
 
     import edgernn
@@ -45,6 +48,18 @@ def sweep(path: str, plan: dict, tensors: dict, quant: str, ns: list[int], round
         ye = b.step(X)
         first = time.perf_counter() - t0
         fs = {"edgernn": b.step}
+        if loops:
+            old = os.environ.get("EDGERNN_BATCH_GEMM")
+            os.environ["EDGERNN_BATCH_GEMM"] = "0"
+            try:
+                bl = edgernn.load(path).streams(n)
+            finally:
+                if old is None:
+                    del os.environ["EDGERNN_BATCH_GEMM"]
+                else:
+                    os.environ["EDGERNN_BATCH_GEMM"] = old
+            assert_agree(bl.step(X), ye, quant, f"loops n={n}")
+            fs["loops"] = bl.step
         try:
             tb = TorchBaseline(plan, tensors)
             tb.reset(n)
@@ -78,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default="lstm_8x64,gru_8x64,lstm_8x256,esn_8x500", help="benchlib MODELS")
     ap.add_argument("--quant", default="fp32", help="fp32, int8 or both (fp32,int8)")
     ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--loops", action="store_true", help="also the portable loops (EDGERNN_BATCH_GEMM=0)")
     args = ap.parse_args(argv)
     from edgernn import artifact
     from edgernn.bench import machine as _machine
@@ -101,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             path = os.path.join(d, f"{name}.{q}.ernn")
             artifact.write(path, p, t)
             p, t = artifact.read(path)
-            for row in sweep(path, p, t, q, ns, args.rounds):
+            for row in sweep(path, p, t, q, ns, args.rounds, args.loops):
                 e = row["edgernn"]
 
                 def cell_(k, row=row):
@@ -112,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
 
                 print(
                     f"| {name} | {q} | {row['n']} | {cell_('edgernn')} | {cell_('torch')} | {cell_('ort')} "
-                    f"| {ratio('torch')} | {ratio('ort')} | {row['first_s']:.2f} s |",
+                    f"| {ratio('torch')} | {ratio('ort')} | {row['first_s']:.2f} s |"
+                    + (f" {cell_('loops')} | {ratio('loops')} |" if args.loops else ""),
                     flush=True,
                 )
     return 0

@@ -27,6 +27,19 @@ class _Backend:
         self.seq = seq
         self._per_model = per_model
         self.source: str | None = None  # the generated source of a per-model backend
+        self.batch = None  # step_batch's GEMM panels (kernels.lanes.BatchPanels), not yet in wf
+
+    def prepare_batch(self, packed: Packed) -> None:
+        """Append the panels step_batch reads to ``packed.wf`` where its source reads them, once (the
+        first ``Streams`` of the model; ``Stream`` users never hold them)."""
+        if self.batch is None:
+            return
+        with _BACKENDS_LOCK:
+            batch, self.batch = self.batch, None
+            if batch is not None:
+                base = _append(packed, batch.table())
+                if base != batch.base:  # pragma: no cover - nothing else appends after load
+                    raise EdgeRNNError("internal error: step_batch panels misplaced")
 
     def for_model(self, packed: Packed, path: str | None = None) -> _Backend:
         """The entry points for one packed model (loaded from the file ``path``, if any): kernels generated
@@ -67,22 +80,14 @@ def _panels(packed: Packed) -> dict | None:
 
 def _batch_panels(packed: Packed):
     """A :class:`~.kernels.lanes.BatchPanels` for the source about to be generated from ``packed.wf``
-    (its panels go right after wf: :func:`_append_batch` puts them there), or None with
-    ``EDGERNN_BATCH_GEMM=0`` (step_batch then keeps the portable blocked loops)."""
+    (its panels go right after wf, appended by :meth:`_Backend.prepare_batch` for the first ``Streams``),
+    or None with ``EDGERNN_BATCH_GEMM=0`` (step_batch then keeps the portable blocked loops)."""
     from .kernels import bgemm, lanes
 
     if os.environ.get("EDGERNN_BATCH_GEMM", "1") == "0":
         return None
     n = len(packed.wf)
-    return lanes.BatchPanels(packed.wf, n + (-n % 16), bgemm.vector_width())
-
-
-def _append_batch(packed: Packed, batch) -> None:
-    """Append the panels ``batch`` collected while the source was written, where the source reads them."""
-    if batch is not None and batch.n:
-        base = _append(packed, batch.table())
-        if base != batch.base:  # pragma: no cover - _batch_panels computes the same offset
-            raise EdgeRNNError("internal error: step_batch panels misplaced")
+    return lanes.BatchPanels(packed.wf, packed.wb, n + (-n % 16), bgemm.vector_width())
 
 
 def _numba_for_model(base: _Backend, packed: Packed, path: str | None = None) -> _Backend:
@@ -92,9 +97,9 @@ def _numba_for_model(base: _Backend, packed: Packed, path: str | None = None) ->
     batch = _batch_panels(packed)
     # step compiled now (or cached); seq, step_batch later
     k = codegen.kernels(packed.wf, panels=panels, batch=batch)
-    _append_batch(packed, batch)
     b = _Backend("numba", k.step, k.step_batch, k.seq)
     b.source = k.source
+    b.batch = batch if batch is not None and batch.n else None
     return b
 
 
@@ -114,9 +119,9 @@ def numba_dynamic_int8(packed: Packed) -> _Backend:
     panels = _panels(packed)
     batch = _batch_panels(packed)
     k = codegen.kernels(packed.wf, dynamic_int8=True, rowsums=rowsums, panels=panels, batch=batch)
-    _append_batch(packed, batch)
     b = _Backend("numba", k.step, k.step_batch, k.seq)
     b.source = k.source
+    b.batch = batch if batch is not None and batch.n else None
     return b
 
 

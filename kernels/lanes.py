@@ -127,7 +127,7 @@ class LaneCode(Code):
         if xr is None or yr is None:
             return False
         self.flush()
-        if self.out.batch is not None and not m.int8:
+        if self.out.batch is not None and (not m.int8 or self.out.batch.int8):
             emit_gemm(self.out, m, col0, cols, r0, nrows, xr, yr, y0, self.s0, self.nb)
         else:
             emit_gemv(self.out, m, col0, cols, r0, nrows, xr, yr, y0, self.s0, self.nb)
@@ -196,32 +196,35 @@ def emit_gemv(
 
 
 class BatchPanels:
-    """The row panels of the blocked GEMM (``kernels/bgemm.py``) a generated ``step_batch`` reads: made
-    while its source is written (one per distinct product), to be appended to ``wf`` at ``base``."""
+    """The row panels of the blocked GEMM (``kernels/bgemm.py``) a generated ``step_batch`` reads: placed
+    while its source is written (one per distinct product), at ``base`` onwards in ``wf``; made by
+    :meth:`table` only when a ``Streams`` needs them (single-stream users never hold the copy)."""
 
-    def __init__(self, wf, base: int, vw: int):
+    def __init__(self, wf, wb, base: int, vw: int):
         self.wf = wf
+        self.wb = wb
         self.base = int(base)
         self.vw = int(vw)
         self.R = bgemm.NVEC * self.vw
-        self.parts: list = []
+        self.int8 = True  # int8 products too, on dequantized panels
         self.n = 0
         self.where: dict[tuple[int, int, int, int, int], int] = {}
+        self._mats: dict[tuple[int, int, int, int, int], Matrix] = {}
         self.tiles: dict[tuple[int, int, int, int], str] = {}
+
+    def _rows(self, a: int, nrows: int) -> int:
+        """Floats per k of the panel holding rows a.. of ``nrows``: R, or the last rows in whole vectors."""
+        return min(self.R, -(-(nrows - a) // self.vw) * self.vw)
 
     def panels(self, m: Matrix, col0: int, cols: int, r0: int, nrows: int) -> int:
         """Offset in wf of the panels of W[r0:r0+nrows, col0:col0+cols]: whole panels of R rows, then one
-        of the last rows (padded with zero rows to whole vectors), each K·R floats k-major."""
+        of the last rows (padded with zero rows to whole vectors), each K·R floats k-major (int8 rows
+        dequantized: row x its scale)."""
         key = (m.off, col0, cols, r0, nrows)
         if key not in self.where:
-            w = self.wf[m.off : m.off + m.rows * m.ld].reshape(m.rows, m.ld)
-            w = w[r0 : r0 + nrows, col0 : col0 + cols]
             self.where[key] = self.base + self.n
-            for a in range(0, nrows, self.R):
-                blk = w[a : a + self.R]
-                width = min(self.R, -(-len(blk) // self.vw) * self.vw)
-                self.parts.append(bgemm.pack_panel(blk, width))
-                self.n += width * cols
+            self._mats[key] = m
+            self.n += sum(self._rows(a, nrows) * cols for a in range(0, nrows, self.R))
         return self.where[key]
 
     def tile(self, nvec: int, valid: int) -> str:
@@ -232,10 +235,23 @@ class BatchPanels:
         return self.tiles[key]
 
     def table(self):
-        """The panels as one float32 array (empty when no product uses them)."""
+        """The panels as one float32 array of ``n`` floats (empty when no product uses them)."""
         import numpy as np
 
-        return np.concatenate(self.parts) if self.parts else np.zeros(0, np.float32)
+        parts = []
+        for key, m in self._mats.items():
+            _, col0, cols, r0, nrows = key
+            if m.int8:
+                w = self.wb[m.off : m.off + m.rows * m.ld].reshape(m.rows, m.ld).astype(np.float32)
+                w *= self.wf[m.soff : m.soff + m.rows, None]
+            else:
+                w = self.wf[m.off : m.off + m.rows * m.ld].reshape(m.rows, m.ld)
+            w = w[r0 : r0 + nrows, col0 : col0 + cols]
+            for a in range(0, nrows, self.R):
+                parts.append(bgemm.pack_panel(w[a : a + self.R], self._rows(a, nrows)))
+        t = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        assert len(t) == self.n
+        return t
 
     def prelude(self) -> str:
         """The module-level lines that make the tiles the source calls."""

@@ -119,7 +119,7 @@ def test_products_are_blocked_over_the_streams(tmp_path, name, pt):
     assert body.count(f"range(0, nb, {lanes.SB})") >= blockable
     # with row panels: the float32 products are GEMM tiles over the panels, which the panels table holds
     n = len(wf) + (-len(wf) % 16)
-    bp = lanes.BatchPanels(wf, n, 8)
+    bp = lanes.BatchPanels(wf, np.zeros(0, np.int8), n, 8)
     src = codegen.source(wf, batch=bp)
     body = src[src.index("def step_batch") : src.index("def seq")]
     assert "GT_" in body and "bgemm_tile(" in src
