@@ -81,10 +81,11 @@ def _panels(packed: Packed) -> dict | None:
 def _batch_panels(packed: Packed):
     """A :class:`~.kernels.lanes.BatchPanels` for the source about to be generated from ``packed.wf``
     (its panels go right after wf, appended by :meth:`_Backend.prepare_batch` for the first ``Streams``),
-    or None with ``EDGERNN_BATCH_GEMM=0`` (step_batch then keeps the portable blocked loops)."""
-    from .kernels import bgemm, lanes
+    or None with ``EDGERNN_BATCH_GEMM=0`` or off x86-64 with AVX2+FMA (step_batch then keeps the portable
+    blocked loops: the tiles are generic vector IR, but measured and tested only there so far)."""
+    from .kernels import bgemm, lanes, simd
 
-    if os.environ.get("EDGERNN_BATCH_GEMM", "1") == "0":
+    if os.environ.get("EDGERNN_BATCH_GEMM", "1") == "0" or not simd.have_simd():
         return None
     n = len(packed.wf)
     return lanes.BatchPanels(packed.wf, packed.wb, n + (-n % 16), bgemm.vector_width())
