@@ -13,19 +13,21 @@ segments after it run on one stream's contiguous vectors).
 
 The product, two ways:
 
-* float32 weights with the JIT (:func:`emit_gemm`, the default): a GEMM of register-blocked tiles
-  (``kernels/bgemm.py``): the rows are packed once at load as *row panels* of R = 3 vectors (24 rows
-  with AVX2/NEON, 48 with AVX-512) k-major (:class:`BatchPanels`, appended to ``wf``); a tile keeps
-  4 streams x R rows (12 vector accumulators) in registers over the whole reduction, each weight vector
-  feeding 4 FMAs and each broadcast input R/8, then adds R contiguous floats into each stream's row. For
-  each panel the block's streams are taken 4 at a time, so a panel is read from cache once per block.
+* with the JIT on x86-64 with AVX2+FMA (:func:`emit_gemm`, the default): a GEMM of register-blocked
+  tiles (``kernels/bgemm.py``): the rows are packed as *row panels* of R = 3 vectors (24 rows, 48 with
+  AVX-512) k-major, int8 rows dequantized (:class:`BatchPanels`: placed when the source is written,
+  made and appended to ``wf`` for the model's first ``Streams``, so ``Stream`` users hold no copy);
+  a tile keeps 4 streams x R rows (12 vector accumulators) in registers over the whole reduction, each
+  weight vector feeding 4 FMAs and each broadcast input R/8, then adds R contiguous floats into each
+  stream's row. For each panel the block's streams are taken 4 at a time (a panel read from cache once
+  per block). No transposed copy of the inputs: a tile broadcasts them from each stream's own row.
   LSTM 8→256's 1024x264 product runs at ~42 GFLOP/s here (AMD Zen 1, one core); in LSTM 8→64's step
   the product is ~55% of the time, the gate activations (per stream, vectorized over the gates) ~30%.
-* int8 weights, the AOT modules and ``EDGERNN_BATCH_GEMM=0`` (:func:`emit_gemv`): four weight rows are
+* the AOT modules, other CPUs and ``EDGERNN_BATCH_GEMM=0`` (:func:`emit_gemv`): four weight rows are
   loaded once and dotted with the rows of four streams at a time (16 accumulators; the reduction over k
   vectorizes), for each group of four streams of the block, so a weight row is read once per block.
 
-No copies of the inputs, no allocation. For this the arrays a product reads and writes must be found
+No allocation per step. For this the arrays a product reads and writes must be found
 again for every stream: they are the model input ``x``, the stream buffer ``M`` or a slice of one made
 by :meth:`Code.view` (recorded here as an alias: name → parent and offset). A segment re-binds the
 aliases it uses at its start. Op modules that keep to this say ``LANES = True`` (lstm, gru, rnn, dense,
