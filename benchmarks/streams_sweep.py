@@ -1,10 +1,12 @@
 """``streams(n).step`` against torch's batched cell and ORT's batched step graph at several n, interleaved
 in one process (one thread each): the figures of issue 14's many-stream goal.
 
-For each model and n: the three steps are timed in turns (``--rounds`` rounds, each a burst of calls),
-so a busy machine slows them alike; printed per stream-step (µs), the minimum and median of the rounds,
-and torch / edgernn and ORT / edgernn of the medians (> 1: edgernn faster). Outputs are compared after
-timing. Also the first ``streams(n).step`` of the process (its compile, or the kernel cache's load).
+For each model and n: the steps are timed in turns (``--rounds`` rounds, each a burst of calls), so a
+busy machine slows them alike; printed per stream-step (µs), the minimum and median of the rounds, and
+torch / edgernn and ORT / edgernn of the minima (> 1: edgernn faster; the minimum is the figure least
+disturbed by a busy machine). ``--loops``: also the portable blocked loops (``EDGERNN_BATCH_GEMM=0``).
+Outputs are compared after timing. Also the first ``streams(n).step`` of the process (its compile, or
+the kernel cache's load).
 
     python benchmarks/streams_sweep.py [--n 64,256,1024,4096] [--models lstm_8x64,gru_8x64] [--quant fp32]
 """
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                     return f"{row[k][0]:.3g} / {row[k][1]:.3g}" if k in row else "–"
 
                 def ratio(k, row=row, e=e):
-                    return f"{row[k][1] / e[1]:.2f}×" if k in row else "–"
+                    return f"{row[k][0] / e[0]:.2f}×" if k in row else "–"
 
                 print(
                     f"| {name} | {q} | {row['n']} | {cell_('edgernn')} | {cell_('torch')} | {cell_('ort')} "
