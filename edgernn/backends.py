@@ -32,14 +32,16 @@ class _Backend:
     def prepare_batch(self, packed: Packed) -> None:
         """Append the panels step_batch reads to ``packed.wf`` where its source reads them, once (the
         first ``Streams`` of the model; ``Stream`` users never hold them)."""
-        if self.batch is None:
+        if self.batch is None:  # None only once packed.wf holds them
             return
         with _BACKENDS_LOCK:
-            batch, self.batch = self.batch, None
-            if batch is not None:
-                base = _append(packed, batch.table())
-                if base != batch.base:  # pragma: no cover - nothing else appends after load
-                    raise EdgeRNNError("internal error: step_batch panels misplaced")
+            batch = self.batch
+            if batch is None:  # another thread appended them meanwhile
+                return
+            base = _append(packed, batch.table())
+            if base != batch.base:  # pragma: no cover - nothing else appends after load
+                raise EdgeRNNError("internal error: step_batch panels misplaced")
+            self.batch = None
 
     def for_model(self, packed: Packed, path: str | None = None) -> _Backend:
         """The entry points for one packed model (loaded from the file ``path``, if any): kernels generated
