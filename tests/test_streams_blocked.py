@@ -212,3 +212,35 @@ def test_gemm_tile_against_numpy(nvec, valid):
     want[3:7, 11 : 11 + valid] += X[3:7, 6 : 6 + K] @ W.T
     go(wf, 5, X, 3, 6, Y, 11, K)
     assert_close(Y, want, atol=1e-5, rtol=1e-5, what=f"tile nvec={nvec} valid={valid}")
+
+
+def test_gemm_panels_made_for_the_first_streams_only(tmp_path):
+    """The GEMM panels join wf when the model's first Streams is made (a Stream user holds no copy),
+    once, even when threads make their first Streams at the same time; every one steps as a Stream."""
+    import threading
+
+    rng = np.random.default_rng(3)
+    plan, tensors = model([recurrent(rng, "lstm", "l", 3, 30), dense(rng, "d", 30, 2)], 3)
+    artifact.write(tmp_path / "m.ernn", plan, tensors)
+    m = edgernn.load(tmp_path / "m.ernn", backend="numba")
+    n0 = len(m._packed.wf)
+    X = rng.standard_normal((8, 3)).astype(np.float32)
+    want = np.stack([m.stream().step(x) for x in X])
+    assert len(m._packed.wf) == n0
+    got = {}
+
+    def go(i):
+        got[i] = m.streams(8).step(X)
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    grown = len(m._packed.wf)
+    if m._backend.source is not None and "GT_" in m._backend.source:
+        assert grown > n0
+    m.streams(4)
+    assert len(m._packed.wf) == grown
+    for i in range(6):
+        assert_close(got[i], want, atol=1e-5, rtol=1e-4, what=f"thread {i}")
