@@ -187,8 +187,10 @@ def test_overflow_in_one_stream_of_a_block_restores_every_stream(tmp_path):
     np.testing.assert_array_equal(b.state, before)
 
 
-@pytest.mark.parametrize(("nvec", "valid"), [(3, 24), (3, 20), (2, 13), (1, 1)])
-def test_gemm_tile_against_numpy(nvec, valid):
+@pytest.mark.parametrize(
+    ("nvec", "valid", "vw"), [(3, 24, 8), (3, 20, 8), (2, 13, 8), (1, 1, 8), (3, 48, 16), (2, 21, 16)]
+)
+def test_gemm_tile_against_numpy(nvec, valid, vw):
     """One register-blocked tile (kernels/bgemm.py): 4 streams' rows of a 2-D buffer (row stride not a
     multiple of anything) times a k-major panel, added into ``valid`` floats of each stream's row; the
     floats around them untouched."""
@@ -196,22 +198,22 @@ def test_gemm_tile_against_numpy(nvec, valid):
     from edgernn.kernels import bgemm
     from numba import njit
 
-    tile = bgemm.tile(4, nvec, valid, 8)
+    tile = bgemm.tile(4, nvec, valid, vw)  # vw = 16: the AVX-512 panels (legalized for any CPU)
 
     @njit
     def go(wf, p, X, s, xoff, Y, yoff, K):
         tile(wf, p, X, s, xoff, Y, yoff, K)
 
     rng = np.random.default_rng(valid)
-    K, R = 37, nvec * 8
+    K, R = 37, nvec * vw
     W = rng.standard_normal((valid, K)).astype(np.float32)
     wf = np.concatenate([rng.standard_normal(5).astype(np.float32), bgemm.pack_panel(W, R)])
     X = rng.standard_normal((9, 53)).astype(np.float32)
-    Y = rng.standard_normal((9, 71)).astype(np.float32)
+    Y = rng.standard_normal((9, 83)).astype(np.float32)
     want = Y.copy()
     want[3:7, 11 : 11 + valid] += X[3:7, 6 : 6 + K] @ W.T
     go(wf, 5, X, 3, 6, Y, 11, K)
-    assert_close(Y, want, atol=1e-5, rtol=1e-5, what=f"tile nvec={nvec} valid={valid}")
+    assert_close(Y, want, atol=1e-5, rtol=1e-5, what=f"tile {nvec}x{vw} valid={valid}")
 
 
 def test_gemm_panels_made_for_the_first_streams_only(tmp_path):
