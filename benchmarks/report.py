@@ -159,6 +159,31 @@ def tables(res: dict, machine: dict) -> str:
                 f"| {m} + dense | {q} | {_f(e)} | {_f(sep)} | {_f(t)} | {_f(o)} "
                 f"| {_ratio(sep, e)} | {_ratio(t, e)} | {_ratio(o, e)} |"
             )
+    ns = sorted({int(k[0][7:]) for k in res if k[0].startswith("streams") and k[0][7:].isdigit()})
+    if len(ns) > 1:
+        lines += [
+            "",
+            "**n streams** (µs per stream-step at each n; `benchmarks/test_bench_streams.py`, "
+            "`benchmarks/streams_sweep.py` times them interleaved): `streams(n).step` (float32 products as "
+            "register-blocked GEMM tiles, kernels/bgemm.py) vs torch's batched cell vs ORT's batched step "
+            "graph:",
+            "",
+            "| model | weights | n | streams(n) | torch batched | ORT batched | torch / streams (goal ≥ 1×) "
+            "| ORT / streams (goal ≥ 1×) |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for m in MODELS:
+            for q in QUANT:
+                for n in ns:
+                    mode = f"streams{n}"
+                    e = us(mode, m, q, "edgernn")
+                    if e is None:
+                        continue
+                    t, o = us(mode, m, q, "torch"), us(mode, m, q, "ort")
+                    lines.append(
+                        f"| {m} + dense | {q} | {n} | {_f(e)} | {_f(t)} | {_f(o)} | {_ratio(t, e)} "
+                        f"| {_ratio(o, e)} |"
+                    )
     return "\n".join(lines)
 
 

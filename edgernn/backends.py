@@ -27,6 +27,21 @@ class _Backend:
         self.seq = seq
         self._per_model = per_model
         self.source: str | None = None  # the generated source of a per-model backend
+        self.batch = None  # step_batch's GEMM panels (kernels.lanes.BatchPanels), not yet in wf
+
+    def prepare_batch(self, packed: Packed) -> None:
+        """Append the panels step_batch reads to ``packed.wf`` where its source reads them, once (the
+        first ``Streams`` of the model; ``Stream`` users never hold them)."""
+        if self.batch is None:  # None only once packed.wf holds them
+            return
+        with _BACKENDS_LOCK:
+            batch = self.batch
+            if batch is None:  # another thread appended them meanwhile
+                return
+            base = _append(packed, batch.table())
+            if base != batch.base:  # pragma: no cover - nothing else appends after load
+                raise EdgeRNNError("internal error: step_batch panels misplaced")
+            self.batch = None
 
     def for_model(self, packed: Packed, path: str | None = None) -> _Backend:
         """The entry points for one packed model (loaded from the file ``path``, if any): kernels generated
@@ -82,13 +97,29 @@ def _panels(packed: Packed) -> dict | None:
     return {key: base + i for key, i in where.items()}
 
 
+def _batch_panels(packed: Packed):
+    """A :class:`~.kernels.lanes.BatchPanels` for the source about to be generated from ``packed.wf``
+    (its panels go right after wf, appended by :meth:`_Backend.prepare_batch` for the first ``Streams``),
+    or None with ``EDGERNN_BATCH_GEMM=0`` or off x86-64 with AVX2+FMA (step_batch then keeps the portable
+    blocked loops: the tiles are generic vector IR, but measured and tested only there so far)."""
+    from .kernels import bgemm, lanes, simd
+
+    if os.environ.get("EDGERNN_BATCH_GEMM", "1") == "0" or not simd.have_simd():
+        return None
+    n = len(packed.wf)
+    return lanes.BatchPanels(packed.wf, packed.wb, n + (-n % 16), bgemm.vector_width())
+
+
 def _numba_for_model(base: _Backend, packed: Packed, path: str | None = None) -> _Backend:
     from .kernels import codegen
 
     panels = _panels(packed)
-    k = codegen.kernels(packed.wf, panels=panels)  # step compiled now (or cached); seq, step_batch later
+    batch = _batch_panels(packed)
+    # step compiled now (or cached); seq, step_batch later
+    k = codegen.kernels(packed.wf, panels=panels, batch=batch)
     b = _Backend("numba", k.step, k.step_batch, k.seq)
     b.source = k.source
+    b.batch = batch if batch is not None and batch.n else None
     return b
 
 
@@ -113,9 +144,13 @@ def numba_dynamic_int8(packed: Packed) -> _Backend:
             base = _append_wb(packed, table)
             qpanels = {off: base + i for off, i in where.items()}
     panels = _panels(packed)
-    k = codegen.kernels(packed.wf, dynamic_int8=True, rowsums=rowsums, panels=panels, qpanels=qpanels)
+    batch = _batch_panels(packed)
+    k = codegen.kernels(
+        packed.wf, dynamic_int8=True, rowsums=rowsums, panels=panels, qpanels=qpanels, batch=batch
+    )
     b = _Backend("numba", k.step, k.step_batch, k.seq)
     b.source = k.source
+    b.batch = batch if batch is not None and batch.n else None
     return b
 
 

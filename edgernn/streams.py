@@ -110,6 +110,9 @@ class Streams:
         self._model = model
         self.n = n
         self._MB = np.tile(model._m0, (n, 1))
+        prepare = getattr(model._backend, "prepare_batch", None)
+        if prepare is not None:
+            prepare(p)  # the JIT's GEMM panels into wf, for the first Streams of the model
         self._k = model._backend.step_batch
         self._wf = p.wf
         self._wb = p.wb

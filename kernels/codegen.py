@@ -263,29 +263,45 @@ def _emit_step(c: Code, head: Header, layers: list[Layer]) -> None:
         with c.block("for i in range(n):"):
             c("xr = X[i]")
             _check_row(c, head, "xr", " | (i << 3)")
-        if guard:
-            with c.block("for i in range(n):"):
+        # the guard's backup and check run block by block (a block's rows are in cache then; with many
+        # streams MB is larger than the L3): the first failing stream i restores every stream stepped so
+        # far, those after it were not stepped
+        c(f"nfull = n - n % {I(lanes.SB)}")
+        with c.block(f"for s0 in range(0, nfull, {I(lanes.NL)}):"):
+            c(f"nb = min({I(lanes.NL)}, nfull - s0)")
+            if guard:
+                with c.block("for i in range(s0, s0 + nb):"):
+                    c("Mi = MB[i]")
+                    fill(c, "Mi", head.m_size - head.n_state, head.n_state, "Mi", 0)
+            _emit_block(c, head, layers, "s0", "nb")
+            if guard:
+                _batch_check(c, head, "range(s0, s0 + nb)", "s0 + nb")
+        with c.block("for i in range(nfull, n):"):  # the streams after the last full block
+            if guard:
                 c("Mi = MB[i]")
                 fill(c, "Mi", head.m_size - head.n_state, head.n_state, "Mi", 0)
-        c(f"nfull = n - n % {I(lanes.NL)}")
-        with c.block(f"for s0 in range(0, nfull, {I(lanes.NL)}):"):
-            _emit_block(c, head, layers, "s0")
-        with c.block("for i in range(nfull, n):"):  # the streams after the last full block
             c("run1(X[i], wf, wb, MB[i])")
-        if guard:
-            with c.block("for i in range(n):"):
-                with c.block(f"if {_guard_failed(head, 'MB[i]')}:"):
-                    with c.block("for j in range(n):"):
-                        c("Mj = MB[j]")
-                        fill(c, "Mj", 0, head.n_state, "Mj", head.m_size - head.n_state)
-                    c(f"return {I(ST_OVERFLOW)} | (i << 3)")
+            if guard:
+                _batch_check(c, head, "range(i, i + 1)", "i + 1")
         c(f"return {I(ST_OK)}")
 
 
-def _emit_block(c: Code, head: Header, layers: list[Layer], s0: str) -> None:
-    """One step of the ``lanes.NL`` streams s0.. (rows checked): every layer's emitter on a
-    :class:`~.lanes.LaneCode`, its matrix products blocked over the streams (see ``kernels/lanes.py``)."""
-    lc = lanes.LaneCode(c, s0)
+def _batch_check(c: Code, head: Header, rows: str, stepped: str) -> None:
+    """The guard after stepping ``rows``: the first of them holding NaN/Inf restores streams 0..stepped
+    and returns its status."""
+    with c.block(f"for i in {rows}:"):
+        with c.block(f"if {_guard_failed(head, 'MB[i]')}:"):
+            with c.block(f"for j in range({stepped}):"):
+                c("Mj = MB[j]")
+                fill(c, "Mj", 0, head.n_state, "Mj", head.m_size - head.n_state)
+            c(f"return {I(ST_OVERFLOW)} | (i << 3)")
+
+
+def _emit_block(c: Code, head: Header, layers: list[Layer], s0: str, nb: str) -> None:
+    """One step of the ``nb`` (≤ ``lanes.NL``, a multiple of ``lanes.SB``) streams s0.. (rows checked):
+    every layer's emitter on a :class:`~.lanes.LaneCode`, its matrix products blocked over the streams
+    (see ``kernels/lanes.py``)."""
+    lc = lanes.LaneCode(c, s0, nb)
     for lay in layers:
         lc.blocking = bool(getattr(REGISTRY[lay.kind], "LANES", False))
         _emit_layers(lc, head, [lay], "x")
@@ -469,6 +485,7 @@ def source(
     rowsums: dict | None = None,
     panels: dict | None = None,
     qpanels: dict | None = None,
+    batch: lanes.BatchPanels | None = None,
 ) -> str:
     """The Python source of the generated kernels of the packed model ``wf`` (float32 buffer).
 
@@ -478,12 +495,16 @@ def source(
     offset in wf; see ``_qemit.row_sums``); else, given ``qpanels`` (matrix offset -> offset in wb of its
     AVX2 int8 panel, ``_qemit.panel_table``), with AVX2 instructions over those panels; the others take
     the portable loop. ``panels``: (matrix offset, first column) -> offset in wf of its panel copy
-    (``ops/_pemit.panel_table``), read by the step's float32 products instead of the rows."""
+    (``ops/_pemit.panel_table``), read by the step's float32 products instead of the rows. ``batch``:
+    step_batch's float32 products become blocked GEMM tiles over row panels that it collects
+    (``kernels/lanes.py``; the caller appends ``batch.table()`` to wf at ``batch.base``); None: the
+    portable blocked loops."""
     head, layers = _layers(wf)
     consts: dict[str, str] = {}
     body = Code(consts)
     body.wf = wf
     prelude = _PRELUDE
+    body.batch = batch
     if panels:
         body.panels = panels
         prelude += "\nfrom edgernn.kernels.simd import dot4_panel\n"
@@ -505,6 +526,8 @@ def source(
     body("")
     _emit_seq(body, head, layers)
     const_lines = [f"{name} = {text}" for name, text in consts.items()]
+    if batch is not None:
+        prelude += batch.prelude()
     return prelude + "\n".join(const_lines) + "\n\n\n" + "\n".join(body.lines) + "\n"
 
 

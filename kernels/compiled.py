@@ -127,9 +127,10 @@ def kernels(
     rowsums: dict | None = None,
     panels: dict | None = None,
     qpanels: dict | None = None,
+    batch=None,
 ) -> Kernels:
     """Generate, compile (or load from the cache) the kernels of the packed model ``wf`` (``dynamic_int8``,
-    ``rowsums``, ``panels``, ``qpanels``: see :func:`~.codegen.source`)."""
+    ``rowsums``, ``panels``, ``qpanels``, ``batch``: see :func:`~.codegen.source`)."""
     from .codegen import source
 
-    return Kernels(source(wf, dynamic_int8, rowsums=rowsums, panels=panels, qpanels=qpanels))
+    return Kernels(source(wf, dynamic_int8, rowsums=rowsums, panels=panels, qpanels=qpanels, batch=batch))

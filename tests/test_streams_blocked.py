@@ -10,6 +10,8 @@ order; a bad row or a size mismatch leaves every stream untouched.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from builders import attention, dense, esn, model, quantize_int8, recurrent
@@ -81,7 +83,7 @@ def _cases():
 CASES = list(_cases())
 
 
-@pytest.mark.parametrize("n", [1, 5, 16, 37])
+@pytest.mark.parametrize("n", [1, 5, 16, 37, 70])
 @pytest.mark.parametrize("quant", ["fp32", "int8"])
 @pytest.mark.parametrize(("name", "pt"), CASES, ids=[c[0] for c in CASES])
 def test_streams_equal_separate_streams(tmp_path, name, pt, quant, n):
@@ -109,12 +111,20 @@ def test_products_are_blocked_over_the_streams(tmp_path, name, pt):
     read once per block; attention's own products stay per stream, inside the same kernel."""
     plan, tensors = pt
     artifact.write(tmp_path / "m.ernn", plan, tensors)
-    src = codegen.source(edgernn.load(tmp_path / "m.ernn", backend="numpy")._packed.wf)
-    body = src[src.index("def step_batch") : src.index("def seq")]
-    blocked_products = body.count(f"range(0, {lanes.NL}, {lanes.SB})")
+    wf = edgernn.load(tmp_path / "m.ernn", backend="numpy")._packed.wf
     kinds = [lay["kind"] for lay in plan["layers"]]
     blockable = sum(k in ("lstm", "gru", "rnn", "dense", "esn") for k in kinds)
-    assert blocked_products >= blockable
+    src = codegen.source(wf)  # the portable blocked loops
+    body = src[src.index("def step_batch") : src.index("def seq")]
+    assert body.count(f"range(0, nb, {lanes.SB})") >= blockable
+    # with row panels: the float32 products are GEMM tiles over the panels, which the panels table holds
+    n = len(wf) + (-len(wf) % 16)
+    bp = lanes.BatchPanels(wf, np.zeros(0, np.int8), n, 8)
+    src = codegen.source(wf, batch=bp)
+    body = src[src.index("def step_batch") : src.index("def seq")]
+    assert "GT_" in body and "bgemm_tile(" in src
+    assert not re.search(r"MB\[s_\d+ \+ \d+, [^\]]*\] \+=", body)  # no blocked loop product is left
+    assert bp.n == len(bp.table()) and bp.n >= sum(k * r for (_, _, k, _, r) in bp.where)
 
 
 def test_graph_plan_streams_equal_separate_streams(tmp_path):
@@ -175,3 +185,64 @@ def test_overflow_in_one_stream_of_a_block_restores_every_stream(tmp_path):
     with pytest.raises(edgernn.InputError, match="stream 21"):
         b.step(X)
     np.testing.assert_array_equal(b.state, before)
+
+
+@pytest.mark.parametrize(
+    ("nvec", "valid", "vw"), [(3, 24, 8), (3, 20, 8), (2, 13, 8), (1, 1, 8), (3, 48, 16), (2, 21, 16)]
+)
+def test_gemm_tile_against_numpy(nvec, valid, vw):
+    """One register-blocked tile (kernels/bgemm.py): 4 streams' rows of a 2-D buffer (row stride not a
+    multiple of anything) times a k-major panel, added into ``valid`` floats of each stream's row; the
+    floats around them untouched."""
+    pytest.importorskip("numba")
+    from edgernn.kernels import bgemm
+    from numba import njit
+
+    tile = bgemm.tile(4, nvec, valid, vw)  # vw = 16: the AVX-512 panels (legalized for any CPU)
+
+    @njit
+    def go(wf, p, X, s, xoff, Y, yoff, K):
+        tile(wf, p, X, s, xoff, Y, yoff, K)
+
+    rng = np.random.default_rng(valid)
+    K, R = 37, nvec * vw
+    W = rng.standard_normal((valid, K)).astype(np.float32)
+    wf = np.concatenate([rng.standard_normal(5).astype(np.float32), bgemm.pack_panel(W, R)])
+    X = rng.standard_normal((9, 53)).astype(np.float32)
+    Y = rng.standard_normal((9, 83)).astype(np.float32)
+    want = Y.copy()
+    want[3:7, 11 : 11 + valid] += X[3:7, 6 : 6 + K] @ W.T
+    go(wf, 5, X, 3, 6, Y, 11, K)
+    assert_close(Y, want, atol=1e-5, rtol=1e-5, what=f"tile {nvec}x{vw} valid={valid}")
+
+
+def test_gemm_panels_made_for_the_first_streams_only(tmp_path):
+    """The GEMM panels join wf when the model's first Streams is made (a Stream user holds no copy),
+    once, even when threads make their first Streams at the same time; every one steps as a Stream."""
+    import threading
+
+    rng = np.random.default_rng(3)
+    plan, tensors = model([recurrent(rng, "lstm", "l", 3, 30), dense(rng, "d", 30, 2)], 3)
+    artifact.write(tmp_path / "m.ernn", plan, tensors)
+    m = edgernn.load(tmp_path / "m.ernn", backend="numba")
+    n0 = len(m._packed.wf)
+    X = rng.standard_normal((8, 3)).astype(np.float32)
+    want = np.stack([m.stream().step(x) for x in X])
+    assert len(m._packed.wf) == n0
+    got = {}
+
+    def go(i):
+        got[i] = m.streams(8).step(X)
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    grown = len(m._packed.wf)
+    if m._backend.source is not None and "GT_" in m._backend.source:
+        assert grown > n0
+    m.streams(4)
+    assert len(m._packed.wf) == grown
+    for i in range(6):
+        assert_close(got[i], want, atol=1e-5, rtol=1e-4, what=f"thread {i}")

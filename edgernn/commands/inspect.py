@@ -361,11 +361,14 @@ def kernel_source(path: str) -> str:
     """The Python source of the kernels generated for the ``.ernn`` model at ``path`` (what the numba
     backend compiles; made from the packed numbers only, no string from the file)."""
     from ..artifact import read
+    from ..backends import _batch_panels, _panels
     from ..kernels import codegen
     from ..pack import pack
 
     plan, tensors = read(path)
-    return codegen.source(pack(plan, tensors).wf)
+    packed = pack(plan, tensors)
+    panels = _panels(packed)  # the step's panels and step_batch's GEMM panels, as the numba backend
+    return codegen.source(packed.wf, panels=panels, batch=_batch_panels(packed))
 
 
 def run(args: argparse.Namespace) -> int:

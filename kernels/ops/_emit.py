@@ -42,6 +42,7 @@ class Code:
         self.rowsums: dict[int, int] = {}  # int8 matrix offset -> offset of its row sums in wf (vnni)
         self.qpanels: dict[int, int] = {}  # int8 matrix offset -> offset of its AVX2 panel in wb (avx2)
         self.panels: dict[tuple[int, int], int] = {}  # (matrix offset, column) -> its panel in wf (_pemit)
+        self.batch = None  # a kernels.lanes.BatchPanels: step_batch's float32 products as blocked GEMM tiles
 
     def view(self, base: str, arr: str, a: int, b: int) -> str:
         """A fresh name bound to the slice ``arr[a:b]`` (``arr`` the stream buffer ``M``, the model input
