@@ -378,15 +378,22 @@ def test_streams_equal_separate_streams(case):
     Xs = np.stack([_inputs(plan, rng, T) for _ in range(n)], axis=1)  # (T, n, I)
     b = m.streams(n)
     singles = [m.stream() for _ in range(n)]
-    # step_batch's blocks of 16 streams sum in another order than the single-stream GEMV (equal to float32
-    # rounding, not bit for bit); the 7 streams here are fewer than a block: stepped one by one
+    # step_batch's blocks (here one block of the first 4 streams; n - n % 4 streams are blocked) sum in
+    # another order than the single-stream GEMV: equal to float32 rounding, not bit for bit. The n % 4
+    # streams after the last block step one by one through the single-stream code: bit for bit where that
+    # code is the one Stream.step runs (attention, embedding: no panels in either)
+    one_by_one = slice(n - n % 4, n)
     exact = case in ("attention", "embedding")
-    check = np.testing.assert_array_equal if exact else _close_f32
     for t in range(T):
         Yb = b.step(Xs[t])
         Ys = np.stack([singles[i].step(Xs[t, i]) for i in range(n)])
-        check(Yb, Ys)
-    check(b.state, np.stack([s.state for s in singles]))
+        _close_f32(Yb, Ys)
+        if exact:
+            np.testing.assert_array_equal(Yb[one_by_one], Ys[one_by_one])
+    states = np.stack([s.state for s in singles])
+    _close_f32(b.state, states)
+    if exact:
+        np.testing.assert_array_equal(b.state[one_by_one], states[one_by_one])
 
 
 def _close_f32(a, b):
