@@ -141,7 +141,8 @@ def tables(res: dict, machine: dict) -> str:
     lines += [
         "",
         "**1,024 streams** (µs per stream-step): `streams(1024).step` (the generated `step_batch`: "
-        "blocks of 16 streams share every weight row load, kernels/lanes.py) vs 1,024 separate "
+        "blocks of 16 streams, each product a GEMM of register-blocked tiles, kernels/lanes.py and "
+        "kernels/bgemm.py) vs 1,024 separate "
         "`Stream.step` calls vs torch's batched cell vs ORT's step graph with batch 1,024:",
         "",
         "| model | weights | streams(1024) | separate | torch batched | ORT batched "
