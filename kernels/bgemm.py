@@ -31,13 +31,9 @@ NVEC = 3
 
 def vector_width() -> int:
     """Floats per vector register for the panels, chosen from the host CPU: 16 with AVX-512F, else 8."""
-    try:
-        import llvmlite.binding as ll
+    from .simd import host_features
 
-        feats = set(ll.get_host_cpu_features().flatten().split(","))
-    except Exception:  # noqa: BLE001 - no llvmlite, or a platform it cannot query
-        return 8
-    return 16 if "+avx512f" in feats else 8
+    return 16 if "+avx512f" in host_features() else 8
 
 
 def pack_panel(w: np.ndarray, R: int) -> np.ndarray:

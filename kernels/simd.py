@@ -97,15 +97,21 @@ def _make():
     return dot4_panel
 
 
-def have_simd() -> bool:
-    """Whether the step uses panels here: x86-64 with AVX2 and FMA (measured there; other CPUs keep the
-    row loops until measured)."""
+def host_features() -> set[str]:
+    """The host CPU's features as LLVM reports them for numba's code generation (``"+avx2"``, ...); empty
+    without llvmlite or on a platform it cannot query (the callers then take their portable paths)."""
     try:
         import llvmlite.binding as ll
 
-        feats = set(ll.get_host_cpu_features().flatten().split(","))
+        return set(ll.get_host_cpu_features().flatten().split(","))
     except Exception:  # noqa: BLE001 - no llvmlite, or a platform it cannot query
-        return False
+        return set()
+
+
+def have_simd() -> bool:
+    """Whether the step uses panels here: x86-64 with AVX2 and FMA (measured there; other CPUs keep the
+    row loops until measured)."""
+    feats = host_features()
     return "+avx2" in feats and "+fma" in feats
 
 

@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .simd import host_features
+
 #: bytes per vpdpbusd (zmm)
 CHUNK = 64
 #: bytes per row and chunk of an AVX2 int8 panel (one ymm)
@@ -45,24 +47,15 @@ PCHUNK = 32
 _FEATURE = "+avx512vnni"
 
 
-def _features() -> set[str]:
-    try:
-        import llvmlite.binding as ll
-
-        return set(ll.get_host_cpu_features().flatten().split(","))
-    except Exception:  # noqa: BLE001 - no llvmlite, or a platform it cannot query: the portable loop
-        return set()
-
-
 def have_vnni() -> bool:
     """Whether numba compiles for a host CPU with AVX512-VNNI (and AVX512BW), as LLVM reports it."""
-    feats = _features()
+    feats = host_features()
     return _FEATURE in feats and "+avx512bw" in feats
 
 
 def have_avx2() -> bool:
     """Whether numba compiles for a host CPU with AVX2 (``dot4_s8_panel``), as LLVM reports it."""
-    return "+avx2" in _features()
+    return "+avx2" in host_features()
 
 
 def panelize_i8(block: np.ndarray) -> np.ndarray:
